@@ -1,0 +1,93 @@
+/* fm_internal.h — what the autograd engine and the kernels share.  Not
+ * installed; plugins never see it.
+ *
+ * An op is one row of fm_op_table: its public function (core/ops/) checks
+ * shapes, makes the output and a node, and hands both to fm_graph_apply(),
+ * which runs the row's forward and, when gradients are wanted, records the
+ * node.  Before a node's backward runs, the engine has given every input that
+ * requires grad a grad buffer (zero-filled for arena tensors); backward
+ * functions ACCUMULATE (+=) into the inputs for which fm_node_wants_grad().
+ */
+#ifndef FM_INTERNAL_H
+#define FM_INTERNAL_H
+
+#include "fm/fm_graph.h"
+
+#define FM_NODE_MAX_IN 6
+
+typedef enum fm_op_id {
+    FM_OP_LINEAR,
+    FM_OP_CONV2D,
+    FM_OP_MAXPOOL2D,
+    FM_OP_GLOBAL_AVGPOOL,
+    FM_OP_BATCHNORM,
+    FM_OP_RELU,
+    FM_OP_DROPOUT,
+    FM_OP_ADD,
+    FM_OP_FLATTEN,
+    FM_OP_CROSS_ENTROPY,
+    FM_OP_COUNT
+} fm_op_id;
+
+typedef struct fm_node {
+    fm_op_id op;
+    fm_tensor *out;
+    fm_tensor *in[FM_NODE_MAX_IN];  /* NULL for absent optional inputs (bias) */
+    int n_in;
+    int iarg[4];                    /* op-specific: stride, pad, k, ... */
+    float farg[4];                  /* op-specific: p, momentum, eps, ... */
+    void *saved;                    /* op-owned arena memory kept for backward */
+} fm_node;
+
+typedef void (*fm_op_fn)(fm_graph *g, fm_node *n);
+
+typedef struct fm_op_def {
+    fm_op_id id;
+    const char *name;
+    fm_op_fn forward;
+    fm_op_fn backward;
+} fm_op_def;
+
+extern const fm_op_def fm_op_table[FM_OP_COUNT];
+
+/* Forward functions, one per op, defined in core/ops/. */
+void fm_op_linear_forward(fm_graph *g, fm_node *n);
+void fm_op_linear_backward(fm_graph *g, fm_node *n);
+void fm_op_conv2d_forward(fm_graph *g, fm_node *n);
+void fm_op_conv2d_backward(fm_graph *g, fm_node *n);
+void fm_op_maxpool2d_forward(fm_graph *g, fm_node *n);
+void fm_op_maxpool2d_backward(fm_graph *g, fm_node *n);
+void fm_op_global_avgpool_forward(fm_graph *g, fm_node *n);
+void fm_op_global_avgpool_backward(fm_graph *g, fm_node *n);
+void fm_op_batchnorm_forward(fm_graph *g, fm_node *n);
+void fm_op_batchnorm_backward(fm_graph *g, fm_node *n);
+void fm_op_relu_forward(fm_graph *g, fm_node *n);
+void fm_op_relu_backward(fm_graph *g, fm_node *n);
+void fm_op_dropout_forward(fm_graph *g, fm_node *n);
+void fm_op_dropout_backward(fm_graph *g, fm_node *n);
+void fm_op_add_forward(fm_graph *g, fm_node *n);
+void fm_op_add_backward(fm_graph *g, fm_node *n);
+void fm_op_flatten_forward(fm_graph *g, fm_node *n);
+void fm_op_flatten_backward(fm_graph *g, fm_node *n);
+void fm_op_cross_entropy_forward(fm_graph *g, fm_node *n);
+void fm_op_cross_entropy_backward(fm_graph *g, fm_node *n);
+
+/* A zeroed node for `op` with inputs in[0..n_in), in the arena. */
+fm_node *fm_node_new(fm_graph *g, fm_op_id op, int n_in, fm_tensor *const *in);
+/* Makes n->out (already shaped, data allocated by the caller unless it is a
+ * view), runs the forward, records the node if needed; returns n->out. */
+fm_tensor *fm_graph_apply(fm_graph *g, fm_node *n);
+/* During backward: true when input i exists and has a grad to accumulate into. */
+static inline bool fm_node_wants_grad(const fm_node *n, int i)
+{
+    return n->in[i] && n->in[i]->requires_grad && n->in[i]->grad;
+}
+
+/* Blocked GEMM for the kernels, C = alpha * op(A) op(B) + beta * C, row-major,
+ * split over the pool in fixed-size blocks of rows or columns of C (never of
+ * the reduction dimension), each block one single-threaded cblas_sgemm: the
+ * result is bit-identical for any thread count. */
+void fm_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
+              int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+#endif /* FM_INTERNAL_H */

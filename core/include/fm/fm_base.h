@@ -1,0 +1,137 @@
+/* fm_base.h — errors, assertions, logging, allocation, random numbers, threads.
+ *
+ * Errors from the world (files, options, plugins) are reported as an fm_status
+ * plus a message kept in a per-thread slot: the function that fails sets it with
+ * fm_error_set() and returns the status; the caller reads fm_error_message().
+ * Programmer errors (shape mismatch, NULL where forbidden) are FM_ASSERT: they
+ * print file:line and the expression, then abort.  The library never calls exit().
+ */
+#ifndef FM_BASE_H
+#define FM_BASE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(FM_BUILDING_CORE)
+#define FM_API __attribute__((visibility("default")))
+#else
+#define FM_API
+#endif
+
+#define FM_VERSION_STRING "0.1.0"
+
+/* ---- status and the error slot ---------------------------------------- */
+
+typedef enum fm_status {
+    FM_OK = 0,
+    FM_ERR_IO,      /* a file could not be opened, read or written */
+    FM_ERR_FORMAT,  /* a file was read but its content is wrong */
+    FM_ERR_ARG,     /* an option or value from the user is invalid */
+    FM_ERR_PLUGIN,  /* a plugin could not be loaded or refused to work */
+    FM_ERR_NOMEM,   /* an allocation sized by input data failed */
+    FM_ERR_SCRIPT,  /* a Lua script failed */
+    FM_ERR_STOP,    /* a callback asked to stop (not a failure) */
+} fm_status;
+
+/* Sets this thread's error slot and returns `status`, so a failing function
+ * can end with `return fm_error_set(FM_ERR_IO, "%s: %s", path, strerror(errno));`. */
+FM_API fm_status fm_error_set(fm_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+FM_API fm_status fm_error_setv(fm_status status, const char *fmt, va_list ap);
+/* The message of the last error on this thread ("" when none). Valid until
+ * the next fm_error_set on this thread. */
+FM_API const char *fm_error_message(void);
+FM_API fm_status fm_error_status(void);
+FM_API void fm_error_clear(void);
+FM_API const char *fm_status_name(fm_status status);
+
+/* ---- assertions -------------------------------------------------------- */
+
+FM_API _Noreturn void fm_abort(const char *file, int line, const char *expr);
+
+#define FM_ASSERT(x)                                                        \
+    do {                                                                    \
+        if (!(x)) fm_abort(__FILE__, __LINE__, #x);                         \
+    } while (0)
+
+/* ---- allocation -------------------------------------------------------- */
+
+/* malloc/calloc/aligned alloc that abort with a message on exhaustion.  Use
+ * them for sizes the program controls; sizes read from files are checked
+ * first and reported as FM_ERR_NOMEM/FM_ERR_FORMAT by the reader. */
+FM_API void *fm_xmalloc(size_t bytes);
+FM_API void *fm_xcalloc(size_t count, size_t size);
+FM_API void *fm_xrealloc(void *p, size_t bytes);
+/* 64-byte aligned, freed with free(). */
+FM_API void *fm_xaligned(size_t bytes);
+FM_API char *fm_xstrdup(const char *s);
+
+/* ---- logging ------------------------------------------------------------ */
+
+typedef enum { FM_LOG_ERROR, FM_LOG_WARN, FM_LOG_INFO, FM_LOG_DEBUG } fm_log_level;
+
+/* Messages at or below the level go to stderr (default FM_LOG_INFO). */
+FM_API void fm_log_set_level(fm_log_level level);
+FM_API fm_log_level fm_log_get_level(void);
+FM_API void fm_log(fm_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ---- random numbers ----------------------------------------------------- */
+
+/* PCG32 (O'Neill): 64-bit state, 32-bit output, 2^63 selectable streams.  Every
+ * use of randomness has its own stream, so changing one (say, turning dropout
+ * off) never shifts the numbers another (say, the shuffle) draws. */
+typedef struct fm_rng {
+    uint64_t state;
+    uint64_t inc;
+} fm_rng;
+
+enum {
+    FM_RNG_INIT = 1,  /* parameter initialisation */
+    FM_RNG_SPLIT,     /* train/validation split */
+    FM_RNG_SHUFFLE,   /* per-epoch order */
+    FM_RNG_DROPOUT,   /* dropout masks */
+    FM_RNG_AUGMENT,   /* crop offsets and flips */
+    FM_RNG_TEST,      /* tests and benchmarks */
+};
+
+FM_API void fm_rng_seed(fm_rng *rng, uint64_t seed, uint64_t stream);
+FM_API uint32_t fm_rng_u32(fm_rng *rng);
+/* Uniform in [0, 1) with 24 random bits. */
+FM_API float fm_rng_uniform(fm_rng *rng);
+/* Uniform integer in [0, n), unbiased; n > 0. */
+FM_API uint32_t fm_rng_below(fm_rng *rng, uint32_t n);
+/* Fisher–Yates shuffle of a[0..n). */
+FM_API void fm_rng_shuffle(fm_rng *rng, uint32_t *a, size_t n);
+
+/* ---- threads ------------------------------------------------------------ */
+
+/* The host owns every thread in the process: OpenBLAS is made single-threaded
+ * when the library loads (its own pool is shut down) and all parallel work
+ * goes through fm_parallel_for.  n <= 0 means one thread per online core. */
+FM_API void fm_set_threads(int n);
+FM_API int fm_get_threads(void);
+
+/* Runs fn(arg, task, thread) for task in [0, ntasks), spread over the pool;
+ * returns when all are done.  `thread` is in [0, fm_get_threads()) and is
+ * unique among tasks running at the same time (for per-thread scratch).
+ * Callers split work into chunks whose count and bounds do not depend on the
+ * thread count, and combine results in task order: that is what makes every
+ * result bit-identical for any number of threads.  Calls do not nest: a task
+ * that calls fm_parallel_for runs the inner tasks itself, serially. */
+typedef void (*fm_task_fn)(void *arg, int task, int thread);
+FM_API void fm_parallel_for(int ntasks, fm_task_fn fn, void *arg);
+
+/* Seconds from a monotonic clock. */
+FM_API double fm_now(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FM_BASE_H */

@@ -37,6 +37,7 @@ typedef struct fm_node {
     int iarg[4];                    /* op-specific: stride, pad, k, ... */
     float farg[4];                  /* op-specific: p, momentum, eps, ... */
     void *saved;                    /* op-owned arena memory kept for backward */
+    bool record;                    /* set before forward: backward will run, save what it needs */
 } fm_node;
 
 typedef void (*fm_op_fn)(fm_graph *g, fm_node *n);

@@ -1,0 +1,137 @@
+/* The tape and the backward driver. */
+#include "fm_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct fm_graph {
+    fm_arena *arena;
+    fm_node **tape;  /* recorded nodes in execution order */
+    int n_tape, cap_tape;
+    bool training, grad;
+    fm_rng rng;
+    bool profile;
+    fm_op_profile prof[FM_OP_COUNT];
+};
+
+fm_graph *fm_graph_new(void)
+{
+    fm_graph *g = fm_xcalloc(1, sizeof *g);
+    g->arena = fm_arena_new(16u << 20);
+    g->training = true;
+    g->grad = true;
+    fm_rng_seed(&g->rng, 0, FM_RNG_DROPOUT);
+    return g;
+}
+
+void fm_graph_free(fm_graph *g)
+{
+    if (!g) return;
+    fm_arena_free(g->arena);
+    free(g->tape);
+    free(g);
+}
+
+void fm_graph_reset(fm_graph *g)
+{
+    g->n_tape = 0;
+    fm_arena_reset(g->arena);
+}
+
+void fm_graph_set_training(fm_graph *g, bool training) { g->training = training; }
+bool fm_graph_training(const fm_graph *g) { return g->training; }
+void fm_graph_set_grad(fm_graph *g, bool enabled) { g->grad = enabled; }
+bool fm_graph_grad_enabled(const fm_graph *g) { return g->grad; }
+fm_rng *fm_graph_rng(fm_graph *g) { return &g->rng; }
+fm_arena *fm_graph_arena(fm_graph *g) { return g->arena; }
+
+void *fm_graph_alloc(fm_graph *g, size_t bytes) { return fm_arena_alloc(g->arena, bytes); }
+
+fm_tensor *fm_graph_tensor(fm_graph *g, int ndim, const int *shape)
+{
+    fm_tensor *t = fm_arena_calloc(g->arena, sizeof *t);
+    t->dtype = FM_F32;
+    fm_tensor_set_shape(t, ndim, shape);
+    t->data = fm_arena_alloc(g->arena, (size_t)t->numel * sizeof(float));
+    return t;
+}
+
+fm_node *fm_node_new(fm_graph *g, fm_op_id op, int n_in, fm_tensor *const *in)
+{
+    FM_ASSERT(op >= 0 && op < FM_OP_COUNT && n_in >= 0 && n_in <= FM_NODE_MAX_IN);
+    fm_node *n = fm_arena_calloc(g->arena, sizeof *n);
+    n->op = op;
+    n->n_in = n_in;
+    for (int i = 0; i < n_in; i++) n->in[i] = in[i];
+    return n;
+}
+
+fm_tensor *fm_graph_apply(fm_graph *g, fm_node *n)
+{
+    FM_ASSERT(n->out != NULL);
+    bool record = false;
+    if (g->grad)
+        for (int i = 0; i < n->n_in; i++)
+            if (n->in[i] && n->in[i]->requires_grad) record = true;
+    n->record = record;
+
+    double t0 = g->profile ? fm_now() : 0.0;
+    fm_op_table[n->op].forward(g, n);
+    if (g->profile) {
+        g->prof[n->op].forward_s += fm_now() - t0;
+        g->prof[n->op].forward_calls++;
+    }
+
+    n->out->requires_grad = record;
+    n->out->node = record ? n : NULL;
+    if (record) {
+        if (g->n_tape == g->cap_tape) {
+            g->cap_tape = g->cap_tape ? 2 * g->cap_tape : 256;
+            g->tape = fm_xrealloc(g->tape, (size_t)g->cap_tape * sizeof *g->tape);
+        }
+        g->tape[g->n_tape++] = n;
+    }
+    return n->out;
+}
+
+void fm_backward(fm_graph *g, fm_tensor *loss)
+{
+    FM_ASSERT(loss->numel == 1 && loss->dtype == FM_F32);
+    FM_ASSERT(loss->requires_grad && loss->node != NULL);
+    loss->grad = fm_arena_alloc(g->arena, sizeof(float));
+    loss->grad[0] = 1.0f;
+
+    for (int i = g->n_tape - 1; i >= 0; i--) {
+        fm_node *n = g->tape[i];
+        if (!n->out->grad) continue;  /* not on a path to the loss */
+        for (int k = 0; k < n->n_in; k++) {
+            fm_tensor *in = n->in[k];
+            if (!in || !in->requires_grad || in->grad) continue;
+            /* Leaves (parameters) own persistent grads; only op outputs get
+             * theirs from the arena. */
+            FM_ASSERT(in->node != NULL);
+            in->grad = fm_arena_calloc(g->arena, (size_t)in->numel * sizeof(float));
+        }
+        double t0 = g->profile ? fm_now() : 0.0;
+        fm_op_table[n->op].backward(g, n);
+        if (g->profile) {
+            g->prof[n->op].backward_s += fm_now() - t0;
+            g->prof[n->op].backward_calls++;
+        }
+    }
+}
+
+void fm_graph_set_profile(fm_graph *g, bool enabled)
+{
+    g->profile = enabled;
+    if (enabled) memset(g->prof, 0, sizeof g->prof);
+}
+
+int fm_graph_profile(const fm_graph *g, fm_op_profile *out, int max)
+{
+    for (int i = 0; i < FM_OP_COUNT && i < max; i++) {
+        out[i] = g->prof[i];
+        out[i].name = fm_op_table[i].name;
+    }
+    return FM_OP_COUNT;
+}

@@ -1,0 +1,139 @@
+/* Optimisers, following torch.optim's single-tensor code paths (1.13) step
+ * for step, so that fmhost and PyTorch move the same weights the same way. */
+#include "fm/fm_optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fm_optim {
+    fm_optim_config cfg;
+    fm_tensor **params;
+    int n;
+    float **state1;  /* SGD momentum buffer or Adam exp_avg, per parameter */
+    float **state2;  /* Adam exp_avg_sq */
+    float *block;    /* all state, one allocation */
+    int64_t steps;
+};
+
+fm_optim_config fm_optim_defaults(fm_optim_kind kind)
+{
+    fm_optim_config c = {
+        .kind = kind, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+    };
+    if (kind == FM_OPTIM_SGD) c.lr = 1e-2f;
+    if (kind == FM_OPTIM_ADAMW) c.weight_decay = 1e-2f;
+    return c;
+}
+
+fm_status fm_optim_kind_parse(const char *s, fm_optim_kind *out)
+{
+    static const char *const names[] = {"sgd", "adam", "adamw"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (fm_optim_kind)i;
+            return FM_OK;
+        }
+    return fm_error_set(FM_ERR_ARG, "unknown optimizer '%s' (choose sgd, adam or adamw)", s);
+}
+
+const char *fm_optim_kind_name(fm_optim_kind kind)
+{
+    return kind == FM_OPTIM_SGD ? "sgd" : kind == FM_OPTIM_ADAM ? "adam" : "adamw";
+}
+
+fm_optim *fm_optim_new(fm_tensor *const *params, int n, const fm_optim_config *cfg)
+{
+    FM_ASSERT(n >= 0 && cfg->lr >= 0.0f);
+    FM_ASSERT(!cfg->nesterov || (cfg->momentum > 0.0f && cfg->dampening == 0.0f));
+    fm_optim *o = fm_xcalloc(1, sizeof *o);
+    o->cfg = *cfg;
+    o->n = n;
+    o->params = fm_xcalloc((size_t)n + 1, sizeof *o->params);
+    o->state1 = fm_xcalloc((size_t)n + 1, sizeof *o->state1);
+    o->state2 = fm_xcalloc((size_t)n + 1, sizeof *o->state2);
+    int per = cfg->kind == FM_OPTIM_SGD ? (cfg->momentum != 0.0f) : 2;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        FM_ASSERT(params[i]->dtype == FM_F32 && params[i]->grad != NULL);
+        o->params[i] = params[i];
+        total += (size_t)params[i]->numel;
+    }
+    o->block = fm_xcalloc(total * (size_t)per + 1, sizeof(float));
+    float *p = o->block;
+    for (int i = 0; i < n && per > 0; i++) {
+        o->state1[i] = p;
+        p += params[i]->numel;
+    }
+    for (int i = 0; i < n && per > 1; i++) {
+        o->state2[i] = p;
+        p += params[i]->numel;
+    }
+    return o;
+}
+
+void fm_optim_free(fm_optim *o)
+{
+    if (!o) return;
+    free(o->params);
+    free(o->state1);
+    free(o->state2);
+    free(o->block);
+    free(o);
+}
+
+static void sgd_step(fm_optim *o, float *p, const float *g, float *buf, int64_t n)
+{
+    const fm_optim_config *c = &o->cfg;
+    const bool first = o->steps == 1;
+    for (int64_t i = 0; i < n; i++) {
+        float d = g[i];
+        if (c->weight_decay != 0.0f) d = d + c->weight_decay * p[i];
+        if (c->momentum != 0.0f) {
+            buf[i] = first ? d : buf[i] * c->momentum + (1.0f - c->dampening) * d;
+            d = c->nesterov ? d + c->momentum * buf[i] : buf[i];
+        }
+        p[i] = p[i] + (-c->lr) * d;
+    }
+}
+
+static void adam_step(fm_optim *o, float *p, const float *g, float *m, float *v, int64_t n)
+{
+    const fm_optim_config *c = &o->cfg;
+    const double t = (double)o->steps;
+    const double bias1 = 1.0 - pow((double)c->beta1, t);
+    const double bias2 = 1.0 - pow((double)c->beta2, t);
+    const float step_size = (float)((double)c->lr / bias1);
+    const float bias2_sqrt = (float)sqrt(bias2);
+    const float b1 = c->beta1, b2 = c->beta2;
+    const float one_b1 = (float)(1.0 - (double)c->beta1), one_b2 = (float)(1.0 - (double)c->beta2);
+    const bool adamw = c->kind == FM_OPTIM_ADAMW;
+    const float decay = adamw ? (float)(1.0 - (double)c->lr * (double)c->weight_decay) : 1.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (adamw)
+            p[i] = p[i] * decay;
+        else if (c->weight_decay != 0.0f)
+            gi = gi + c->weight_decay * p[i];
+        m[i] = m[i] * b1 + one_b1 * gi;
+        v[i] = v[i] * b2 + one_b2 * (gi * gi);
+        float denom = sqrtf(v[i]) / bias2_sqrt + c->eps;
+        p[i] = p[i] + (-step_size) * (m[i] / denom);
+    }
+}
+
+void fm_optim_step(fm_optim *o)
+{
+    o->steps++;
+    for (int i = 0; i < o->n; i++) {
+        fm_tensor *t = o->params[i];
+        if (o->cfg.kind == FM_OPTIM_SGD)
+            sgd_step(o, t->data, t->grad, o->state1[i], t->numel);
+        else
+            adam_step(o, t->data, t->grad, o->state1[i], o->state2[i], t->numel);
+    }
+}
+
+void fm_optim_set_lr(fm_optim *o, float lr) { o->cfg.lr = lr; }
+float fm_optim_lr(const fm_optim *o) { return o->cfg.lr; }
+int64_t fm_optim_steps(const fm_optim *o) { return o->steps; }

@@ -45,6 +45,13 @@ FM_API void fm_dataset_free(fm_dataset *d);
  * them: FM_ERR_IO with the paths tried and "apt-get install
  * dataset-fashion-mnist". */
 FM_API fm_status fm_data_find_dir(const char *cli_dir, char *out, size_t out_len);
+/* The same search over explicit candidates: cli_dir (NULL: none; when given
+ * but lacking the files, an error naming it, with no fall-back), env_dir
+ * (NULL: "$FMHOST_DATA not set"), then system_dir.  fm_data_find_dir is
+ * this with getenv("FMHOST_DATA") and FM_DATA_SYSTEM_DIR; tests use it to
+ * see the not-found path on machines that have the dataset. */
+FM_API fm_status fm_data_find_dir_from(const char *cli_dir, const char *env_dir,
+                                       const char *system_dir, char *out, size_t out_len);
 
 /* Loads "train" (train-images-idx3-ubyte.gz, ...) or "test" (t10k-...) from dir. */
 FM_API fm_status fm_dataset_load_split(fm_dataset *out, const char *dir, const char *split);
@@ -60,11 +67,13 @@ FM_API void fm_subset_free(fm_subset *s);
 /* All images of d in order (optionally only the first `limit` if limit > 0). */
 FM_API void fm_subset_all(fm_subset *out, const fm_dataset *d, int limit);
 
-/* Seeded random split: a permutation of d from fm_rng(seed, FM_RNG_SPLIT); the
- * first round(n * val_frac) go to validation, the rest to training.  With
- * limit > 0 the training part is cut to its first `limit` images (and
- * validation to its first max(limit/9, 1)... see fm_data.c).  val_frac in
- * [0, 1). */
+/* Seeded random split: a permutation of d from fm_rng_seed(seed, FM_RNG_SPLIT)
+ * and fm_rng_shuffle; the first round(n * val_frac) go to validation, the
+ * rest to training.  With limit > 0 the training part is cut to its first
+ * `limit` images and validation to its first ceil(limit * val_frac /
+ * (1 - val_frac)), keeping the two in proportion (limit 1000 with 0.1 gives
+ * 1000 + 112).  val_frac in [0, 1).  Both subsets are new (free each with
+ * fm_subset_free); the same d, val_frac, seed and limit give the same split. */
 FM_API void fm_split(const fm_dataset *d, double val_frac, uint64_t seed, int limit,
                      fm_subset *train, fm_subset *val);
 
@@ -80,7 +89,10 @@ typedef struct fm_loader fm_loader;
 FM_API fm_loader *fm_loader_new(const fm_subset *s, int batch_size, bool shuffle, bool augment,
                                 uint64_t seed);
 FM_API void fm_loader_free(fm_loader *l);
-/* Starts the next epoch (reshuffles when shuffling). */
+/* Starts the next epoch (reshuffles when shuffling).  fm_loader_next on a
+ * loader whose first epoch was never begun begins it, so calling this before
+ * every epoch, the first included, or only between epochs gives the same
+ * batches. */
 FM_API void fm_loader_begin_epoch(fm_loader *l);
 FM_API int fm_loader_num_batches(const fm_loader *l);
 /* Writes the next batch: x [B, 1, 28, 28] normalised floats, y [B] labels;

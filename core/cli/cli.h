@@ -1,0 +1,30 @@
+/* cli.h — what the fmhost subcommands share. */
+#ifndef FM_CLI_H
+#define FM_CLI_H
+
+#include "fm/fm_train.h"
+
+/* Exit statuses: 0 success, 1 the work failed (bad data, bad file, failed
+ * write), 2 the command line is wrong. */
+enum { FM_EXIT_OK = 0, FM_EXIT_FAIL = 1, FM_EXIT_USAGE = 2 };
+
+/* Prints "fmhost <cmd>: <message>" and a hint to run --help; returns 2. */
+int fm_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "fmhost <cmd>: <fm_error_message()>"; returns 1 (or 2 for FM_ERR_ARG). */
+int fm_cli_fail(const char *cmd, fm_status st);
+
+/* Strict number parsing for option values: the whole string must parse. */
+bool fm_cli_int(const char *s, long lo, long hi, int *out);
+bool fm_cli_double(const char *s, double *out);
+
+/* Loads the plugin named by --plugin PATH or --model NAME. */
+fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name);
+
+int fm_cmd_train(int argc, char **argv);
+int fm_cmd_eval(int argc, char **argv);
+int fm_cmd_plugins(int argc, char **argv);
+int fm_cmd_report(int argc, char **argv);
+int fm_cmd_bench(int argc, char **argv);
+int fm_cmd_script(int argc, char **argv);
+
+#endif /* FM_CLI_H */

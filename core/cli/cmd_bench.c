@@ -1,0 +1,179 @@
+/* fmhost bench: training and evaluation throughput, side by side with
+ * shared/anchors/torch_ref.py bench (same keys, same protocol). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli.h"
+
+static const char bench_usage[] =
+    "usage: fmhost bench (--model NAME | --plugin PATH) [options]\n"
+    "\n"
+    "Times --batches training steps (Adam, after 10 warm-up steps) and the evaluation\n"
+    "of 5,000 test images, then prints one JSON line:\n"
+    "  {\"model\", \"params\", \"threads\", \"batch\", \"train_img_s\", \"eval_img_s\",\n"
+    "   \"gflops\", \"peak_rss_mb\"}\n"
+    "gflops is the training arithmetic rate (3x the plugin's forward flops export).\n"
+    "\n"
+    "  --batches N      timed training steps (200)\n"
+    "  --batch-size N   images per step (64)\n"
+    "  --threads N      worker threads, 0 = one per core (2)\n"
+    "  --set KEY=VALUE  a hyper-parameter of the plugin (repeatable)\n"
+    "  --profile        also print time per op type, forward and backward, to stderr\n"
+    "  --data-dir DIR   FashionMNIST IDX files\n";
+
+enum { B_MODEL = 256, B_PLUGIN, B_BATCHES, B_BATCH, B_THREADS, B_SET, B_PROFILE, B_DATA, B_HELP };
+
+static const struct option bench_options[] = {
+    {"model", required_argument, NULL, B_MODEL},
+    {"plugin", required_argument, NULL, B_PLUGIN},
+    {"batches", required_argument, NULL, B_BATCHES},
+    {"batch-size", required_argument, NULL, B_BATCH},
+    {"threads", required_argument, NULL, B_THREADS},
+    {"set", required_argument, NULL, B_SET},
+    {"profile", no_argument, NULL, B_PROFILE},
+    {"data-dir", required_argument, NULL, B_DATA},
+    {"help", no_argument, NULL, B_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+/* One training step on images [first, first + b) of the dataset. */
+static void train_step(fm_model *m, fm_graph *g, fm_optim *o, const fm_dataset *d, int first,
+                       int b, int32_t *y)
+{
+    fm_graph_reset(g);
+    fm_tensor *x = fm_graph_tensor(g, 4, (int[]){b, 1, FM_IMAGE_H, FM_IMAGE_W});
+    for (int i = 0; i < b; i++) {
+        fm_image_normalize(d->images + (size_t)(first + i) * FM_IMAGE_PIXELS,
+                           x->data + (size_t)i * FM_IMAGE_PIXELS);
+        y[i] = d->labels[first + i];
+    }
+    fm_tensor *loss = fm_cross_entropy(g, fm_model_forward(m, g, x), y);
+    fm_model_zero_grad(m);
+    fm_backward(g, loss);
+    fm_optim_step(o);
+}
+
+static void print_profile(const fm_graph *g, double total)
+{
+    fm_op_profile prof[64];
+    int n = fm_graph_profile(g, prof, 64);
+    fprintf(stderr, "%-16s %10s %10s %10s %7s\n", "op", "forward ms", "backward ms", "calls", "share");
+    for (int i = 0; i < n && i < 64; i++) {
+        if (!prof[i].forward_calls) continue;
+        double s = prof[i].forward_s + prof[i].backward_s;
+        fprintf(stderr, "%-16s %10.1f %10.1f %10lld %6.1f%%\n", prof[i].name, prof[i].forward_s * 1e3,
+                prof[i].backward_s * 1e3, (long long)prof[i].forward_calls, 100.0 * s / total);
+    }
+}
+
+int fm_cmd_bench(int argc, char **argv)
+{
+    const char *cmd = "bench", *model = NULL, *plugin_path = NULL, *data_dir = NULL;
+    const char *sets[64];
+    int n_sets = 0, batches = 200, batch = 64, threads = 2;
+    bool profile = false;
+    opterr = 0;
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "", bench_options, NULL)) != -1;) {
+        switch (c) {
+        case B_MODEL: model = optarg; break;
+        case B_PLUGIN: plugin_path = optarg; break;
+        case B_BATCHES:
+            if (!fm_cli_int(optarg, 1, 1000000, &batches))
+                return fm_cli_usage_error(cmd, "--batches '%s': expected a positive integer", optarg);
+            break;
+        case B_BATCH:
+            if (!fm_cli_int(optarg, 1, 4096, &batch))
+                return fm_cli_usage_error(cmd, "--batch-size '%s': expected an integer from 1 to 4096", optarg);
+            break;
+        case B_THREADS:
+            if (!fm_cli_int(optarg, 0, 256, &threads))
+                return fm_cli_usage_error(cmd, "--threads '%s': expected an integer from 0 to 256", optarg);
+            break;
+        case B_SET:
+            if (n_sets == 64) return fm_cli_usage_error(cmd, "too many --set options");
+            sets[n_sets++] = optarg;
+            break;
+        case B_PROFILE: profile = true; break;
+        case B_DATA: data_dir = optarg; break;
+        case B_HELP: fputs(bench_usage, stdout); return FM_EXIT_OK;
+        case ':': return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+        default: return fm_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return fm_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!plugin_path == !model)
+        return fm_cli_usage_error(cmd, "give exactly one of --model NAME or --plugin PATH");
+
+    fm_fashion data;
+    fm_status st = fm_fashion_load(&data, data_dir);
+    if (st != FM_OK) return fm_cli_fail(cmd, st);
+    fm_plugin *plugin = fm_cli_open_plugin(cmd, plugin_path, model);
+    if (!plugin) {
+        fm_fashion_free(&data);
+        return FM_EXIT_FAIL;
+    }
+    fm_hparams *hp = fm_hparams_new(plugin, sets, n_sets);
+    fm_model *m = hp ? fm_plugin_create_model(plugin, hp, 42) : NULL;
+    if (!m) {
+        st = fm_error_status();
+        fm_hparams_free(hp);
+        fm_plugin_release(plugin);
+        fm_fashion_free(&data);
+        return fm_cli_fail(cmd, st);
+    }
+    fm_set_threads(threads);
+    int n_params;
+    fm_tensor *const *params = fm_model_params(m, &n_params);
+    fm_optim_config oc = fm_optim_defaults(FM_OPTIM_ADAM);
+    fm_optim *opt = fm_optim_new(params, n_params, &oc);
+    fm_graph *g = fm_graph_new();
+    int32_t *y = fm_xcalloc((size_t)batch, sizeof *y);
+    const int span = data.train.n - batch;
+    if (span <= 0) {
+        fprintf(stderr, "fmhost bench: %s holds only %d training images\n", data.dir, data.train.n);
+        return FM_EXIT_FAIL;
+    }
+
+    for (int i = 0; i < 10; i++) train_step(m, g, opt, &data.train, (i * batch) % span, batch, y);
+    fm_graph_set_profile(g, profile);
+    double t0 = fm_now();
+    for (int i = 0; i < batches; i++) train_step(m, g, opt, &data.train, (i * batch) % span, batch, y);
+    double train_s = fm_now() - t0;
+    if (profile) print_profile(g, train_s);
+
+    fm_subset eval_set;
+    fm_subset_all(&eval_set, &data.test, 5000);
+    fm_eval_result res;
+    t0 = fm_now();
+    fm_evaluate(m, &eval_set, 1000, &res, NULL, NULL);
+    double eval_s = fm_now() - t0;
+
+    double gflops = 0.0;
+    int fi = fm_plugin_export_find(plugin, "flops");
+    if (fi >= 0) {
+        fm_ffi_value args[2] = {{.m = NULL}, {.i = batch}}, ret;
+        if (fm_plugin_export_call(plugin, fi, m, args, 2, &ret) == FM_OK)
+            gflops = 3.0 * ret.d * batches / train_s / 1e9;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"model\": \"%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, "
+           "\"train_img_s\": %.1f, \"eval_img_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mb\": %.1f}\n",
+           fm_plugin_descriptor_of(plugin)->name, (long long)fm_model_num_params(m),
+           fm_get_threads(), batch, (double)batches * batch / train_s, eval_set.n / eval_s, gflops,
+           ru.ru_maxrss / 1024.0);
+
+    fm_subset_free(&eval_set);
+    free(y);
+    fm_graph_free(g);
+    fm_optim_free(opt);
+    fm_model_free(m);
+    fm_hparams_free(hp);
+    fm_plugin_release(plugin);
+    fm_fashion_free(&data);
+    return FM_EXIT_OK;
+}

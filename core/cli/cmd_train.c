@@ -1,0 +1,245 @@
+/* fmhost train: the protocol of SPEC §3 from the command line. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static const char train_usage[] =
+    "usage: fmhost train (--model NAME | --plugin PATH) [options]\n"
+    "\n"
+    "Trains a model with early stopping on validation loss, keeps the best checkpoint,\n"
+    "then evaluates it on the test set and writes the report.\n"
+    "\n"
+    "model:\n"
+    "  --model NAME         a plugin by name: mlp, cnn, rescnn, or any installed one\n"
+    "  --plugin PATH        a plugin file (tried as given, then beside fmhost, then installed)\n"
+    "  --set KEY=VALUE      a hyper-parameter of the plugin (repeatable; see fmhost plugins)\n"
+    "protocol:\n"
+    "  --epochs N           at most N epochs (20)\n"
+    "  --batch-size N       images per step (64)\n"
+    "  --patience N         stop after N epochs without a lower validation loss; 0 = never (5)\n"
+    "  --val-split F        fraction of the 60,000 training images held out for validation (0.1)\n"
+    "  --seed N             seeds initialisation, split, shuffling, dropout, augmentation (42)\n"
+    "  --augment            random 28x28 crop of the 2-pixel zero-padded image + horizontal flip\n"
+    "  --limit N            train on the first N images of the training split (0 = all)\n"
+    "optimizer:\n"
+    "  --optimizer NAME     adam, adamw or sgd (adam)\n"
+    "  --lr F               learning rate (1e-3; sgd: 1e-2)\n"
+    "  --momentum F         sgd momentum (0)\n"
+    "  --nesterov           sgd with Nesterov momentum\n"
+    "  --weight-decay F     L2 penalty (adam, sgd) or decoupled decay (adamw) (0; adamw: 0.01)\n"
+    "schedule (per epoch):\n"
+    "  --scheduler NAME     constant, step or cosine (constant)\n"
+    "  --step-size N        step: epochs between decays (10)\n"
+    "  --gamma F            step: decay factor (0.1)\n"
+    "  --min-lr F           cosine: learning rate reached at the last epoch (0)\n"
+    "  --warmup N           linear warm-up over the first N epochs (0)\n"
+    "run:\n"
+    "  --threads N          worker threads, 0 = one per core (0); results do not depend on it\n"
+    "  --data-dir DIR       FashionMNIST IDX files (else $FMHOST_DATA, else " FM_DATA_SYSTEM_DIR ")\n"
+    "  --out DIR            write artifacts/ and results/ under DIR (.)\n"
+    "  --quiet              no progress output\n"
+    "\n"
+    "writes: DIR/artifacts/<model>_best.safetensors, DIR/results/<model>/{metrics.csv,\n"
+    "loss.png, acc.png, confusion_matrix.png, confusion_matrix.csv,\n"
+    "classification_report.txt, per_class.csv, errors.png, summary.json}\n";
+
+enum {
+    OPT_PLUGIN = 256, OPT_MODEL, OPT_SET, OPT_EPOCHS, OPT_BATCH, OPT_PATIENCE, OPT_VAL_SPLIT,
+    OPT_SEED, OPT_AUGMENT, OPT_LIMIT, OPT_OPTIMIZER, OPT_LR, OPT_MOMENTUM, OPT_NESTEROV,
+    OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
+    OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP,
+};
+
+static const struct option train_options[] = {
+    {"plugin", required_argument, NULL, OPT_PLUGIN},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"set", required_argument, NULL, OPT_SET},
+    {"epochs", required_argument, NULL, OPT_EPOCHS},
+    {"batch-size", required_argument, NULL, OPT_BATCH},
+    {"patience", required_argument, NULL, OPT_PATIENCE},
+    {"val-split", required_argument, NULL, OPT_VAL_SPLIT},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"augment", no_argument, NULL, OPT_AUGMENT},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"optimizer", required_argument, NULL, OPT_OPTIMIZER},
+    {"lr", required_argument, NULL, OPT_LR},
+    {"momentum", required_argument, NULL, OPT_MOMENTUM},
+    {"nesterov", no_argument, NULL, OPT_NESTEROV},
+    {"weight-decay", required_argument, NULL, OPT_WD},
+    {"scheduler", required_argument, NULL, OPT_SCHEDULER},
+    {"step-size", required_argument, NULL, OPT_STEP_SIZE},
+    {"gamma", required_argument, NULL, OPT_GAMMA},
+    {"min-lr", required_argument, NULL, OPT_MIN_LR},
+    {"warmup", required_argument, NULL, OPT_WARMUP},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+int fm_cmd_train(int argc, char **argv)
+{
+    const char *cmd = "train";
+    fm_train_config cfg;
+    fm_train_config_init(&cfg);
+    const char *plugin_path = NULL, *model = NULL;
+    const char *sets[64];
+    int n_sets = 0;
+    double lr = -1, momentum = -1, wd = -1, d;
+    int seed = -1;
+
+    opterr = 0;
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "", train_options, NULL)) != -1;) {
+        const char *v = optarg;
+        switch (c) {
+        case OPT_PLUGIN: plugin_path = v; break;
+        case OPT_MODEL: model = v; break;
+        case OPT_SET:
+            if (n_sets == 64) return fm_cli_usage_error(cmd, "too many --set options (at most 64)");
+            if (!strchr(v, '='))
+                return fm_cli_usage_error(cmd, "--set '%s': expected KEY=VALUE, e.g. --set width=64", v);
+            sets[n_sets++] = v;
+            break;
+        case OPT_EPOCHS:
+            if (!fm_cli_int(v, 1, 100000, &cfg.epochs))
+                return fm_cli_usage_error(cmd, "--epochs '%s': expected an integer from 1 to 100000", v);
+            break;
+        case OPT_BATCH:
+            if (!fm_cli_int(v, 1, 65536, &cfg.batch_size))
+                return fm_cli_usage_error(cmd, "--batch-size '%s': expected an integer from 1 to 65536", v);
+            break;
+        case OPT_PATIENCE:
+            if (!fm_cli_int(v, 0, 100000, &cfg.patience))
+                return fm_cli_usage_error(cmd, "--patience '%s': expected an integer >= 0", v);
+            break;
+        case OPT_VAL_SPLIT:
+            if (!fm_cli_double(v, &cfg.val_split) || cfg.val_split <= 0 || cfg.val_split >= 1)
+                return fm_cli_usage_error(cmd, "--val-split '%s': expected a number in (0, 1)", v);
+            break;
+        case OPT_SEED:
+            if (!fm_cli_int(v, 0, 2147483647, &seed))
+                return fm_cli_usage_error(cmd, "--seed '%s': expected an integer from 0 to 2147483647", v);
+            cfg.seed = (uint64_t)seed;
+            break;
+        case OPT_AUGMENT: cfg.augment = true; break;
+        case OPT_LIMIT:
+            if (!fm_cli_int(v, 0, 100000000, &cfg.limit))
+                return fm_cli_usage_error(cmd, "--limit '%s': expected an integer >= 0", v);
+            break;
+        case OPT_OPTIMIZER:
+            if (fm_optim_kind_parse(v, &cfg.optim.kind) != FM_OK)
+                return fm_cli_usage_error(cmd, "--optimizer: %s", fm_error_message());
+            break;
+        case OPT_LR:
+            if (!fm_cli_double(v, &lr) || lr <= 0)
+                return fm_cli_usage_error(cmd, "--lr '%s': expected a positive number", v);
+            break;
+        case OPT_MOMENTUM:
+            if (!fm_cli_double(v, &momentum) || momentum < 0 || momentum >= 1)
+                return fm_cli_usage_error(cmd, "--momentum '%s': expected a number in [0, 1)", v);
+            break;
+        case OPT_NESTEROV: cfg.optim.nesterov = true; break;
+        case OPT_WD:
+            if (!fm_cli_double(v, &wd) || wd < 0)
+                return fm_cli_usage_error(cmd, "--weight-decay '%s': expected a number >= 0", v);
+            break;
+        case OPT_SCHEDULER:
+            if (fm_sched_kind_parse(v, &cfg.scheduler) != FM_OK)
+                return fm_cli_usage_error(cmd, "--scheduler: %s", fm_error_message());
+            break;
+        case OPT_STEP_SIZE:
+            if (!fm_cli_int(v, 1, 100000, &cfg.step_size))
+                return fm_cli_usage_error(cmd, "--step-size '%s': expected an integer >= 1", v);
+            break;
+        case OPT_GAMMA:
+            if (!fm_cli_double(v, &cfg.gamma) || cfg.gamma <= 0)
+                return fm_cli_usage_error(cmd, "--gamma '%s': expected a positive number", v);
+            break;
+        case OPT_MIN_LR:
+            if (!fm_cli_double(v, &cfg.min_lr) || cfg.min_lr < 0)
+                return fm_cli_usage_error(cmd, "--min-lr '%s': expected a number >= 0", v);
+            break;
+        case OPT_WARMUP:
+            if (!fm_cli_int(v, 0, 100000, &cfg.warmup))
+                return fm_cli_usage_error(cmd, "--warmup '%s': expected an integer >= 0", v);
+            break;
+        case OPT_THREADS:
+            if (!fm_cli_int(v, 0, 256, &cfg.threads))
+                return fm_cli_usage_error(cmd, "--threads '%s': expected an integer from 0 to 256", v);
+            break;
+        case OPT_DATA_DIR: cfg.data_dir = v; break;
+        case OPT_OUT: cfg.out_dir = v; break;
+        case OPT_QUIET: cfg.quiet = true; break;
+        case OPT_HELP: fputs(train_usage, stdout); return FM_EXIT_OK;
+        case ':':
+            return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+        default:
+            return fm_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return fm_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!plugin_path == !model)
+        return fm_cli_usage_error(cmd, "give exactly one of --model NAME or --plugin PATH");
+
+    /* Optimizer defaults depend on the kind; explicit values win. */
+    fm_optim_config oc = fm_optim_defaults(cfg.optim.kind);
+    oc.nesterov = cfg.optim.nesterov;
+    if (lr > 0) oc.lr = (float)lr;
+    if (momentum >= 0) oc.momentum = (float)momentum;
+    if (wd >= 0) oc.weight_decay = (float)wd;
+    cfg.optim = oc;
+    cfg.progress_tty = isatty(STDERR_FILENO);
+    fm_status st = fm_train_config_check(&cfg);
+    if (st != FM_OK) return fm_cli_fail(cmd, st);
+
+    fm_plugin *plugin = fm_cli_open_plugin(cmd, plugin_path, model);
+    if (!plugin) return FM_EXIT_FAIL;
+    fm_hparams *hp = fm_hparams_new(plugin, sets, n_sets);
+    if (!hp) {
+        st = fm_error_status();
+        fm_plugin_release(plugin);
+        return fm_cli_fail(cmd, st);
+    }
+    fm_run *run = NULL;
+    int rc = FM_EXIT_OK;
+    if ((st = fm_run_new(&run, plugin, hp, NULL, &cfg)) != FM_OK) {
+        rc = fm_cli_fail(cmd, st);
+        goto done;
+    }
+    if (!cfg.quiet) {
+        char hs[512];
+        fm_log(FM_LOG_INFO, "%s: %lld parameters (%s), %s lr %g, batch %d, up to %d epochs, seed %llu%s",
+               fm_run_name(run), (long long)fm_model_num_params(fm_run_model(run)),
+               fm_hparams_to_string(hp, hs, sizeof hs), fm_optim_kind_name(cfg.optim.kind),
+               (double)cfg.optim.lr, cfg.batch_size, cfg.epochs, (unsigned long long)cfg.seed,
+               cfg.augment ? ", augmented" : "");
+    }
+    if ((st = fm_run_train(run)) != FM_OK) {
+        rc = fm_cli_fail(cmd, st);
+        goto done;
+    }
+    fm_eval_result test;
+    if ((st = fm_run_evaluate(run, FM_SPLIT_TEST, &test)) != FM_OK ||
+        (st = fm_run_report(run)) != FM_OK) {
+        rc = fm_cli_fail(cmd, st);
+        goto done;
+    }
+    int n_epochs;
+    fm_run_history(run, &n_epochs);
+    printf("%s: test loss %.4f, test accuracy %.4f (best epoch %d of %d, %.1f s); "
+           "checkpoint %s, report in %s\n",
+           fm_run_name(run), test.loss, test.acc, fm_run_best_epoch(run), n_epochs,
+           fm_run_seconds(run), fm_run_checkpoint_path(run), fm_run_results_dir(run));
+done:
+    fm_run_free(run);
+    fm_hparams_free(hp);
+    fm_plugin_release(plugin);
+    return rc;
+}

@@ -1,0 +1,58 @@
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int fm_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fmhost %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see fmhost %s --help)\n", cmd);
+    va_end(ap);
+    return FM_EXIT_USAGE;
+}
+
+int fm_cli_fail(const char *cmd, fm_status st)
+{
+    fprintf(stderr, "fmhost %s: %s\n", cmd, fm_error_message());
+    return st == FM_ERR_ARG ? FM_EXIT_USAGE : FM_EXIT_FAIL;
+}
+
+bool fm_cli_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+bool fm_cli_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name)
+{
+    char path[4096];
+    const char *want = plugin_path ? plugin_path : model_name;
+    if (fm_plugin_resolve(want, path, sizeof path) != FM_OK) {
+        fprintf(stderr, "fmhost %s: %s\n", cmd, fm_error_message());
+        return NULL;
+    }
+    fm_plugin *p = fm_plugin_open(path);
+    if (!p) fprintf(stderr, "fmhost %s: %s\n", cmd, fm_error_message());
+    return p;
+}

@@ -1,0 +1,57 @@
+/* fmhost: train, evaluate and compare FashionMNIST classifiers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: fmhost <command> [options]\n"
+    "\n"
+    "Train, evaluate and compare image classifiers on FashionMNIST.\n"
+    "\n"
+    "commands:\n"
+    "  train     train a model plugin with early stopping; writes artifacts/ and results/\n"
+    "  eval      evaluate a checkpoint on the test set and write its report\n"
+    "  plugins   list the model plugins found, with hyper-parameters and exports\n"
+    "  report    redraw the plots of a past run from its metrics.csv\n"
+    "  bench     measure training and evaluation throughput (one JSON line)\n"
+    "  script    run a Lua script with the fm module (fmhost script FILE.lua [args])\n"
+    "\n"
+    "Run 'fmhost <command> --help' for the options of a command.\n"
+    "  fmhost train --model rescnn --epochs 20\n"
+    "  fmhost train --plugin plugins/rescnn.so --set width=64 --set blocks=2\n"
+    "  fmhost script scripts/compare_all.lua epochs=1 limit=2000\n"
+    "\n"
+    "Data is read from --data-dir, else $FMHOST_DATA, else " FM_DATA_SYSTEM_DIR "\n"
+    "(apt-get install dataset-fashion-mnist).\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return FM_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(usage, stdout);
+        return FM_EXIT_OK;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("fmhost %s (plugin ABI %d.%d)\n", FM_VERSION_STRING, FM_PLUGIN_ABI_MAJOR,
+               FM_PLUGIN_ABI_MINOR);
+        return FM_EXIT_OK;
+    }
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } commands[] = {
+        {"train", fm_cmd_train}, {"eval", fm_cmd_eval},   {"plugins", fm_cmd_plugins},
+        {"report", fm_cmd_report}, {"bench", fm_cmd_bench}, {"script", fm_cmd_script},
+    };
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "fmhost: unknown command '%s' (commands: train, eval, plugins, report, bench, "
+            "script; see fmhost --help)\n", cmd);
+    return FM_EXIT_USAGE;
+}

@@ -1,0 +1,193 @@
+/* loader.c — subsets, the train/validation split, batches and augmentation. */
+#include "fm/fm_data.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* pixel -> normalised float, computed the way torchvision's ToTensor +
+ * Normalize do in float32, so inputs match PyTorch's bit for bit. */
+static float norm_lut[256];
+
+__attribute__((constructor)) static void norm_lut_init(void)
+{
+    for (int p = 0; p < 256; p++)
+        norm_lut[p] = ((float)p / 255.0f - FM_DATA_MEAN) / FM_DATA_STD;
+}
+
+void fm_image_normalize(const uint8_t *pixels, float *out)
+{
+    for (int i = 0; i < FM_IMAGE_PIXELS; i++)
+        out[i] = norm_lut[pixels[i]];
+}
+
+/* ---- subsets ---------------------------------------------------------------- */
+
+static void subset_init(fm_subset *s, const fm_dataset *d, const uint32_t *index, int n)
+{
+    s->data = d;
+    s->n = n;
+    s->index = fm_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *s->index);
+    if (n > 0)
+        memcpy(s->index, index, (size_t)n * sizeof *s->index);
+}
+
+void fm_subset_free(fm_subset *s)
+{
+    if (!s)
+        return;
+    free(s->index);
+    *s = (fm_subset){0};
+}
+
+void fm_subset_all(fm_subset *out, const fm_dataset *d, int limit)
+{
+    FM_ASSERT(out && d && d->n >= 0);
+    int n = limit > 0 && limit < d->n ? limit : d->n;
+    out->data = d;
+    out->n = n;
+    out->index = fm_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *out->index);
+    for (int i = 0; i < n; i++)
+        out->index[i] = (uint32_t)i;
+}
+
+void fm_split(const fm_dataset *d, double val_frac, uint64_t seed, int limit, fm_subset *train,
+              fm_subset *val)
+{
+    FM_ASSERT(d && train && val && d->n >= 0);
+    FM_ASSERT(val_frac >= 0.0 && val_frac < 1.0);
+    int n = d->n;
+    uint32_t *perm = fm_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *perm);
+    for (int i = 0; i < n; i++)
+        perm[i] = (uint32_t)i;
+    fm_rng rng;
+    fm_rng_seed(&rng, seed, FM_RNG_SPLIT);
+    fm_rng_shuffle(&rng, perm, (size_t)n);
+
+    const int nval_all = (int)lround((double)n * val_frac);
+    int nval = nval_all;
+    int ntrain = n - nval_all;
+    if (limit > 0) {
+        /* Keep the validation set in the same proportion to the cut training
+         * set; the epsilon stops 0.1/0.9*900 = 100.00000000000001 from
+         * rounding up to 101. */
+        double want = ceil((double)limit * val_frac / (1.0 - val_frac) - 1e-9);
+        if (ntrain > limit)
+            ntrain = limit;
+        if (want < nval)
+            nval = (int)want;
+    }
+    subset_init(val, d, perm, nval);
+    subset_init(train, d, perm + nval_all, ntrain);
+    free(perm);
+}
+
+/* ---- batches ---------------------------------------------------------------- */
+
+struct fm_loader {
+    const fm_subset *subset;
+    uint32_t *order;  /* [n] positions into subset->index for this epoch */
+    int batch_size;
+    int pos;          /* next position in order */
+    bool shuffle, augment, begun;
+    fm_rng shuffle_rng, augment_rng;
+};
+
+fm_loader *fm_loader_new(const fm_subset *s, int batch_size, bool shuffle, bool augment,
+                         uint64_t seed)
+{
+    FM_ASSERT(s && s->n >= 0 && batch_size > 0);
+    fm_loader *l = fm_xcalloc(1, sizeof *l);
+    l->subset = s;
+    l->order = fm_xmalloc((size_t)(s->n > 0 ? s->n : 1) * sizeof *l->order);
+    l->batch_size = batch_size;
+    l->shuffle = shuffle;
+    l->augment = augment;
+    fm_rng_seed(&l->shuffle_rng, seed, FM_RNG_SHUFFLE);
+    fm_rng_seed(&l->augment_rng, seed, FM_RNG_AUGMENT);
+    return l;
+}
+
+void fm_loader_free(fm_loader *l)
+{
+    if (!l)
+        return;
+    free(l->order);
+    free(l);
+}
+
+void fm_loader_begin_epoch(fm_loader *l)
+{
+    FM_ASSERT(l);
+    int n = l->subset->n;
+    /* Each epoch shuffles the identity afresh, so epoch k's order depends
+     * only on the seed and k, not on how far earlier epochs were read. */
+    for (int i = 0; i < n; i++)
+        l->order[i] = (uint32_t)i;
+    if (l->shuffle)
+        fm_rng_shuffle(&l->shuffle_rng, l->order, (size_t)n);
+    l->pos = 0;
+    l->begun = true;
+}
+
+int fm_loader_num_batches(const fm_loader *l)
+{
+    FM_ASSERT(l);
+    return (l->subset->n + l->batch_size - 1) / l->batch_size;
+}
+
+/* Random crop of the image zero-padded by 2 (offsets 0..4 per axis), then a
+ * horizontal flip with probability 0.5, as torchvision's RandomCrop(28,
+ * padding=2) + RandomHorizontalFlip() do.  Draws per image, in this order:
+ * top offset, left offset, flip. */
+static void augment_image(fm_rng *rng, const uint8_t *img, float *out)
+{
+    const int pad = 2;
+    int top = (int)fm_rng_below(rng, 2 * pad + 1) - pad;
+    int left = (int)fm_rng_below(rng, 2 * pad + 1) - pad;
+    bool flip = fm_rng_uniform(rng) < 0.5f;
+    const float zero = norm_lut[0];
+    for (int y = 0; y < FM_IMAGE_H; y++) {
+        int sy = y + top;
+        float *row = out + y * FM_IMAGE_W;
+        if (sy < 0 || sy >= FM_IMAGE_H) {
+            for (int x = 0; x < FM_IMAGE_W; x++)
+                row[x] = zero;
+            continue;
+        }
+        const uint8_t *src = img + sy * FM_IMAGE_W;
+        for (int x = 0; x < FM_IMAGE_W; x++) {
+            int sx = (flip ? FM_IMAGE_W - 1 - x : x) + left;
+            row[x] = sx >= 0 && sx < FM_IMAGE_W ? norm_lut[src[sx]] : zero;
+        }
+    }
+}
+
+int fm_loader_next(fm_loader *l, float *x, int32_t *y, uint32_t *index_out)
+{
+    FM_ASSERT(l && x && y);
+    if (!l->begun)
+        fm_loader_begin_epoch(l);
+    const fm_subset *s = l->subset;
+    const fm_dataset *d = s->data;
+    int b = s->n - l->pos;
+    if (b <= 0)
+        return 0;
+    if (b > l->batch_size)
+        b = l->batch_size;
+    for (int i = 0; i < b; i++) {
+        uint32_t idx = s->index[l->order[l->pos + i]];
+        FM_ASSERT(idx < (uint32_t)d->n);
+        const uint8_t *img = d->images + (size_t)idx * FM_IMAGE_PIXELS;
+        float *xi = x + (size_t)i * FM_IMAGE_PIXELS;
+        if (l->augment)
+            augment_image(&l->augment_rng, img, xi);
+        else
+            fm_image_normalize(img, xi);
+        y[i] = d->labels[idx];
+        if (index_out)
+            index_out[i] = idx;
+    }
+    l->pos += b;
+    return b;
+}

@@ -1,0 +1,154 @@
+/* fm_train.h — a training run: the protocol of SPEC §3 as one object, shared
+ * by `fmhost train` and the Lua `fm.train`.
+ *
+ *     fm_train_config cfg;
+ *     fm_train_config_init(&cfg);                 // the defaults of SPEC §3
+ *     cfg.epochs = 5;
+ *     fm_run *run;
+ *     if (fm_run_new(&run, plugin, hparams, NULL, &cfg) != FM_OK) ... fm_error_message()
+ *     if (fm_run_train(run) != FM_OK) ...
+ *     fm_eval_result test;
+ *     fm_run_evaluate(run, FM_SPLIT_TEST, &test);  // the best checkpoint on the test set
+ *     fm_run_free(run);
+ *
+ * Artifacts (when cfg.write_artifacts): <out>/artifacts/<model>_best.safetensors,
+ * rewritten atomically whenever validation loss improves; <out>/results/<model>/
+ * metrics.csv, rewritten atomically after every epoch; and, after
+ * fm_run_report(), the plots and tables of SPEC §4.
+ */
+#ifndef FM_TRAIN_H
+#define FM_TRAIN_H
+
+#include "fm_data.h"
+#include "fm_optim.h"
+#include "fm_plugin.h"
+#include "fm_report.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum fm_sched_kind { FM_SCHED_CONSTANT, FM_SCHED_STEP, FM_SCHED_COSINE } fm_sched_kind;
+
+FM_API fm_status fm_sched_kind_parse(const char *s, fm_sched_kind *out);
+FM_API const char *fm_sched_kind_name(fm_sched_kind kind);
+
+/* One epoch: a row of metrics.csv.  lr is the rate of the epoch's last step;
+ * seconds its wall time, validation included. */
+typedef fm_metrics_row fm_epoch_metrics;
+
+typedef struct fm_step_info {
+    int epoch, step, steps_per_epoch;  /* epoch 1-based, step 0-based within it */
+    int64_t global_step;               /* 0-based over the run */
+    double loss, lr;
+} fm_step_info;
+
+typedef struct fm_train_config {
+    int epochs;          /* 20 */
+    int batch_size;      /* 64 */
+    fm_optim_config optim;  /* Adam, lr 1e-3 */
+    uint64_t seed;       /* 42 */
+    int patience;        /* 5; 0 disables early stopping */
+    double val_split;    /* 0.1 */
+    fm_sched_kind scheduler;  /* constant */
+    int step_size;       /* step: epochs between decays (10) */
+    double gamma;        /* step: decay factor (0.1) */
+    double min_lr;       /* cosine: final learning rate (0) */
+    int warmup;          /* epochs of linear warm-up before the schedule (0) */
+    bool augment;        /* random crop + flip (false) */
+    int threads;         /* 0: one per core */
+    int limit;           /* >0: first N training images of the split */
+    const char *data_dir;   /* NULL: $FMHOST_DATA, then the system dir */
+    const char *out_dir;    /* "." : artifacts/ and results/ go under it */
+    bool write_artifacts;   /* true */
+    bool quiet;             /* no progress output */
+    bool progress_tty;      /* draw a live bar (set when stderr is a terminal) */
+
+    /* Optional hooks, all called on the training thread.  `user` is passed
+     * back.  schedule: returns the learning rate for a step (overrides the
+     * built-in schedule); on_step/on_epoch: return false to stop training
+     * after this step/epoch (the run still keeps its best checkpoint). */
+    double (*schedule)(void *user, int epoch, int step, double base_lr);
+    bool (*on_step)(void *user, const fm_step_info *info);
+    bool (*on_epoch)(void *user, const fm_epoch_metrics *m);
+    void *user;
+} fm_train_config;
+
+FM_API void fm_train_config_init(fm_train_config *cfg);
+/* Checks every field's range; FM_ERR_ARG naming the option and the value. */
+FM_API fm_status fm_train_config_check(const fm_train_config *cfg);
+/* The built-in schedule's learning rate at (epoch 0-based, step within
+ * epoch) for a run of steps_per_epoch steps per epoch. */
+FM_API double fm_sched_lr(const fm_train_config *cfg, int epoch, int step, int steps_per_epoch);
+
+/* Both splits of FashionMNIST, loaded once and shared by runs. */
+typedef struct fm_fashion {
+    char dir[4096];
+    fm_dataset train, test;
+} fm_fashion;
+
+/* Finds (fm_data_find_dir) and loads the data. */
+FM_API fm_status fm_fashion_load(fm_fashion *out, const char *data_dir);
+FM_API void fm_fashion_free(fm_fashion *f);
+
+typedef struct fm_run fm_run;
+
+typedef enum fm_split_id { FM_SPLIT_TRAIN, FM_SPLIT_VAL, FM_SPLIT_TEST } fm_split_id;
+
+typedef struct fm_eval_result {
+    double loss, acc;
+    int n;
+    int64_t confusion[FM_NUM_CLASSES][FM_NUM_CLASSES];  /* [true][predicted] */
+    /* Per image, in split order; owned by the run, valid until the next
+     * evaluation or fm_run_free. */
+    const uint8_t *pred;
+    const float *confidence;  /* softmax probability of the prediction */
+    const uint32_t *index;    /* dataset index of each image */
+    const fm_dataset *data;
+} fm_eval_result;
+
+/* Creates the model (fm_plugin_create_model with cfg->seed), splits the data
+ * and prepares the optimizer.  `data` may be NULL: it is then loaded from
+ * cfg->data_dir.  When artifacts are on, checks first that the output
+ * directories can be created and written, so a bad --out fails before
+ * training, not after. */
+FM_API fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp,
+                            const fm_fashion *data, const fm_train_config *cfg);
+FM_API void fm_run_free(fm_run *r);
+
+/* Trains with early stopping, then restores the best weights (lowest
+ * validation loss).  FM_OK also when a hook stopped it. */
+FM_API fm_status fm_run_train(fm_run *r);
+
+/* Evaluates the model's current weights (after training: the best). */
+FM_API fm_status fm_run_evaluate(fm_run *r, fm_split_id split, fm_eval_result *out);
+
+/* Writes the test-set report files of SPEC §4 and summary.json (evaluates
+ * the test set if needed). */
+FM_API fm_status fm_run_report(fm_run *r);
+
+/* Saves the current weights as safetensors with the run's metadata. */
+FM_API fm_status fm_run_save(fm_run *r, const char *path);
+
+FM_API fm_model *fm_run_model(fm_run *r);
+FM_API const char *fm_run_name(const fm_run *r);
+FM_API const fm_epoch_metrics *fm_run_history(const fm_run *r, int *n_epochs);
+FM_API int fm_run_best_epoch(const fm_run *r);  /* 1-based; 0 before any epoch */
+FM_API double fm_run_seconds(const fm_run *r);  /* training wall time */
+FM_API const char *fm_run_results_dir(const fm_run *r);
+FM_API const char *fm_run_checkpoint_path(const fm_run *r);
+
+/* Writes the test-set files of SPEC §4 into dir: confusion_matrix.png and
+ * .csv, classification_report.txt, per_class.csv and errors.png.  `res`
+ * must come with per-image predictions (pred, confidence). */
+FM_API fm_status fm_eval_write_report(const fm_eval_result *res, const char *dir, const char *name);
+
+/* Evaluates a model on a dataset subset in eval mode, no grad.  pred and
+ * confidence (may be NULL) receive s->n values. */
+FM_API fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
+                             uint8_t *pred, float *confidence);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FM_TRAIN_H */

@@ -1,0 +1,98 @@
+/* Training options: defaults, checks, and the built-in learning-rate schedules. */
+#include "fm/fm_train.h"
+
+#include <math.h>
+#include <string.h>
+
+void fm_train_config_init(fm_train_config *cfg)
+{
+    *cfg = (fm_train_config){
+        .epochs = 20,
+        .batch_size = 64,
+        .optim = fm_optim_defaults(FM_OPTIM_ADAM),
+        .seed = 42,
+        .patience = 5,
+        .val_split = 0.1,
+        .scheduler = FM_SCHED_CONSTANT,
+        .step_size = 10,
+        .gamma = 0.1,
+        .min_lr = 0.0,
+        .out_dir = ".",
+        .write_artifacts = true,
+    };
+}
+
+fm_status fm_train_config_check(const fm_train_config *c)
+{
+    if (c->epochs < 1 || c->epochs > 100000)
+        return fm_error_set(FM_ERR_ARG, "--epochs %d: must be between 1 and 100000", c->epochs);
+    if (c->batch_size < 1 || c->batch_size > 65536)
+        return fm_error_set(FM_ERR_ARG, "--batch-size %d: must be between 1 and 65536", c->batch_size);
+    if (!(c->optim.lr > 0.0f) || !isfinite(c->optim.lr))
+        return fm_error_set(FM_ERR_ARG, "--lr %g: must be a positive number", (double)c->optim.lr);
+    if (c->optim.momentum < 0.0f || c->optim.momentum >= 1.0f)
+        return fm_error_set(FM_ERR_ARG, "--momentum %g: must be in [0, 1)", (double)c->optim.momentum);
+    if (c->optim.weight_decay < 0.0f || !isfinite(c->optim.weight_decay))
+        return fm_error_set(FM_ERR_ARG, "--weight-decay %g: must be >= 0", (double)c->optim.weight_decay);
+    if (c->optim.nesterov && (c->optim.kind != FM_OPTIM_SGD || c->optim.momentum <= 0.0f))
+        return fm_error_set(FM_ERR_ARG, "--nesterov needs --optimizer sgd and --momentum > 0");
+    if (c->patience < 0)
+        return fm_error_set(FM_ERR_ARG, "--patience %d: must be >= 0 (0 turns early stopping off)", c->patience);
+    if (!(c->val_split > 0.0 && c->val_split < 1.0))
+        return fm_error_set(FM_ERR_ARG, "--val-split %g: must be in (0, 1)", c->val_split);
+    if (c->step_size < 1)
+        return fm_error_set(FM_ERR_ARG, "--step-size %d: must be >= 1", c->step_size);
+    if (!(c->gamma > 0.0) || !isfinite(c->gamma))
+        return fm_error_set(FM_ERR_ARG, "--gamma %g: must be positive", c->gamma);
+    if (c->min_lr < 0.0 || !isfinite(c->min_lr))
+        return fm_error_set(FM_ERR_ARG, "--min-lr %g: must be >= 0", c->min_lr);
+    if (c->warmup < 0 || c->warmup >= c->epochs)
+        return fm_error_set(FM_ERR_ARG, "--warmup %d: must be >= 0 and below --epochs (%d)",
+                            c->warmup, c->epochs);
+    if (c->threads < 0 || c->threads > 256)
+        return fm_error_set(FM_ERR_ARG, "--threads %d: must be between 0 (all cores) and 256", c->threads);
+    if (c->limit < 0)
+        return fm_error_set(FM_ERR_ARG, "--limit %d: must be >= 0 (0 = all images)", c->limit);
+    if (!c->out_dir || !*c->out_dir)
+        return fm_error_set(FM_ERR_ARG, "--out: empty directory name");
+    return FM_OK;
+}
+
+fm_status fm_sched_kind_parse(const char *s, fm_sched_kind *out)
+{
+    static const char *const names[] = {"constant", "step", "cosine"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (fm_sched_kind)i;
+            return FM_OK;
+        }
+    return fm_error_set(FM_ERR_ARG, "unknown scheduler '%s' (choose constant, step or cosine)", s);
+}
+
+const char *fm_sched_kind_name(fm_sched_kind kind)
+{
+    return kind == FM_SCHED_CONSTANT ? "constant" : kind == FM_SCHED_STEP ? "step" : "cosine";
+}
+
+/* Warm-up rises linearly per step over the first `warmup` epochs; the
+ * schedule proper then runs per epoch over the remaining ones, as
+ * torch.optim.lr_scheduler's StepLR and CosineAnnealingLR do when stepped
+ * once per epoch. */
+double fm_sched_lr(const fm_train_config *c, int epoch, int step, int steps_per_epoch)
+{
+    const double base = c->optim.lr;
+    if (epoch < c->warmup) {
+        double done = (double)epoch * steps_per_epoch + step + 1;
+        return base * done / ((double)c->warmup * steps_per_epoch);
+    }
+    int e = epoch - c->warmup, span = c->epochs - c->warmup;
+    switch (c->scheduler) {
+    case FM_SCHED_CONSTANT:
+        return base;
+    case FM_SCHED_STEP:
+        return base * pow(c->gamma, (double)(e / c->step_size));
+    case FM_SCHED_COSINE:
+        return c->min_lr + (base - c->min_lr) * (1.0 + cos(M_PI * e / span)) / 2.0;
+    }
+    return base;
+}

@@ -98,6 +98,10 @@ void fm_backward(fm_graph *g, fm_tensor *loss)
 {
     FM_ASSERT(loss->numel == 1 && loss->dtype == FM_F32);
     FM_ASSERT(loss->requires_grad && loss->node != NULL);
+    /* Op outputs' gradients belong to one backward pass: left over from an
+     * earlier pass on this tape, they would be propagated again (and a node
+     * off this loss's path would look as if it were on it). */
+    for (int i = 0; i < g->n_tape; i++) g->tape[i]->out->grad = NULL;
     loss->grad = fm_arena_alloc(g->arena, sizeof(float));
     loss->grad[0] = 1.0f;
 

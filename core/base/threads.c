@@ -21,6 +21,7 @@ static struct {
     int nworkers;       /* running worker threads: threads - 1, or 0 before the first job */
     int threads;        /* the setting: callers + workers */
     uint64_t generation;
+    uint64_t started_at; /* generation when the workers were started */
     bool shutdown;
     fm_task_fn fn;
     void *arg;
@@ -49,7 +50,9 @@ static void *worker_main(void *arg)
 {
     int thread = (int)(intptr_t)arg;
     pthread_mutex_lock(&pool.mu);
-    uint64_t seen = pool.generation;
+    /* Not pool.generation: the first job may already have been posted before
+     * this thread got the lock, and waiting for the next one would hang. */
+    uint64_t seen = pool.started_at;
     for (;;) {
         while (!pool.shutdown && pool.generation == seen)
             pthread_cond_wait(&pool.work_cv, &pool.mu);
@@ -81,6 +84,7 @@ static void pool_stop(void)
 static void pool_start(void)
 {
     pool.nworkers = pool.threads - 1;
+    pool.started_at = pool.generation;
     pool.workers = fm_xcalloc((size_t)pool.nworkers, sizeof *pool.workers);
     for (int i = 0; i < pool.nworkers; i++) {
         int rc = pthread_create(&pool.workers[i], NULL, worker_main, (void *)(intptr_t)(i + 1));

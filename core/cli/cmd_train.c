@@ -91,7 +91,7 @@ int fm_cmd_train(int argc, char **argv)
     const char *plugin_path = NULL, *model = NULL;
     const char *sets[64];
     int n_sets = 0;
-    double lr = -1, momentum = -1, wd = -1, d;
+    double lr = -1, momentum = -1, wd = -1;
     int seed = -1;
 
     opterr = 0;

@@ -36,6 +36,9 @@ typedef enum fm_hparam_type {
     FM_HP_STRING,
 } fm_hparam_type;
 
+/* "int", "float", "bool", "string" (for help text and messages). */
+FM_API const char *fm_hparam_type_name(fm_hparam_type type);
+
 /* One declared hyper-parameter.  `def` is the default written as on the
  * command line ("256", "0.2", "true"); it must parse as `type`. */
 typedef struct fm_hparam_decl {
@@ -138,7 +141,12 @@ typedef union fm_ffi_value {
 FM_API int fm_plugin_export_find(const fm_plugin *p, const char *name);
 /* Calls export `index` with args[0..nargs) typed as its signature says (the
  * `m` argument is the instance of `model`, which must come from this plugin).
- * The arity is checked: FM_ERR_ARG on a mismatch. */
+ * The arity is checked: FM_ERR_ARG on a mismatch.
+ * args[k] matches the k-th argument letter of the signature, `m` included:
+ * for "d(mi)", nargs is 2, args[1].i is the batch and args[0] is ignored (the
+ * host passes fm_model_self(model) there).  `model` may be NULL when the
+ * signature has no `m`.  A string argument must not be NULL.  `ret` (may be
+ * NULL) receives the member named by the return letter. */
 FM_API fm_status fm_plugin_export_call(const fm_plugin *p, int index, fm_model *model,
                                        const fm_ffi_value *args, int nargs, fm_ffi_value *ret);
 

@@ -1,0 +1,162 @@
+/* fmhost eval: a checkpoint on the test set; fmhost report: redraw plots. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "fm/fm_io.h"
+
+static const char eval_usage[] =
+    "usage: fmhost eval (--model NAME | --plugin PATH) [--weights FILE] [options]\n"
+    "\n"
+    "Evaluates a checkpoint on the 10,000 test images and writes the report files\n"
+    "(confusion matrix, classification report, per-class table, errors) to\n"
+    "OUT/results/<model>/.  The hyper-parameters come from the checkpoint's\n"
+    "metadata unless --set is given.  Safetensors files saved by PyTorch from the\n"
+    "equivalent module (same state_dict names) load as they are.\n"
+    "\n"
+    "  --weights FILE   safetensors checkpoint (OUT/artifacts/<model>_best.safetensors)\n"
+    "  --set KEY=VALUE  a hyper-parameter of the plugin (repeatable)\n"
+    "  --data-dir DIR   FashionMNIST IDX files\n"
+    "  --out DIR        where artifacts/ and results/ are (.)\n"
+    "  --threads N      worker threads, 0 = one per core (0)\n";
+
+enum { E_MODEL = 256, E_PLUGIN, E_WEIGHTS, E_SET, E_DATA, E_OUT, E_THREADS, E_HELP };
+
+static const struct option eval_options[] = {
+    {"model", required_argument, NULL, E_MODEL},
+    {"plugin", required_argument, NULL, E_PLUGIN},
+    {"weights", required_argument, NULL, E_WEIGHTS},
+    {"set", required_argument, NULL, E_SET},
+    {"data-dir", required_argument, NULL, E_DATA},
+    {"out", required_argument, NULL, E_OUT},
+    {"threads", required_argument, NULL, E_THREADS},
+    {"help", no_argument, NULL, E_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+/* Splits the checkpoint's "hparams" metadata ("width=32 blocks=1") into
+ * assignments, in place. */
+static int split_hparams(char *s, const char **out, int max)
+{
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(s, " ", &save); tok && n < max;
+         tok = strtok_r(NULL, " ", &save))
+        out[n++] = tok;
+    return n;
+}
+
+int fm_cmd_eval(int argc, char **argv)
+{
+    const char *cmd = "eval", *model = NULL, *plugin_path = NULL, *weights = NULL;
+    const char *data_dir = NULL, *out = ".";
+    const char *sets[64];
+    int n_sets = 0, threads = 0;
+    opterr = 0;
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "", eval_options, NULL)) != -1;) {
+        switch (c) {
+        case E_MODEL: model = optarg; break;
+        case E_PLUGIN: plugin_path = optarg; break;
+        case E_WEIGHTS: weights = optarg; break;
+        case E_SET:
+            if (n_sets == 64) return fm_cli_usage_error(cmd, "too many --set options");
+            sets[n_sets++] = optarg;
+            break;
+        case E_DATA: data_dir = optarg; break;
+        case E_OUT: out = optarg; break;
+        case E_THREADS:
+            if (!fm_cli_int(optarg, 0, 256, &threads))
+                return fm_cli_usage_error(cmd, "--threads '%s': expected an integer from 0 to 256", optarg);
+            break;
+        case E_HELP: fputs(eval_usage, stdout); return FM_EXIT_OK;
+        case ':': return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+        default: return fm_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return fm_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (!plugin_path == !model)
+        return fm_cli_usage_error(cmd, "give exactly one of --model NAME or --plugin PATH");
+    fm_set_threads(threads);
+
+    fm_plugin *plugin = fm_cli_open_plugin(cmd, plugin_path, model);
+    if (!plugin) return FM_EXIT_FAIL;
+    const char *name = fm_plugin_descriptor_of(plugin)->name;
+    char default_weights[4096], results[4096], meta_hp[512] = "";
+    snprintf(default_weights, sizeof default_weights, "%s/artifacts/%s_best.safetensors", out, name);
+    snprintf(results, sizeof results, "%s/results/%s", out, name);
+    if (!weights) weights = default_weights;
+
+    int rc = FM_EXIT_FAIL;
+    fm_status st;
+    fm_meta *meta = NULL;
+    fm_hparams *hp = NULL;
+    fm_model *m = NULL;
+    fm_fashion data = {0};
+    fm_subset test = {0};
+    uint8_t *pred = NULL;
+    float *conf = NULL;
+    if ((st = fm_safetensors_read_meta(weights, &meta)) != FM_OK) {
+        rc = fm_cli_fail(cmd, st);
+        goto done;
+    }
+    const char *ckpt_plugin = fm_meta_get(meta, "plugin");
+    if (ckpt_plugin && strcmp(ckpt_plugin, name) != 0)
+        fm_log(FM_LOG_WARN, "%s was saved by plugin '%s', evaluating it with '%s'", weights,
+               ckpt_plugin, name);
+    if (n_sets == 0 && fm_meta_get(meta, "hparams")) {
+        snprintf(meta_hp, sizeof meta_hp, "%s", fm_meta_get(meta, "hparams"));
+        n_sets = split_hparams(meta_hp, sets, 64);
+    }
+    if (!(hp = fm_hparams_new(plugin, sets, n_sets)) || !(m = fm_plugin_create_model(plugin, hp, 0))) {
+        rc = fm_cli_fail(cmd, fm_error_status());
+        goto done;
+    }
+    if ((st = fm_safetensors_load(weights, m, NULL)) != FM_OK ||
+        (st = fm_fashion_load(&data, data_dir)) != FM_OK || (st = fm_mkdirs(results)) != FM_OK) {
+        rc = fm_cli_fail(cmd, st);
+        goto done;
+    }
+    fm_subset_all(&test, &data.test, 0);
+    pred = fm_xcalloc((size_t)test.n, 1);
+    conf = fm_xcalloc((size_t)test.n, sizeof *conf);
+    fm_eval_result res;
+    if ((st = fm_evaluate(m, &test, 256, &res, pred, conf)) != FM_OK ||
+        (st = fm_eval_write_report(&res, results, name)) != FM_OK) {
+        rc = fm_cli_fail(cmd, st);
+        goto done;
+    }
+    printf("%s: test loss %.4f, test accuracy %.4f on %d images (%s); report in %s\n", name,
+           res.loss, res.acc, res.n, weights, results);
+    rc = FM_EXIT_OK;
+done:
+    free(pred);
+    free(conf);
+    fm_subset_free(&test);
+    fm_fashion_free(&data);
+    fm_model_free(m);
+    fm_hparams_free(hp);
+    fm_meta_free(meta);
+    fm_plugin_release(plugin);
+    return rc;
+}
+
+static const char report_usage[] =
+    "usage: fmhost report RESULTS_DIR\n"
+    "\n"
+    "Redraws loss.png and acc.png in RESULTS_DIR (e.g. results/cnn) from its\n"
+    "metrics.csv, for any past run.\n";
+
+int fm_cmd_report(int argc, char **argv)
+{
+    if (argc != 2) return fm_cli_usage_error("report", "expected one results directory");
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(report_usage, stdout);
+        return FM_EXIT_OK;
+    }
+    fm_status st = fm_report_plots_from_metrics(argv[1]);
+    if (st != FM_OK) return fm_cli_fail("report", st);
+    printf("redrew %s/loss.png and %s/acc.png\n", argv[1], argv[1]);
+    return FM_EXIT_OK;
+}

@@ -1,0 +1,108 @@
+/* fm_io.h — files the program writes and reads: atomic writes, directories,
+ * safetensors checkpoints, small CSV helpers.
+ *
+ * Every file fmhost writes goes to a temporary name in the same directory
+ * ("<path>.tmp.<pid>"), is flushed and fsync'ed, then renamed over `path`: a
+ * crash or a failed write never leaves a truncated file, and an older file at
+ * `path` stays intact until the new one is complete.
+ *
+ * Errors are FM_ERR_IO (the system refused: the message names the path and
+ * strerror) or FM_ERR_FORMAT (a file was read but is malformed: the message
+ * names the file, the tensor or key, and what is wrong).
+ */
+#ifndef FM_IO_H
+#define FM_IO_H
+
+#include <stdio.h>
+
+#include "fm_base.h"
+#include "fm_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- atomic writes -------------------------------------------------------- */
+
+/* Writes len bytes to path atomically (temporary file, fsync, rename). */
+FM_API fm_status fm_file_write_atomic(const char *path, const void *data, size_t len);
+
+/* For writers that produce output piece by piece: opens "<path>.tmp.<pid>"
+ * for writing and stores its name in tmp_path_out (tmp_len bytes; 4096 is
+ * always enough).  Returns NULL with the error set when the temporary file
+ * cannot be created.  End with exactly one of fm_atomic_commit (flushes,
+ * fsyncs, closes, renames; on any failure removes the temporary file and
+ * leaves `path` as it was) or fm_atomic_abort (closes and removes it). */
+FM_API FILE *fm_atomic_open(const char *path, char *tmp_path_out, size_t tmp_len);
+FM_API fm_status fm_atomic_commit(FILE *f, const char *tmp_path, const char *path);
+FM_API void fm_atomic_abort(FILE *f, const char *tmp_path);
+
+/* The name fm_atomic_open would use for path ("<path>.tmp.<pid>"). */
+FM_API void fm_atomic_tmp_name(const char *path, char *out, size_t out_len);
+/* Commits a temporary file that something else wrote and closed (PLplot
+ * writes its PNGs itself): fsyncs tmp_path and renames it to path; on
+ * failure removes tmp_path. */
+FM_API fm_status fm_file_commit(const char *tmp_path, const char *path);
+
+/* mkdir -p: creates path and its missing parents (mode 0777 & ~umask).  An
+ * existing directory is fine; an existing non-directory is FM_ERR_IO. */
+FM_API fm_status fm_mkdirs(const char *path);
+
+/* Reads a whole file into a malloc'ed buffer (NUL-terminated, the NUL not
+ * counted in *len_out).  Files larger than max_bytes are refused with
+ * FM_ERR_FORMAT.  The caller frees *data_out. */
+FM_API fm_status fm_file_read_all(const char *path, size_t max_bytes, char **data_out,
+                                  size_t *len_out);
+
+/* ---- CSV -------------------------------------------------------------------- */
+
+/* Writes one CSV field, quoted (with "" for ") only when it contains a comma,
+ * quote, CR or LF. */
+FM_API void fm_csv_write_field(FILE *f, const char *s);
+
+/* ---- metadata: a small string map ----------------------------------------- */
+
+typedef struct fm_meta fm_meta;
+
+/* The value for key, or NULL.  Valid while meta lives. */
+FM_API const char *fm_meta_get(const fm_meta *meta, const char *key);
+FM_API int fm_meta_count(const fm_meta *meta);
+/* Keys and values in file order, 0 <= i < fm_meta_count(meta). */
+FM_API const char *fm_meta_key(const fm_meta *meta, int i);
+FM_API const char *fm_meta_value(const fm_meta *meta, int i);
+/* NULL is fine. */
+FM_API void fm_meta_free(fm_meta *meta);
+
+/* ---- safetensors ------------------------------------------------------------ */
+
+/* Writes every parameter and buffer of m, in registration order, as a
+ * safetensors file that safetensors.torch.load_file reads: an 8-byte
+ * little-endian header length, a compact JSON header space-padded to a
+ * multiple of 8, then the raw little-endian data packed without gaps.  F32
+ * tensors are "F32", FM_I64 ones "I64"; an I64 tensor named
+ * "...num_batches_tracked" holding one value is written with shape [] (a 0-d
+ * tensor, as PyTorch has it).  `meta` holds n_meta key/value pairs
+ * (meta[2*i] = key, meta[2*i+1] = value) stored in "__metadata__" after
+ * "format": "pt" (a caller's "format" key is ignored).  Written atomically. */
+FM_API fm_status fm_safetensors_save(const char *path, const fm_model *m, const char *const *meta,
+                                     int n_meta);
+
+/* Loads a safetensors file into m.  The file is treated as hostile: header
+ * length within the file and below 100 MB, header parsed by jansson, every
+ * tensor with a known dtype (F32 or I64), a shape of non-negative integers
+ * and data offsets inside the data section matching its size.  Then the file
+ * must hold exactly the model's tensors: each with the model's dtype and
+ * shape (a 0-d tensor matches a model shape [1]); a missing or an extra
+ * tensor is an error naming it.  Nothing is copied into m until all of this
+ * holds, so a refused file leaves m untouched.  When meta_out is not NULL it
+ * receives "__metadata__" (empty when absent); free with fm_meta_free. */
+FM_API fm_status fm_safetensors_load(const char *path, fm_model *m, fm_meta **meta_out);
+
+/* Reads only the header of a safetensors file (validated as above, without a
+ * model) and returns its "__metadata__". */
+FM_API fm_status fm_safetensors_read_meta(const char *path, fm_meta **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FM_IO_H */

@@ -1,0 +1,488 @@
+/* safetensors.c — checkpoints in the safetensors format, and fm_meta.
+ *
+ * Layout: u64 little-endian header length N, N bytes of JSON
+ * {"__metadata__": {str: str}, "<name>": {"dtype", "shape", "data_offsets"}},
+ * then the data section; offsets are relative to its start.  The reader
+ * assumes nothing about a file it is given: every length, offset and shape is
+ * checked before use, and the model is written only once all checks passed.
+ */
+#include "fm/fm_io.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fm/fm_tensor.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "safetensors data is little-endian; this code copies it as is");
+
+#define ST_MAX_HEADER (100u * 1000u * 1000u)
+#define ST_MAX_DIMS 16
+
+/* ---- fm_meta ---------------------------------------------------------------- */
+
+struct fm_meta {
+    int n;
+    char **keys;
+    char **values;
+};
+
+static fm_meta *meta_new(void)
+{
+    return fm_xcalloc(1, sizeof(fm_meta));
+}
+
+static void meta_add(fm_meta *meta, const char *key, const char *value)
+{
+    meta->keys = fm_xrealloc(meta->keys, (size_t)(meta->n + 1) * sizeof(char *));
+    meta->values = fm_xrealloc(meta->values, (size_t)(meta->n + 1) * sizeof(char *));
+    meta->keys[meta->n] = fm_xstrdup(key);
+    meta->values[meta->n] = fm_xstrdup(value);
+    meta->n++;
+}
+
+const char *fm_meta_get(const fm_meta *meta, const char *key)
+{
+    if (meta == NULL || key == NULL)
+        return NULL;
+    for (int i = 0; i < meta->n; i++)
+        if (strcmp(meta->keys[i], key) == 0)
+            return meta->values[i];
+    return NULL;
+}
+
+int fm_meta_count(const fm_meta *meta)
+{
+    return meta ? meta->n : 0;
+}
+
+const char *fm_meta_key(const fm_meta *meta, int i)
+{
+    FM_ASSERT(meta != NULL && i >= 0 && i < meta->n);
+    return meta->keys[i];
+}
+
+const char *fm_meta_value(const fm_meta *meta, int i)
+{
+    FM_ASSERT(meta != NULL && i >= 0 && i < meta->n);
+    return meta->values[i];
+}
+
+void fm_meta_free(fm_meta *meta)
+{
+    if (meta == NULL)
+        return;
+    for (int i = 0; i < meta->n; i++) {
+        free(meta->keys[i]);
+        free(meta->values[i]);
+    }
+    free(meta->keys);
+    free(meta->values);
+    free(meta);
+}
+
+/* ---- shared helpers ------------------------------------------------------- */
+
+static const char *dtype_name(fm_dtype d)
+{
+    return d == FM_I64 ? "I64" : "F32";
+}
+
+static size_t dtype_size(fm_dtype d)
+{
+    return d == FM_I64 ? sizeof(int64_t) : sizeof(float);
+}
+
+static bool is_num_batches_tracked(const char *name)
+{
+    static const char suffix[] = "num_batches_tracked";
+    size_t n = strlen(name), k = sizeof suffix - 1;
+    return n >= k && strcmp(name + n - k, suffix) == 0;
+}
+
+static void shape_str(const int64_t *shape, int ndim, char *buf, size_t len)
+{
+    size_t used = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (used < len)
+        snprintf(buf + used, len - used, "]");
+}
+
+/* ---- writer ------------------------------------------------------------------ */
+
+fm_status fm_safetensors_save(const char *path, const fm_model *m, const char *const *meta,
+                              int n_meta)
+{
+    FM_ASSERT(path != NULL && m != NULL && n_meta >= 0 && (n_meta == 0 || meta != NULL));
+    json_t *root = json_object();
+    json_t *md = json_object();
+    json_object_set_new(md, "format", json_string("pt"));
+    for (int i = 0; i < n_meta; i++) {
+        const char *k = meta[2 * i], *v = meta[2 * i + 1];
+        FM_ASSERT(k != NULL && v != NULL);
+        if (strcmp(k, "format") != 0)
+            json_object_set_new(md, k, json_string(v));
+    }
+    json_object_set_new(root, "__metadata__", md);
+
+    int count = fm_model_count(m);
+    uint64_t offset = 0;
+    for (int i = 0; i < count; i++) {
+        fm_model_entry e = fm_model_entry_at(m, i);
+        const fm_tensor *t = e.tensor;
+        json_t *shape = json_array();
+        bool scalar = t->dtype == FM_I64 && t->numel == 1 && is_num_batches_tracked(e.name);
+        if (!scalar)
+            for (int d = 0; d < t->ndim; d++)
+                json_array_append_new(shape, json_integer(t->shape[d]));
+        uint64_t bytes = (uint64_t)t->numel * dtype_size(t->dtype);
+        json_t *desc = json_object();
+        json_object_set_new(desc, "dtype", json_string(dtype_name(t->dtype)));
+        json_object_set_new(desc, "shape", shape);
+        json_object_set_new(desc, "data_offsets",
+                            json_pack("[II]", (json_int_t)offset, (json_int_t)(offset + bytes)));
+        json_object_set_new(root, e.name, desc);
+        offset += bytes;
+    }
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    FM_ASSERT(text != NULL);
+
+    size_t text_len = strlen(text);
+    size_t header_len = (text_len + 7) / 8 * 8;
+    char tmp[PATH_MAX + 64];
+    FILE *f = fm_atomic_open(path, tmp, sizeof tmp);
+    if (f == NULL) {
+        free(text);
+        return fm_error_status();
+    }
+    uint64_t n_le = header_len;  /* the host is little-endian (asserted above) */
+    bool ok = fwrite(&n_le, 8, 1, f) == 1 && fwrite(text, 1, text_len, f) == text_len;
+    for (size_t i = text_len; ok && i < header_len; i++)
+        ok = fputc(' ', f) != EOF;
+    free(text);
+    for (int i = 0; ok && i < count; i++) {
+        const fm_tensor *t = fm_model_entry_at(m, i).tensor;
+        size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
+        const void *src = t->dtype == FM_I64 ? (const void *)t->i64 : (const void *)t->data;
+        ok = fwrite(src, 1, bytes, f) == bytes;
+    }
+    if (!ok) {
+        int e = errno ? errno : EIO;
+        fm_atomic_abort(f, tmp);
+        return fm_error_set(FM_ERR_IO, "cannot write %s: %s", path, strerror(e));
+    }
+    return fm_atomic_commit(f, tmp, path);
+}
+
+/* ---- reader -------------------------------------------------------------------- */
+
+typedef struct st_tensor {
+    const char *name;  /* the JSON key; lives as long as the parsed header */
+    fm_dtype dtype;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    uint64_t begin, end;  /* relative to the data section */
+} st_tensor;
+
+typedef struct st_file {
+    const char *path;
+    FILE *f;
+    json_t *root;
+    uint64_t data_start, data_len;
+    st_tensor *tensors;
+    int n_tensors;
+    fm_meta *meta;
+} st_file;
+
+static void st_close(st_file *s)
+{
+    if (s->f)
+        fclose(s->f);
+    json_decref(s->root);
+    free(s->tensors);
+    fm_meta_free(s->meta);
+    memset(s, 0, sizeof *s);
+}
+
+static fm_status parse_metadata(st_file *s, json_t *md)
+{
+    if (!json_is_object(md))
+        return fm_error_set(FM_ERR_FORMAT, "%s: \"__metadata__\" is not a JSON object", s->path);
+    const char *key;
+    json_t *value;
+    json_object_foreach(md, key, value) {
+        if (!json_is_string(value))
+            return fm_error_set(FM_ERR_FORMAT,
+                                "%s: metadata value for \"%s\" is not a string (safetensors "
+                                "metadata maps strings to strings)",
+                                s->path, key);
+        meta_add(s->meta, key, json_string_value(value));
+    }
+    return FM_OK;
+}
+
+static fm_status parse_tensor(st_file *s, const char *name, json_t *desc, st_tensor *t)
+{
+    const char *p = s->path;
+    if (!json_is_object(desc))
+        return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s': entry is not a JSON object", p, name);
+    t->name = name;
+
+    json_t *dtype = json_object_get(desc, "dtype");
+    if (!json_is_string(dtype))
+        return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s': \"dtype\" missing or not a string",
+                            p, name);
+    const char *ds = json_string_value(dtype);
+    if (strcmp(ds, "F32") == 0)
+        t->dtype = FM_F32;
+    else if (strcmp(ds, "I64") == 0)
+        t->dtype = FM_I64;
+    else
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: tensor '%s' has dtype \"%.32s\"; fmhost reads only F32 and I64",
+                            p, name, ds);
+
+    json_t *shape = json_object_get(desc, "shape");
+    if (!json_is_array(shape))
+        return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s': \"shape\" missing or not an array",
+                            p, name);
+    size_t ndim = json_array_size(shape);
+    if (ndim > ST_MAX_DIMS)
+        return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s' has %zu dimensions (at most %d)", p,
+                            name, ndim, ST_MAX_DIMS);
+    t->ndim = (int)ndim;
+    uint64_t numel = 1;
+    for (size_t i = 0; i < ndim; i++) {
+        json_t *d = json_array_get(shape, i);
+        if (!json_is_integer(d) || json_integer_value(d) < 0)
+            return fm_error_set(FM_ERR_FORMAT,
+                                "%s: tensor '%s': shape entry %zu is not a non-negative integer",
+                                p, name, i);
+        t->shape[i] = json_integer_value(d);
+        if (__builtin_mul_overflow(numel, (uint64_t)t->shape[i], &numel))
+            return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s': shape overflows", p, name);
+    }
+
+    json_t *offs = json_object_get(desc, "data_offsets");
+    if (!json_is_array(offs) || json_array_size(offs) != 2 ||
+        !json_is_integer(json_array_get(offs, 0)) || !json_is_integer(json_array_get(offs, 1)))
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: tensor '%s': \"data_offsets\" is not an array of two integers", p,
+                            name);
+    json_int_t b = json_integer_value(json_array_get(offs, 0));
+    json_int_t e = json_integer_value(json_array_get(offs, 1));
+    if (b < 0 || e < b || (uint64_t)e > s->data_len)
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: tensor '%s': data_offsets [%lld, %lld] are not inside the data "
+                            "section of %llu bytes",
+                            p, name, (long long)b, (long long)e, (unsigned long long)s->data_len);
+    t->begin = (uint64_t)b;
+    t->end = (uint64_t)e;
+    uint64_t bytes;
+    char sb[256];
+    shape_str(t->shape, t->ndim, sb, sizeof sb);
+    if (__builtin_mul_overflow(numel, (uint64_t)dtype_size(t->dtype), &bytes))
+        return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s': shape %s of %s overflows 64 bits", p,
+                            name, sb, ds);
+    if (bytes != t->end - t->begin) {
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: tensor '%s': shape %s of %s needs %llu bytes but data_offsets "
+                            "span %llu",
+                            p, name, sb, ds, (unsigned long long)bytes,
+                            (unsigned long long)(t->end - t->begin));
+    }
+    return FM_OK;
+}
+
+/* Opens path and validates its header; on success s holds the open file, the
+ * tensors and the metadata. */
+static fm_status st_open(st_file *s, const char *path)
+{
+    memset(s, 0, sizeof *s);
+    s->path = path;
+    s->meta = meta_new();
+    s->f = fopen(path, "rb");
+    if (s->f == NULL)
+        return fm_error_set(FM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(s->f), &st) != 0 || !S_ISREG(st.st_mode))
+        return fm_error_set(FM_ERR_IO, "cannot read %s: not a regular file", path);
+    uint64_t size = (uint64_t)st.st_size;
+    uint64_t hlen;
+    if (size < 8 || fread(&hlen, 8, 1, s->f) != 1)
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: %llu bytes, too short for a safetensors file (truncated?)", path,
+                            (unsigned long long)size);
+    if (hlen > size - 8)
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: header length %llu is larger than the file (%llu bytes): "
+                            "truncated or not a safetensors file",
+                            path, (unsigned long long)hlen, (unsigned long long)size);
+    if (hlen >= ST_MAX_HEADER)
+        return fm_error_set(FM_ERR_FORMAT, "%s: header length %llu exceeds the 100 MB limit", path,
+                            (unsigned long long)hlen);
+    s->data_start = 8 + hlen;
+    s->data_len = size - s->data_start;
+
+    char *text = malloc(hlen + 1);
+    if (text == NULL)
+        return fm_error_set(FM_ERR_NOMEM, "%s: cannot allocate %llu bytes for the header", path,
+                            (unsigned long long)hlen);
+    if (fread(text, 1, hlen, s->f) != hlen) {
+        free(text);
+        return fm_error_set(FM_ERR_IO, "cannot read %s: %s", path,
+                            ferror(s->f) ? strerror(errno) : "file changed while reading");
+    }
+    json_error_t jerr;
+    s->root = json_loadb(text, hlen, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
+    if (s->root == NULL)
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: the header is not valid JSON (line %d, column %d: %s): not a "
+                            "safetensors file",
+                            path, jerr.line, jerr.column, jerr.text);
+    if (!json_is_object(s->root))
+        return fm_error_set(FM_ERR_FORMAT, "%s: the header is not a JSON object", path);
+
+    s->tensors = fm_xcalloc(json_object_size(s->root) + 1, sizeof(st_tensor));
+    const char *key;
+    json_t *value;
+    json_object_foreach(s->root, key, value) {
+        fm_status st_ = strcmp(key, "__metadata__") == 0
+                            ? parse_metadata(s, value)
+                            : parse_tensor(s, key, value, &s->tensors[s->n_tensors++]);
+        if (st_ != FM_OK)
+            return st_;
+    }
+    return FM_OK;
+}
+
+static const st_tensor *st_find(const st_file *s, const char *name)
+{
+    for (int i = 0; i < s->n_tensors; i++)
+        if (strcmp(s->tensors[i].name, name) == 0)
+            return &s->tensors[i];
+    return NULL;
+}
+
+static bool shape_matches(const st_tensor *ft, const fm_tensor *t)
+{
+    /* PyTorch's 0-d tensors (num_batches_tracked) are [1] in the model. */
+    if (ft->ndim == 0)
+        return t->numel == 1 && t->ndim <= 1;
+    if (ft->ndim != t->ndim)
+        return false;
+    for (int i = 0; i < t->ndim; i++)
+        if (ft->shape[i] != t->shape[i])
+            return false;
+    return true;
+}
+
+static fm_status st_check_model(const st_file *s, const fm_model *m)
+{
+    int count = fm_model_count(m);
+    for (int i = 0; i < count; i++) {
+        fm_model_entry e = fm_model_entry_at(m, i);
+        char want[128];
+        fm_tensor_shape_str(e.tensor, want, sizeof want);
+        const st_tensor *ft = st_find(s, e.name);
+        if (ft == NULL)
+            return fm_error_set(FM_ERR_FORMAT,
+                                "%s: tensor '%s' is missing (the model expects %s %s): a "
+                                "checkpoint of another model or hyper-parameters?",
+                                s->path, e.name, dtype_name(e.tensor->dtype), want);
+        if (ft->dtype != e.tensor->dtype)
+            return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s' has dtype %s, the model expects %s",
+                                s->path, e.name, dtype_name(ft->dtype),
+                                dtype_name(e.tensor->dtype));
+        if (!shape_matches(ft, e.tensor)) {
+            char have[256];
+            shape_str(ft->shape, ft->ndim, have, sizeof have);
+            return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model expects %s",
+                                s->path, e.name, have, want);
+        }
+    }
+    for (int i = 0; i < s->n_tensors; i++)
+        if (fm_model_find(m, s->tensors[i].name) == NULL)
+            return fm_error_set(FM_ERR_FORMAT,
+                                "%s: tensor '%s' is in the file but not in the model: a "
+                                "checkpoint of another model or hyper-parameters?",
+                                s->path, s->tensors[i].name);
+    return FM_OK;
+}
+
+fm_status fm_safetensors_load(const char *path, fm_model *m, fm_meta **meta_out)
+{
+    FM_ASSERT(path != NULL && m != NULL);
+    if (meta_out)
+        *meta_out = NULL;
+    st_file s;
+    fm_status st = st_open(&s, path);
+    if (st == FM_OK)
+        st = st_check_model(&s, m);
+    if (st != FM_OK) {
+        st_close(&s);
+        return st;
+    }
+
+    /* Stage everything first: a read error halfway must not leave the model
+     * half old, half new.  The sizes were checked against the model above. */
+    int count = fm_model_count(m);
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        const fm_tensor *t = fm_model_entry_at(m, i).tensor;
+        total += (size_t)t->numel * dtype_size(t->dtype);
+    }
+    char *stage = malloc(total ? total : 1);
+    if (stage == NULL) {
+        st_close(&s);
+        return fm_error_set(FM_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, total);
+    }
+    size_t at = 0;
+    for (int i = 0; i < count && st == FM_OK; i++) {
+        fm_model_entry e = fm_model_entry_at(m, i);
+        const st_tensor *ft = st_find(&s, e.name);
+        size_t bytes = (size_t)(ft->end - ft->begin);
+        if (fseeko(s.f, (off_t)(s.data_start + ft->begin), SEEK_SET) != 0 ||
+            fread(stage + at, 1, bytes, s.f) != bytes)
+            st = fm_error_set(FM_ERR_IO, "cannot read tensor '%s' from %s: %s", e.name, path,
+                              ferror(s.f) ? strerror(errno) : "file changed while reading");
+        at += bytes;
+    }
+    if (st == FM_OK) {
+        at = 0;
+        for (int i = 0; i < count; i++) {
+            fm_tensor *t = fm_model_entry_at(m, i).tensor;
+            size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
+            memcpy(t->dtype == FM_I64 ? (void *)t->i64 : (void *)t->data, stage + at, bytes);
+            at += bytes;
+        }
+        if (meta_out) {
+            *meta_out = s.meta;
+            s.meta = NULL;
+        }
+    }
+    free(stage);
+    st_close(&s);
+    return st;
+}
+
+fm_status fm_safetensors_read_meta(const char *path, fm_meta **out)
+{
+    FM_ASSERT(path != NULL && out != NULL);
+    *out = NULL;
+    st_file s;
+    fm_status st = st_open(&s, path);
+    if (st == FM_OK) {
+        *out = s.meta;
+        s.meta = NULL;
+    }
+    st_close(&s);
+    return st;
+}

@@ -1,0 +1,120 @@
+/* fm_lua.h — the embedded Lua 5.4 interpreter and its `fm` module.
+ *
+ * This is the only header of fmhost that includes lua.h: the C core knows
+ * nothing of Lua (torch7's TH / luaT split).  Lua works at the level of
+ * plugins, runs, epochs and callbacks; every loop over images stays in C.
+ *
+ * The module (`local fm = require "fm"`, registered in package.preload):
+ *
+ * fm.version, fm.class_names (the 10 names), fm.args (the script's KEY=VALUE
+ * arguments), fm.now() (seconds, monotonic), fm.mkdir(path) (mkdir -p).
+ *
+ * fm.plugin(name_or_path) -> plugin.  A model name ("rescnn") or a path,
+ *   found as `fmhost train --plugin` finds it.
+ *   p.name, p.description, p.path
+ *   p.hparams   {name = {name, type = "int"|"float"|"bool"|"string", default, help, index}}
+ *   p.exports   {name = {name, signature, help}}
+ *   p:call(name, ...)  calls an export through libffi.  Each argument is
+ *     checked against its signature letter — i, l: an integer (i within 32
+ *     bits); f, d: a number; s: a string; m: a model or a run made by this
+ *     plugin — and a mismatch raises "bad argument #2 to 'flops' (integer
+ *     expected, got string)".  Returns an integer (i, l), a number (f, d), a
+ *     string or nil (s), or nothing (v).
+ *   p:model([set [, seed]]) -> model: m.name, m.params, m.hparams, m.plugin,
+ *     m:call(name, ...) (the model fills the signature's m), m:close()
+ *   p:close()
+ *
+ * fm.dataset{dir, val_split = 0.1, seed = 42, limit = 0, augment = false}
+ *   -> dataset: both splits loaded once (dir: as --data-dir; nil searches
+ *   $FMHOST_DATA, then the system directory); the other fields are the
+ *   defaults of fm.train on it.  d.dir, d.train_size, d.test_size,
+ *   d.val_split, d.seed, d.limit, d.augment, d:close()
+ *
+ * fm.train{...} -> run.  Trains as `fmhost train` does and writes the same
+ *   artifacts under `out` (unless artifacts = false), including the test
+ *   report (unless report = false).  Keys: plugin (a plugin or a name;
+ *   required), data (a dataset; else loaded from data_dir), set
+ *   (hyper-parameters, {width = 64}), the options of `fmhost train` with
+ *   underscores — epochs, batch_size, lr, seed, optimizer, momentum,
+ *   weight_decay, nesterov, patience, val_split, scheduler, step_size, gamma,
+ *   min_lr, warmup, augment, threads, limit, data_dir, out, quiet — and the
+ *   callbacks:
+ *     schedule = function(epoch, step, base_lr) return lr end
+ *                (epoch from 1, step within the epoch from 0; before every step)
+ *     on_step  = function(s) end  s: epoch, step, steps_per_epoch, global_step, loss, lr
+ *     on_epoch = function(m) end  m: epoch, train_loss, train_acc, val_loss,
+ *                                    val_acc, lr, seconds
+ *   A callback that returns false stops training; the run keeps its best
+ *   checkpoint.  An unknown key is an error naming it.
+ *   run.name, run.plugin, run.data, run.history (array of m), run.epochs
+ *   (epochs run), run.best_epoch, run.best (m of the best epoch), run.params,
+ *   run.hparams, run.seconds, run.checkpoint, run.results_dir (nil without
+ *   artifacts); run:evaluate("test"|"val"|"train") -> {split, loss, acc, n,
+ *   confusion = [true][predicted] counts} of the best weights;
+ *   run:save(path); run:report(); run:call(name, ...); run:close()
+ *
+ * fm.table(rows, [columns]) -> Markdown text.  rows: an array of tables.
+ *   columns: an array of "key", {"key", "Title", format} or {key =, title =,
+ *   format =}, where format is a string.format pattern applied to numbers or
+ *   a function(value, row) returning the text; without columns, the first
+ *   row's keys in sorted order.  Columns of numbers are right-aligned.
+ * fm.write_csv(path, rows, [columns])  the same cells; the header is the keys
+ * fm.write_markdown(path, text or {lines...})
+ * fm.plot{file, series = {{name =, y = {...}}, ...}, title, xlabel = "epoch",
+ *   ylabel, x (shared x values; default 1, 2, ...), mark (an x to mark with a
+ *   dashed line), mark_label}: curves of several runs on one PNG (PLplot).
+ *   Shorter series end early.
+ * Every file is written to a temporary name and renamed, so an error or an
+ * interruption never leaves half a file; missing directories are created.
+ *
+ * Errors from the core (a bad plugin, missing data, a bad option) are raised
+ * as Lua errors carrying the core's message.  A Lua error inside a training
+ * callback is caught in the callback (it never unwinds the C training loop),
+ * stops training, and is raised again when fm.train returns.
+ */
+#ifndef FM_LUA_H
+#define FM_LUA_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "fm/fm_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* `fmhost script FILE [ARG...]`: runs `script` with argv[0..argc) as its
+ * arguments (the words after the file name).  The script sees them as the
+ * global table `arg` (arg[0] = script, arg[1..argc] = the words), as the
+ * chunk's `...`, and, for words of the form KEY=VALUE, in fm.args (numbers
+ * converted, "true"/"false" as booleans).  On an error prints the message
+ * with file:line and a traceback to stderr.  Returns the process exit status:
+ * 0 when the script ran to its end, 1 when it failed. */
+int fm_lua_main(const char *script, int argc, char **argv);
+
+/* A new interpreter with the standard libraries open and `fm` in
+ * package.preload; NULL only when memory is exhausted.  Close with
+ * fm_lua_free (lua_close). */
+lua_State *fm_lua_new(void);
+void fm_lua_free(lua_State *L);
+
+/* Sets the global `arg` and the table fm.args as fm_lua_main does (call it
+ * before the script requires fm). */
+void fm_lua_set_args(lua_State *L, const char *script, int argc, char **argv);
+
+/* Runs a file or a string (chunkname as in lua_load: "=name" or "@file.lua")
+ * under lua_pcall with a traceback handler.  FM_OK, or FM_ERR_SCRIPT with
+ * the error message, its file:line and the traceback in the error slot
+ * (fm_error_message(); long tracebacks are cut to the slot's size). */
+fm_status fm_lua_run_file(lua_State *L, const char *path);
+fm_status fm_lua_run_string(lua_State *L, const char *code, const char *chunkname);
+
+/* The module's opener, for embedders that register it themselves. */
+int luaopen_fm(lua_State *L);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FM_LUA_H */

@@ -1,0 +1,192 @@
+/* Batch normalisation over N, H, W per channel, as PyTorch's BatchNorm2d (and
+ * BatchNorm1d for [N, C] input).
+ *
+ * Each channel is one parallel task and sums its elements in a fixed order,
+ * in double, so statistics and gradients do not depend on the thread count. */
+#include "ops_util.h"
+
+#include <math.h>
+
+typedef struct bn_job {
+    int n, c;
+    int64_t s;            /* H*W, or 1 for [N, C] input */
+    bool batch_stats;     /* normalise with the batch statistics (training) */
+    bool update_running;  /* fold the batch statistics into the running ones */
+    float momentum, eps;
+    const float *x;       // [N, C, S]
+    const float *weight;  // [C] or NULL (1)
+    const float *bias;    // [C] or NULL (0)
+    float *running_mean;  // [C] or NULL
+    float *running_var;   // [C] or NULL
+    float *y;             // [N, C, S]
+    float *mean;          // [C] the mean used to normalise
+    float *invstd;        // [C] 1/sqrt(var + eps) used to normalise
+    const float *dy;      // [N, C, S]
+    float *dx;            // [N, C, S] or NULL
+    float *dweight;       // [C] or NULL
+    float *dbias;         // [C] or NULL
+} bn_job;
+
+static void bn_forward_task(void *arg, int c, int thread)
+{
+    (void)thread;
+    const bn_job *j = arg;
+    size_t cs = (size_t)j->c * j->s;
+    const float *x0 = j->x + (size_t)c * j->s;
+    double mean, invstd;
+    if (j->batch_stats) {
+        double m = (double)j->n * j->s, sum = 0.0, sq = 0.0;
+        for (int i = 0; i < j->n; i++) {
+            const float *x = x0 + i * cs;
+            for (int64_t q = 0; q < j->s; q++) sum += x[q];
+        }
+        mean = sum / m;
+        for (int i = 0; i < j->n; i++) {
+            const float *x = x0 + i * cs;
+            for (int64_t q = 0; q < j->s; q++) {
+                double d = x[q] - mean;
+                sq += d * d;
+            }
+        }
+        double var = sq / m;
+        invstd = 1.0 / sqrt(var + j->eps);
+        if (j->update_running) {
+            double mom = j->momentum;
+            j->running_mean[c] = (float)((1.0 - mom) * j->running_mean[c] + mom * mean);
+            j->running_var[c] = (float)((1.0 - mom) * j->running_var[c] + mom * sq / (m - 1.0));
+        }
+    } else {
+        mean = j->running_mean[c];
+        invstd = 1.0 / sqrt((double)j->running_var[c] + j->eps);
+    }
+    j->mean[c] = (float)mean;
+    j->invstd[c] = (float)invstd;
+
+    double w = j->weight ? j->weight[c] : 1.0, b = j->bias ? j->bias[c] : 0.0;
+    float scale = (float)(w * invstd), shift = (float)(b - mean * w * invstd);
+    for (int i = 0; i < j->n; i++) {
+        const float *x = x0 + i * cs;
+        float *y = j->y + (size_t)c * j->s + i * cs;
+        for (int64_t q = 0; q < j->s; q++) y[q] = x[q] * scale + shift;
+    }
+}
+
+static void bn_backward_task(void *arg, int c, int thread)
+{
+    (void)thread;
+    const bn_job *j = arg;
+    size_t cs = (size_t)j->c * j->s, base = (size_t)c * j->s;
+    double mean = j->mean[c], invstd = j->invstd[c];
+    double sum_dy = 0.0, sum_dy_xmu = 0.0;
+    for (int i = 0; i < j->n; i++) {
+        const float *x = j->x + base + i * cs, *dy = j->dy + base + i * cs;
+        for (int64_t q = 0; q < j->s; q++) {
+            sum_dy += dy[q];
+            sum_dy_xmu += dy[q] * (x[q] - mean);
+        }
+    }
+    if (j->dweight) j->dweight[c] += (float)(sum_dy_xmu * invstd);
+    if (j->dbias) j->dbias[c] += (float)sum_dy;
+    if (!j->dx) return;
+
+    double w = j->weight ? j->weight[c] : 1.0;
+    if (j->batch_stats) {
+        /* The mean and variance depend on every x: dx = w*invstd *
+         * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))). */
+        double m = (double)j->n * j->s;
+        float k = (float)(w * invstd), dmean = (float)(sum_dy / m),
+              proj = (float)(sum_dy_xmu / m * invstd * invstd), mu = (float)mean;
+        for (int i = 0; i < j->n; i++) {
+            const float *x = j->x + base + i * cs, *dy = j->dy + base + i * cs;
+            float *dx = j->dx + base + i * cs;
+            for (int64_t q = 0; q < j->s; q++)
+                dx[q] += k * (dy[q] - dmean - (x[q] - mu) * proj);
+        }
+    } else {
+        float k = (float)(w * invstd);
+        for (int i = 0; i < j->n; i++) {
+            const float *dy = j->dy + base + i * cs;
+            float *dx = j->dx + base + i * cs;
+            for (int64_t q = 0; q < j->s; q++) dx[q] += k * dy[q];
+        }
+    }
+}
+
+static bool bn_param_ok(const fm_tensor *t, int c)
+{
+    return !t || (fm_ops_is_f32(t) && t->ndim == 1 && t->shape[0] == c);
+}
+
+fm_tensor *fm_batchnorm(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_tensor *bias,
+                        fm_tensor *running_mean, fm_tensor *running_var,
+                        fm_tensor *num_batches_tracked, float momentum, float eps)
+{
+    FM_ASSERT(fm_ops_is_f32(x) && (x->ndim == 4 || x->ndim == 2));
+    int c = x->shape[1];
+    FM_ASSERT(bn_param_ok(weight, c) && bn_param_ok(bias, c));
+    FM_ASSERT(bn_param_ok(running_mean, c) && bn_param_ok(running_var, c));
+    FM_ASSERT((running_mean == NULL) == (running_var == NULL));
+    FM_ASSERT(!running_mean || (!running_mean->requires_grad && !running_var->requires_grad));
+    if (num_batches_tracked)
+        FM_ASSERT(num_batches_tracked->dtype == FM_I64 && num_batches_tracked->numel == 1);
+    FM_ASSERT(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f);
+    fm_node *n = fm_node_new(g, FM_OP_BATCHNORM, 6, (fm_tensor *[]){x, weight, bias, running_mean,
+                                                                  running_var,
+                                                                  num_batches_tracked});
+    n->farg[0] = momentum;
+    n->farg[1] = eps;
+    n->out = fm_graph_tensor(g, x->ndim, x->shape);
+    return fm_graph_apply(g, n);
+}
+
+static bn_job bn_job_make(const fm_node *n)
+{
+    const fm_tensor *x = n->in[0];
+    return (bn_job){
+        .n = x->shape[0], .c = x->shape[1],
+        .s = x->ndim == 4 ? (int64_t)x->shape[2] * x->shape[3] : 1,
+        .momentum = n->farg[0], .eps = n->farg[1],
+        .x = x->data,
+        .weight = n->in[1] ? n->in[1]->data : NULL,
+        .bias = n->in[2] ? n->in[2]->data : NULL,
+    };
+}
+
+void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
+{
+    bool training = fm_graph_training(g);
+    bn_job j = bn_job_make(n);
+    /* Without running statistics, eval mode normalises with the batch's, as
+     * PyTorch does with track_running_stats=False. */
+    j.batch_stats = training || !n->in[3];
+    j.update_running = training && n->in[3];
+    if (n->in[3]) {
+        j.running_mean = n->in[3]->data;
+        j.running_var = n->in[4]->data;
+    }
+    if (j.batch_stats) FM_ASSERT((int64_t)j.n * j.s > 1);  /* as PyTorch: > 1 value per channel */
+    if (training && n->in[5]) n->in[5]->i64[0] += 1;
+    float *stats = fm_graph_alloc(g, 2 * (size_t)j.c * sizeof(float));
+    j.mean = stats;
+    j.invstd = stats + j.c;
+    j.y = n->out->data;
+    fm_parallel_for(j.c, bn_forward_task, &j);
+    n->iarg[0] = j.batch_stats;
+    n->saved = stats;
+}
+
+void fm_op_batchnorm_backward(fm_graph *g, fm_node *n)
+{
+    (void)g;
+    bn_job j = bn_job_make(n);
+    j.batch_stats = n->iarg[0] != 0;
+    float *stats = n->saved;
+    j.mean = stats;
+    j.invstd = stats + j.c;
+    j.dy = n->out->grad;
+    j.dx = fm_node_wants_grad(n, 0) ? n->in[0]->grad : NULL;
+    j.dweight = fm_node_wants_grad(n, 1) ? n->in[1]->grad : NULL;
+    j.dbias = fm_node_wants_grad(n, 2) ? n->in[2]->grad : NULL;
+    if (!j.dx && !j.dweight && !j.dbias) return;
+    fm_parallel_for(j.c, bn_backward_task, &j);
+}

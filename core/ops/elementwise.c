@@ -1,0 +1,184 @@
+/* Elementwise ops and views: relu, dropout, add, flatten. */
+#include "ops_util.h"
+
+/* ---- relu ---------------------------------------------------------------- */
+
+typedef struct unary_job {
+    const float *x;   // [numel]
+    float *y;         // [numel]
+    const float *dy;  // [numel]
+    float *dx;        // [numel]
+    const uint8_t *mask;  // [numel] dropout keep flags
+    float scale;
+} unary_job;
+
+static void relu_forward_range(void *arg, int64_t begin, int64_t end)
+{
+    const unary_job *j = arg;
+    for (int64_t i = begin; i < end; i++) j->y[i] = j->x[i] > 0.0f ? j->x[i] : 0.0f;
+}
+
+static void relu_backward_range(void *arg, int64_t begin, int64_t end)
+{
+    const unary_job *j = arg;
+    for (int64_t i = begin; i < end; i++) j->dx[i] += j->x[i] > 0.0f ? j->dy[i] : 0.0f;
+}
+
+fm_tensor *fm_relu(fm_graph *g, fm_tensor *x)
+{
+    FM_ASSERT(fm_ops_is_f32(x));
+    fm_node *n = fm_node_new(g, FM_OP_RELU, 1, &x);
+    n->out = fm_graph_tensor(g, x->ndim, x->shape);
+    return fm_graph_apply(g, n);
+}
+
+void fm_op_relu_forward(fm_graph *g, fm_node *n)
+{
+    (void)g;
+    unary_job j = {.x = n->in[0]->data, .y = n->out->data};
+    fm_ops_parallel_range(n->out->numel, FM_OPS_GRAIN, relu_forward_range, &j);
+}
+
+void fm_op_relu_backward(fm_graph *g, fm_node *n)
+{
+    (void)g;
+    if (!fm_node_wants_grad(n, 0)) return;
+    unary_job j = {.x = n->in[0]->data, .dy = n->out->grad, .dx = n->in[0]->grad};
+    fm_ops_parallel_range(n->out->numel, FM_OPS_GRAIN, relu_backward_range, &j);
+}
+
+/* ---- dropout -------------------------------------------------------------- */
+
+static void dropout_forward_range(void *arg, int64_t begin, int64_t end)
+{
+    const unary_job *j = arg;
+    for (int64_t i = begin; i < end; i++) j->y[i] = j->mask[i] ? j->x[i] * j->scale : 0.0f;
+}
+
+static void dropout_backward_range(void *arg, int64_t begin, int64_t end)
+{
+    const unary_job *j = arg;
+    for (int64_t i = begin; i < end; i++) j->dx[i] += j->mask[i] ? j->dy[i] * j->scale : 0.0f;
+}
+
+static void copy_range(void *arg, int64_t begin, int64_t end)
+{
+    const unary_job *j = arg;
+    memcpy(j->y + begin, j->x + begin, (size_t)(end - begin) * sizeof *j->y);
+}
+
+static void accumulate_range(void *arg, int64_t begin, int64_t end)
+{
+    const unary_job *j = arg;
+    for (int64_t i = begin; i < end; i++) j->dx[i] += j->dy[i];
+}
+
+fm_tensor *fm_dropout(fm_graph *g, fm_tensor *x, float p)
+{
+    FM_ASSERT(fm_ops_is_f32(x));
+    FM_ASSERT(p >= 0.0f && p <= 1.0f);
+    fm_node *n = fm_node_new(g, FM_OP_DROPOUT, 1, &x);
+    n->farg[0] = p;
+    n->out = fm_graph_tensor(g, x->ndim, x->shape);
+    return fm_graph_apply(g, n);
+}
+
+void fm_op_dropout_forward(fm_graph *g, fm_node *n)
+{
+    float p = n->farg[0];
+    int64_t numel = n->out->numel;
+    unary_job j = {.x = n->in[0]->data, .y = n->out->data};
+    n->iarg[0] = fm_graph_training(g) && p > 0.0f;  /* 1: masked, 0: identity */
+    if (!n->iarg[0]) {
+        fm_ops_parallel_range(numel, FM_OPS_GRAIN, copy_range, &j);
+        return;
+    }
+    /* The mask is drawn serially in element order, so it depends on the seed
+     * only; kept in the arena for backward (and dropped with it). */
+    uint8_t *mask = fm_graph_alloc(g, (size_t)numel);
+    fm_rng *rng = fm_graph_rng(g);
+    for (int64_t i = 0; i < numel; i++) mask[i] = fm_rng_uniform(rng) >= p;
+    j.mask = mask;
+    j.scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    n->farg[1] = j.scale;
+    n->saved = mask;
+    fm_ops_parallel_range(numel, FM_OPS_GRAIN, dropout_forward_range, &j);
+}
+
+void fm_op_dropout_backward(fm_graph *g, fm_node *n)
+{
+    (void)g;
+    if (!fm_node_wants_grad(n, 0)) return;
+    unary_job j = {.dy = n->out->grad, .dx = n->in[0]->grad, .mask = n->saved,
+                   .scale = n->farg[1]};
+    fm_ops_parallel_range(n->out->numel, FM_OPS_GRAIN,
+                          n->iarg[0] ? dropout_backward_range : accumulate_range, &j);
+}
+
+/* ---- add ------------------------------------------------------------------ */
+
+typedef struct add_job {
+    const float *a, *b;  // [numel]
+    float *y;            // [numel]
+} add_job;
+
+static void add_forward_range(void *arg, int64_t begin, int64_t end)
+{
+    const add_job *j = arg;
+    for (int64_t i = begin; i < end; i++) j->y[i] = j->a[i] + j->b[i];
+}
+
+fm_tensor *fm_add(fm_graph *g, fm_tensor *a, fm_tensor *b)
+{
+    FM_ASSERT(fm_ops_is_f32(a) && fm_ops_is_f32(b));
+    FM_ASSERT(fm_tensor_same_shape(a, b));
+    fm_node *n = fm_node_new(g, FM_OP_ADD, 2, (fm_tensor *[]){a, b});
+    n->out = fm_graph_tensor(g, a->ndim, a->shape);
+    return fm_graph_apply(g, n);
+}
+
+void fm_op_add_forward(fm_graph *g, fm_node *n)
+{
+    (void)g;
+    add_job j = {.a = n->in[0]->data, .b = n->in[1]->data, .y = n->out->data};
+    fm_ops_parallel_range(n->out->numel, FM_OPS_GRAIN, add_forward_range, &j);
+}
+
+void fm_op_add_backward(fm_graph *g, fm_node *n)
+{
+    (void)g;
+    for (int i = 0; i < 2; i++) {
+        if (!fm_node_wants_grad(n, i)) continue;
+        unary_job j = {.dy = n->out->grad, .dx = n->in[i]->grad};
+        fm_ops_parallel_range(n->out->numel, FM_OPS_GRAIN, accumulate_range, &j);
+    }
+}
+
+/* ---- flatten -------------------------------------------------------------- */
+
+fm_tensor *fm_flatten(fm_graph *g, fm_tensor *x)
+{
+    FM_ASSERT(fm_ops_is_f32(x));
+    fm_node *n = fm_node_new(g, FM_OP_FLATTEN, 1, &x);
+    fm_tensor *view = fm_graph_alloc(g, sizeof *view);
+    memset(view, 0, sizeof *view);
+    view->dtype = FM_F32;
+    fm_tensor_set_shape(view, 2, (int[]){x->shape[0], (int)(x->numel / x->shape[0])});
+    view->data = x->data;
+    n->out = view;
+    return fm_graph_apply(g, n);
+}
+
+void fm_op_flatten_forward(fm_graph *g, fm_node *n)
+{
+    (void)g;
+    (void)n;  /* a view: the data is already in place */
+}
+
+void fm_op_flatten_backward(fm_graph *g, fm_node *n)
+{
+    (void)g;
+    if (!fm_node_wants_grad(n, 0)) return;
+    unary_job j = {.dy = n->out->grad, .dx = n->in[0]->grad};
+    fm_ops_parallel_range(n->out->numel, FM_OPS_GRAIN, accumulate_range, &j);
+}

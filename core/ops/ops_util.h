@@ -1,0 +1,47 @@
+/* ops_util.h — helpers shared by the kernels in core/ops/ (private). */
+#ifndef FM_OPS_UTIL_H
+#define FM_OPS_UTIL_H
+
+#include "fm_internal.h"
+
+#include <string.h>
+
+/* Elementwise work is split into tasks of this many elements: large enough
+ * that a task outweighs the pool's dispatch, small enough to balance 2-8
+ * threads on activation-sized tensors.  Elementwise results do not depend on
+ * the split, so any grain is deterministic. */
+#define FM_OPS_GRAIN ((int64_t)1 << 16)
+
+typedef void (*fm_ops_range_fn)(void *arg, int64_t begin, int64_t end);
+
+typedef struct fm_ops_range_job {
+    fm_ops_range_fn fn;
+    void *arg;
+    int64_t n, grain;
+} fm_ops_range_job;
+
+static inline void fm_ops_range_task(void *arg, int task, int thread)
+{
+    (void)thread;
+    const fm_ops_range_job *job = arg;
+    int64_t begin = (int64_t)task * job->grain;
+    int64_t end = begin + job->grain < job->n ? begin + job->grain : job->n;
+    job->fn(job->arg, begin, end);
+}
+
+/* Calls fn on consecutive ranges covering [0, n), `grain` items each, spread
+ * over the pool; runs inline when one range covers everything. */
+static inline void fm_ops_parallel_range(int64_t n, int64_t grain, fm_ops_range_fn fn, void *arg)
+{
+    if (n <= 0) return;
+    if (n <= grain) {
+        fn(arg, 0, n);
+        return;
+    }
+    fm_ops_range_job job = {fn, arg, n, grain};
+    fm_parallel_for((int)((n + grain - 1) / grain), fm_ops_range_task, &job);
+}
+
+static inline bool fm_ops_is_f32(const fm_tensor *t) { return t && t->dtype == FM_F32; }
+
+#endif /* FM_OPS_UTIL_H */

@@ -1,0 +1,132 @@
+-- seeds.lua — the comparison of compare_all.lua repeated over several seeds:
+-- how much of a difference between models is the model, and how much is luck
+-- (initialisation, split, shuffling, dropout and augmentation all follow the seed).
+--
+--   fmhost script scripts/seeds.lua                           3 seeds, all models
+--   fmhost script scripts/seeds.lua seeds=1,2 models=mlp epochs=2 limit=1000
+--
+-- Arguments (KEY=VALUE, all optional):
+--   seeds=42,43,44          the seeds
+--   models=mlp,cnn,rescnn   the models
+--   epochs=20  limit=0  data=DIR  out=.  threads=0  quiet=false   as in compare_all.lua
+--
+-- Writes OUT/results/seeds.md and seeds.csv (mean ± std of the test accuracy
+-- per model), again after every model.  Each run's artifacts go to
+-- OUT/runs/seed-N/ so that no run overwrites another's.
+
+local fm = require "fm"
+
+-- The same protocol and recipe as compare_all.lua (read the reasons there).
+local PROTOCOL = {optimizer = "adam", lr = 1e-3, batch_size = 64, patience = 5, val_split = 0.1}
+local RECIPES = {
+    mlp    = {scheduler = "cosine", augment = false},
+    cnn    = {scheduler = "cosine", augment = true},
+    rescnn = {scheduler = "cosine", augment = true},
+}
+
+local function int_arg(name, default)
+    local v = fm.args[name]
+    if v == nil then return default end
+    if math.type(v) ~= "integer" or v < 0 then
+        error(string.format("%s=%s: expected a whole number >= 0", name, tostring(v)), 0)
+    end
+    return v
+end
+
+local function list_arg(name, default)
+    local items = {}
+    for item in tostring(fm.args[name] or default):gmatch("[^,%s]+") do items[#items + 1] = item end
+    return items
+end
+
+local epochs = int_arg("epochs", 20)
+local limit = int_arg("limit", 0)
+local threads = int_arg("threads", 0)
+local out = tostring(fm.args.out or ".")
+local quiet = fm.args.quiet == true
+local models = list_arg("models", "mlp,cnn,rescnn")
+local seeds = {}
+for _, s in ipairs(list_arg("seeds", "42,43,44")) do
+    local n = math.tointeger(tonumber(s))
+    if not n or n < 0 then error("seeds=" .. tostring(fm.args.seeds) .. ": '" .. s .. "' is not a seed", 0) end
+    seeds[#seeds + 1] = n
+end
+for _, name in ipairs(models) do
+    if not RECIPES[name] then error("unknown model '" .. name .. "' (choose from mlp, cnn, rescnn)", 0) end
+end
+
+-- Mean and sample standard deviation (0 for a single value).
+local function mean_std(xs)
+    local sum = 0
+    for _, x in ipairs(xs) do sum = sum + x end
+    local mean = sum / #xs
+    local sq = 0
+    for _, x in ipairs(xs) do sq = sq + (x - mean) ^ 2 end
+    return mean, #xs > 1 and math.sqrt(sq / (#xs - 1)) or 0
+end
+
+local COLUMNS = {
+    {"model", "model"},
+    {"recipe", "recipe"},
+    {"n", "seeds"},
+    {"test_acc", "test acc (mean ± std)"},
+    {key = "min", title = "min", format = "%.4f"},
+    {key = "max", title = "max", format = "%.4f"},
+    {"per_seed", "per seed"},
+}
+
+local results = out .. "/results"
+local rows = {}
+local data = fm.dataset{dir = fm.args.data, val_split = PROTOCOL.val_split, limit = limit}
+
+local function write_results()
+    local lines = {
+        "# FashionMNIST: test accuracy over seeds",
+        "",
+        string.format("Protocol and recipe of scripts/compare_all.lua, at most %d epochs, seeds %s%s.",
+                      epochs, table.concat(seeds, ", "),
+                      limit > 0 and string.format(", training on the first %d images", limit) or ""),
+        "",
+        fm.table(rows, COLUMNS),
+    }
+    if #rows < #models then
+        lines[#lines + 1] = string.format("Partial results: %d of %d models done.", #rows, #models)
+    end
+    fm.write_markdown(results .. "/seeds.md", lines)
+    fm.write_csv(results .. "/seeds.csv", rows,
+                 {"model", "recipe", "n", "mean", "std", "min", "max", "per_seed"})
+end
+
+for i, name in ipairs(models) do
+    local recipe = RECIPES[name]
+    local accs = {}
+    for j, seed in ipairs(seeds) do
+        print(string.format("[%d/%d] %s, seed %d (%d of %d)", i, #models, name, seed, j, #seeds))
+        local options = {plugin = name, data = data, epochs = epochs, seed = seed,
+                         out = string.format("%s/runs/seed-%d", out, seed),
+                         threads = threads, quiet = quiet}
+        for k, v in pairs(PROTOCOL) do options[k] = v end
+        for k, v in pairs(recipe) do options[k] = v end
+        local run = fm.train(options)
+        accs[j] = run:evaluate("test").acc
+        print(string.format("[%d/%d] %s, seed %d: test accuracy %.4f", i, #models, name, seed, accs[j]))
+    end
+
+    local mean, std = mean_std(accs)
+    local per_seed = {}
+    for j, a in ipairs(accs) do per_seed[j] = string.format("%.4f", a) end
+    rows[#rows + 1] = {
+        model = name,
+        recipe = (recipe.augment and "cosine, crop+flip" or "cosine"),
+        n = #accs,
+        test_acc = string.format("%.4f ± %.4f", mean, std),
+        mean = mean,
+        std = std,
+        min = math.min(table.unpack(accs)),
+        max = math.max(table.unpack(accs)),
+        per_seed = table.concat(per_seed, " "),
+    }
+    write_results()
+end
+
+print("wrote " .. results .. "/seeds.md and seeds.csv")

@@ -1,0 +1,627 @@
+/* test_io.c — atomic writes, mkdir -p, safetensors round trips and hostile files. */
+#include <check.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fm/fm_io.h"
+#include "fm/fm_model.h"
+#include "fm_test_util.h"
+
+/* ---- helpers ---------------------------------------------------------------------- */
+
+/* A model shaped like a tiny Linear + BatchNorm: F32 parameters and buffers,
+ * and an I64 num_batches_tracked stored as [1]. */
+static fm_model *tiny_model(uint64_t seed)
+{
+    fm_model *m = fm_model_new();
+    fm_model_param(m, "fc1.weight", 2, (int[]){3, 4}, FM_INIT_FAN_IN, 4);
+    fm_model_param(m, "fc1.bias", 1, (int[]){3}, FM_INIT_FAN_IN, 4);
+    fm_model_buffer(m, "bn.running_mean", FM_F32, 1, (int[]){3}, FM_INIT_ZEROS);
+    fm_model_buffer(m, "bn.num_batches_tracked", FM_I64, 1, (int[]){1}, FM_INIT_ZEROS);
+    fm_model_finalize(m, seed);
+    fm_model_find(m, "bn.running_mean")->data[1] = 0.5f + (float)seed;
+    fm_model_find(m, "bn.num_batches_tracked")->i64[0] = 1000 + (int64_t)seed;
+    return m;
+}
+
+static void *state_of(const fm_model *m)
+{
+    void *buf = malloc(fm_model_state_bytes(m));
+    fm_model_state_save(m, buf);
+    return buf;
+}
+
+static bool model_has_state(const fm_model *m, const void *state)
+{
+    void *now = state_of(m);
+    bool same = memcmp(now, state, fm_model_state_bytes(m)) == 0;
+    free(now);
+    return same;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    char *data;
+    ck_assert_msg(fm_file_read_all(path, 1 << 26, &data, len) == FM_OK, "%s",
+                  fm_error_message());
+    return data;
+}
+
+static char dir[4096];
+
+static const char *in_dir(const char *name)
+{
+    static char path[8][4200];
+    static int next;
+    char *p = path[next++ % 8];
+    snprintf(p, sizeof path[0], "%s/%s", dir, name);
+    return p;
+}
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "%s", fm_test_tmpdir());
+}
+
+/* A safetensors file from a header string and a data section. */
+static void write_st(const char *path, const char *header, const void *data, size_t data_len)
+{
+    size_t hlen = strlen(header);
+    size_t total = 8 + hlen + data_len;
+    unsigned char *buf = malloc(total);
+    uint64_t n = hlen;
+    memcpy(buf, &n, 8);
+    memcpy(buf + 8, header, hlen);
+    if (data_len)
+        memcpy(buf + 8 + hlen, data, data_len);
+    fm_test_write_file(path, buf, total);
+    free(buf);
+}
+
+/* The four tensors of tiny_model with one entry replaced by `override`
+ * (name given) or dropped (override ""), plus `extra` appended. */
+static void write_tiny_header(const char *path, const char *which, const char *override,
+                              const char *extra)
+{
+    static const char *const names[4] = {"fc1.weight", "fc1.bias", "bn.running_mean",
+                                         "bn.num_batches_tracked"};
+    static const char *const descs[4] = {
+        "{\"dtype\":\"F32\",\"shape\":[3,4],\"data_offsets\":[0,48]}",
+        "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[48,60]}",
+        "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[60,72]}",
+        "{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[72,80]}",
+    };
+    char header[4096] = "{\"__metadata__\":{\"format\":\"pt\"}";
+    for (int i = 0; i < 4; i++) {
+        const char *d = which && strcmp(which, names[i]) == 0 ? override : descs[i];
+        if (*d == '\0')
+            continue;
+        strcat(header, ",\"");
+        strcat(header, names[i]);
+        strcat(header, "\":");
+        strcat(header, d);
+    }
+    if (extra) {
+        strcat(header, ",");
+        strcat(header, extra);
+    }
+    strcat(header, "}");
+    unsigned char data[80];
+    for (int i = 0; i < 80; i++)
+        data[i] = (unsigned char)(i * 7);
+    write_st(path, header, data, sizeof data);
+}
+
+/* Loads path into a fresh tiny model, expects refusal with status st and a
+ * message containing every string of `want`, and the model untouched. */
+static void expect_refused(const char *path, fm_status st, const char *const *want, int n_want)
+{
+    fm_model *m = tiny_model(3);
+    void *before = state_of(m);
+    fm_meta *meta = (fm_meta *)1;
+    fm_status got = fm_safetensors_load(path, m, &meta);
+    const char *msg = fm_error_message();
+    ck_assert_msg(got == st, "expected %s, got %s (%s)", fm_status_name(st), fm_status_name(got),
+                  msg);
+    ck_assert_ptr_null(meta);
+    ck_assert_msg(strstr(msg, path) != NULL, "message does not name the file: %s", msg);
+    for (int i = 0; i < n_want; i++)
+        ck_assert_msg(strstr(msg, want[i]) != NULL, "message lacks \"%s\": %s", want[i], msg);
+    ck_assert_msg(model_has_state(m, before), "a refused load changed the model");
+    free(before);
+    fm_model_free(m);
+}
+
+#define REFUSED(path, st, ...)                                                             \
+    do {                                                                                   \
+        const char *want_[] = {__VA_ARGS__};                                               \
+        expect_refused(path, st, want_, (int)(sizeof want_ / sizeof want_[0]));            \
+    } while (0)
+
+/* ---- atomic writes and directories --------------------------------------------------- */
+
+START_TEST(test_write_atomic_replaces)
+{
+    const char *path = in_dir("a.txt");
+    ck_assert_int_eq(fm_file_write_atomic(path, "old", 3), FM_OK);
+    ck_assert_int_eq(fm_file_write_atomic(path, "new content", 11), FM_OK);
+    size_t len;
+    char *data = read_file(path, &len);
+    ck_assert_uint_eq(len, 11);
+    ck_assert_str_eq(data, "new content");
+    free(data);
+    /* No temporary file is left behind. */
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int files = 0;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.') {
+            files++;
+            ck_assert_msg(strstr(e->d_name, ".tmp.") == NULL, "left over: %s", e->d_name);
+        }
+    closedir(d);
+    ck_assert_int_eq(files, 1);
+}
+END_TEST
+
+/* A write that fails halfway (file size limit: works even as root) keeps the
+ * old file and removes the temporary one. */
+START_TEST(test_write_atomic_failure_keeps_old)
+{
+    const char *path = in_dir("keep.txt");
+    ck_assert_int_eq(fm_file_write_atomic(path, "old!", 4), FM_OK);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old_lim, lim;
+    getrlimit(RLIMIT_FSIZE, &old_lim);
+    lim = old_lim;
+    lim.rlim_cur = 16;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    static char big[100000];
+    memset(big, 'x', sizeof big);
+    fm_status st = fm_file_write_atomic(path, big, sizeof big);
+    setrlimit(RLIMIT_FSIZE, &old_lim);
+    ck_assert_int_eq(st, FM_ERR_IO);
+    ck_assert_msg(strstr(fm_error_message(), path) != NULL, "%s", fm_error_message());
+    size_t len;
+    char *data = read_file(path, &len);
+    ck_assert_str_eq(data, "old!");
+    free(data);
+    char tmp[4300];
+    fm_atomic_tmp_name(path, tmp, sizeof tmp);
+    ck_assert_int_ne(access(tmp, F_OK), 0);
+}
+END_TEST
+
+START_TEST(test_write_atomic_unwritable_dir)
+{
+    const char *sub = in_dir("ro");
+    ck_assert_int_eq(fm_mkdirs(sub), FM_OK);
+    char path[4300];
+    snprintf(path, sizeof path, "%s/f.txt", sub);
+    ck_assert_int_eq(fm_file_write_atomic(path, "old", 3), FM_OK);
+    chmod(sub, 0555);
+    bool root = geteuid() == 0;  /* root writes anywhere: then only the missing-dir case */
+    fm_status st = fm_file_write_atomic(path, "new", 3);
+    chmod(sub, 0755);
+    if (!root) {
+        ck_assert_int_eq(st, FM_ERR_IO);
+        ck_assert_msg(strstr(fm_error_message(), path) != NULL, "%s", fm_error_message());
+        size_t len;
+        char *data = read_file(path, &len);
+        ck_assert_str_eq(data, "old");
+        free(data);
+    }
+    snprintf(path, sizeof path, "%s/no/such/dir/f.txt", dir);
+    ck_assert_int_eq(fm_file_write_atomic(path, "x", 1), FM_ERR_IO);
+    ck_assert_msg(strstr(fm_error_message(), path) != NULL, "%s", fm_error_message());
+    ck_assert_msg(strstr(fm_error_message(), "No such file") != NULL, "%s", fm_error_message());
+}
+END_TEST
+
+START_TEST(test_atomic_stream_abort_and_commit)
+{
+    const char *path = in_dir("s.txt");
+    ck_assert_int_eq(fm_file_write_atomic(path, "old", 3), FM_OK);
+    char tmp[4300];
+    FILE *f = fm_atomic_open(path, tmp, sizeof tmp);
+    ck_assert_ptr_nonnull(f);
+    fputs("half-written", f);
+    fm_atomic_abort(f, tmp);
+    ck_assert_int_ne(access(tmp, F_OK), 0);
+    size_t len;
+    char *data = read_file(path, &len);
+    ck_assert_str_eq(data, "old");
+    free(data);
+
+    f = fm_atomic_open(path, tmp, sizeof tmp);
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "%d lines\n", 2);
+    ck_assert_int_eq(fm_atomic_commit(f, tmp, path), FM_OK);
+    data = read_file(path, &len);
+    ck_assert_str_eq(data, "2 lines\n");
+    free(data);
+}
+END_TEST
+
+START_TEST(test_mkdirs)
+{
+    const char *deep = in_dir("x/y/z/");
+    ck_assert_int_eq(fm_mkdirs(deep), FM_OK);
+    ck_assert_int_eq(fm_mkdirs(deep), FM_OK);  /* existing is fine */
+    struct stat st;
+    ck_assert_int_eq(stat(in_dir("x/y/z"), &st), 0);
+    ck_assert(S_ISDIR(st.st_mode));
+    const char *file = in_dir("x/plain");
+    ck_assert_int_eq(fm_file_write_atomic(file, "f", 1), FM_OK);
+    ck_assert_int_eq(fm_mkdirs(file), FM_ERR_IO);
+    ck_assert_msg(strstr(fm_error_message(), file) != NULL, "%s", fm_error_message());
+    const char *below = in_dir("x/plain/sub");
+    ck_assert_int_eq(fm_mkdirs(below), FM_ERR_IO);
+}
+END_TEST
+
+START_TEST(test_read_all_limit)
+{
+    const char *path = in_dir("r.bin");
+    fm_test_write_file(path, "0123456789", 10);
+    char *data;
+    size_t len;
+    ck_assert_int_eq(fm_file_read_all(path, 9, &data, &len), FM_ERR_FORMAT);
+    ck_assert_int_eq(fm_file_read_all(path, 10, &data, &len), FM_OK);
+    ck_assert_uint_eq(len, 10);
+    ck_assert_int_eq(data[10], '\0');
+    free(data);
+    ck_assert_int_eq(fm_file_read_all(in_dir("missing"), 10, &data, &len), FM_ERR_IO);
+    ck_assert_ptr_null(data);
+}
+END_TEST
+
+START_TEST(test_csv_field_quoting)
+{
+    const char *path = in_dir("c.csv");
+    FILE *f = fopen(path, "w");
+    fm_csv_write_field(f, "plain");
+    fputc(',', f);
+    fm_csv_write_field(f, "a,b");
+    fputc(',', f);
+    fm_csv_write_field(f, "say \"hi\"");
+    fclose(f);
+    size_t len;
+    char *data = read_file(path, &len);
+    ck_assert_str_eq(data, "plain,\"a,b\",\"say \"\"hi\"\"\"");
+    free(data);
+}
+END_TEST
+
+/* ---- safetensors ----------------------------------------------------------------------- */
+
+START_TEST(test_st_round_trip)
+{
+    const char *path = in_dir("m.safetensors");
+    fm_model *a = tiny_model(1);
+    const char *meta[] = {"plugin", "mlp", "epoch", "7", "format", "ignored"};
+    ck_assert_int_eq(fm_safetensors_save(path, a, meta, 3), FM_OK);
+
+    fm_model *b = tiny_model(2);
+    void *sa = state_of(a);
+    ck_assert(!model_has_state(b, sa));
+    fm_meta *md = NULL;
+    ck_assert_msg(fm_safetensors_load(path, b, &md) == FM_OK, "%s", fm_error_message());
+    ck_assert(model_has_state(b, sa));
+    ck_assert_int_eq(fm_model_find(b, "bn.num_batches_tracked")->i64[0], 1001);
+    ck_assert_str_eq(fm_meta_get(md, "format"), "pt");
+    ck_assert_str_eq(fm_meta_get(md, "plugin"), "mlp");
+    ck_assert_str_eq(fm_meta_get(md, "epoch"), "7");
+    ck_assert_ptr_null(fm_meta_get(md, "missing"));
+    ck_assert_int_eq(fm_meta_count(md), 3);
+    ck_assert_str_eq(fm_meta_key(md, 0), "format");
+    fm_meta_free(md);
+
+    fm_meta *only = NULL;
+    ck_assert_int_eq(fm_safetensors_read_meta(path, &only), FM_OK);
+    ck_assert_str_eq(fm_meta_value(only, 1), "mlp");
+    fm_meta_free(only);
+
+    /* Saving again gives the same bytes (checkpoints are reproducible). */
+    const char *again = in_dir("m2.safetensors");
+    ck_assert_int_eq(fm_safetensors_save(again, b, meta, 3), FM_OK);
+    size_t l1, l2;
+    char *d1 = read_file(path, &l1), *d2 = read_file(again, &l2);
+    ck_assert_uint_eq(l1, l2);
+    ck_assert(memcmp(d1, d2, l1) == 0);
+    free(d1);
+    free(d2);
+    free(sa);
+    fm_model_free(a);
+    fm_model_free(b);
+}
+END_TEST
+
+START_TEST(test_st_header_layout)
+{
+    const char *path = in_dir("h.safetensors");
+    fm_model *m = tiny_model(1);
+    ck_assert_int_eq(fm_safetensors_save(path, m, NULL, 0), FM_OK);
+    size_t len;
+    char *data = read_file(path, &len);
+    uint64_t hlen;
+    memcpy(&hlen, data, 8);
+    ck_assert_uint_eq(hlen % 8, 0);
+    /* 12 + 3 + 3 floats and one int64, packed. */
+    ck_assert_uint_eq(len, 8 + hlen + 18 * 4 + 8);
+    char *header = strndup(data + 8, hlen);
+    ck_assert_int_eq(header[0], '{');
+    size_t end = hlen;
+    while (end > 0 && header[end - 1] == ' ')
+        end--;
+    ck_assert_int_eq(header[end - 1], '}');
+    ck_assert_uint_lt(hlen - end, 8);
+    ck_assert_msg(strstr(header, "\"__metadata__\":{\"format\":\"pt\"}") != NULL, "%s", header);
+    ck_assert_msg(strstr(header, "\"fc1.weight\":{\"dtype\":\"F32\",\"shape\":[3,4],"
+                                 "\"data_offsets\":[0,48]}") != NULL,
+                  "%s", header);
+    ck_assert_msg(strstr(header, "\"bn.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],"
+                                 "\"data_offsets\":[72,80]}") != NULL,
+                  "%s", header);
+    /* The data: fc1.weight first, num_batches_tracked last, little-endian. */
+    const fm_tensor *w = fm_model_find(m, "fc1.weight");
+    ck_assert(memcmp(data + 8 + hlen, w->data, 48) == 0);
+    int64_t nbt;
+    memcpy(&nbt, data + 8 + hlen + 72, 8);
+    ck_assert_int_eq(nbt, 1001);
+    free(header);
+    free(data);
+    fm_model_free(m);
+}
+END_TEST
+
+START_TEST(test_st_accepts_shape_one_for_scalar)
+{
+    const char *path = in_dir("one.safetensors");
+    write_tiny_header(path, "bn.num_batches_tracked",
+                      "{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[72,80]}", NULL);
+    fm_model *m = tiny_model(1);
+    ck_assert_msg(fm_safetensors_load(path, m, NULL) == FM_OK, "%s", fm_error_message());
+    int64_t want;
+    unsigned char bytes[8];
+    for (int i = 0; i < 8; i++)
+        bytes[i] = (unsigned char)((72 + i) * 7);
+    memcpy(&want, bytes, 8);
+    ck_assert_int_eq(fm_model_find(m, "bn.num_batches_tracked")->i64[0], want);
+    fm_model_free(m);
+}
+END_TEST
+
+START_TEST(test_st_refuses_truncated)
+{
+    const char *path = in_dir("t.safetensors");
+    fm_model *m = tiny_model(1);
+    ck_assert_int_eq(fm_safetensors_save(path, m, NULL, 0), FM_OK);
+    fm_model_free(m);
+    size_t len;
+    char *data = read_file(path, &len);
+    const char *cut = in_dir("cut.safetensors");
+    fm_test_write_file(cut, data, len - 4);
+    REFUSED(cut, FM_ERR_FORMAT, "bn.num_batches_tracked", "not inside the data section");
+    fm_test_write_file(cut, data, 5);
+    REFUSED(cut, FM_ERR_FORMAT, "too short");
+    fm_test_write_file(cut, data, 40);
+    REFUSED(cut, FM_ERR_FORMAT, "header length");
+    free(data);
+}
+END_TEST
+
+START_TEST(test_st_refuses_header_too_long)
+{
+    const char *path = in_dir("long.safetensors");
+    unsigned char buf[64] = {0};
+    uint64_t n = 1000;
+    memcpy(buf, &n, 8);
+    memcpy(buf + 8, "{}", 2);
+    fm_test_write_file(path, buf, sizeof buf);
+    REFUSED(path, FM_ERR_FORMAT, "header length 1000");
+    n = UINT64_MAX;
+    memcpy(buf, &n, 8);
+    fm_test_write_file(path, buf, sizeof buf);
+    REFUSED(path, FM_ERR_FORMAT, "header length");
+}
+END_TEST
+
+START_TEST(test_st_refuses_bad_json)
+{
+    const char *path = in_dir("j.safetensors");
+    write_st(path, "{\"a\": [1, 2", NULL, 0);
+    REFUSED(path, FM_ERR_FORMAT, "not valid JSON");
+    write_st(path, "[1, 2]  ", NULL, 0);
+    REFUSED(path, FM_ERR_FORMAT, "not a JSON object");
+    write_st(path, "{\"__metadata__\":{\"epoch\":7}}", NULL, 0);
+    REFUSED(path, FM_ERR_FORMAT, "epoch", "not a string");
+    write_tiny_header(path, NULL, NULL,
+                      "\"fc1.bias\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[48,60]}");
+    REFUSED(path, FM_ERR_FORMAT, "not valid JSON");  /* duplicate key */
+    /* Not a safetensors file at all. */
+    fm_test_write_file(path, "PK\3\4 this is a zip file, really........", 40);
+    REFUSED(path, FM_ERR_FORMAT, "header length");
+}
+END_TEST
+
+START_TEST(test_st_refuses_wrong_dtype)
+{
+    const char *path = in_dir("d.safetensors");
+    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[48,54]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "F16");
+    /* A known dtype, but not the model's. */
+    write_tiny_header(path, "bn.running_mean",
+                      "{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[48,72]}", NULL);
+    REFUSED(path, FM_ERR_FORMAT, "bn.running_mean", "dtype I64", "expects F32");
+}
+END_TEST
+
+START_TEST(test_st_refuses_shape_mismatch)
+{
+    const char *path = in_dir("s.safetensors");
+    write_tiny_header(path, "fc1.weight", "{\"dtype\":\"F32\",\"shape\":[4,3],\"data_offsets\":[0,48]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "tensor 'fc1.weight' has shape [4, 3], the model expects [3, 4]");
+    write_tiny_header(path, "fc1.weight", "{\"dtype\":\"F32\",\"shape\":[12],\"data_offsets\":[0,48]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "[12]", "[3, 4]");
+    write_tiny_header(path, "fc1.weight", "{\"dtype\":\"F32\",\"shape\":[3,-4],\"data_offsets\":[0,48]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.weight", "non-negative");
+    write_tiny_header(path, "fc1.weight", "{\"dtype\":\"F32\",\"shape\":[3,4.0],\"data_offsets\":[0,48]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.weight", "non-negative integer");
+}
+END_TEST
+
+START_TEST(test_st_refuses_missing_and_extra)
+{
+    const char *path = in_dir("me.safetensors");
+    write_tiny_header(path, "bn.running_mean", "", NULL);
+    REFUSED(path, FM_ERR_FORMAT, "'bn.running_mean'", "missing");
+    write_tiny_header(path, NULL, NULL,
+                      "\"fc2.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}");
+    REFUSED(path, FM_ERR_FORMAT, "'fc2.bias'", "not in the model");
+}
+END_TEST
+
+START_TEST(test_st_refuses_bad_offsets)
+{
+    const char *path = in_dir("o.safetensors");
+    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[76,88]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "not inside the data section");
+    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[60,48]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "[60, 48]");
+    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[-4,8]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "data_offsets");
+    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[48]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "two integers");
+    /* Offsets near 2^63 and shapes whose byte count overflows 64 bits. */
+    write_tiny_header(path, "fc1.bias",
+                      "{\"dtype\":\"F32\",\"shape\":[3],"
+                      "\"data_offsets\":[9223372036854775800,9223372036854775807]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "not inside the data section");
+    write_tiny_header(path, "fc1.bias",
+                      "{\"dtype\":\"F32\",\"shape\":[4611686018427387904],\"data_offsets\":[0,0]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "overflows");
+    write_tiny_header(path, "fc1.bias",
+                      "{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],"
+                      "\"data_offsets\":[0,0]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "overflows");
+    write_tiny_header(path, "fc1.bias",
+                      "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,18446744073709551615]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "JSON");  /* beyond jansson's integers */
+}
+END_TEST
+
+START_TEST(test_st_refuses_size_mismatch)
+{
+    const char *path = in_dir("n.safetensors");
+    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[48,64]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "needs 12 bytes", "span 16");
+}
+END_TEST
+
+/* The last tensor is wrong: nothing of the earlier, valid ones may have
+ * been copied. */
+START_TEST(test_st_refused_load_leaves_model)
+{
+    const char *path = in_dir("late.safetensors");
+    write_tiny_header(path, "bn.num_batches_tracked",
+                      "{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[64,80]}", NULL);
+    REFUSED(path, FM_ERR_FORMAT, "bn.num_batches_tracked", "[2]", "[1]");
+    REFUSED(in_dir("does-not-exist.safetensors"), FM_ERR_IO, "does-not-exist");
+}
+END_TEST
+
+/* Random corruption of a valid file: every load either succeeds or is
+ * refused cleanly, never crashes, and a refusal leaves the model alone. */
+START_TEST(test_st_mutations)
+{
+    const char *path = in_dir("fz.safetensors");
+    fm_model *src = tiny_model(1);
+    ck_assert_int_eq(fm_safetensors_save(path, src, NULL, 0), FM_OK);
+    fm_model_free(src);
+    size_t len;
+    char *orig = read_file(path, &len);
+    char *buf = malloc(len);
+    fm_rng rng;
+    fm_rng_seed(&rng, 99, FM_RNG_TEST);
+    const char *mut = in_dir("mut.safetensors");
+    int refused = 0;
+    for (int iter = 0; iter < 300; iter++) {
+        memcpy(buf, orig, len);
+        int flips = 1 + (int)fm_rng_below(&rng, 4);
+        for (int k = 0; k < flips; k++) {
+            /* Mostly the header, where the structure is. */
+            size_t at = fm_rng_below(&rng, 4) ? fm_rng_below(&rng, (uint32_t)(len - 80))
+                                              : fm_rng_below(&rng, (uint32_t)len);
+            buf[at] = (char)fm_rng_u32(&rng);
+        }
+        size_t n = fm_rng_below(&rng, 5) == 0 ? fm_rng_below(&rng, (uint32_t)len) : len;
+        fm_test_write_file(mut, buf, n);
+        fm_model *m = tiny_model(5);
+        void *before = state_of(m);
+        if (fm_safetensors_load(mut, m, NULL) != FM_OK) {
+            refused++;
+            ck_assert(model_has_state(m, before));
+            ck_assert(strstr(fm_error_message(), mut) != NULL);
+        }
+        free(before);
+        fm_model_free(m);
+    }
+    ck_assert_int_gt(refused, 100);
+    free(buf);
+    free(orig);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("io");
+    TCase *tc = tcase_create("atomic");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_test(tc, test_write_atomic_replaces);
+    tcase_add_test(tc, test_write_atomic_failure_keeps_old);
+    tcase_add_test(tc, test_write_atomic_unwritable_dir);
+    tcase_add_test(tc, test_atomic_stream_abort_and_commit);
+    tcase_add_test(tc, test_mkdirs);
+    tcase_add_test(tc, test_read_all_limit);
+    tcase_add_test(tc, test_csv_field_quoting);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("safetensors");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_test(tc, test_st_round_trip);
+    tcase_add_test(tc, test_st_header_layout);
+    tcase_add_test(tc, test_st_accepts_shape_one_for_scalar);
+    tcase_add_test(tc, test_st_refuses_truncated);
+    tcase_add_test(tc, test_st_refuses_header_too_long);
+    tcase_add_test(tc, test_st_refuses_bad_json);
+    tcase_add_test(tc, test_st_refuses_wrong_dtype);
+    tcase_add_test(tc, test_st_refuses_shape_mismatch);
+    tcase_add_test(tc, test_st_refuses_missing_and_extra);
+    tcase_add_test(tc, test_st_refuses_bad_offsets);
+    tcase_add_test(tc, test_st_refuses_size_mismatch);
+    tcase_add_test(tc, test_st_refused_load_leaves_model);
+    tcase_add_test(tc, test_st_mutations);
+    suite_add_tcase(s, tc);
+    return fm_test_run(s);
+}

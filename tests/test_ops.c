@@ -1,0 +1,1028 @@
+/* test_ops — every layer op: finite-difference gradient checks, the fast
+ * kernels against naive loops, known values, thread-count determinism and
+ * shape assertions.
+ *
+ * Gradient checks seed an op's output gradient with a fixed random R and run
+ * that node's backward straight from the op table, so the analytic gradient
+ * is exactly d sum(out * R) / d input; the numeric one comes from central
+ * differences of sum(out * R) in double.  One test also goes through
+ * fm_backward on a small network. */
+#include "fm_internal.h"
+#include "fm_test_util.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static uint64_t next_seed = 1000;
+
+/* A heap leaf filled uniformly in [lo, hi); with `grad`, it requires grad and
+ * owns a zeroed gradient. */
+static fm_tensor *leaf(int ndim, const int *shape, float lo, float hi, bool grad)
+{
+    fm_tensor *t = fm_tensor_new(FM_F32, ndim, shape);
+    fm_test_fill(t->data, (size_t)t->numel, lo, hi, next_seed++);
+    if (grad) {
+        t->requires_grad = true;
+        t->grad = calloc((size_t)t->numel, sizeof(float));
+    }
+    return t;
+}
+
+static void zero_grad(fm_tensor *t)
+{
+    if (t && t->grad) memset(t->grad, 0, (size_t)t->numel * sizeof(float));
+}
+
+static double dot(const fm_tensor *t, const float *r)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < t->numel; i++) s += (double)t->data[i] * r[i];
+    return s;
+}
+
+/* Runs the backward of the node that made `out` with out->grad = r. */
+static void node_backward(fm_graph *g, fm_tensor *out, float *r)
+{
+    ck_assert_ptr_nonnull(out->node);
+    out->grad = r;
+    fm_op_table[out->node->op].backward(g, out->node);
+    out->grad = NULL;
+}
+
+/* ---- finite-difference gradient check ------------------------------------ */
+
+typedef struct op_case op_case;
+struct op_case {
+    fm_tensor *(*build)(fm_graph *g, const op_case *c);
+    fm_tensor *in[FM_NODE_MAX_IN];
+    bool diff[FM_NODE_MAX_IN];  /* check the gradient w.r.t. this input */
+    bool eval;                  /* build in eval mode */
+    int iarg[2];
+    float farg[2];
+    const int32_t *labels;
+    float h;                    /* finite-difference step (0: 1e-2) */
+};
+
+static fm_tensor *build_linear(fm_graph *g, const op_case *c)
+{
+    return fm_linear(g, c->in[0], c->in[1], c->in[2]);
+}
+
+static fm_tensor *build_conv(fm_graph *g, const op_case *c)
+{
+    return fm_conv2d(g, c->in[0], c->in[1], c->in[2], c->iarg[0], c->iarg[1]);
+}
+
+static fm_tensor *build_maxpool(fm_graph *g, const op_case *c)
+{
+    return fm_maxpool2d(g, c->in[0], c->iarg[0]);
+}
+
+static fm_tensor *build_avgpool(fm_graph *g, const op_case *c)
+{
+    return fm_global_avgpool(g, c->in[0]);
+}
+
+static fm_tensor *build_bn(fm_graph *g, const op_case *c)
+{
+    return fm_batchnorm(g, c->in[0], c->in[1], c->in[2], c->in[3], c->in[4], c->in[5],
+                        c->farg[0], c->farg[1]);
+}
+
+static fm_tensor *build_relu(fm_graph *g, const op_case *c) { return fm_relu(g, c->in[0]); }
+
+static fm_tensor *build_dropout(fm_graph *g, const op_case *c)
+{
+    /* The same seed for every evaluation: the same mask each time. */
+    fm_rng_seed(fm_graph_rng(g), 77, FM_RNG_DROPOUT);
+    return fm_dropout(g, c->in[0], c->farg[0]);
+}
+
+static fm_tensor *build_add(fm_graph *g, const op_case *c)
+{
+    return fm_add(g, c->in[0], c->in[1]);
+}
+
+static fm_tensor *build_flatten(fm_graph *g, const op_case *c) { return fm_flatten(g, c->in[0]); }
+
+static fm_tensor *build_ce(fm_graph *g, const op_case *c)
+{
+    return fm_cross_entropy(g, c->in[0], c->labels);
+}
+
+static fm_tensor *case_run(fm_graph *g, const op_case *c)
+{
+    fm_graph_reset(g);
+    fm_graph_set_training(g, !c->eval);
+    return c->build(g, c);
+}
+
+/* Checks every element of every input marked in c->diff; returns the largest
+ * analytic gradient seen, so callers can tell a vacuous check from a real one. */
+static double grad_check(const op_case *c, double atol, double rtol)
+{
+    float h = c->h > 0.0f ? c->h : 1e-2f;
+    fm_graph *g = fm_graph_new();
+    for (int i = 0; i < FM_NODE_MAX_IN; i++)
+        if (c->diff[i]) zero_grad(c->in[i]);
+
+    fm_tensor *out = case_run(g, c);
+    size_t m = (size_t)out->numel;
+    float *r = malloc(m * sizeof *r);
+    fm_test_fill(r, m, -1.0f, 1.0f, next_seed++);
+    node_backward(g, out, r);
+
+    double biggest = 0.0;
+    for (int i = 0; i < FM_NODE_MAX_IN; i++) {
+        if (!c->diff[i]) continue;
+        fm_tensor *t = c->in[i];
+        float *ana = malloc((size_t)t->numel * sizeof *ana);
+        memcpy(ana, t->grad, (size_t)t->numel * sizeof *ana);
+        for (int64_t e = 0; e < t->numel; e++) {
+            float v = t->data[e];
+            float vp = v + h, vm = v - h;
+            t->data[e] = vp;
+            double lp = dot(case_run(g, c), r);
+            t->data[e] = vm;
+            double lm = dot(case_run(g, c), r);
+            t->data[e] = v;
+            double num = (lp - lm) / ((double)vp - (double)vm);
+            double err = fabs(num - ana[e]);
+            ck_assert_msg(err <= atol + rtol * fmax(fabs(num), fabs(ana[e])),
+                          "input %d element %lld: analytic %.6g numeric %.6g", i, (long long)e,
+                          (double)ana[e], num);
+            biggest = fmax(biggest, fabs(ana[e]));
+        }
+        free(ana);
+    }
+    free(r);
+    fm_graph_free(g);
+    return biggest;
+}
+
+static void case_free(op_case *c)
+{
+    for (int i = 0; i < FM_NODE_MAX_IN; i++) fm_tensor_free(c->in[i]);
+}
+
+/* ---- naive references -------------------------------------------------------- */
+
+typedef struct conv_shape {
+    int n, c, h, w, o, kh, kw, stride, pad;
+    bool bias;
+} conv_shape;
+
+static int conv_oh(const conv_shape *s) { return (s->h + 2 * s->pad - s->kh) / s->stride + 1; }
+static int conv_ow(const conv_shape *s) { return (s->w + 2 * s->pad - s->kw) / s->stride + 1; }
+
+static float *ref_conv_forward(const conv_shape *s, const float *x, const float *w, const float *b)
+{
+    int oh = conv_oh(s), ow = conv_ow(s);
+    float *y = malloc((size_t)s->n * s->o * oh * ow * sizeof *y);
+    for (int n = 0; n < s->n; n++)
+        for (int o = 0; o < s->o; o++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int c = 0; c < s->c; c++)
+                        for (int ki = 0; ki < s->kh; ki++)
+                            for (int kj = 0; kj < s->kw; kj++) {
+                                int iy = oy * s->stride - s->pad + ki;
+                                int ix = ox * s->stride - s->pad + kj;
+                                if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                                acc += (double)x[((n * s->c + c) * s->h + iy) * s->w + ix] *
+                                       w[((o * s->c + c) * s->kh + ki) * s->kw + kj];
+                            }
+                    y[((n * s->o + o) * oh + oy) * ow + ox] = (float)acc;
+                }
+    return y;
+}
+
+/* dx, dw, db (each may be NULL) = the gradients of sum(y * dy). */
+static void ref_conv_backward(const conv_shape *s, float *dx, float *dw, float *db,
+                              const float *dy, const float *x, const float *w)
+{
+    int oh = conv_oh(s), ow = conv_ow(s);
+    size_t nx = (size_t)s->n * s->c * s->h * s->w, nw = (size_t)s->o * s->c * s->kh * s->kw;
+    double *ax = calloc(nx, sizeof *ax), *aw = calloc(nw, sizeof *aw),
+           *ab = calloc((size_t)s->o, sizeof *ab);
+    for (int n = 0; n < s->n; n++)
+        for (int o = 0; o < s->o; o++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double gy = dy[((n * s->o + o) * oh + oy) * ow + ox];
+                    ab[o] += gy;
+                    for (int c = 0; c < s->c; c++)
+                        for (int ki = 0; ki < s->kh; ki++)
+                            for (int kj = 0; kj < s->kw; kj++) {
+                                int iy = oy * s->stride - s->pad + ki;
+                                int ix = ox * s->stride - s->pad + kj;
+                                if (iy < 0 || iy >= s->h || ix < 0 || ix >= s->w) continue;
+                                size_t xi = ((size_t)(n * s->c + c) * s->h + iy) * s->w + ix;
+                                size_t wi = ((size_t)(o * s->c + c) * s->kh + ki) * s->kw + kj;
+                                ax[xi] += gy * w[wi];
+                                aw[wi] += gy * x[xi];
+                            }
+                }
+    for (size_t i = 0; dx && i < nx; i++) dx[i] = (float)ax[i];
+    for (size_t i = 0; dw && i < nw; i++) dw[i] = (float)aw[i];
+    for (int i = 0; db && i < s->o; i++) db[i] = (float)ab[i];
+    free(ax);
+    free(aw);
+    free(ab);
+}
+
+static float *ref_linear_forward(int n, int in, int out, const float *x, const float *w,
+                                 const float *b)
+{
+    float *y = malloc((size_t)n * out * sizeof *y);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < out; j++) {
+            double acc = b ? b[j] : 0.0;
+            for (int k = 0; k < in; k++) acc += (double)x[i * in + k] * w[j * in + k];
+            y[i * out + j] = (float)acc;
+        }
+    return y;
+}
+
+static void ref_linear_backward(int n, int in, int out, float *dx, float *dw, float *db,
+                                const float *dy, const float *x, const float *w)
+{
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < in; k++) {
+            double acc = 0.0;
+            for (int j = 0; j < out; j++) acc += (double)dy[i * out + j] * w[j * in + k];
+            dx[i * in + k] = (float)acc;
+        }
+    for (int j = 0; j < out; j++)
+        for (int k = 0; k < in; k++) {
+            double acc = 0.0;
+            for (int i = 0; i < n; i++) acc += (double)dy[i * out + j] * x[i * in + k];
+            dw[j * in + k] = (float)acc;
+        }
+    for (int j = 0; j < out; j++) {
+        double acc = 0.0;
+        for (int i = 0; i < n; i++) acc += dy[i * out + j];
+        db[j] = (float)acc;
+    }
+}
+
+/* ---- op table -------------------------------------------------------------- */
+
+START_TEST(test_op_table_rows)
+{
+    for (int i = 0; i < FM_OP_COUNT; i++) {
+        ck_assert_int_eq(fm_op_table[i].id, i);
+        ck_assert_ptr_nonnull(fm_op_table[i].name);
+        ck_assert_ptr_nonnull(fm_op_table[i].forward);
+        ck_assert_ptr_nonnull(fm_op_table[i].backward);
+        for (int j = 0; j < i; j++) ck_assert_str_ne(fm_op_table[i].name, fm_op_table[j].name);
+    }
+    ck_assert_str_eq(fm_op_table[FM_OP_CONV2D].name, "conv2d");
+    ck_assert_str_eq(fm_op_table[FM_OP_CROSS_ENTROPY].name, "cross_entropy");
+}
+END_TEST
+
+/* ---- linear ------------------------------------------------------------------ */
+
+START_TEST(test_linear_gradcheck)
+{
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        op_case c = {.build = build_linear};
+        c.in[0] = leaf(2, (int[]){5, 7}, -1, 1, true);
+        c.in[1] = leaf(2, (int[]){4, 7}, -1, 1, true);
+        c.in[2] = with_bias ? leaf(1, (int[]){4}, -1, 1, true) : NULL;
+        c.diff[0] = c.diff[1] = true;
+        c.diff[2] = with_bias;
+        ck_assert_double_gt(grad_check(&c, 2e-3, 1e-2), 0.1);
+        case_free(&c);
+    }
+}
+END_TEST
+
+static void linear_vs_reference(int n, int in, int out, bool bias)
+{
+    fm_tensor *x = leaf(2, (int[]){n, in}, -1, 1, true);
+    fm_tensor *w = leaf(2, (int[]){out, in}, -1, 1, true);
+    fm_tensor *b = bias ? leaf(1, (int[]){out}, -1, 1, true) : NULL;
+    fm_graph *g = fm_graph_new();
+    fm_tensor *y = fm_linear(g, x, w, b);
+    float *ref = ref_linear_forward(n, in, out, x->data, w->data, b ? b->data : NULL);
+    ck_assert_double_lt(fm_test_max_rel_diff(y->data, ref, (size_t)n * out), 1e-4);
+
+    float *dy = malloc((size_t)n * out * sizeof *dy);
+    fm_test_fill(dy, (size_t)n * out, -1, 1, next_seed++);
+    /* Backward adds to the gradients already there. */
+    for (int64_t i = 0; i < x->numel; i++) x->grad[i] = 0.25f;
+    for (int64_t i = 0; i < w->numel; i++) w->grad[i] = 0.5f;
+    for (int i = 0; b && i < out; i++) b->grad[i] = -0.5f;
+    node_backward(g, y, dy);
+    float *rdx = malloc((size_t)n * in * sizeof *rdx), *rdw = malloc((size_t)out * in * sizeof *rdw),
+          *rdb = malloc((size_t)out * sizeof *rdb);
+    ref_linear_backward(n, in, out, rdx, rdw, rdb, dy, x->data, w->data);
+    for (int i = 0; i < n * in; i++) rdx[i] += 0.25f;
+    for (int i = 0; i < out * in; i++) rdw[i] += 0.5f;
+    for (int i = 0; i < out; i++) rdb[i] -= 0.5f;
+    ck_assert_double_lt(fm_test_max_rel_diff(x->grad, rdx, (size_t)n * in), 1e-4);
+    ck_assert_double_lt(fm_test_max_rel_diff(w->grad, rdw, (size_t)out * in), 1e-4);
+    if (b) ck_assert_double_lt(fm_test_max_rel_diff(b->grad, rdb, (size_t)out), 1e-4);
+
+    free(ref);
+    free(dy);
+    free(rdx);
+    free(rdw);
+    free(rdb);
+    fm_graph_free(g);
+    fm_tensor_free(x);
+    fm_tensor_free(w);
+    fm_tensor_free(b);
+}
+
+START_TEST(test_linear_vs_reference)
+{
+    linear_vs_reference(3, 5, 4, true);
+    linear_vs_reference(1, 17, 3, false);
+    /* Large enough for fm_sgemm to split C into blocks (rows, then columns). */
+    linear_vs_reference(200, 96, 40, true);
+    linear_vs_reference(64, 300, 200, true);
+    linear_vs_reference(64, 784, 256, false);
+}
+END_TEST
+
+/* ---- conv2d ------------------------------------------------------------------ */
+
+static const conv_shape conv_grad_shapes[] = {
+    {2, 3, 7, 5, 4, 3, 3, 1, 1, true},
+    {2, 3, 7, 5, 4, 3, 3, 2, 0, false},
+    {3, 2, 7, 5, 3, 1, 1, 1, 0, true},
+    {2, 4, 7, 5, 3, 1, 1, 2, 0, false},
+    {2, 2, 7, 5, 3, 5, 5, 1, 2, true},
+    {2, 3, 7, 5, 2, 3, 3, 2, 2, true},
+    {2, 2, 6, 5, 3, 2, 3, 2, 1, false},
+    {3, 1, 5, 6, 2, 3, 3, 1, 0, true},
+};
+
+START_TEST(test_conv2d_gradcheck)
+{
+    const conv_shape *s = &conv_grad_shapes[_i];
+    op_case c = {.build = build_conv, .iarg = {s->stride, s->pad}};
+    c.in[0] = leaf(4, (int[]){s->n, s->c, s->h, s->w}, -1, 1, true);
+    c.in[1] = leaf(4, (int[]){s->o, s->c, s->kh, s->kw}, -1, 1, true);
+    c.in[2] = s->bias ? leaf(1, (int[]){s->o}, -1, 1, true) : NULL;
+    c.diff[0] = c.diff[1] = true;
+    c.diff[2] = s->bias;
+    ck_assert_double_gt(grad_check(&c, 2e-3, 1e-2), 0.1);
+    case_free(&c);
+}
+END_TEST
+
+static const conv_shape conv_ref_shapes[] = {
+    {2, 3, 7, 5, 4, 3, 3, 1, 1, true},
+    {20, 5, 9, 11, 6, 3, 3, 1, 1, true},   /* several chunks */
+    {9, 3, 28, 28, 8, 3, 3, 1, 1, false},  /* CNN conv1-like, several chunks */
+    {7, 4, 13, 12, 5, 5, 5, 2, 0, true},
+    {6, 4, 11, 9, 8, 1, 1, 2, 0, false},   /* ResCNN shortcut */
+    {5, 3, 10, 10, 4, 1, 1, 1, 0, true},
+    {2, 2, 50, 50, 4, 3, 3, 1, 1, true},   /* one image wider than a chunk */
+    {16, 32, 14, 14, 64, 3, 3, 1, 1, true},
+};
+
+START_TEST(test_conv2d_vs_reference)
+{
+    const conv_shape *s = &conv_ref_shapes[_i];
+    fm_tensor *x = leaf(4, (int[]){s->n, s->c, s->h, s->w}, -1, 1, true);
+    fm_tensor *w = leaf(4, (int[]){s->o, s->c, s->kh, s->kw}, -1, 1, true);
+    fm_tensor *b = s->bias ? leaf(1, (int[]){s->o}, -1, 1, true) : NULL;
+    fm_graph *g = fm_graph_new();
+    fm_tensor *y = fm_conv2d(g, x, w, b, s->stride, s->pad);
+    ck_assert_int_eq(y->shape[2], conv_oh(s));
+    ck_assert_int_eq(y->shape[3], conv_ow(s));
+    float *ref = ref_conv_forward(s, x->data, w->data, b ? b->data : NULL);
+    ck_assert_double_lt(fm_test_max_rel_diff(y->data, ref, (size_t)y->numel), 1e-4);
+
+    float *dy = malloc((size_t)y->numel * sizeof *dy);
+    fm_test_fill(dy, (size_t)y->numel, -1, 1, next_seed++);
+    /* Backward adds to the gradients already there. */
+    for (int64_t i = 0; i < x->numel; i++) x->grad[i] = 0.25f;
+    for (int64_t i = 0; i < w->numel; i++) w->grad[i] = 0.5f;
+    for (int i = 0; b && i < s->o; i++) b->grad[i] = -0.5f;
+    node_backward(g, y, dy);
+    float *rdx = malloc((size_t)x->numel * sizeof *rdx), *rdw = malloc((size_t)w->numel * sizeof *rdw),
+          *rdb = malloc((size_t)s->o * sizeof *rdb);
+    ref_conv_backward(s, rdx, rdw, rdb, dy, x->data, w->data);
+    for (int64_t i = 0; i < x->numel; i++) rdx[i] += 0.25f;
+    for (int64_t i = 0; i < w->numel; i++) rdw[i] += 0.5f;
+    for (int i = 0; i < s->o; i++) rdb[i] -= 0.5f;
+    ck_assert_double_lt(fm_test_max_rel_diff(x->grad, rdx, (size_t)x->numel), 1e-4);
+    ck_assert_double_lt(fm_test_max_rel_diff(w->grad, rdw, (size_t)w->numel), 1e-4);
+    if (b) ck_assert_double_lt(fm_test_max_rel_diff(b->grad, rdb, (size_t)s->o), 1e-4);
+
+    free(ref);
+    free(dy);
+    free(rdx);
+    free(rdw);
+    free(rdb);
+    fm_graph_free(g);
+    fm_tensor_free(x);
+    fm_tensor_free(w);
+    fm_tensor_free(b);
+}
+END_TEST
+
+/* Without grad on the input (the first layer), only dW and db are computed
+ * and the input keeps no gradient. */
+START_TEST(test_conv2d_weight_grad_only)
+{
+    conv_shape s = {4, 1, 28, 28, 8, 3, 3, 1, 1, true};
+    fm_tensor *x = leaf(4, (int[]){4, 1, 28, 28}, -1, 1, false);
+    fm_tensor *w = leaf(4, (int[]){8, 1, 3, 3}, -1, 1, true);
+    fm_tensor *b = leaf(1, (int[]){8}, -1, 1, true);
+    fm_graph *g = fm_graph_new();
+    fm_tensor *y = fm_conv2d(g, x, w, b, 1, 1);
+    float *dy = malloc((size_t)y->numel * sizeof *dy);
+    fm_test_fill(dy, (size_t)y->numel, -1, 1, next_seed++);
+    node_backward(g, y, dy);
+    float rdw[72], rdb[8];
+    ref_conv_backward(&s, NULL, rdw, rdb, dy, x->data, w->data);
+    ck_assert_double_lt(fm_test_max_rel_diff(w->grad, rdw, 72), 1e-4);
+    ck_assert_double_lt(fm_test_max_rel_diff(b->grad, rdb, 8), 1e-4);
+    ck_assert_ptr_null(x->grad);
+    free(dy);
+    fm_graph_free(g);
+    fm_tensor_free(x);
+    fm_tensor_free(w);
+    fm_tensor_free(b);
+}
+END_TEST
+
+/* One forward + backward of conv and linear under `threads`; returns every
+ * output and gradient concatenated. */
+static float *det_run(int threads, size_t *len)
+{
+    fm_set_threads(threads);
+    next_seed = 5000;
+    fm_tensor *x = leaf(4, (int[]){48, 8, 14, 14}, -1, 1, true);
+    fm_tensor *w = leaf(4, (int[]){16, 8, 3, 3}, -1, 1, true);
+    fm_tensor *b = leaf(1, (int[]){16}, -1, 1, true);
+    fm_tensor *lw = leaf(2, (int[]){100, 16 * 7 * 7}, -0.1f, 0.1f, true);
+    fm_tensor *lb = leaf(1, (int[]){100}, -0.1f, 0.1f, true);
+    fm_graph *g = fm_graph_new();
+    int32_t labels[48];
+    for (int i = 0; i < 48; i++) labels[i] = (i * 7) % 100;
+    fm_tensor *y = fm_conv2d(g, x, w, b, 1, 1);
+    fm_tensor *z = fm_linear(g, fm_flatten(g, fm_maxpool2d(g, fm_relu(g, y), 2)), lw, lb);
+    fm_tensor *loss = fm_cross_entropy(g, z, labels);
+    fm_backward(g, loss);
+
+    fm_tensor *parts[] = {x, w, b, lw, lb};
+    *len = (size_t)(y->numel + z->numel);
+    for (int i = 0; i < 5; i++) *len += (size_t)parts[i]->numel;
+    float *all = malloc(*len * sizeof *all), *p = all;
+    memcpy(p, y->data, (size_t)y->numel * sizeof *p);
+    p += y->numel;
+    memcpy(p, z->data, (size_t)z->numel * sizeof *p);
+    p += z->numel;
+    for (int i = 0; i < 5; i++) {
+        memcpy(p, parts[i]->grad, (size_t)parts[i]->numel * sizeof *p);
+        p += parts[i]->numel;
+        fm_tensor_free(parts[i]);
+    }
+    fm_graph_free(g);
+    return all;
+}
+
+START_TEST(test_conv2d_thread_determinism)
+{
+    size_t n1, n2;
+    float *one = det_run(1, &n1);
+    float *two = det_run(2, &n2);
+    ck_assert_uint_eq(n1, n2);
+    ck_assert_int_eq(memcmp(one, two, n1 * sizeof *one), 0);
+    /* The second run really had two threads (48 images are 5 conv chunks;
+     * the linear layer's GEMMs are 4 and 7 blocks). */
+    ck_assert_int_eq(fm_get_threads(), 2);
+    free(one);
+    free(two);
+}
+END_TEST
+
+START_TEST(test_conv2d_wrong_channels_aborts)
+{
+    fm_tensor *x = leaf(4, (int[]){2, 3, 8, 8}, -1, 1, false);
+    fm_tensor *w = leaf(4, (int[]){4, 2, 3, 3}, -1, 1, false);
+    fm_graph *g = fm_graph_new();
+    fm_conv2d(g, x, w, NULL, 1, 1);
+}
+END_TEST
+
+START_TEST(test_linear_wrong_width_aborts)
+{
+    fm_tensor *x = leaf(2, (int[]){2, 5}, -1, 1, false);
+    fm_tensor *w = leaf(2, (int[]){4, 6}, -1, 1, false);
+    fm_graph *g = fm_graph_new();
+    fm_linear(g, x, w, NULL);
+}
+END_TEST
+
+/* ---- pooling ------------------------------------------------------------------ */
+
+/* Distinct values 0.05 apart in random order: a step of 0.01 never changes
+ * which element of a window is the maximum. */
+static fm_tensor *distinct_leaf(int ndim, const int *shape)
+{
+    fm_tensor *t = leaf(ndim, shape, 0, 1, true);
+    uint32_t *perm = malloc((size_t)t->numel * sizeof *perm);
+    for (int64_t i = 0; i < t->numel; i++) perm[i] = (uint32_t)i;
+    fm_rng rng;
+    fm_rng_seed(&rng, next_seed++, FM_RNG_TEST);
+    fm_rng_shuffle(&rng, perm, (size_t)t->numel);
+    for (int64_t i = 0; i < t->numel; i++)
+        t->data[i] = 0.05f * ((float)perm[i] - (float)t->numel / 2);
+    free(perm);
+    return t;
+}
+
+START_TEST(test_maxpool2d_gradcheck)
+{
+    static const int shapes[][5] = {
+        {2, 3, 7, 5, 2}, {2, 3, 7, 5, 3}, {3, 2, 4, 6, 2}, {1, 2, 5, 5, 1},
+    };
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int *s = shapes[k];
+        op_case c = {.build = build_maxpool, .iarg = {s[4]}};
+        c.in[0] = distinct_leaf(4, s);
+        c.diff[0] = true;
+        fm_graph *g = fm_graph_new();
+        fm_tensor *y = fm_maxpool2d(g, c.in[0], s[4]);
+        ck_assert_int_eq(y->shape[2], s[2] / s[4]);
+        ck_assert_int_eq(y->shape[3], s[3] / s[4]);
+        fm_graph_free(g);
+        ck_assert_double_gt(grad_check(&c, 1e-3, 1e-3), 0.1);
+        case_free(&c);
+    }
+}
+END_TEST
+
+START_TEST(test_maxpool2d_values_and_ties)
+{
+    /* One 4x4 plane, k = 2; the bottom-right window is all ties. */
+    fm_tensor *x = fm_tensor_new(FM_F32, 4, (int[]){1, 1, 4, 4});
+    const float v[16] = {1, 5, 2, 0, 3, 4, 8, -1, 0, 0, 7, 7, -2, -3, 7, 7};
+    memcpy(x->data, v, sizeof v);
+    x->requires_grad = true;
+    x->grad = calloc(16, sizeof(float));
+    fm_graph *g = fm_graph_new();
+    fm_tensor *y = fm_maxpool2d(g, x, 2);
+    const float expect[4] = {5, 8, 0, 7};
+    for (int i = 0; i < 4; i++) ck_assert_float_eq(y->data[i], expect[i]);
+    float dy[4] = {1, 2, 3, 4};
+    node_backward(g, y, dy);
+    /* The 0-tie window (0, 0, -2, -3) and the 7-tie window each send their
+     * gradient to the first maximum in row-major order. */
+    const float dexp[16] = {0, 1, 0, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 16; i++) ck_assert_float_eq(x->grad[i], dexp[i]);
+    fm_graph_free(g);
+    fm_tensor_free(x);
+}
+END_TEST
+
+START_TEST(test_global_avgpool_gradcheck)
+{
+    op_case c = {.build = build_avgpool};
+    c.in[0] = leaf(4, (int[]){2, 3, 5, 3}, -1, 1, true);
+    c.diff[0] = true;
+    ck_assert_double_gt(grad_check(&c, 1e-3, 1e-2), 0.01);
+    fm_graph *g = fm_graph_new();
+    fm_tensor *y = fm_global_avgpool(g, c.in[0]);
+    ck_assert_int_eq(y->ndim, 2);
+    double s = 0.0;
+    for (int i = 0; i < 15; i++) s += c.in[0]->data[15 + i];  /* image 0, channel 1 */
+    ck_assert_double_eq_tol(y->data[1], s / 15.0, 1e-6);
+    fm_graph_free(g);
+    case_free(&c);
+}
+END_TEST
+
+/* ---- batch norm -------------------------------------------------------------- */
+
+static void bn_case(int ndim, const int *shape, bool eval, bool affine)
+{
+    int ch = shape[1];
+    op_case c = {.build = build_bn, .eval = eval, .farg = {0.1f, 1e-5f}, .h = 5e-3f};
+    c.in[0] = leaf(ndim, shape, -1, 1.5f, true);
+    c.in[1] = affine ? leaf(1, &ch, 0.5f, 1.5f, true) : NULL;
+    c.in[2] = affine ? leaf(1, &ch, -0.5f, 0.5f, true) : NULL;
+    c.in[3] = leaf(1, &ch, -0.2f, 0.2f, false);
+    c.in[4] = leaf(1, &ch, 0.5f, 1.5f, false);
+    c.in[5] = fm_tensor_new(FM_I64, 1, (int[]){1});
+    c.diff[0] = true;
+    c.diff[1] = c.diff[2] = affine;
+    ck_assert_double_gt(grad_check(&c, 3e-3, 1e-2), 0.1);
+    case_free(&c);
+}
+
+START_TEST(test_batchnorm_gradcheck_train_4d)
+{
+    bn_case(4, (int[]){3, 4, 3, 5}, false, true);
+    bn_case(4, (int[]){2, 2, 2, 3}, false, false);
+}
+END_TEST
+
+START_TEST(test_batchnorm_gradcheck_eval_4d) { bn_case(4, (int[]){3, 4, 3, 5}, true, true); }
+END_TEST
+
+START_TEST(test_batchnorm_gradcheck_train_2d) { bn_case(2, (int[]){6, 4}, false, true); }
+END_TEST
+
+START_TEST(test_batchnorm_gradcheck_eval_2d) { bn_case(2, (int[]){6, 4}, true, true); }
+END_TEST
+
+/* Two training steps on a [4, 2] batch (BatchNorm1d), values worked by hand:
+ *   step 1: channel 0 = {1, 2, 3, 4}: mean 2.5, unbiased var 5/3;
+ *           channel 1 = {0, 0, 0, 4}: mean 1,   unbiased var 12/3 = 4.
+ *   step 2: channel 0 = {2, 2, 2, 2}: mean 2,   var 0;
+ *           channel 1 = {-1, 1, -1, 1}: mean 0, unbiased var 4/3.
+ * From running_mean 0, running_var 1, momentum 0.1:
+ *   mean0: 0.25 -> 0.9*0.25 + 0.2 = 0.425;  var0: 0.9 + 1/6 -> 0.9*(16/15) = 0.96
+ *   mean1: 0.1  -> 0.09;                    var1: 1.3 -> 1.17 + 0.4/3 = 1.30333... */
+START_TEST(test_batchnorm_running_stats)
+{
+    fm_tensor *x = fm_tensor_new(FM_F32, 2, (int[]){4, 2});
+    fm_tensor *w = fm_tensor_new(FM_F32, 1, (int[]){2});
+    fm_tensor *b = fm_tensor_new(FM_F32, 1, (int[]){2});
+    fm_tensor *rm = fm_tensor_new(FM_F32, 1, (int[]){2});
+    fm_tensor *rv = fm_tensor_new(FM_F32, 1, (int[]){2});
+    fm_tensor *nbt = fm_tensor_new(FM_I64, 1, (int[]){1});
+    w->data[0] = w->data[1] = 1.0f;
+    rv->data[0] = rv->data[1] = 1.0f;
+    const float step1[8] = {1, 0, 2, 0, 3, 0, 4, 4}, step2[8] = {2, -1, 2, 1, 2, -1, 2, 1};
+    fm_graph *g = fm_graph_new();
+    memcpy(x->data, step1, sizeof step1);
+    fm_tensor *y = fm_batchnorm(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f);
+    /* Normalised with the biased variance: (1 - 2.5) / sqrt(1.25 + eps). */
+    ck_assert_double_eq_tol(y->data[0], -1.5 / sqrt(1.25 + 1e-5), 1e-5);
+    ck_assert_double_eq_tol(rm->data[0], 0.25, 1e-6);
+    ck_assert_double_eq_tol(rv->data[1], 1.3, 1e-6);
+    fm_graph_reset(g);
+    memcpy(x->data, step2, sizeof step2);
+    fm_batchnorm(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f);
+    ck_assert_double_eq_tol(rm->data[0], 0.425, 1e-6);
+    ck_assert_double_eq_tol(rm->data[1], 0.09, 1e-6);
+    ck_assert_double_eq_tol(rv->data[0], 0.96, 1e-6);
+    ck_assert_double_eq_tol(rv->data[1], 1.17 + 0.4 / 3.0, 1e-6);
+    ck_assert_int_eq(nbt->i64[0], 2);
+
+    /* Eval neither uses nor changes the batch statistics. */
+    fm_graph_reset(g);
+    fm_graph_set_training(g, false);
+    y = fm_batchnorm(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f);
+    ck_assert_double_eq_tol(y->data[0], (2 - 0.425) / sqrt(0.96 + 1e-5), 1e-5);
+    ck_assert_double_eq_tol(rm->data[0], 0.425, 1e-6);
+    ck_assert_int_eq(nbt->i64[0], 2);
+    fm_graph_free(g);
+    fm_tensor *all[] = {x, w, b, rm, rv, nbt};
+    for (int i = 0; i < 6; i++) fm_tensor_free(all[i]);
+}
+END_TEST
+
+START_TEST(test_batchnorm_wrong_channels_aborts)
+{
+    fm_tensor *x = leaf(4, (int[]){2, 3, 4, 4}, -1, 1, false);
+    fm_tensor *p = leaf(1, (int[]){4}, -1, 1, false);
+    fm_graph *g = fm_graph_new();
+    fm_batchnorm(g, x, p, p, p, p, NULL, 0.1f, 1e-5f);
+}
+END_TEST
+
+/* ---- elementwise ------------------------------------------------------------- */
+
+START_TEST(test_relu_gradcheck)
+{
+    op_case c = {.build = build_relu};
+    c.in[0] = leaf(4, (int[]){2, 3, 4, 5}, 0.1f, 1.0f, true);
+    fm_rng rng;
+    fm_rng_seed(&rng, 3, FM_RNG_TEST);
+    /* Magnitudes in [0.1, 1) with random signs: away from the kink. */
+    for (int64_t i = 0; i < c.in[0]->numel; i++)
+        if (fm_rng_u32(&rng) & 1) c.in[0]->data[i] = -c.in[0]->data[i];
+    c.diff[0] = true;
+    ck_assert_double_gt(grad_check(&c, 1e-3, 1e-3), 0.1);
+    case_free(&c);
+}
+END_TEST
+
+START_TEST(test_dropout_gradcheck)
+{
+    for (int mode = 0; mode < 3; mode++) {
+        /* 0: training p = 0.3; 1: eval; 2: training p = 0. */
+        op_case c = {.build = build_dropout, .eval = mode == 1, .farg = {mode == 2 ? 0.0f : 0.3f}};
+        c.in[0] = leaf(2, (int[]){4, 37}, -1, 1, true);
+        c.diff[0] = true;
+        ck_assert_double_gt(grad_check(&c, 1e-3, 1e-3), 0.1);
+        case_free(&c);
+    }
+}
+END_TEST
+
+START_TEST(test_dropout_mask)
+{
+    int n = 20000;
+    fm_tensor *x = leaf(1, &n, 1, 2, true);
+    fm_graph *g = fm_graph_new();
+    fm_rng_seed(fm_graph_rng(g), 9, FM_RNG_DROPOUT);
+    fm_tensor *y = fm_dropout(g, x, 0.25f);
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (y->data[i] != 0.0f) {
+            kept++;
+            ck_assert_float_eq_tol(y->data[i], x->data[i] / 0.75f, 1e-6f);
+        }
+    }
+    ck_assert_int_gt(kept, (int)(0.73 * n));
+    ck_assert_int_lt(kept, (int)(0.77 * n));
+    /* Backward passes gradient exactly where forward kept the input. */
+    float *dy = malloc((size_t)n * sizeof *dy);
+    for (int i = 0; i < n; i++) dy[i] = 1.0f;
+    node_backward(g, y, dy);
+    for (int i = 0; i < n; i++)
+        ck_assert_float_eq(x->grad[i], y->data[i] != 0.0f ? 1.0f / 0.75f : 0.0f);
+    /* The same seed gives the same mask. */
+    fm_tensor *first = fm_graph_tensor(g, 1, &n);
+    memcpy(first->data, y->data, (size_t)n * sizeof(float));
+    fm_rng_seed(fm_graph_rng(g), 9, FM_RNG_DROPOUT);
+    fm_tensor *again = fm_dropout(g, x, 0.25f);
+    ck_assert_int_eq(memcmp(first->data, again->data, (size_t)n * sizeof(float)), 0);
+    /* Eval: the identity. */
+    fm_graph_set_training(g, false);
+    fm_tensor *id = fm_dropout(g, x, 0.25f);
+    ck_assert_int_eq(memcmp(id->data, x->data, (size_t)n * sizeof(float)), 0);
+    free(dy);
+    fm_graph_free(g);
+    fm_tensor_free(x);
+}
+END_TEST
+
+START_TEST(test_add_gradcheck)
+{
+    op_case c = {.build = build_add};
+    c.in[0] = leaf(4, (int[]){2, 3, 4, 5}, -1, 1, true);
+    c.in[1] = leaf(4, (int[]){2, 3, 4, 5}, -1, 1, true);
+    c.diff[0] = c.diff[1] = true;
+    ck_assert_double_gt(grad_check(&c, 1e-3, 1e-3), 0.1);
+    case_free(&c);
+
+    /* The same tensor twice: both gradients accumulate into one buffer. */
+    op_case twice = {.build = build_add};
+    twice.in[0] = leaf(2, (int[]){3, 4}, -1, 1, true);
+    twice.in[1] = twice.in[0];
+    twice.diff[0] = true;
+    ck_assert_double_gt(grad_check(&twice, 1e-3, 1e-3), 0.1);
+    twice.in[1] = NULL;
+    case_free(&twice);
+}
+END_TEST
+
+START_TEST(test_add_shape_mismatch_aborts)
+{
+    fm_tensor *a = leaf(2, (int[]){2, 3}, -1, 1, false);
+    fm_tensor *b = leaf(2, (int[]){3, 2}, -1, 1, false);
+    fm_graph *g = fm_graph_new();
+    fm_add(g, a, b);
+}
+END_TEST
+
+START_TEST(test_flatten_gradcheck)
+{
+    op_case c = {.build = build_flatten};
+    c.in[0] = leaf(4, (int[]){3, 2, 4, 5}, -1, 1, true);
+    c.diff[0] = true;
+    ck_assert_double_gt(grad_check(&c, 1e-3, 1e-3), 0.1);
+    fm_graph *g = fm_graph_new();
+    fm_tensor *y = fm_flatten(g, c.in[0]);
+    ck_assert_int_eq(y->ndim, 2);
+    ck_assert_int_eq(y->shape[0], 3);
+    ck_assert_int_eq(y->shape[1], 40);
+    ck_assert_ptr_eq(y->data, c.in[0]->data);  /* a view */
+    fm_graph_free(g);
+    case_free(&c);
+}
+END_TEST
+
+/* ---- cross-entropy ------------------------------------------------------------ */
+
+START_TEST(test_cross_entropy_gradcheck)
+{
+    static const int32_t labels[5] = {0, 3, 1, 1, 2};
+    op_case c = {.build = build_ce, .labels = labels};
+    c.in[0] = leaf(2, (int[]){5, 4}, -3, 3, true);
+    c.diff[0] = true;
+    ck_assert_double_gt(grad_check(&c, 1e-3, 1e-2), 0.05);
+    case_free(&c);
+}
+END_TEST
+
+/* Rows and labels worked by hand: loss_i = logsumexp(z_i) - z_i[label]
+ *   (1, 2, 3) label 2:    log(1 + e^-1 + e^-2)         = 0.40760596
+ *   (1, 0, -1) label 2:   2 + log(1 + e^-1 + e^-2)     = 2.40760596
+ *   (0.5, -2, 4) label 0: 3.5 + log(1 + e^-3.5 + e^-6) = 3.53215362
+ * mean 2.11578852.  The logits are shifted by +1000 in a second run: the
+ * stable form must give the same value. */
+START_TEST(test_cross_entropy_known_value)
+{
+    const float z[9] = {1, 2, 3, 1, 0, -1, 0.5f, -2, 4};
+    const int32_t labels[3] = {2, 2, 0};
+    for (int shift = 0; shift <= 1000; shift += 1000) {
+        fm_tensor *x = fm_tensor_new(FM_F32, 2, (int[]){3, 3});
+        for (int i = 0; i < 9; i++) x->data[i] = z[i] + (float)shift;
+        x->requires_grad = true;
+        x->grad = calloc(9, sizeof(float));
+        fm_graph *g = fm_graph_new();
+        fm_tensor *loss = fm_cross_entropy(g, x, labels);
+        ck_assert_int_eq(loss->numel, 1);
+        ck_assert_double_eq_tol(loss->data[0], 2.11578852, 1e-5);
+        fm_backward(g, loss);
+        /* Row 0: softmax(1, 2, 3) - onehot(2), over N = 3. */
+        double e = 1 + exp(1.0) + exp(2.0);
+        ck_assert_double_eq_tol(x->grad[0], (1 / e) / 3, 1e-6);
+        ck_assert_double_eq_tol(x->grad[2], (exp(2.0) / e - 1) / 3, 1e-6);
+        fm_graph_free(g);
+        fm_tensor_free(x);
+    }
+}
+END_TEST
+
+START_TEST(test_cross_entropy_bad_label_aborts)
+{
+    fm_tensor *x = leaf(2, (int[]){2, 3}, -1, 1, false);
+    const int32_t labels[2] = {0, 3};
+    fm_graph *g = fm_graph_new();
+    fm_cross_entropy(g, x, labels);
+}
+END_TEST
+
+/* ---- through the engine ----------------------------------------------------- */
+
+typedef struct net {
+    fm_tensor *x, *w1, *b1, *bnw, *bnb, *rm, *rv, *w2, *fw, *fb, *vw;
+    int32_t labels[4];
+} net;
+
+static fm_tensor *net_loss(fm_graph *g, const net *m)
+{
+    fm_graph_reset(g);
+    fm_rng_seed(fm_graph_rng(g), 5, FM_RNG_DROPOUT);
+    fm_tensor *h = fm_conv2d(g, m->x, m->w1, m->b1, 1, 1);                      // [4, 3, 6, 6]
+    h = fm_relu(g, fm_batchnorm(g, h, m->bnw, m->bnb, m->rm, m->rv, NULL, 0.1f, 1e-5f));
+    fm_tensor *p = fm_maxpool2d(g, h, 2);                                       // [4, 3, 3, 3]
+    fm_tensor *s = fm_conv2d(g, p, m->w2, NULL, 1, 1);                          // [4, 3, 3, 3]
+    fm_tensor *r = fm_add(g, s, p);
+    fm_tensor *a = fm_dropout(g, fm_flatten(g, r), 0.2f);                       // [4, 27]
+    fm_tensor *v = fm_linear(g, fm_global_avgpool(g, r), m->vw, NULL);          // [4, 3]
+    return fm_cross_entropy(g, fm_add(g, fm_linear(g, a, m->fw, m->fb), v), m->labels);
+}
+
+START_TEST(test_engine_network_gradcheck)
+{
+    net m = {.labels = {0, 2, 1, 2}};
+    m.x = leaf(4, (int[]){4, 2, 6, 6}, -1, 1, false);
+    m.w1 = leaf(4, (int[]){3, 2, 3, 3}, -0.5f, 0.5f, true);
+    m.b1 = leaf(1, (int[]){3}, -0.5f, 0.5f, true);
+    m.bnw = leaf(1, (int[]){3}, 0.5f, 1.5f, true);
+    m.bnb = leaf(1, (int[]){3}, -0.5f, 0.5f, true);
+    m.rm = leaf(1, (int[]){3}, 0, 0, false);
+    m.rv = leaf(1, (int[]){3}, 1, 1, false);
+    m.w2 = leaf(4, (int[]){3, 3, 3, 3}, -0.5f, 0.5f, true);
+    m.fw = leaf(2, (int[]){3, 27}, -0.5f, 0.5f, true);
+    m.fb = leaf(1, (int[]){3}, -0.5f, 0.5f, true);
+    m.vw = leaf(2, (int[]){3, 3}, -1, 1, true);
+    fm_graph *g = fm_graph_new();
+    fm_backward(g, net_loss(g, &m));
+    fm_tensor *params[] = {m.w1, m.b1, m.bnw, m.bnb, m.w2, m.fw, m.fb, m.vw};
+    double biggest = 0.0;
+    for (int k = 0; k < 8; k++) {
+        fm_tensor *t = params[k];
+        float *ana = malloc((size_t)t->numel * sizeof *ana);
+        memcpy(ana, t->grad, (size_t)t->numel * sizeof *ana);
+        for (int64_t e = 0; e < t->numel; e++) {
+            float v = t->data[e], h = 1e-2f;
+            t->data[e] = v + h;
+            double lp = net_loss(g, &m)->data[0];
+            t->data[e] = v - h;
+            double lm = net_loss(g, &m)->data[0];
+            t->data[e] = v;
+            double num = (lp - lm) / ((double)(v + h) - (double)(v - h));
+            ck_assert_msg(fabs(num - ana[e]) <= 2e-3 + 2e-2 * fabs(num),
+                          "param %d element %lld: analytic %.6g numeric %.6g", k, (long long)e,
+                          (double)ana[e], num);
+            biggest = fmax(biggest, fabs(ana[e]));
+        }
+        free(ana);
+    }
+    ck_assert_double_gt(biggest, 0.05);
+    fm_graph_free(g);
+    fm_tensor *all[] = {m.x, m.w1, m.b1, m.bnw, m.bnb, m.rm, m.rv, m.w2, m.fw, m.fb, m.vw};
+    for (int i = 0; i < 11; i++) fm_tensor_free(all[i]);
+}
+END_TEST
+
+/* With grad off nothing is recorded and nothing is saved, but the values are
+ * the same as with grad on. */
+START_TEST(test_no_grad_same_values)
+{
+    fm_tensor *x = leaf(4, (int[]){3, 2, 8, 8}, -1, 1, false);
+    fm_tensor *w = leaf(4, (int[]){4, 2, 3, 3}, -1, 1, true);
+    fm_graph *g = fm_graph_new();
+    fm_tensor *a = fm_maxpool2d(g, fm_conv2d(g, x, w, NULL, 1, 1), 2);
+    ck_assert(a->requires_grad);
+    fm_graph_set_grad(g, false);
+    fm_tensor *b = fm_maxpool2d(g, fm_conv2d(g, x, w, NULL, 1, 1), 2);
+    ck_assert(!b->requires_grad);
+    ck_assert_ptr_null(b->node);
+    ck_assert_int_eq(memcmp(a->data, b->data, (size_t)a->numel * sizeof(float)), 0);
+    fm_graph_free(g);
+    fm_tensor_free(x);
+    fm_tensor_free(w);
+}
+END_TEST
+
+static Suite *ops_suite(void)
+{
+    Suite *s = suite_create("ops");
+    TCase *tc;
+
+    tc = tcase_create("op_table");
+    tcase_add_test(tc, test_op_table_rows);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("linear");
+    tcase_add_test(tc, test_linear_gradcheck);
+    tcase_add_test(tc, test_linear_vs_reference);
+    tcase_add_test_raise_signal(tc, test_linear_wrong_width_aborts, SIGABRT);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("conv2d");
+    tcase_add_loop_test(tc, test_conv2d_gradcheck, 0,
+                        (int)(sizeof conv_grad_shapes / sizeof conv_grad_shapes[0]));
+    tcase_add_loop_test(tc, test_conv2d_vs_reference, 0,
+                        (int)(sizeof conv_ref_shapes / sizeof conv_ref_shapes[0]));
+    tcase_add_test(tc, test_conv2d_weight_grad_only);
+    tcase_add_test(tc, test_conv2d_thread_determinism);
+    tcase_add_test_raise_signal(tc, test_conv2d_wrong_channels_aborts, SIGABRT);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("maxpool2d");
+    tcase_add_test(tc, test_maxpool2d_gradcheck);
+    tcase_add_test(tc, test_maxpool2d_values_and_ties);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("global_avgpool");
+    tcase_add_test(tc, test_global_avgpool_gradcheck);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("batchnorm");
+    tcase_add_test(tc, test_batchnorm_gradcheck_train_4d);
+    tcase_add_test(tc, test_batchnorm_gradcheck_eval_4d);
+    tcase_add_test(tc, test_batchnorm_gradcheck_train_2d);
+    tcase_add_test(tc, test_batchnorm_gradcheck_eval_2d);
+    tcase_add_test(tc, test_batchnorm_running_stats);
+    tcase_add_test_raise_signal(tc, test_batchnorm_wrong_channels_aborts, SIGABRT);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("relu");
+    tcase_add_test(tc, test_relu_gradcheck);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("dropout");
+    tcase_add_test(tc, test_dropout_gradcheck);
+    tcase_add_test(tc, test_dropout_mask);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("add");
+    tcase_add_test(tc, test_add_gradcheck);
+    tcase_add_test_raise_signal(tc, test_add_shape_mismatch_aborts, SIGABRT);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("flatten");
+    tcase_add_test(tc, test_flatten_gradcheck);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("cross_entropy");
+    tcase_add_test(tc, test_cross_entropy_gradcheck);
+    tcase_add_test(tc, test_cross_entropy_known_value);
+    tcase_add_test_raise_signal(tc, test_cross_entropy_bad_label_aborts, SIGABRT);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("engine");
+    tcase_add_test(tc, test_engine_network_gradcheck);
+    tcase_add_test(tc, test_no_grad_same_values);
+    suite_add_tcase(s, tc);
+
+    return s;
+}
+
+int main(void) { return fm_test_run(ops_suite()); }

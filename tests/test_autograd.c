@@ -377,7 +377,9 @@ START_TEST(test_no_grad_mode)
     /* No backward needed and no gradient touched. */
     size_t n = 0;
     float *gr = grads_copy(net.m, &n);
-    for (size_t i = 0; i < n; i++) ck_assert(gr[i] == 0.0f);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n; i++) nonzero += gr[i] != 0.0f;
+    ck_assert_uint_eq(nonzero, 0);
     free(gr);
     fm_tensor_free(x);
     fm_graph_free(g);
@@ -630,7 +632,7 @@ static Suite *autograd_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("training");
-    tcase_set_timeout(tc, 120);
+    tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_sgd_training_reduces_loss);
     tcase_add_test(tc, test_arena_constant_over_training);
     suite_add_tcase(s, tc);

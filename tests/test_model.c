@@ -177,12 +177,12 @@ static void check_fan_in(const fm_tensor *t, int fan_in)
     double lo = 1e9, hi = -1e9, sum = 0.0;
     for (int64_t i = 0; i < t->numel; i++) {
         double v = t->data[i];
-        ck_assert_msg(fabs(v) <= bound * (1 + 1e-6), "%s[%lld] = %g outside +-%g", t->name,
-                      (long long)i, v, bound);
         lo = fmin(lo, v);
         hi = fmax(hi, v);
         sum += v;
     }
+    ck_assert_msg(lo >= -bound * (1 + 1e-6) && hi <= bound * (1 + 1e-6),
+                  "%s: values in [%g, %g], outside +-%g", t->name, lo, hi, bound);
     ck_assert_msg(hi > lo, "%s: all values equal", t->name);
     if (t->numel >= 1000) {
         /* Uniform over the whole interval, centred. */
@@ -282,7 +282,9 @@ START_TEST(test_block_layout)
         } else {
             ck_assert_ptr_nonnull(t->grad);
             ck_assert_uint_eq((uintptr_t)t->grad % 64, 0);
-            for (int64_t k = 0; k < t->numel; k++) ck_assert(t->grad[k] == 0.0f);
+            int64_t nonzero = 0;
+            for (int64_t k = 0; k < t->numel; k++) nonzero += t->grad[k] != 0.0f;
+            ck_assert_int_eq(nonzero, 0);
         }
     }
     /* No two data or grad ranges overlap. */
@@ -314,8 +316,10 @@ START_TEST(test_zero_grad)
     /* Writing gradients leaves the weights alone. */
     ck_assert(same_state(m, ref));
     fm_model_zero_grad(m);
+    int64_t nonzero = 0;
     for (int i = 0; i < count; i++)
-        for (int64_t k = 0; k < p[i]->numel; k++) ck_assert(p[i]->grad[k] == 0.0f);
+        for (int64_t k = 0; k < p[i]->numel; k++) nonzero += p[i]->grad[k] != 0.0f;
+    ck_assert_int_eq(nonzero, 0);
     ck_assert(same_state(m, ref));
     fm_model_free(m);
     fm_model_free(ref);

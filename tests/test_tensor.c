@@ -180,7 +180,9 @@ START_TEST(test_arena_calloc_zeroes_reused_memory)
     fm_arena_reset(a);
     unsigned char *q = fm_arena_calloc(a, 4096);
     ck_assert_ptr_eq(p, q);
-    for (int i = 0; i < 4096; i++) ck_assert_int_eq(q[i], 0);
+    int nonzero = 0;
+    for (int i = 0; i < 4096; i++) nonzero += q[i] != 0;
+    ck_assert_int_eq(nonzero, 0);
     fm_arena_free(a);
 }
 END_TEST

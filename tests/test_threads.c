@@ -97,9 +97,11 @@ static void run_census(int threads, int ntasks, bool slow, census *c)
     fm_parallel_for(ntasks, census_task, c);
     ck_assert_int_eq(atomic_load(&c->bad_index), 0);
     ck_assert_int_eq(atomic_load(&c->overlaps), 0);
-    for (int t = 0; t < ntasks; t++)
-        ck_assert_msg(atomic_load(&c->runs[t]) == 1, "threads %d, %d tasks: task %d ran %d times",
-                      threads, ntasks, t, atomic_load(&c->runs[t]));
+    int first_bad = -1;
+    for (int t = 0; t < ntasks && first_bad < 0; t++)
+        if (atomic_load(&c->runs[t]) != 1) first_bad = t;
+    ck_assert_msg(first_bad < 0, "threads %d, %d tasks: task %d ran %d times", threads, ntasks,
+                  first_bad, first_bad < 0 ? 1 : atomic_load(&c->runs[first_bad]));
     free(c->runs);
 }
 
@@ -184,8 +186,10 @@ START_TEST(test_nested_runs_serially)
         nest *n = calloc(1, sizeof *n);
         fm_parallel_for(16, outer_task, n);
         ck_assert_int_eq(atomic_load(&n->wrong_thread), 0);
+        int not_once = 0;
         for (int o = 0; o < 16; o++)
-            for (int i = 0; i < 50; i++) ck_assert_int_eq(atomic_load(&n->inner_runs[o][i]), 1);
+            for (int i = 0; i < 50; i++) not_once += atomic_load(&n->inner_runs[o][i]) != 1;
+        ck_assert_int_eq(not_once, 0);
         free(n);
     }
 }
@@ -442,7 +446,7 @@ static Suite *threads_suite(void)
 {
     Suite *s = suite_create("threads");
     TCase *tc = tcase_create("pool");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_set_get_threads);
     tcase_add_test(tc, test_every_task_once);
     tcase_add_test(tc, test_many_small_jobs);
@@ -453,14 +457,14 @@ static Suite *threads_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("ownership");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_one_thread_fresh_process);
     tcase_add_test(tc, test_two_threads_fresh_process);
     tcase_add_test(tc, test_thread_count_in_process);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("determinism");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_bit_identical_across_thread_counts);
     tcase_add_test(tc, test_bit_identical_same_seed);
     suite_add_tcase(s, tc);

@@ -3,13 +3,18 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static _Thread_local char err_message[2048];
 static _Thread_local fm_status err_status;
 
 fm_status fm_error_setv(fm_status status, const char *fmt, va_list ap)
 {
-    vsnprintf(err_message, sizeof err_message, fmt, ap);
+    /* Formatted aside: a caller adding context passes fm_error_message() as
+     * an argument, and vsnprintf must not read the buffer it writes. */
+    char message[sizeof err_message];
+    vsnprintf(message, sizeof message, fmt, ap);
+    memcpy(err_message, message, sizeof message);
     err_status = status;
     return status;
 }
@@ -48,7 +53,7 @@ const char *fm_status_name(fm_status status)
     return "unknown error";
 }
 
-void fm_abort(const char *file, int line, const char *expr)
+__attribute__((noreturn)) void fm_abort(const char *file, int line, const char *expr)
 {
     fflush(stdout);
     fprintf(stderr, "%s:%d: fmhost internal error: assertion failed: %s\n", file, line, expr);

@@ -77,7 +77,8 @@ int fm_cmd_bench(int argc, char **argv)
     bool profile = false;
     opterr = 0;
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "", bench_options, NULL)) != -1;) {
+    /* The leading ':' makes a missing value come back as ':', not '?'. */
+    for (int c; (c = getopt_long(argc, argv, ":", bench_options, NULL)) != -1;) {
         switch (c) {
         case B_MODEL: model = optarg; break;
         case B_PLUGIN: plugin_path = optarg; break;

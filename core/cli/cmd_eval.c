@@ -55,7 +55,8 @@ int fm_cmd_eval(int argc, char **argv)
     int n_sets = 0, threads = 0;
     opterr = 0;
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "", eval_options, NULL)) != -1;) {
+    /* The leading ':' makes a missing value come back as ':', not '?'. */
+    for (int c; (c = getopt_long(argc, argv, ":", eval_options, NULL)) != -1;) {
         switch (c) {
         case E_MODEL: model = optarg; break;
         case E_PLUGIN: plugin_path = optarg; break;
@@ -102,10 +103,13 @@ int fm_cmd_eval(int argc, char **argv)
         goto done;
     }
     const char *ckpt_plugin = fm_meta_get(meta, "plugin");
-    if (ckpt_plugin && strcmp(ckpt_plugin, name) != 0)
+    bool same_plugin = !ckpt_plugin || strcmp(ckpt_plugin, name) == 0;
+    if (!same_plugin)
         fm_log(FM_LOG_WARN, "%s was saved by plugin '%s', evaluating it with '%s'", weights,
                ckpt_plugin, name);
-    if (n_sets == 0 && fm_meta_get(meta, "hparams")) {
+    /* Another plugin's hyper-parameters would be refused as unknown keys the
+     * user never typed; the tensor check below names the real mismatch. */
+    if (n_sets == 0 && same_plugin && fm_meta_get(meta, "hparams")) {
         snprintf(meta_hp, sizeof meta_hp, "%s", fm_meta_get(meta, "hparams"));
         n_sets = split_hparams(meta_hp, sets, 64);
     }

@@ -42,6 +42,8 @@ static int list_dir(const char *dir, char seen[][64], int *n_seen, int max_seen)
     while ((e = readdir(dh))) {
         size_t len = strlen(e->d_name);
         if (len < 4 || strcmp(e->d_name + len - 3, ".so")) continue;
+        /* The core library sits beside fmhost in a build tree: not a plugin. */
+        if (!strncmp(e->d_name, "libfmcore", 9)) continue;
         names = fm_xrealloc(names, (size_t)(n + 1) * sizeof *names);
         names[n++] = fm_xstrdup(e->d_name);
     }

@@ -96,7 +96,8 @@ int fm_cmd_train(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "", train_options, NULL)) != -1;) {
+    /* The leading ':' makes a missing value come back as ':', not '?'. */
+    for (int c; (c = getopt_long(argc, argv, ":", train_options, NULL)) != -1;) {
         const char *v = optarg;
         switch (c) {
         case OPT_PLUGIN: plugin_path = v; break;

@@ -1,8 +1,11 @@
 /* Batch normalisation over N, H, W per channel, as PyTorch's BatchNorm2d (and
  * BatchNorm1d for [N, C] input).
  *
- * Each channel is one parallel task and sums its elements in a fixed order,
- * in double, so statistics and gradients do not depend on the thread count. */
+ * Each op runs in two phases: per-channel reductions (one parallel task per
+ * channel, summing in a fixed order in double, so statistics and gradients do
+ * not depend on the thread count) that end in a few coefficients per channel,
+ * then an elementwise pass over the tensor in memory order, which streams far
+ * better than walking one channel's N strided runs at a time. */
 #include "ops_util.h"
 
 #include <math.h>
@@ -21,11 +24,61 @@ typedef struct bn_job {
     float *y;             // [N, C, S]
     float *mean;          // [C] the mean used to normalise
     float *invstd;        // [C] 1/sqrt(var + eps) used to normalise
+    float *coef;          // [4, C] per-channel coefficients of the elementwise pass
     const float *dy;      // [N, C, S]
     float *dx;            // [N, C, S] or NULL
     float *dweight;       // [C] or NULL
     float *dbias;         // [C] or NULL
 } bn_job;
+
+/* Sums over a channel run through eight interleaved double accumulators
+ * (lane q % 8 of each contiguous run of S elements) and are combined in a
+ * fixed order: the latency of one accumulator would otherwise bound the
+ * loop, and the order depends on the shape only. */
+#define BN_LANES 8
+
+static double bn_lanes_total(const double *lane)
+{
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+static void bn_lanes_sum(double *lane, const float *a, int64_t n)
+{
+    int64_t q = 0;
+    for (; q + BN_LANES <= n; q += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) lane[l] += a[q + l];
+    for (; q < n; q++) lane[q % BN_LANES] += a[q];
+}
+
+static void bn_lanes_sqdev(double *lane, const float *a, int64_t n, double mean)
+{
+    int64_t q = 0;
+    for (; q + BN_LANES <= n; q += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) {
+            double d = a[q + l] - mean;
+            lane[l] += d * d;
+        }
+    for (; q < n; q++) {
+        double d = a[q] - mean;
+        lane[q % BN_LANES] += d * d;
+    }
+}
+
+/* sum(dy) into l_dy, sum(dy * (x - mean)) into l_dyx. */
+static void bn_lanes_dy(double *l_dy, double *l_dyx, const float *dy, const float *x, int64_t n,
+                        double mean)
+{
+    int64_t q = 0;
+    for (; q + BN_LANES <= n; q += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) {
+            l_dy[l] += dy[q + l];
+            l_dyx[l] += dy[q + l] * (x[q + l] - mean);
+        }
+    for (; q < n; q++) {
+        l_dy[q % BN_LANES] += dy[q];
+        l_dyx[q % BN_LANES] += dy[q] * (x[q] - mean);
+    }
+}
 
 static void bn_forward_task(void *arg, int c, int thread)
 {
@@ -35,20 +88,11 @@ static void bn_forward_task(void *arg, int c, int thread)
     const float *x0 = j->x + (size_t)c * j->s;
     double mean, invstd;
     if (j->batch_stats) {
-        double m = (double)j->n * j->s, sum = 0.0, sq = 0.0;
-        for (int i = 0; i < j->n; i++) {
-            const float *x = x0 + i * cs;
-            for (int64_t q = 0; q < j->s; q++) sum += x[q];
-        }
-        mean = sum / m;
-        for (int i = 0; i < j->n; i++) {
-            const float *x = x0 + i * cs;
-            for (int64_t q = 0; q < j->s; q++) {
-                double d = x[q] - mean;
-                sq += d * d;
-            }
-        }
-        double var = sq / m;
+        double m = (double)j->n * j->s, lane[BN_LANES] = {0}, lsq[BN_LANES] = {0};
+        for (int i = 0; i < j->n; i++) bn_lanes_sum(lane, x0 + i * cs, j->s);
+        mean = bn_lanes_total(lane) / m;
+        for (int i = 0; i < j->n; i++) bn_lanes_sqdev(lsq, x0 + i * cs, j->s, mean);
+        double sq = bn_lanes_total(lsq), var = sq / m;
         invstd = 1.0 / sqrt(var + j->eps);
         if (j->update_running) {
             double mom = j->momentum;
@@ -62,12 +106,21 @@ static void bn_forward_task(void *arg, int c, int thread)
     j->mean[c] = (float)mean;
     j->invstd[c] = (float)invstd;
 
+    /* y = x * scale + shift, as PyTorch's CPU kernel computes it. */
     double w = j->weight ? j->weight[c] : 1.0, b = j->bias ? j->bias[c] : 0.0;
-    float scale = (float)(w * invstd), shift = (float)(b - mean * w * invstd);
-    for (int i = 0; i < j->n; i++) {
-        const float *x = x0 + i * cs;
-        float *y = j->y + (size_t)c * j->s + i * cs;
-        for (int64_t q = 0; q < j->s; q++) y[q] = x[q] * scale + shift;
+    j->coef[c] = (float)(w * invstd);
+    j->coef[j->c + c] = (float)(b - mean * w * invstd);
+}
+
+static void bn_forward_range(void *arg, int64_t begin, int64_t end)
+{
+    const bn_job *j = arg;
+    const float *scale = j->coef, *shift = j->coef + j->c;
+    for (int64_t pl = begin; pl < end; pl++) {
+        int c = (int)(pl % j->c);
+        const float *x = j->x + pl * j->s;
+        float *y = j->y + pl * j->s, sc = scale[c], sh = shift[c];
+        for (int64_t q = 0; q < j->s; q++) y[q] = x[q] * sc + sh;
     }
 }
 
@@ -77,39 +130,50 @@ static void bn_backward_task(void *arg, int c, int thread)
     const bn_job *j = arg;
     size_t cs = (size_t)j->c * j->s, base = (size_t)c * j->s;
     double mean = j->mean[c], invstd = j->invstd[c];
-    double sum_dy = 0.0, sum_dy_xmu = 0.0;
-    for (int i = 0; i < j->n; i++) {
-        const float *x = j->x + base + i * cs, *dy = j->dy + base + i * cs;
-        for (int64_t q = 0; q < j->s; q++) {
-            sum_dy += dy[q];
-            sum_dy_xmu += dy[q] * (x[q] - mean);
-        }
-    }
+    double l_dy[BN_LANES] = {0}, l_dyx[BN_LANES] = {0};
+    for (int i = 0; i < j->n; i++)
+        bn_lanes_dy(l_dy, l_dyx, j->dy + base + i * cs, j->x + base + i * cs, j->s, mean);
+    double sum_dy = bn_lanes_total(l_dy), sum_dy_xmu = bn_lanes_total(l_dyx);
     if (j->dweight) j->dweight[c] += (float)(sum_dy_xmu * invstd);
     if (j->dbias) j->dbias[c] += (float)sum_dy;
     if (!j->dx) return;
 
-    double w = j->weight ? j->weight[c] : 1.0;
+    /* dx += a * dy + b * (x - mean) + d; with batch statistics the mean and
+     * variance depend on every x:
+     * dx = w*invstd * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))). */
+    double w = j->weight ? j->weight[c] : 1.0, k = w * invstd;
+    double a = k, b = 0.0, d = 0.0;
     if (j->batch_stats) {
-        /* The mean and variance depend on every x: dx = w*invstd *
-         * (dy - mean(dy) - (x - mean) * invstd^2 * mean(dy * (x - mean))). */
         double m = (double)j->n * j->s;
-        float k = (float)(w * invstd), dmean = (float)(sum_dy / m),
-              proj = (float)(sum_dy_xmu / m * invstd * invstd), mu = (float)mean;
-        for (int i = 0; i < j->n; i++) {
-            const float *x = j->x + base + i * cs, *dy = j->dy + base + i * cs;
-            float *dx = j->dx + base + i * cs;
-            for (int64_t q = 0; q < j->s; q++)
-                dx[q] += k * (dy[q] - dmean - (x[q] - mu) * proj);
-        }
-    } else {
-        float k = (float)(w * invstd);
-        for (int i = 0; i < j->n; i++) {
-            const float *dy = j->dy + base + i * cs;
-            float *dx = j->dx + base + i * cs;
-            for (int64_t q = 0; q < j->s; q++) dx[q] += k * dy[q];
-        }
+        b = -k * sum_dy_xmu / m * invstd * invstd;
+        d = -k * sum_dy / m;
     }
+    j->coef[c] = (float)a;
+    j->coef[j->c + c] = (float)b;
+    j->coef[2 * j->c + c] = (float)mean;
+    j->coef[3 * j->c + c] = (float)d;
+}
+
+static void bn_backward_range(void *arg, int64_t begin, int64_t end)
+{
+    const bn_job *j = arg;
+    const float *a = j->coef, *b = a + j->c, *mu = b + j->c, *d = mu + j->c;
+    for (int64_t pl = begin; pl < end; pl++) {
+        int c = (int)(pl % j->c);
+        const float *x = j->x + pl * j->s, *dy = j->dy + pl * j->s;
+        float *dx = j->dx + pl * j->s;
+        float ac = a[c], bc = b[c], mc = mu[c], dc = d[c];
+        if (bc == 0.0f && dc == 0.0f)
+            for (int64_t q = 0; q < j->s; q++) dx[q] += ac * dy[q];
+        else
+            for (int64_t q = 0; q < j->s; q++) dx[q] += ac * dy[q] + bc * (x[q] - mc) + dc;
+    }
+}
+
+static int64_t bn_grain(int64_t s)
+{
+    int64_t grain = FM_OPS_GRAIN / s;
+    return grain < 1 ? 1 : grain;
 }
 
 static bool bn_param_ok(const fm_tensor *t, int c)
@@ -169,15 +233,16 @@ void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
     float *stats = fm_graph_alloc(g, 2 * (size_t)j.c * sizeof(float));
     j.mean = stats;
     j.invstd = stats + j.c;
+    j.coef = fm_graph_alloc(g, 2 * (size_t)j.c * sizeof(float));
     j.y = n->out->data;
     fm_parallel_for(j.c, bn_forward_task, &j);
+    fm_ops_parallel_range((int64_t)j.n * j.c, bn_grain(j.s), bn_forward_range, &j);
     n->iarg[0] = j.batch_stats;
     n->saved = stats;
 }
 
 void fm_op_batchnorm_backward(fm_graph *g, fm_node *n)
 {
-    (void)g;
     bn_job j = bn_job_make(n);
     j.batch_stats = n->iarg[0] != 0;
     float *stats = n->saved;
@@ -188,5 +253,7 @@ void fm_op_batchnorm_backward(fm_graph *g, fm_node *n)
     j.dweight = fm_node_wants_grad(n, 1) ? n->in[1]->grad : NULL;
     j.dbias = fm_node_wants_grad(n, 2) ? n->in[2]->grad : NULL;
     if (!j.dx && !j.dweight && !j.dbias) return;
+    j.coef = fm_graph_alloc(g, 4 * (size_t)j.c * sizeof(float));
     fm_parallel_for(j.c, bn_backward_task, &j);
+    if (j.dx) fm_ops_parallel_range((int64_t)j.n * j.c, bn_grain(j.s), bn_backward_range, &j);
 }

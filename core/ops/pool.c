@@ -29,6 +29,33 @@ static void maxpool_forward_range(void *arg, int64_t begin, int64_t end)
         const float *x = j->x + (size_t)pl * in_plane;
         float *y = j->y + (size_t)pl * out_plane;
         int32_t *am = j->arg ? j->arg + (size_t)pl * out_plane : NULL;
+        if (j->k == 2) {
+            /* The usual window, unrolled and branch-free (random data makes
+             * the comparisons unpredictable). */
+            for (int oy = 0; oy < j->oh; oy++) {
+                const float *r0 = x + (size_t)2 * oy * j->w, *r1 = r0 + j->w;
+                float *yr = y + (size_t)oy * j->ow;
+                int32_t *ar = am ? am + (size_t)oy * j->ow : NULL;
+                int base = 2 * oy * j->w;
+                for (int ox = 0; ox < j->ow; ox++) {
+                    float v0 = r0[2 * ox], v1 = r0[2 * ox + 1], v2 = r1[2 * ox], v3 = r1[2 * ox + 1];
+                    float best = v0;
+                    int off = 0;
+                    bool t1 = v1 > best || isnan(v1);
+                    best = t1 ? v1 : best;
+                    off = t1 ? 1 : off;
+                    bool t2 = v2 > best || isnan(v2);
+                    best = t2 ? v2 : best;
+                    off = t2 ? j->w : off;
+                    bool t3 = v3 > best || isnan(v3);
+                    best = t3 ? v3 : best;
+                    off = t3 ? j->w + 1 : off;
+                    yr[ox] = best;
+                    if (ar) ar[ox] = base + 2 * ox + off;
+                }
+            }
+            continue;
+        }
         for (int oy = 0; oy < j->oh; oy++)
             for (int ox = 0; ox < j->ow; ox++) {
                 int first = oy * j->k * j->w + ox * j->k, best_i = first;

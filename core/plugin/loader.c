@@ -333,7 +333,8 @@ fm_status fm_plugin_resolve(const char *name_or_path, char *out, size_t out_len)
         int w = snprintf(tried + used, sizeof tried - used, "%s%s", i ? ", " : "", cand[i]);
         if (w > 0) used += (size_t)w;
     }
-    return fm_error_set(FM_ERR_ARG, "plugin '%s' not found; tried: %s", n, tried);
+    return fm_error_set(FM_ERR_ARG, "plugin '%s' not found; tried: %s (build the plugins, or "
+                        "give the path to the .so)", n, tried);
 }
 
 /* ---- models -------------------------------------------------------------------- */

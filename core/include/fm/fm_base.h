@@ -53,7 +53,7 @@ FM_API const char *fm_status_name(fm_status status);
 
 /* ---- assertions -------------------------------------------------------- */
 
-FM_API _Noreturn void fm_abort(const char *file, int line, const char *expr);
+FM_API __attribute__((noreturn)) void fm_abort(const char *file, int line, const char *expr);
 
 #define FM_ASSERT(x)                                                        \
     do {                                                                    \

@@ -1,0 +1,710 @@
+/* Integration tests of the fmhost binary: options, exit statuses, messages
+ * and the files a run leaves behind.  Runs are cut short (--limit, a couple of
+ * epochs, data/sample) so the executable takes seconds. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* memrchr, nftw */
+#endif
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fm/fm_io.h"
+#include "fm/fm_report.h"
+#include "fm_test_util.h"
+
+#define FMHOST FM_BINARY_DIR "/fmhost"
+#define SAMPLE_DIR FM_SOURCE_DIR "/data/sample"
+
+/* ---- running fmhost ---------------------------------------------------------- */
+
+typedef struct cli_result {
+    int status;  /* exit status, or 128 + signal */
+    char *out, *err;
+} cli_result;
+
+static char *slurp(const char *path, size_t *len_out)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    fm_status st = fm_file_read_all(path, 256u << 20, &buf, &len);
+    ck_assert_msg(st == FM_OK, "%s", fm_error_message());
+    if (len_out) *len_out = len;
+    return buf;
+}
+
+static bool exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* Runs fmhost with argv[1..] = the NULL-terminated list, stdout and stderr
+ * captured in files (so a chatty child can never block on a pipe, and stderr
+ * is not a terminal). */
+static void run_argv(cli_result *r, char *const *args)
+{
+    static int counter;
+    char out_path[4096], err_path[4096];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(out_path, sizeof out_path, "%s/fmcli.%d.%d.out", tmp && *tmp ? tmp : "/tmp", (int)getpid(),
+             counter);
+    snprintf(err_path, sizeof err_path, "%s/fmcli.%d.%d.err", tmp && *tmp ? tmp : "/tmp", (int)getpid(),
+             counter++);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fi = open("/dev/null", O_RDONLY);
+        if (fo < 0 || fe < 0 || fi < 0) _exit(126);
+        dup2(fi, 0);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        close(fi), close(fo), close(fe);
+        unsetenv("FMHOST_DATA");
+        execv(FMHOST, args);
+        _exit(127);
+    }
+    int ws;
+    ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
+    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    r->out = slurp(out_path, NULL);
+    r->err = slurp(err_path, NULL);
+    unlink(out_path);
+    unlink(err_path);
+    ck_assert_msg(r->status != 127, "cannot run %s", FMHOST);
+    ck_assert_msg(r->status < 128, "fmhost died of signal %d; stderr:\n%s", r->status - 128, r->err);
+}
+
+/* run(&r, "train", "--model", "mlp", NULL) */
+static void run(cli_result *r, ...)
+{
+    char *args[64];
+    int n = 0;
+    args[n++] = (char *)FMHOST;
+    va_list ap;
+    va_start(ap, r);
+    for (char *a; (a = va_arg(ap, char *));) {
+        ck_assert_int_lt(n, 63);
+        args[n++] = a;
+    }
+    va_end(ap);
+    args[n] = NULL;
+    run_argv(r, args);
+}
+
+static void result_free(cli_result *r)
+{
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+#define ASSERT_HAS(text, needle)                                                               \
+    ck_assert_msg(strstr((text), (needle)) != NULL, "expected \"%s\" in:\n%s", (needle), (text))
+
+/* ---- files --------------------------------------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *new_tmpdir(void)
+{
+    return fm_xstrdup(fm_test_tmpdir());
+}
+
+static char *path_of(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static char *path_of(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A PNG: the signature, then an IHDR chunk with a non-empty size, ending in IEND. */
+static void assert_png(const char *path)
+{
+    size_t len;
+    unsigned char *p = (unsigned char *)slurp(path, &len);
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    ck_assert_msg(len > 33 && !memcmp(p, sig, 8), "%s: not a PNG", path);
+    ck_assert_msg(be32(p + 8) == 13 && !memcmp(p + 12, "IHDR", 4), "%s: no IHDR", path);
+    ck_assert_msg(be32(p + 16) > 0 && be32(p + 20) > 0, "%s: empty image %ux%u", path, be32(p + 16),
+                  be32(p + 20));
+    ck_assert_msg(!memcmp(p + len - 8, "IEND", 4), "%s: truncated (no IEND)", path);
+    free(p);
+}
+
+/* No temporary file of an atomic write may be left behind. */
+static char tmp_found[4096];
+
+static int find_tmp(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag;
+    if (strstr(path + ftw->base, ".tmp")) snprintf(tmp_found, sizeof tmp_found, "%s", path);
+    return 0;
+}
+
+static void assert_no_tmp_files(const char *dir)
+{
+    tmp_found[0] = '\0';
+    nftw(dir, find_tmp, 16, FTW_PHYS);
+    ck_assert_msg(tmp_found[0] == '\0', "temporary file left: %s", tmp_found);
+}
+
+/* metrics.csv without its last (seconds) column. */
+static char *metrics_without_seconds(const char *path, int *lines)
+{
+    size_t len;
+    char *text = slurp(path, &len);
+    char *out = fm_xcalloc(len + 1, 1), *w = out;
+    *lines = 0;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        char *comma = memrchr(line, ',', n);
+        ck_assert_msg(comma != NULL, "%s: line without a comma", path);
+        memcpy(w, line, (size_t)(comma - line));
+        w += comma - line;
+        *w++ = '\n';
+        (*lines)++;
+        line += n + (nl ? 1 : 0);
+    }
+    free(text);
+    return out;
+}
+
+/* The "accuracy" line of a scikit-learn style classification report. */
+static double report_accuracy(const char *path, int *support)
+{
+    char *text = slurp(path, NULL);
+    double acc = NAN;
+    *support = -1;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        char word[32];
+        double a;
+        int n;
+        if (sscanf(line, " %31s %lf %d", word, &a, &n) == 3 && !strcmp(word, "accuracy")) {
+            acc = a;
+            *support = n;
+        }
+    }
+    free(text);
+    ck_assert_msg(!isnan(acc), "%s: no accuracy line", path);
+    return acc;
+}
+
+/* "test accuracy 0.7180" in fmhost's last line. */
+static double stdout_accuracy(const char *out)
+{
+    const char *p = strstr(out, "test accuracy ");
+    ck_assert_msg(p != NULL, "no test accuracy in:\n%s", out);
+    return strtod(p + strlen("test accuracy "), NULL);
+}
+
+/* ---- help ---------------------------------------------------------------------- */
+
+START_TEST(test_cli_help)
+{
+    cli_result r;
+    run(&r, "--help", NULL);
+    ck_assert_int_eq(r.status, 0);
+    const char *cmds[] = {"train", "eval", "plugins", "report", "bench", "script"};
+    for (int i = 0; i < 6; i++) ASSERT_HAS(r.out, cmds[i]);
+    ASSERT_HAS(r.out, "dataset-fashion-mnist");
+    result_free(&r);
+
+    run(&r, NULL);
+    ck_assert_int_eq(r.status, 2);
+    ASSERT_HAS(r.err, "usage: fmhost");
+    result_free(&r);
+
+    static const struct {
+        const char *cmd;
+        const char *opts[26];
+    } helps[] = {
+        {"train", {"--model", "--plugin", "--set", "--epochs", "--batch-size", "--patience",
+                   "--val-split", "--seed", "--augment", "--limit", "--optimizer", "--lr",
+                   "--momentum", "--nesterov", "--weight-decay", "--scheduler", "--step-size",
+                   "--gamma", "--min-lr", "--warmup", "--threads", "--data-dir", "--out", "--quiet",
+                   "summary.json"}},
+        {"eval", {"--model", "--plugin", "--weights", "--set", "--data-dir", "--out", "--threads"}},
+        {"plugins", {"--dir"}},
+        {"report", {"RESULTS_DIR", "metrics.csv"}},
+        {"bench", {"--model", "--plugin", "--batches", "--batch-size", "--threads", "--set",
+                   "--profile", "--data-dir"}},
+        {"script", {"FILE.lua"}},
+    };
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        run(&r, helps[i].cmd, "--help", NULL);
+        ck_assert_msg(r.status == 0, "fmhost %s --help: exit %d", helps[i].cmd, r.status);
+        char usage[64];
+        snprintf(usage, sizeof usage, "usage: fmhost %s", helps[i].cmd);
+        ASSERT_HAS(r.out, usage);
+        for (int k = 0; helps[i].opts[k]; k++) ASSERT_HAS(r.out, helps[i].opts[k]);
+        ck_assert_str_eq(r.err, "");
+        result_free(&r);
+    }
+}
+END_TEST
+
+/* ---- bad command lines: exit 2 and one line naming the culprit --------------------- */
+
+static const struct {
+    const char *args[12];
+    const char *needles[3];
+} usage_errors[] = {
+    {{"frob"}, {"frob"}},
+    {{"train", "--model", "mlp", "--frob"}, {"--frob"}},
+    {{"train", "--model", "mlp", "--epochs", "abc"}, {"--epochs", "abc"}},
+    {{"train", "--model", "mlp", "--epochs", "0"}, {"--epochs", "0"}},
+    {{"train", "--model", "mlp", "--epochs"}, {"--epochs", "value"}},
+    {{"train", "--model", "mlp", "--lr", "-1"}, {"--lr", "-1"}},
+    {{"train", "--model", "mlp", "--lr", "nan"}, {"--lr", "nan"}},
+    {{"train", "--model", "mlp", "--optimizer", "foo"}, {"--optimizer", "foo"}},
+    {{"train", "--model", "mlp", "--scheduler", "linear"}, {"--scheduler", "linear"}},
+    {{"train", "--model", "mlp", "--val-split", "1.5"}, {"--val-split", "1.5"}},
+    {{"train", "--model", "mlp", "--threads", "-2"}, {"--threads", "-2"}},
+    {{"train", "--model", "mlp", "--batch-size", "12x"}, {"--batch-size", "12x"}},
+    {{"train", "--model", "mlp", "--warmup", "3", "--epochs", "2"}, {"--warmup", "3"}},
+    {{"train", "--model", "mlp", "--nesterov"}, {"--nesterov"}},
+    {{"train", "--model", "mlp", "--set", "nokey"}, {"--set", "nokey"}},
+    {{"train", "--model", "mlp", "--set", "nokey=3", "--data-dir", SAMPLE_DIR}, {"nokey", "hidden1"}},
+    {{"train", "--model", "rescnn", "--set", "width=abc", "--data-dir", SAMPLE_DIR}, {"width", "abc"}},
+    {{"train", "--model", "mlp", "--plugin", "x.so"}, {"--model", "--plugin"}},
+    {{"train"}, {"--model", "--plugin"}},
+    {{"train", "--model", "mlp", "stray"}, {"stray"}},
+    {{"eval", "--model", "mlp", "--frob"}, {"--frob"}},
+    {{"eval", "--model", "mlp", "--threads", "many"}, {"--threads", "many"}},
+    {{"bench", "--model", "mlp", "--batches", "x"}, {"--batches", "x"}},
+    {{"plugins", "--frob"}, {"--frob"}},
+    {{"report"}, {"report"}},
+    {{"script"}, {"script"}},
+};
+
+START_TEST(test_cli_usage_errors)
+{
+    for (size_t i = 0; i < sizeof usage_errors / sizeof usage_errors[0]; i++) {
+        char *args[16] = {(char *)FMHOST};
+        char shown[512] = "fmhost";
+        int n = 1;
+        for (; usage_errors[i].args[n - 1]; n++) {
+            args[n] = (char *)usage_errors[i].args[n - 1];
+            strncat(shown, " ", sizeof shown - strlen(shown) - 1);
+            strncat(shown, args[n], sizeof shown - strlen(shown) - 1);
+        }
+        args[n] = NULL;
+        cli_result r;
+        run_argv(&r, args);
+        ck_assert_msg(r.status == 2, "%s: exit %d (want 2); stderr:\n%s", shown, r.status, r.err);
+        ck_assert_msg(count_lines(r.err) == 1, "%s: want one line on stderr, got:\n%s", shown, r.err);
+        ck_assert_msg(!strncmp(r.err, "fmhost", 6), "%s: %s", shown, r.err);
+        for (int k = 0; usage_errors[i].needles[k]; k++)
+            ck_assert_msg(strstr(r.err, usage_errors[i].needles[k]), "%s: \"%s\" not in: %s", shown,
+                          usage_errors[i].needles[k], r.err);
+        ck_assert_msg(!strcmp(r.out, ""), "%s: unexpected stdout: %s", shown, r.out);
+        result_free(&r);
+    }
+}
+END_TEST
+
+/* ---- the world is wrong: exit 1 and a message naming the file ----------------------- */
+
+START_TEST(test_cli_missing_data)
+{
+    char *tmp = new_tmpdir();
+    char out[4200], ckpt[4300];
+    path_of(out, sizeof out, "%s/out", tmp);
+    cli_result r;
+    run(&r, "train", "--model", "mlp", "--data-dir", "/nonexistent/fashion", "--out", out, "--quiet",
+        NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, "/nonexistent/fashion");
+    ASSERT_HAS(r.err, "--data-dir");
+    ck_assert(!exists(path_of(ckpt, sizeof ckpt, "%s/artifacts/mlp_best.safetensors", out)));
+    result_free(&r);
+
+    /* Without --data-dir or $FMHOST_DATA the system directory is the last
+     * try; only a machine without the dataset package shows the message. */
+    if (!exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+        run(&r, "train", "--model", "mlp", "--out", out, "--quiet", NULL);
+        ck_assert_int_eq(r.status, 1);
+        ASSERT_HAS(r.err, "/usr/share/datasets/fashion-mnist");
+        ASSERT_HAS(r.err, "FMHOST_DATA");
+        ASSERT_HAS(r.err, "apt-get install dataset-fashion-mnist");
+        result_free(&r);
+    }
+    rm_rf(tmp);
+    free(tmp);
+}
+END_TEST
+
+START_TEST(test_cli_bad_plugin)
+{
+    char *tmp = new_tmpdir();
+    char text[4200], missing[4200];
+    path_of(text, sizeof text, "%s/notaplugin.so", tmp);
+    fm_test_write_file(text, "this is text, not ELF\n", 22);
+    cli_result r;
+    run(&r, "train", "--plugin", text, "--data-dir", SAMPLE_DIR, "--out", tmp, "--quiet", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, text);
+    ck_assert_int_eq(count_lines(r.err), 1);
+    result_free(&r);
+
+    run(&r, "eval", "--plugin", text, "--data-dir", SAMPLE_DIR, "--out", tmp, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, text);
+    result_free(&r);
+
+    path_of(missing, sizeof missing, "%s/missing.so", tmp);
+    run(&r, "train", "--plugin", missing, "--data-dir", SAMPLE_DIR, "--out", tmp, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, missing);
+    result_free(&r);
+
+    run(&r, "train", "--model", "nosuchmodel", "--data-dir", SAMPLE_DIR, "--out", tmp, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, "nosuchmodel");
+    result_free(&r);
+
+    /* fmhost plugins --dir skips the bad file, saying why, and lists the rest. */
+    run(&r, "plugins", "--dir", tmp, NULL);
+    ck_assert_int_eq(r.status, 0);
+    ASSERT_HAS(r.err, text);
+    ASSERT_HAS(r.out, "mlp");
+    result_free(&r);
+
+    rm_rf(tmp);
+    free(tmp);
+}
+END_TEST
+
+START_TEST(test_cli_plugins)
+{
+    cli_result r;
+    run(&r, "plugins", NULL);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_str_eq(r.err, "");
+    const char *want[] = {"mlp", "cnn", "rescnn", "hidden1", "hidden2", "dropout", "width", "blocks",
+                          "default 256", "default 32"};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) ASSERT_HAS(r.out, want[i]);
+    /* Each model's parameters under its own entry. */
+    const char *mlp = strstr(r.out, "mlp —"), *res = strstr(r.out, "rescnn —");
+    ck_assert(mlp && res);
+    const char *h1 = strstr(mlp, "hidden1"), *w = strstr(res, "width");
+    ck_assert(h1 && w);
+    ck_assert_msg(!strstr(r.out, "skipped"), "%s", r.out);
+    result_free(&r);
+}
+END_TEST
+
+/* ---- a whole run: train, the artifacts, eval, report --------------------------------- */
+
+static const char *const result_files[] = {
+    "metrics.csv", "loss.png", "acc.png", "confusion_matrix.png", "classification_report.txt",
+    "confusion_matrix.csv", "per_class.csv", "errors.png", "summary.json",
+};
+
+START_TEST(test_cli_train_pipeline)
+{
+    char *tmp = new_tmpdir();
+    char res[4200], ckpt[4200], p[4400];
+    path_of(res, sizeof res, "%s/results/mlp", tmp);
+    path_of(ckpt, sizeof ckpt, "%s/artifacts/mlp_best.safetensors", tmp);
+    cli_result r;
+    run(&r, "train", "--model", "mlp", "--data-dir", SAMPLE_DIR, "--epochs", "2", "--limit", "500",
+        "--out", tmp, "--quiet", "--threads", "1", NULL);
+    ck_assert_msg(r.status == 0, "train: exit %d:\n%s", r.status, r.err);
+    ck_assert_msg(!strcmp(r.err, ""), "--quiet printed on stderr:\n%s", r.err);
+    double train_acc = stdout_accuracy(r.out);
+    char *train_out = r.out;
+    free(r.err);
+
+    /* SPEC §4 and the extra report files. */
+    ck_assert_msg(exists(ckpt), "%s missing", ckpt);
+    for (size_t i = 0; i < sizeof result_files / sizeof result_files[0]; i++)
+        ck_assert_msg(exists(path_of(p, sizeof p, "%s/%s", res, result_files[i])), "%s missing", p);
+    const char *pngs[] = {"loss.png", "acc.png", "confusion_matrix.png", "errors.png"};
+    for (int i = 0; i < 4; i++) assert_png(path_of(p, sizeof p, "%s/%s", res, pngs[i]));
+    assert_no_tmp_files(tmp);
+
+    /* The checkpoint: a safetensors header that declares pt format and the run. */
+    size_t clen;
+    unsigned char *c = (unsigned char *)slurp(ckpt, &clen);
+    ck_assert_uint_gt(clen, 8);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | c[i];
+    ck_assert_uint_eq(hlen % 8, 0);
+    ck_assert_uint_le(8 + hlen, clen);
+    json_error_t jerr;
+    json_t *hdr = json_loadb((const char *)c + 8, hlen, 0, &jerr);
+    ck_assert_msg(hdr != NULL, "checkpoint header: %s", jerr.text);
+    json_t *meta = json_object_get(hdr, "__metadata__");
+    ck_assert_str_eq(json_string_value(json_object_get(meta, "format")), "pt");
+    ck_assert_str_eq(json_string_value(json_object_get(meta, "plugin")), "mlp");
+    ck_assert(json_object_get(hdr, "fc1.weight") != NULL);
+    json_decref(hdr);
+    free(c);
+
+    /* metrics.csv: the header and one row per epoch. */
+    char *metrics = slurp(path_of(p, sizeof p, "%s/metrics.csv", res), NULL);
+    ck_assert_int_eq(count_lines(metrics), 3);
+    ck_assert_msg(!strncmp(metrics, FM_METRICS_HEADER "\n", strlen(FM_METRICS_HEADER) + 1), "%s", metrics);
+    fm_metrics m = {0};
+    ck_assert(fm_metrics_read_csv(p, &m) == FM_OK);
+    ck_assert_int_eq(m.n, 2);
+    ck_assert_int_eq(m.rows[0].epoch, 1);
+    ck_assert_int_eq(m.rows[1].epoch, 2);
+    free(metrics);
+
+    /* summary.json agrees with the classification report and metrics.csv. */
+    json_t *sum = json_load_file(path_of(p, sizeof p, "%s/summary.json", res), 0, &jerr);
+    ck_assert_msg(sum != NULL, "%s: %s (line %d)", p, jerr.text, jerr.line);
+    ck_assert_str_eq(json_string_value(json_object_get(sum, "model")), "mlp");
+    ck_assert_int_eq(json_integer_value(json_object_get(sum, "epochs_run")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(sum, "num_params")), 235146);
+    json_t *jacc = json_object_get(sum, "test_acc");
+    ck_assert(json_is_number(jacc));
+    double sum_acc = json_number_value(jacc);
+    int support;
+    double rep_acc = report_accuracy(path_of(p, sizeof p, "%s/classification_report.txt", res), &support);
+    ck_assert_int_eq(support, 500);
+    ck_assert_msg(fabs(sum_acc - rep_acc) <= 0.00005 + 1e-12, "summary %g vs report %g", sum_acc, rep_acc);
+    ck_assert_msg(fabs(sum_acc - train_acc) <= 0.00005 + 1e-12, "summary %g vs stdout %g", sum_acc,
+                  train_acc);
+    int best = (int)json_integer_value(json_object_get(sum, "best_epoch"));
+    ck_assert(best == fm_metrics_best(&m) + 1);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(sum, "val_loss")), m.rows[best - 1].val_loss,
+                            1e-6);
+    json_decref(sum);
+    fm_metrics_free(&m);
+
+    /* eval of the saved checkpoint reproduces the test results exactly: the
+     * report files it rewrites are byte-identical. */
+    char *report_before = slurp(path_of(p, sizeof p, "%s/classification_report.txt", res), NULL);
+    char *confusion_before = slurp(path_of(p, sizeof p, "%s/confusion_matrix.csv", res), NULL);
+    unlink(path_of(p, sizeof p, "%s/classification_report.txt", res));
+    run(&r, "eval", "--model", "mlp", "--out", tmp, "--data-dir", SAMPLE_DIR, NULL);
+    ck_assert_msg(r.status == 0, "eval: exit %d:\n%s", r.status, r.err);
+    ck_assert_double_eq(stdout_accuracy(r.out), train_acc);
+    const char *tl = strstr(train_out, "test loss"), *el = strstr(r.out, "test loss");
+    ck_assert(tl && el);
+    ck_assert_msg(!strncmp(tl, el, strlen("test loss 0.0000, test accuracy 0.0000")), "train: %s\neval: %s",
+                  tl, el);
+    char *report_after = slurp(path_of(p, sizeof p, "%s/classification_report.txt", res), NULL);
+    char *confusion_after = slurp(path_of(p, sizeof p, "%s/confusion_matrix.csv", res), NULL);
+    ck_assert_str_eq(report_after, report_before);
+    ck_assert_str_eq(confusion_after, confusion_before);
+    free(report_before), free(report_after), free(confusion_before), free(confusion_after);
+    result_free(&r);
+    free(train_out);
+
+    /* eval without the data names the directory. */
+    run(&r, "eval", "--model", "mlp", "--out", tmp, "--data-dir", "/nonexistent/fm", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, "/nonexistent/fm");
+    result_free(&r);
+
+    /* report redraws the plots from metrics.csv. */
+    unlink(path_of(p, sizeof p, "%s/loss.png", res));
+    unlink(path_of(p, sizeof p, "%s/acc.png", res));
+    run(&r, "report", res, NULL);
+    ck_assert_msg(r.status == 0, "report: exit %d:\n%s", r.status, r.err);
+    assert_png(path_of(p, sizeof p, "%s/loss.png", res));
+    assert_png(path_of(p, sizeof p, "%s/acc.png", res));
+    result_free(&r);
+    run(&r, "report", tmp, NULL);  /* no metrics.csv there */
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, "metrics.csv");
+    result_free(&r);
+
+    /* A truncated checkpoint is refused, and nothing is written. */
+    const size_t cuts[] = {4, 200, clen - 100};
+    for (int i = 0; i < 3; i++) {
+        char trunc[4300], out2[4300], *full;
+        size_t flen;
+        full = slurp(ckpt, &flen);
+        path_of(trunc, sizeof trunc, "%s/trunc%d.safetensors", tmp, i);
+        fm_test_write_file(trunc, full, cuts[i]);
+        free(full);
+        path_of(out2, sizeof out2, "%s/out-trunc%d", tmp, i);
+        run(&r, "eval", "--model", "mlp", "--weights", trunc, "--out", out2, "--data-dir", SAMPLE_DIR, NULL);
+        ck_assert_msg(r.status == 1, "cut at %zu: exit %d:\n%s", cuts[i], r.status, r.err);
+        ASSERT_HAS(r.err, trunc);
+        ck_assert_int_eq(count_lines(r.err), 1);
+        ck_assert(!exists(path_of(p, sizeof p, "%s/results/mlp/classification_report.txt", out2)));
+        result_free(&r);
+    }
+
+    rm_rf(tmp);
+    free(tmp);
+}
+END_TEST
+
+START_TEST(test_cli_shape_mismatch)
+{
+    char *tmp = new_tmpdir();
+    char ckpt[4200], out2[4200];
+    path_of(ckpt, sizeof ckpt, "%s/artifacts/mlp_best.safetensors", tmp);
+    cli_result r;
+    run(&r, "train", "--model", "mlp", "--set", "hidden1=128", "--data-dir", SAMPLE_DIR, "--epochs", "1",
+        "--limit", "200", "--out", tmp, "--quiet", "--threads", "1", NULL);
+    ck_assert_msg(r.status == 0, "train: exit %d:\n%s", r.status, r.err);
+    result_free(&r);
+
+    path_of(out2, sizeof out2, "%s/other", tmp);
+    run(&r, "eval", "--model", "mlp", "--set", "hidden1=256", "--weights", ckpt, "--out", out2,
+        "--data-dir", SAMPLE_DIR, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, ckpt);
+    ASSERT_HAS(r.err, "fc1.weight");
+    ASSERT_HAS(r.err, "[128, 784]");
+    ASSERT_HAS(r.err, "[256, 784]");
+    ck_assert_int_eq(count_lines(r.err), 1);
+    result_free(&r);
+
+    /* Without --set, eval takes the hyper-parameters from the checkpoint. */
+    run(&r, "eval", "--model", "mlp", "--weights", ckpt, "--out", out2, "--data-dir", SAMPLE_DIR, NULL);
+    ck_assert_msg(r.status == 0, "eval: exit %d:\n%s", r.status, r.err);
+    result_free(&r);
+
+    /* A checkpoint of another plugin does not fit. */
+    run(&r, "eval", "--model", "cnn", "--weights", ckpt, "--out", out2, "--data-dir", SAMPLE_DIR, NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, ckpt);
+    result_free(&r);
+
+    rm_rf(tmp);
+    free(tmp);
+}
+END_TEST
+
+/* ---- reproducibility ------------------------------------------------------------------ */
+
+START_TEST(test_cli_deterministic)
+{
+    const char *threads[3] = {"1", "1", "2"};
+    char *dirs[3];
+    for (int i = 0; i < 3; i++) {
+        dirs[i] = new_tmpdir();
+        cli_result r;
+        run(&r, "train", "--model", "cnn", "--data-dir", SAMPLE_DIR, "--epochs", "2", "--limit", "300",
+            "--batch-size", "32", "--seed", "5", "--augment", "--threads", threads[i], "--out", dirs[i],
+            "--quiet", NULL);
+        ck_assert_msg(r.status == 0, "train: exit %d:\n%s", r.status, r.err);
+        result_free(&r);
+    }
+    char p[4400];
+    int lines0;
+    char *m0 = metrics_without_seconds(path_of(p, sizeof p, "%s/results/cnn/metrics.csv", dirs[0]), &lines0);
+    ck_assert_int_eq(lines0, 3);
+    size_t len0;
+    char *c0 = slurp(path_of(p, sizeof p, "%s/artifacts/cnn_best.safetensors", dirs[0]), &len0);
+    char *rep0 = slurp(path_of(p, sizeof p, "%s/results/cnn/classification_report.txt", dirs[0]), NULL);
+    for (int i = 1; i < 3; i++) {
+        int lines;
+        char *m = metrics_without_seconds(path_of(p, sizeof p, "%s/results/cnn/metrics.csv", dirs[i]), &lines);
+        ck_assert_msg(!strcmp(m, m0), "metrics differ (--threads 1 vs %s):\n%s---\n%s", threads[i], m0, m);
+        size_t len;
+        char *c = slurp(path_of(p, sizeof p, "%s/artifacts/cnn_best.safetensors", dirs[i]), &len);
+        ck_assert_msg(len == len0 && !memcmp(c, c0, len), "checkpoints differ (--threads 1 vs %s)",
+                      threads[i]);
+        char *rep = slurp(path_of(p, sizeof p, "%s/results/cnn/classification_report.txt", dirs[i]), NULL);
+        ck_assert_str_eq(rep, rep0);
+        free(rep);
+        free(c);
+        free(m);
+    }
+    free(rep0);
+    free(c0);
+    free(m0);
+    for (int i = 0; i < 3; i++) {
+        rm_rf(dirs[i]);
+        free(dirs[i]);
+    }
+}
+END_TEST
+
+/* ---- progress output ---------------------------------------------------------------- */
+
+START_TEST(test_cli_progress_lines)
+{
+    char *tmp = new_tmpdir();
+    cli_result r;
+    run(&r, "train", "--model", "mlp", "--data-dir", SAMPLE_DIR, "--epochs", "3", "--limit", "300",
+        "--out", tmp, "--threads", "1", "--patience", "0", NULL);
+    ck_assert_msg(r.status == 0, "train: exit %d:\n%s", r.status, r.err);
+    /* stderr is a file here: no bar, no carriage returns or escapes, one
+     * plain line per epoch. */
+    ck_assert_msg(!strchr(r.err, '\r') && !strchr(r.err, '\033'), "terminal codes in:\n%s", r.err);
+    int epochs = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(r.err, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        int e, of;
+        if (sscanf(line, "mlp epoch %d/%d", &e, &of) == 2) {
+            ck_assert_int_eq(e, ++epochs);
+            ck_assert_int_eq(of, 3);
+            ck_assert_msg(strstr(line, "val loss") && strstr(line, "train loss"), "%s", line);
+        }
+    }
+    ck_assert_int_eq(epochs, 3);
+    ASSERT_HAS(r.out, "test accuracy");
+    result_free(&r);
+    rm_rf(tmp);
+    free(tmp);
+}
+END_TEST
+
+static Suite *cli_suite(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("fmhost");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_cli_help);
+    tcase_add_test(tc, test_cli_usage_errors);
+    tcase_add_test(tc, test_cli_missing_data);
+    tcase_add_test(tc, test_cli_bad_plugin);
+    tcase_add_test(tc, test_cli_plugins);
+    tcase_add_test(tc, test_cli_train_pipeline);
+    tcase_add_test(tc, test_cli_shape_mismatch);
+    tcase_add_test(tc, test_cli_deterministic);
+    tcase_add_test(tc, test_cli_progress_lines);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return fm_test_run(cli_suite());
+}

@@ -1,0 +1,583 @@
+/* Integration tests of the training run (fm_train.h) with the real plugins on
+ * data/sample (3,000 train / 500 test images).  Every run is cut short with
+ * limit/epochs so the whole executable takes seconds. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* memrchr, nftw */
+#endif
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fm/fm_io.h"
+#include "fm/fm_train.h"
+#include "fm_test_util.h"
+
+#define SAMPLE_DIR FM_SOURCE_DIR "/data/sample"
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *new_tmpdir(void)
+{
+    return fm_xstrdup(fm_test_tmpdir());
+}
+
+static fm_plugin *open_plugin(const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.so", FM_PLUGIN_DIR, name);
+    fm_plugin *p = fm_plugin_open(path);
+    ck_assert_msg(p != NULL, "cannot open %s: %s", path, fm_error_message());
+    return p;
+}
+
+static fm_hparams *new_hparams(fm_plugin *p, const char *assignment)
+{
+    const char *set[1] = {assignment};
+    fm_hparams *hp = fm_hparams_new(p, set, assignment ? 1 : 0);
+    ck_assert_msg(hp != NULL, "hparams: %s", fm_error_message());
+    return hp;
+}
+
+static void load_sample(fm_fashion *data)
+{
+    fm_status st = fm_fashion_load(data, SAMPLE_DIR);
+    ck_assert_msg(st == FM_OK, "cannot load %s: %s", SAMPLE_DIR, fm_error_message());
+    ck_assert_int_eq(data->train.n, 3000);
+    ck_assert_int_eq(data->test.n, 500);
+}
+
+/* Quiet, single-threaded, no files: each test turns on what it needs. */
+static void small_config(fm_train_config *cfg, int limit, int epochs, int batch)
+{
+    fm_train_config_init(cfg);
+    cfg->limit = limit;
+    cfg->epochs = epochs;
+    cfg->batch_size = batch;
+    cfg->threads = 1;
+    cfg->quiet = true;
+    cfg->write_artifacts = false;
+    cfg->data_dir = SAMPLE_DIR;
+}
+
+/* Per-model sizes that keep each run to a second or two: rescnn is narrowed
+ * (width 16) and sees fewer images. */
+typedef struct model_case {
+    const char *name;
+    const char *hparam;  /* one assignment or NULL */
+    int limit, epochs, batch;
+} model_case;
+
+static const model_case learn_cases[] = {
+    {"mlp", NULL, 2000, 3, 32},
+    {"cnn", NULL, 2000, 2, 32},
+    {"rescnn", "width=16", 1000, 2, 32},
+};
+
+/* ---- the model learns ---------------------------------------------------------- */
+
+typedef struct step_log {
+    int n;
+    double losses[1024];
+    int bad;  /* steps with a non-finite loss or lr */
+} step_log;
+
+static bool log_step(void *user, const fm_step_info *info)
+{
+    step_log *log = user;
+    if (!isfinite(info->loss) || !(info->lr > 0)) log->bad++;
+    ck_assert_int_eq(info->global_step, log->n);
+    if (log->n < (int)(sizeof log->losses / sizeof log->losses[0])) log->losses[log->n] = info->loss;
+    log->n++;
+    return true;
+}
+
+static double mean(const double *a, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++) s += a[i];
+    return s / n;
+}
+
+START_TEST(test_train_learns)
+{
+    const model_case *mc = &learn_cases[_i];
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin(mc->name);
+    fm_hparams *hp = new_hparams(p, mc->hparam);
+    fm_train_config cfg;
+    small_config(&cfg, mc->limit, mc->epochs, mc->batch);
+    static step_log log;
+    memset(&log, 0, sizeof log);
+    cfg.on_step = log_step;
+    cfg.user = &log;
+
+    fm_run *run;
+    ck_assert_msg(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK, "%s", fm_error_message());
+    ck_assert_msg(fm_run_train(run) == FM_OK, "%s", fm_error_message());
+
+    int n;
+    const fm_epoch_metrics *h = fm_run_history(run, &n);
+    ck_assert_int_eq(n, mc->epochs);
+    const int steps_per_epoch = (mc->limit + mc->batch - 1) / mc->batch;
+    ck_assert_int_eq(log.n, steps_per_epoch * mc->epochs);
+    ck_assert_int_eq(log.bad, 0);
+    for (int e = 0; e < n; e++) {
+        ck_assert_int_eq(h[e].epoch, e + 1);
+        ck_assert(isfinite(h[e].train_loss) && isfinite(h[e].val_loss));
+        ck_assert(h[e].val_acc >= 0 && h[e].val_acc <= 1);
+    }
+    ck_assert_msg(h[n - 1].train_loss < h[0].train_loss, "%s: train loss %g -> %g", mc->name,
+                  h[0].train_loss, h[n - 1].train_loss);
+    const int k = 10;
+    double first = mean(log.losses, k), last = mean(log.losses + log.n - k, k);
+    ck_assert_msg(last < 0.8 * first, "%s: batch loss %g (first %d steps) -> %g (last %d)", mc->name,
+                  first, k, last, k);
+
+    /* The best epoch is the lowest validation loss, and the weights the run
+     * ends with are that epoch's. */
+    fm_metrics hist = {.n = n, .rows = (fm_metrics_row *)h};
+    ck_assert_int_eq(fm_run_best_epoch(run), fm_metrics_best(&hist) + 1);
+    fm_eval_result val;
+    ck_assert(fm_run_evaluate(run, FM_SPLIT_VAL, &val) == FM_OK);
+    ck_assert_double_eq_tol(val.loss, h[fm_run_best_epoch(run) - 1].val_loss, 1e-6);
+
+    fm_eval_result test;
+    ck_assert(fm_run_evaluate(run, FM_SPLIT_TEST, &test) == FM_OK);
+    ck_assert_int_eq(test.n, 500);
+    ck_assert_msg(test.acc > 0.3, "%s: test accuracy %g is near chance", mc->name, test.acc);
+    int64_t total = 0, diag = 0;
+    for (int t = 0; t < FM_NUM_CLASSES; t++)
+        for (int q = 0; q < FM_NUM_CLASSES; q++) {
+            total += test.confusion[t][q];
+            if (t == q) diag += test.confusion[t][q];
+        }
+    ck_assert_int_eq(total, 500);
+    ck_assert_double_eq_tol((double)diag / 500, test.acc, 1e-12);
+
+    fm_run_free(run);
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+}
+END_TEST
+
+/* ---- hooks stop training ----------------------------------------------------------- */
+
+typedef struct stop_at {
+    int stop;   /* epoch (on_epoch) or global step (on_step) after which to stop */
+    int calls;
+} stop_at;
+
+static bool stop_epoch(void *user, const fm_epoch_metrics *m)
+{
+    stop_at *s = user;
+    s->calls++;
+    return m->epoch < s->stop;
+}
+
+static bool stop_step(void *user, const fm_step_info *info)
+{
+    stop_at *s = user;
+    s->calls++;
+    return info->global_step < s->stop;
+}
+
+START_TEST(test_train_on_epoch_stops)
+{
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin("mlp");
+    fm_hparams *hp = new_hparams(p, NULL);
+    fm_train_config cfg;
+    small_config(&cfg, 500, 6, 64);
+    cfg.patience = 0;
+    stop_at s = {.stop = 2};
+    cfg.on_epoch = stop_epoch;
+    cfg.user = &s;
+    fm_run *run;
+    ck_assert_msg(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK, "%s", fm_error_message());
+    ck_assert_msg(fm_run_train(run) == FM_OK, "a hook's stop is not a failure: %s", fm_error_message());
+    int n;
+    fm_run_history(run, &n);
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(s.calls, 2);
+    ck_assert(fm_run_best_epoch(run) >= 1 && fm_run_best_epoch(run) <= 2);
+    fm_run_free(run);
+
+    /* on_step: stop after the third step of the first epoch; that epoch is
+     * still validated and recorded. */
+    small_config(&cfg, 500, 6, 64);
+    stop_at t = {.stop = 2};
+    cfg.on_step = stop_step;
+    cfg.user = &t;
+    ck_assert(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK);
+    ck_assert(fm_run_train(run) == FM_OK);
+    const fm_epoch_metrics *h = fm_run_history(run, &n);
+    ck_assert_int_eq(t.calls, 3);
+    ck_assert_int_eq(n, 1);
+    ck_assert(isfinite(h[0].val_loss));
+    ck_assert_int_eq(fm_run_best_epoch(run), 1);
+    fm_run_free(run);
+
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+}
+END_TEST
+
+/* ---- early stopping and the best checkpoint ----------------------------------------- */
+
+/* The base rate in epoch 1, then `after` (epoch is 1-based here). */
+typedef struct two_rates {
+    double after;
+} two_rates;
+
+static double rate_then(void *user, int epoch, int step, double base_lr)
+{
+    (void)step;
+    const two_rates *r = user;
+    return epoch == 1 ? base_lr : r->after;
+}
+
+START_TEST(test_train_patience)
+{
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin("mlp");
+    fm_hparams *hp = new_hparams(p, NULL);
+    /* With a zero learning rate after epoch 1 the weights never move again,
+     * so the validation loss repeats epoch 1's exactly and never improves:
+     * patience 2 must stop after epoch 3. */
+    two_rates frozen = {.after = 0.0};
+    fm_train_config cfg;
+    small_config(&cfg, 500, 10, 64);
+    cfg.patience = 2;
+    cfg.schedule = rate_then;
+    cfg.user = &frozen;
+    fm_run *run;
+    ck_assert_msg(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK, "%s", fm_error_message());
+    ck_assert(fm_run_train(run) == FM_OK);
+    int n;
+    const fm_epoch_metrics *h = fm_run_history(run, &n);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(fm_run_best_epoch(run), 1);
+    ck_assert_double_eq(h[1].val_loss, h[0].val_loss);
+    ck_assert_double_eq(h[2].val_loss, h[0].val_loss);
+    ck_assert_double_eq(h[1].lr, 0.0);
+    fm_run_free(run);
+
+    /* patience 0 turns early stopping off: every epoch runs. */
+    cfg.patience = 0;
+    cfg.epochs = 4;
+    ck_assert(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK);
+    ck_assert(fm_run_train(run) == FM_OK);
+    fm_run_history(run, &n);
+    ck_assert_int_eq(n, 4);
+    ck_assert_int_eq(fm_run_best_epoch(run), 1);
+    fm_run_free(run);
+
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+}
+END_TEST
+
+static const model_case restore_cases[] = {
+    {"mlp", NULL, 500, 2, 32},
+    {"rescnn", "width=8", 300, 2, 32},  /* batch-norm buffers must come back too */
+};
+
+START_TEST(test_train_restores_best)
+{
+    const model_case *mc = &restore_cases[_i];
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin(mc->name);
+    fm_hparams *hp = new_hparams(p, mc->hparam);
+    char *out = new_tmpdir();
+    /* Epoch 2 runs Adam at lr 5, which wrecks the weights: epoch 1 is best
+     * and the run must end with its weights, not the last ones. */
+    two_rates wreck = {.after = 5.0};
+    fm_train_config cfg;
+    small_config(&cfg, mc->limit, mc->epochs, mc->batch);
+    cfg.patience = 0;
+    cfg.schedule = rate_then;
+    cfg.user = &wreck;
+    cfg.write_artifacts = true;
+    cfg.out_dir = out;
+    fm_run *run;
+    ck_assert_msg(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK, "%s", fm_error_message());
+    ck_assert(fm_run_train(run) == FM_OK);
+    int n;
+    const fm_epoch_metrics *h = fm_run_history(run, &n);
+    ck_assert_int_eq(n, 2);
+    ck_assert_msg(!(h[1].val_loss <= h[0].val_loss), "lr 5 did not raise the val loss (%g -> %g)",
+                  h[0].val_loss, h[1].val_loss);
+    ck_assert_int_eq(fm_run_best_epoch(run), 1);
+
+    fm_eval_result val;
+    ck_assert(fm_run_evaluate(run, FM_SPLIT_VAL, &val) == FM_OK);
+    ck_assert_double_eq_tol(val.loss, h[0].val_loss, 1e-6);
+    ck_assert_double_eq_tol(val.acc, h[0].val_acc, 1e-12);
+
+    /* The checkpoint on disk holds the same weights, with their epoch. */
+    char ckpt[4200];
+    snprintf(ckpt, sizeof ckpt, "%s/artifacts/%s_best.safetensors", out, mc->name);
+    ck_assert_str_eq(fm_run_checkpoint_path(run), ckpt);
+    fm_model *m = fm_plugin_create_model(p, hp, 1234);
+    ck_assert(m != NULL);
+    fm_meta *meta = NULL;
+    ck_assert_msg(fm_safetensors_load(ckpt, m, &meta) == FM_OK, "%s", fm_error_message());
+    ck_assert_str_eq(fm_meta_get(meta, "epoch"), "1");
+    ck_assert_str_eq(fm_meta_get(meta, "plugin"), mc->name);
+    fm_subset tr, va;
+    fm_split(&data.train, cfg.val_split, cfg.seed, cfg.limit, &tr, &va);
+    fm_eval_result again;
+    ck_assert(fm_evaluate(m, &va, 100, &again, NULL, NULL) == FM_OK);
+    ck_assert_int_eq(again.n, val.n);
+    ck_assert_double_eq_tol(again.loss, h[0].val_loss, 1e-6);
+
+    fm_subset_free(&tr);
+    fm_subset_free(&va);
+    fm_meta_free(meta);
+    fm_model_free(m);
+    fm_run_free(run);
+    rm_rf(out);
+    free(out);
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+}
+END_TEST
+
+/* ---- a bad output directory fails up front -------------------------------------------- */
+
+static int steps_seen;
+
+static bool count_step(void *user, const fm_step_info *info)
+{
+    (void)user, (void)info;
+    steps_seen++;
+    return true;
+}
+
+START_TEST(test_train_bad_out_dir)
+{
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin("mlp");
+    fm_hparams *hp = new_hparams(p, NULL);
+    char *tmp = new_tmpdir();
+    char file[4200], out[4300];
+    snprintf(file, sizeof file, "%s/plain-file", tmp);
+    fm_test_write_file(file, "x", 1);
+    snprintf(out, sizeof out, "%s/run", file);
+
+    fm_train_config cfg;
+    small_config(&cfg, 200, 1, 64);
+    cfg.write_artifacts = true;
+    cfg.out_dir = out;
+    cfg.on_step = count_step;
+    steps_seen = 0;
+    static char sentinel;
+    fm_run *run = (fm_run *)(void *)&sentinel;  /* must be reset to NULL on failure */
+    fm_status st = fm_run_new(&run, p, hp, &data, &cfg);
+    ck_assert_int_eq(st, FM_ERR_IO);
+    ck_assert_ptr_null(run);
+    ck_assert_msg(strstr(fm_error_message(), file) != NULL, "message does not name %s: %s", file,
+                  fm_error_message());
+    ck_assert_int_eq(steps_seen, 0);
+
+    /* A directory without write permission (root may write anywhere). */
+    if (geteuid() != 0) {
+        char ro[4200];
+        snprintf(ro, sizeof ro, "%s/readonly", tmp);
+        ck_assert_int_eq(mkdir(ro, 0555), 0);
+        cfg.out_dir = ro;
+        st = fm_run_new(&run, p, hp, &data, &cfg);
+        ck_assert_int_ne(st, FM_OK);
+        ck_assert_ptr_null(run);
+        ck_assert_msg(strstr(fm_error_message(), ro) != NULL, "message does not name %s: %s", ro,
+                      fm_error_message());
+        chmod(ro, 0755);
+    }
+
+    /* A bad option is refused before anything is made, naming the option. */
+    small_config(&cfg, 200, 0, 64);
+    st = fm_run_new(&run, p, hp, &data, &cfg);
+    ck_assert_int_eq(st, FM_ERR_ARG);
+    ck_assert_ptr_null(run);
+    ck_assert_msg(strstr(fm_error_message(), "--epochs") != NULL, "%s", fm_error_message());
+
+    rm_rf(tmp);
+    free(tmp);
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+}
+END_TEST
+
+/* ---- determinism ------------------------------------------------------------------------ */
+
+static char *read_file(const char *path, size_t *len)
+{
+    char *buf = NULL;
+    fm_status st = fm_file_read_all(path, 64u << 20, &buf, len);
+    ck_assert_msg(st == FM_OK, "%s", fm_error_message());
+    return buf;
+}
+
+/* metrics.csv with the last (seconds) column of every line removed. */
+static char *metrics_without_seconds(const char *path, int *lines)
+{
+    size_t len;
+    char *text = read_file(path, &len);
+    char *outp = fm_xcalloc(len + 1, 1), *w = outp;
+    *lines = 0;
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        char *comma = memrchr(line, ',', n);
+        ck_assert_msg(comma != NULL, "%s: line without a comma", path);
+        memcpy(w, line, (size_t)(comma - line));
+        w += comma - line;
+        *w++ = '\n';
+        (*lines)++;
+        line += n + (nl ? 1 : 0);
+    }
+    free(text);
+    return outp;
+}
+
+static const model_case det_cases[] = {
+    {"mlp", NULL, 500, 2, 64},
+    {"cnn", NULL, 300, 2, 32},
+    {"rescnn", "width=8", 300, 2, 32},
+};
+
+static void det_run(const model_case *mc, fm_plugin *p, const fm_hparams *hp, const fm_fashion *data,
+                    const char *out, int threads)
+{
+    fm_train_config cfg;
+    small_config(&cfg, mc->limit, mc->epochs, mc->batch);
+    cfg.seed = 7;
+    cfg.threads = threads;
+    cfg.write_artifacts = true;
+    cfg.out_dir = out;
+    cfg.augment = true;  /* the augmentation stream must be seeded too */
+    fm_run *run;
+    ck_assert_msg(fm_run_new(&run, p, hp, data, &cfg) == FM_OK, "%s", fm_error_message());
+    ck_assert_int_eq(fm_get_threads(), threads);
+    ck_assert(fm_run_train(run) == FM_OK);
+    fm_run_free(run);
+}
+
+START_TEST(test_train_deterministic)
+{
+    const model_case *mc = &det_cases[_i];
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin(mc->name);
+    fm_hparams *hp = new_hparams(p, mc->hparam);
+    char *dirs[3];
+    const int threads[3] = {1, 1, 2};
+    for (int r = 0; r < 3; r++) {
+        dirs[r] = new_tmpdir();
+        det_run(mc, p, hp, &data, dirs[r], threads[r]);
+    }
+    char path[4200];
+    int lines0;
+    snprintf(path, sizeof path, "%s/results/%s/metrics.csv", dirs[0], mc->name);
+    char *m0 = metrics_without_seconds(path, &lines0);
+    ck_assert_int_eq(lines0, 1 + mc->epochs);
+    ck_assert_msg(!strncmp(m0, "epoch,train_loss,train_acc,val_loss,val_acc,lr\n", 47), "%s", m0);
+    size_t len0;
+    snprintf(path, sizeof path, "%s/artifacts/%s_best.safetensors", dirs[0], mc->name);
+    char *c0 = read_file(path, &len0);
+    ck_assert_uint_gt(len0, 1000);
+    for (int r = 1; r < 3; r++) {
+        int lines;
+        snprintf(path, sizeof path, "%s/results/%s/metrics.csv", dirs[r], mc->name);
+        char *m = metrics_without_seconds(path, &lines);
+        ck_assert_msg(!strcmp(m, m0), "%s: metrics differ (threads %d vs %d):\n%s---\n%s", mc->name,
+                      threads[0], threads[r], m0, m);
+        size_t len;
+        snprintf(path, sizeof path, "%s/artifacts/%s_best.safetensors", dirs[r], mc->name);
+        char *c = read_file(path, &len);
+        ck_assert_msg(len == len0 && !memcmp(c, c0, len), "%s: checkpoints differ (threads %d vs %d)",
+                      mc->name, threads[0], threads[r]);
+        free(c);
+        free(m);
+    }
+    free(c0);
+    free(m0);
+
+    /* Another seed must give another run, or the comparison above is empty. */
+    char *other = new_tmpdir();
+    fm_train_config cfg;
+    small_config(&cfg, mc->limit, 1, mc->batch);
+    cfg.seed = 8;
+    cfg.write_artifacts = true;
+    cfg.out_dir = other;
+    cfg.augment = true;
+    fm_run *run;
+    ck_assert(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK);
+    ck_assert(fm_run_train(run) == FM_OK);
+    fm_run_free(run);
+    size_t len1;
+    snprintf(path, sizeof path, "%s/artifacts/%s_best.safetensors", other, mc->name);
+    char *c1 = read_file(path, &len1);
+    snprintf(path, sizeof path, "%s/artifacts/%s_best.safetensors", dirs[0], mc->name);
+    char *c0b = read_file(path, &len0);
+    ck_assert(len1 != len0 || memcmp(c1, c0b, len0) != 0);
+    free(c1);
+    free(c0b);
+    rm_rf(other);
+    free(other);
+
+    for (int r = 0; r < 3; r++) {
+        rm_rf(dirs[r]);
+        free(dirs[r]);
+    }
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+}
+END_TEST
+
+static Suite *train_suite(void)
+{
+    Suite *s = suite_create("train");
+    TCase *tc = tcase_create("run");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_train_learns, 0, (int)(sizeof learn_cases / sizeof learn_cases[0]));
+    tcase_add_test(tc, test_train_on_epoch_stops);
+    tcase_add_test(tc, test_train_patience);
+    tcase_add_loop_test(tc, test_train_restores_best, 0,
+                        (int)(sizeof restore_cases / sizeof restore_cases[0]));
+    tcase_add_test(tc, test_train_bad_out_dir);
+    tcase_add_loop_test(tc, test_train_deterministic, 0, (int)(sizeof det_cases / sizeof det_cases[0]));
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return fm_test_run(train_suite());
+}

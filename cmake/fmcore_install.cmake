@@ -26,13 +26,12 @@ foreach(part MAJOR MINOR)
 endforeach()
 
 set(FM_SCRIPT_INSTALL_RELDIR "${CMAKE_INSTALL_DATADIR}/fmhost/scripts")
+set(FM_SAMPLE_INSTALL_RELDIR "${CMAKE_INSTALL_DATADIR}/fmhost/data/sample")
 set(FM_CMAKE_INSTALL_RELDIR "${CMAKE_INSTALL_LIBDIR}/cmake/fmcore")
 set(FM_PKGCONFIG_INSTALL_RELDIR "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
 
 # ---- the programs, the library, the headers, the scripts ----
-install(TARGETS fmcore EXPORT fmcoreTargets
-  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(TARGETS fmcore EXPORT fmcoreTargets LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(DIRECTORY core/include/fm DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.h")
 if(TARGET fmhost)
@@ -42,17 +41,21 @@ install(DIRECTORY scripts/ DESTINATION ${FM_SCRIPT_INSTALL_RELDIR}
   FILES_MATCHING PATTERN "*.lua")
 # The plugins install themselves (fm_add_plugin) into FM_PLUGIN_INSTALL_RELDIR.
 
-# ---- the guide and its example, so the SDK stands on its own ----
+# ---- the guide, its example and the data sample, so the SDK stands on its own ----
 install(FILES docs/writing-plugins.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(FILES plugins/template/CMakeLists.txt plugins/template/lenet.c
   DESTINATION ${CMAKE_INSTALL_DOCDIR}/template)
+# 3,000 training and 500 test images (1.5 MB): a smoke run needs no dataset package.
+install(DIRECTORY data/sample/ DESTINATION ${FM_SAMPLE_INSTALL_RELDIR}
+  FILES_MATCHING PATTERN "*-ubyte.gz")
 
 # ---- find_package(fmcore) ----
 install(EXPORT fmcoreTargets NAMESPACE fmcore:: DESTINATION ${FM_CMAKE_INSTALL_RELDIR})
 configure_package_config_file(cmake/fmcoreConfig.cmake.in
   ${CMAKE_BINARY_DIR}/cmake/fmcoreConfig.cmake
   INSTALL_DESTINATION ${FM_CMAKE_INSTALL_RELDIR}
-  PATH_VARS CMAKE_INSTALL_INCLUDEDIR FM_PLUGIN_INSTALL_RELDIR FM_SCRIPT_INSTALL_RELDIR)
+  PATH_VARS CMAKE_INSTALL_INCLUDEDIR FM_PLUGIN_INSTALL_RELDIR FM_SCRIPT_INSTALL_RELDIR
+    FM_SAMPLE_INSTALL_RELDIR)
 # 0.x: any 0.y satisfies find_package(fmcore 0.1); the plugin ABI has its own
 # version, checked by the loader.
 write_basic_package_version_file(${CMAKE_BINARY_DIR}/cmake/fmcoreConfigVersion.cmake
@@ -76,6 +79,7 @@ fm_pc_dir(FM_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
 fm_pc_dir(FM_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
 fm_pc_dir(FM_PC_PLUGINDIR "${FM_PLUGIN_INSTALL_RELDIR}")
 fm_pc_dir(FM_PC_SCRIPTDIR "${FM_SCRIPT_INSTALL_RELDIR}")
+fm_pc_dir(FM_PC_SAMPLEDIR "${FM_SAMPLE_INSTALL_RELDIR}")
 # A plugin needs no RPATH under fmhost (libfmcore is already loaded and
 # matches by soname), but one lets it load anywhere else too (ldd, a test
 # program); a system directory needs none.

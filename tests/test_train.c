@@ -98,11 +98,11 @@ typedef struct step_log {
 
 static bool log_step(void *user, const fm_step_info *info)
 {
-    step_log *log = user;
-    if (!isfinite(info->loss) || !(info->lr > 0)) log->bad++;
-    ck_assert_int_eq(info->global_step, log->n);
-    if (log->n < (int)(sizeof log->losses / sizeof log->losses[0])) log->losses[log->n] = info->loss;
-    log->n++;
+    step_log *s = user;
+    if (!isfinite(info->loss) || !(info->lr > 0)) s->bad++;
+    ck_assert_int_eq(info->global_step, s->n);
+    if (s->n < (int)(sizeof s->losses / sizeof s->losses[0])) s->losses[s->n] = info->loss;
+    s->n++;
     return true;
 }
 
@@ -122,10 +122,9 @@ START_TEST(test_train_learns)
     fm_hparams *hp = new_hparams(p, mc->hparam);
     fm_train_config cfg;
     small_config(&cfg, mc->limit, mc->epochs, mc->batch);
-    static step_log log;
-    memset(&log, 0, sizeof log);
+    step_log steps = {0};
     cfg.on_step = log_step;
-    cfg.user = &log;
+    cfg.user = &steps;
 
     fm_run *run;
     ck_assert_msg(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK, "%s", fm_error_message());
@@ -135,8 +134,8 @@ START_TEST(test_train_learns)
     const fm_epoch_metrics *h = fm_run_history(run, &n);
     ck_assert_int_eq(n, mc->epochs);
     const int steps_per_epoch = (mc->limit + mc->batch - 1) / mc->batch;
-    ck_assert_int_eq(log.n, steps_per_epoch * mc->epochs);
-    ck_assert_int_eq(log.bad, 0);
+    ck_assert_int_eq(steps.n, steps_per_epoch * mc->epochs);
+    ck_assert_int_eq(steps.bad, 0);
     for (int e = 0; e < n; e++) {
         ck_assert_int_eq(h[e].epoch, e + 1);
         ck_assert(isfinite(h[e].train_loss) && isfinite(h[e].val_loss));
@@ -145,7 +144,8 @@ START_TEST(test_train_learns)
     ck_assert_msg(h[n - 1].train_loss < h[0].train_loss, "%s: train loss %g -> %g", mc->name,
                   h[0].train_loss, h[n - 1].train_loss);
     const int k = 10;
-    double first = mean(log.losses, k), last = mean(log.losses + log.n - k, k);
+    ck_assert_int_le(steps.n, (int)(sizeof steps.losses / sizeof steps.losses[0]));
+    double first = mean(steps.losses, k), last = mean(steps.losses + steps.n - k, k);
     ck_assert_msg(last < 0.8 * first, "%s: batch loss %g (first %d steps) -> %g (last %d)", mc->name,
                   first, k, last, k);
 

@@ -93,15 +93,17 @@ int fm_cmd_plugins(int argc, char **argv)
         }
         return fm_cli_usage_error("plugins", "unknown argument '%s'", argv[i]);
     }
-    char exe_dir[PATH_MAX], beside[PATH_MAX + 16];
+    char exe_dir[PATH_MAX], beside[PATH_MAX + 16], installed[PATH_MAX + 64];
     ssize_t len = readlink("/proc/self/exe", exe_dir, sizeof exe_dir - 1);
     if (len > 0) {
         exe_dir[len] = '\0';
         char *slash = strrchr(exe_dir, '/');
         if (slash) *slash = '\0';
         snprintf(beside, sizeof beside, "%s/plugins", exe_dir);
+        snprintf(installed, sizeof installed, "%s/../%s", exe_dir, FM_PLUGIN_INSTALL_RELDIR);
         dirs[n_dirs++] = beside;
         dirs[n_dirs++] = exe_dir;
+        dirs[n_dirs++] = installed;
     }
     dirs[n_dirs++] = FM_PLUGIN_INSTALL_DIR;
     char seen[64][64];

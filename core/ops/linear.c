@@ -19,9 +19,11 @@ void fm_op_linear_forward(fm_graph *g, fm_node *n)
     int batch = x->shape[0], in = x->shape[1], out = w->shape[0];
     float *y = n->out->data;  // [N, out]
     fm_sgemm(false, true, batch, out, in, 1.0f, x->data, in, w->data, in, 0.0f, y, out);
-    if (b)
+    if (b) {
+        const float *bias = b->data;  // [out]
         for (int i = 0; i < batch; i++)
-            for (int j = 0; j < out; j++) y[(size_t)i * out + j] += b->data[j];
+            for (int j = 0; j < out; j++) y[(size_t)i * out + j] += bias[j];
+    }
 }
 
 void fm_op_linear_backward(fm_graph *g, fm_node *n)

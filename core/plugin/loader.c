@@ -14,6 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifndef FM_PLUGIN_INSTALL_RELDIR
+#define FM_PLUGIN_INSTALL_RELDIR "lib/fmhost/plugins"
+#endif
 #ifndef FM_PLUGIN_INSTALL_DIR
 #define FM_PLUGIN_INSTALL_DIR "/usr/local/lib/fmhost/plugins"
 #endif
@@ -294,7 +297,7 @@ fm_status fm_plugin_resolve(const char *name_or_path, char *out, size_t out_len)
     const char *n = name_or_path;
     bool has_slash = strchr(n, '/') != NULL, is_path = has_slash || ends_with(n, ".so");
 
-    char cand[4][PATH_MAX];
+    char cand[5][PATH_MAX];
     int nc = 0;
     if (is_path) add_candidate(cand, &nc, "", n);
     if (n[0] != '/') {
@@ -311,15 +314,18 @@ fm_status fm_plugin_resolve(const char *name_or_path, char *out, size_t out_len)
             if (slash) *slash = '\0';
             add_candidate(cand, &nc, exe, file);
             if (!has_slash) {
-                char sub[PATH_MAX + 8];
+                char sub[PATH_MAX + 64];
                 snprintf(sub, sizeof sub, "%s/plugins", exe);
+                add_candidate(cand, &nc, sub, file);
+                /* An installed tree moved as a whole: <prefix>/bin/../lib/fmhost/plugins. */
+                snprintf(sub, sizeof sub, "%s/../%s", exe, FM_PLUGIN_INSTALL_RELDIR);
                 add_candidate(cand, &nc, sub, file);
             }
         }
         if (!has_slash) add_candidate(cand, &nc, FM_PLUGIN_INSTALL_DIR, file);
     }
 
-    char tried[4 * PATH_MAX + 16] = "";
+    char tried[5 * PATH_MAX + 16] = "";
     size_t used = 0;
     for (int i = 0; i < nc; i++) {
         if (is_file(cand[i])) {

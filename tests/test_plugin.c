@@ -303,7 +303,7 @@ START_TEST(test_create_failure_keeps_message)
     const char *loud[] = {"tag=fail"}, *silent[] = {"tag=fail_silently"};
     fm_hparams *hp = hparams_ok(p, loud, 1);
     ck_assert_ptr_null(fm_plugin_create_model(p, hp, 1));
-    ck_assert_int_eq(fm_error_status(), FM_ERR_PLUGIN);
+    ck_assert_int_eq(fm_error_status(), FM_ERR_ARG);
     assert_message_has("typed: tag=fail: asked to fail");
     fm_hparams_free(hp);
 
@@ -532,7 +532,7 @@ START_TEST(test_rescnn_hparams)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fm_hparams *hp = hparams_ok(p, &bad[i].kv, 1);
         ck_assert_ptr_null(fm_plugin_create_model(p, hp, 1));
-        ck_assert_int_eq(fm_error_status(), FM_ERR_PLUGIN);
+        ck_assert_int_eq(fm_error_status(), FM_ERR_ARG);
         assert_message_has(bad[i].needle);
         fm_hparams_free(hp);
     }

@@ -502,7 +502,7 @@ START_TEST(test_cmake_package)
     const char *bad[] = {"c1=0"};
     hp = fm_hparams_new(p, bad, 1);
     ck_assert_ptr_null(fm_plugin_create_model(p, hp, 42));
-    ck_assert_int_eq(fm_error_status(), FM_ERR_PLUGIN);
+    ck_assert_int_eq(fm_error_status(), FM_ERR_ARG);
     ck_assert_msg(strstr(fm_error_message(), "lenet: c1=0 c2=16: channel counts must be in"),
                   "%s", fm_error_message());
     fm_hparams_free(hp);

@@ -355,11 +355,13 @@ fm_model *fm_plugin_create_model(fm_plugin *p, const fm_hparams *hp, uint64_t se
     fm_error_clear();
     void *self = d->create(m, hp);
     if (!self) {
+        /* Keep the plugin's status: FM_ERR_ARG is a bad --set value, a usage error. */
         char why[1024];
         snprintf(why, sizeof why, "%s", fm_error_message());
+        fm_status st = fm_error_status() == FM_ERR_ARG ? FM_ERR_ARG : FM_ERR_PLUGIN;
         fm_model_free(m);
         if (why[0])
-            fm_error_set(FM_ERR_PLUGIN, "%s: %s", d->name, why);
+            fm_error_set(st, "%s: %s", d->name, why);
         else
             fm_error_set(FM_ERR_PLUGIN, "%s: create() failed without saying why (%s)", d->name,
                          p->path);

@@ -123,7 +123,9 @@ FM_API const char *fm_hparams_value_at(const fm_hparams *hp, int i);
 
 /* Creates a model: runs create(), finalises (allocation + init with `seed`),
  * and keeps the plugin loaded while the model lives.  NULL with the error
- * slot set when create() fails. */
+ * slot set when create() fails: FM_ERR_ARG when the plugin refused a
+ * hyper-parameter value with FM_ERR_ARG (a usage error), else FM_ERR_PLUGIN;
+ * the message starts with the plugin's name. */
 FM_API fm_model *fm_plugin_create_model(fm_plugin *p, const fm_hparams *hp, uint64_t seed);
 
 /* ---- host side: calling exports through libffi ------------------------------ */

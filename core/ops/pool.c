@@ -21,6 +21,8 @@ typedef struct maxpool_job {
     int h, w, oh, ow, k;
 } maxpool_job;
 
+/* Both paths compare with a strict >, so ties keep the first maximum in
+ * row-major order, and let a NaN win, as PyTorch does. */
 static void maxpool_forward_range(void *arg, int64_t begin, int64_t end)
 {
     const maxpool_job *j = arg;
@@ -60,8 +62,6 @@ static void maxpool_forward_range(void *arg, int64_t begin, int64_t end)
             for (int ox = 0; ox < j->ow; ox++) {
                 int first = oy * j->k * j->w + ox * j->k, best_i = first;
                 float best = x[first];
-                /* Strict > keeps the first maximum in row-major order; a NaN
-                 * wins, as in PyTorch. */
                 for (int ky = 0; ky < j->k; ky++)
                     for (int kx = 0; kx < j->k; kx++) {
                         int i = first + ky * j->w + kx;

@@ -26,4 +26,16 @@ const char *fm_test_tmpdir(void);
 /* Writes `len` bytes to `path`; aborts the test on failure. */
 void fm_test_write_file(const char *path, const void *data, size_t len);
 
+/* The whole file, NUL-terminated, malloc'ed (the caller frees it); its length
+ * in *len_out when not NULL.  Fails the test when it cannot be read. */
+char *fm_test_read_file(const char *path, size_t *len_out);
+
+/* A metrics.csv with the last (seconds) column of every line removed: what
+ * must be identical between two runs with one seed.  *lines gets the line
+ * count.  The caller frees the result. */
+char *fm_test_metrics_without_seconds(const char *path, int *lines);
+
+/* rm -rf dir (errors ignored). */
+void fm_test_rmtree(const char *dir);
+
 #endif /* FM_TEST_UTIL_H */

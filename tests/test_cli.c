@@ -30,16 +30,6 @@ typedef struct cli_result {
     char *out, *err;
 } cli_result;
 
-static char *slurp(const char *path, size_t *len_out)
-{
-    char *buf = NULL;
-    size_t len = 0;
-    fm_status st = fm_file_read_all(path, 256u << 20, &buf, &len);
-    ck_assert_msg(st == FM_OK, "%s", fm_error_message());
-    if (len_out) *len_out = len;
-    return buf;
-}
-
 static bool exists(const char *path)
 {
     struct stat sb;
@@ -76,8 +66,8 @@ static void run_argv(cli_result *r, char *const *args)
     int ws;
     ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
     r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-    r->out = slurp(out_path, NULL);
-    r->err = slurp(err_path, NULL);
+    r->out = fm_test_read_file(out_path, NULL);
+    r->err = fm_test_read_file(err_path, NULL);
     unlink(out_path);
     unlink(err_path);
     ck_assert_msg(r->status != 127, "cannot run %s", FMHOST);
@@ -120,17 +110,6 @@ static int count_lines(const char *s)
 
 /* ---- files --------------------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static char *new_tmpdir(void)
 {
     return fm_xstrdup(fm_test_tmpdir());
@@ -155,7 +134,7 @@ static uint32_t be32(const unsigned char *p)
 static void assert_png(const char *path)
 {
     size_t len;
-    unsigned char *p = (unsigned char *)slurp(path, &len);
+    unsigned char *p = (unsigned char *)fm_test_read_file(path, &len);
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     ck_assert_msg(len > 33 && !memcmp(p, sig, 8), "%s: not a PNG", path);
     ck_assert_msg(be32(p + 8) == 13 && !memcmp(p + 12, "IHDR", 4), "%s: no IHDR", path);
@@ -183,31 +162,10 @@ static void assert_no_tmp_files(const char *dir)
 }
 
 /* metrics.csv without its last (seconds) column. */
-static char *metrics_without_seconds(const char *path, int *lines)
-{
-    size_t len;
-    char *text = slurp(path, &len);
-    char *out = fm_xcalloc(len + 1, 1), *w = out;
-    *lines = 0;
-    for (char *line = text; *line;) {
-        char *nl = strchr(line, '\n');
-        size_t n = nl ? (size_t)(nl - line) : strlen(line);
-        char *comma = memrchr(line, ',', n);
-        ck_assert_msg(comma != NULL, "%s: line without a comma", path);
-        memcpy(w, line, (size_t)(comma - line));
-        w += comma - line;
-        *w++ = '\n';
-        (*lines)++;
-        line += n + (nl ? 1 : 0);
-    }
-    free(text);
-    return out;
-}
-
 /* The "accuracy" line of a scikit-learn style classification report. */
 static double report_accuracy(const char *path, int *support)
 {
-    char *text = slurp(path, NULL);
+    char *text = fm_test_read_file(path, NULL);
     double acc = NAN;
     *support = -1;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
@@ -364,7 +322,7 @@ START_TEST(test_cli_missing_data)
         ASSERT_HAS(r.err, "apt-get install dataset-fashion-mnist");
         result_free(&r);
     }
-    rm_rf(tmp);
+    fm_test_rmtree(tmp);
     free(tmp);
 }
 END_TEST
@@ -405,7 +363,7 @@ START_TEST(test_cli_bad_plugin)
     ASSERT_HAS(r.out, "mlp");
     result_free(&r);
 
-    rm_rf(tmp);
+    fm_test_rmtree(tmp);
     free(tmp);
 }
 END_TEST
@@ -461,7 +419,7 @@ START_TEST(test_cli_train_pipeline)
 
     /* The checkpoint: a safetensors header that declares pt format and the run. */
     size_t clen;
-    unsigned char *c = (unsigned char *)slurp(ckpt, &clen);
+    unsigned char *c = (unsigned char *)fm_test_read_file(ckpt, &clen);
     ck_assert_uint_gt(clen, 8);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | c[i];
@@ -478,7 +436,7 @@ START_TEST(test_cli_train_pipeline)
     free(c);
 
     /* metrics.csv: the header and one row per epoch. */
-    char *metrics = slurp(path_of(p, sizeof p, "%s/metrics.csv", res), NULL);
+    char *metrics = fm_test_read_file(path_of(p, sizeof p, "%s/metrics.csv", res), NULL);
     ck_assert_int_eq(count_lines(metrics), 3);
     ck_assert_msg(!strncmp(metrics, FM_METRICS_HEADER "\n", strlen(FM_METRICS_HEADER) + 1), "%s", metrics);
     fm_metrics m = {0};
@@ -512,8 +470,8 @@ START_TEST(test_cli_train_pipeline)
 
     /* eval of the saved checkpoint reproduces the test results exactly: the
      * report files it rewrites are byte-identical. */
-    char *report_before = slurp(path_of(p, sizeof p, "%s/classification_report.txt", res), NULL);
-    char *confusion_before = slurp(path_of(p, sizeof p, "%s/confusion_matrix.csv", res), NULL);
+    char *report_before = fm_test_read_file(path_of(p, sizeof p, "%s/classification_report.txt", res), NULL);
+    char *confusion_before = fm_test_read_file(path_of(p, sizeof p, "%s/confusion_matrix.csv", res), NULL);
     unlink(path_of(p, sizeof p, "%s/classification_report.txt", res));
     run(&r, "eval", "--model", "mlp", "--out", tmp, "--data-dir", SAMPLE_DIR, NULL);
     ck_assert_msg(r.status == 0, "eval: exit %d:\n%s", r.status, r.err);
@@ -522,8 +480,8 @@ START_TEST(test_cli_train_pipeline)
     ck_assert(tl && el);
     ck_assert_msg(!strncmp(tl, el, strlen("test loss 0.0000, test accuracy 0.0000")), "train: %s\neval: %s",
                   tl, el);
-    char *report_after = slurp(path_of(p, sizeof p, "%s/classification_report.txt", res), NULL);
-    char *confusion_after = slurp(path_of(p, sizeof p, "%s/confusion_matrix.csv", res), NULL);
+    char *report_after = fm_test_read_file(path_of(p, sizeof p, "%s/classification_report.txt", res), NULL);
+    char *confusion_after = fm_test_read_file(path_of(p, sizeof p, "%s/confusion_matrix.csv", res), NULL);
     ck_assert_str_eq(report_after, report_before);
     ck_assert_str_eq(confusion_after, confusion_before);
     free(report_before), free(report_after), free(confusion_before), free(confusion_after);
@@ -554,7 +512,7 @@ START_TEST(test_cli_train_pipeline)
     for (int i = 0; i < 3; i++) {
         char trunc[4300], out2[4300], *full;
         size_t flen;
-        full = slurp(ckpt, &flen);
+        full = fm_test_read_file(ckpt, &flen);
         path_of(trunc, sizeof trunc, "%s/trunc%d.safetensors", tmp, i);
         fm_test_write_file(trunc, full, cuts[i]);
         free(full);
@@ -567,7 +525,7 @@ START_TEST(test_cli_train_pipeline)
         result_free(&r);
     }
 
-    rm_rf(tmp);
+    fm_test_rmtree(tmp);
     free(tmp);
 }
 END_TEST
@@ -605,7 +563,7 @@ START_TEST(test_cli_shape_mismatch)
     ASSERT_HAS(r.err, ckpt);
     result_free(&r);
 
-    rm_rf(tmp);
+    fm_test_rmtree(tmp);
     free(tmp);
 }
 END_TEST
@@ -627,20 +585,20 @@ START_TEST(test_cli_deterministic)
     }
     char p[4400];
     int lines0;
-    char *m0 = metrics_without_seconds(path_of(p, sizeof p, "%s/results/cnn/metrics.csv", dirs[0]), &lines0);
+    char *m0 = fm_test_metrics_without_seconds(path_of(p, sizeof p, "%s/results/cnn/metrics.csv", dirs[0]), &lines0);
     ck_assert_int_eq(lines0, 3);
     size_t len0;
-    char *c0 = slurp(path_of(p, sizeof p, "%s/artifacts/cnn_best.safetensors", dirs[0]), &len0);
-    char *rep0 = slurp(path_of(p, sizeof p, "%s/results/cnn/classification_report.txt", dirs[0]), NULL);
+    char *c0 = fm_test_read_file(path_of(p, sizeof p, "%s/artifacts/cnn_best.safetensors", dirs[0]), &len0);
+    char *rep0 = fm_test_read_file(path_of(p, sizeof p, "%s/results/cnn/classification_report.txt", dirs[0]), NULL);
     for (int i = 1; i < 3; i++) {
         int lines;
-        char *m = metrics_without_seconds(path_of(p, sizeof p, "%s/results/cnn/metrics.csv", dirs[i]), &lines);
+        char *m = fm_test_metrics_without_seconds(path_of(p, sizeof p, "%s/results/cnn/metrics.csv", dirs[i]), &lines);
         ck_assert_msg(!strcmp(m, m0), "metrics differ (--threads 1 vs %s):\n%s---\n%s", threads[i], m0, m);
         size_t len;
-        char *c = slurp(path_of(p, sizeof p, "%s/artifacts/cnn_best.safetensors", dirs[i]), &len);
+        char *c = fm_test_read_file(path_of(p, sizeof p, "%s/artifacts/cnn_best.safetensors", dirs[i]), &len);
         ck_assert_msg(len == len0 && !memcmp(c, c0, len), "checkpoints differ (--threads 1 vs %s)",
                       threads[i]);
-        char *rep = slurp(path_of(p, sizeof p, "%s/results/cnn/classification_report.txt", dirs[i]), NULL);
+        char *rep = fm_test_read_file(path_of(p, sizeof p, "%s/results/cnn/classification_report.txt", dirs[i]), NULL);
         ck_assert_str_eq(rep, rep0);
         free(rep);
         free(c);
@@ -650,7 +608,7 @@ START_TEST(test_cli_deterministic)
     free(c0);
     free(m0);
     for (int i = 0; i < 3; i++) {
-        rm_rf(dirs[i]);
+        fm_test_rmtree(dirs[i]);
         free(dirs[i]);
     }
 }
@@ -681,7 +639,7 @@ START_TEST(test_cli_progress_lines)
     ck_assert_int_eq(epochs, 3);
     ASSERT_HAS(r.out, "test accuracy");
     result_free(&r);
-    rm_rf(tmp);
+    fm_test_rmtree(tmp);
     free(tmp);
 }
 END_TEST

@@ -94,6 +94,12 @@ static fm_tensor *build_bn(fm_graph *g, const op_case *c)
                         c->farg[0], c->farg[1]);
 }
 
+static fm_tensor *build_bn_relu(fm_graph *g, const op_case *c)
+{
+    return fm_batchnorm_relu(g, c->in[0], c->in[1], c->in[2], c->in[3], c->in[4], c->in[5],
+                             c->farg[0], c->farg[1], c->in[6]);
+}
+
 static fm_tensor *build_relu(fm_graph *g, const op_case *c) { return fm_relu(g, c->in[0]); }
 
 static fm_tensor *build_dropout(fm_graph *g, const op_case *c)
@@ -390,6 +396,7 @@ static const conv_shape conv_ref_shapes[] = {
     {5, 3, 10, 10, 4, 1, 1, 1, 0, true},
     {2, 2, 50, 50, 4, 3, 3, 1, 1, true},   /* one image wider than a chunk */
     {16, 32, 14, 14, 64, 3, 3, 1, 1, true},
+    {6, 32, 28, 28, 8, 3, 3, 1, 1, false},  /* ResCNN stage 1: one image per chunk, no staging */
 };
 
 START_TEST(test_conv2d_vs_reference)
@@ -503,11 +510,56 @@ START_TEST(test_conv2d_thread_determinism)
     float *two = det_run(2, &n2);
     ck_assert_uint_eq(n1, n2);
     ck_assert_int_eq(memcmp(one, two, n1 * sizeof *one), 0);
-    /* The second run really had two threads (48 images are 5 conv chunks;
+    /* The second run really had two threads (48 images are 4 conv chunks;
      * the linear layer's GEMMs are 4 and 7 blocks). */
     ck_assert_int_eq(fm_get_threads(), 2);
     free(one);
     free(two);
+}
+END_TEST
+
+/* Workspaces are handed back when an op returns: what a conv leaves in the
+ * arena is its output, whatever its scratch needed. */
+START_TEST(test_conv2d_workspace_released)
+{
+    fm_tensor *x = leaf(4, (int[]){8, 16, 14, 14}, -1, 1, true);
+    fm_tensor *w = leaf(4, (int[]){16, 16, 3, 3}, -1, 1, true);
+    fm_graph *g = fm_graph_new();
+    fm_arena *a = fm_graph_arena(g);
+    size_t before = fm_arena_used(a);
+    fm_tensor *y = fm_conv2d(g, x, w, NULL, 1, 1);
+    size_t after = fm_arena_used(a), out_bytes = (size_t)y->numel * sizeof(float);
+    ck_assert_uint_ge(after - before, out_bytes);
+    ck_assert_uint_lt(after - before, out_bytes + 4096);  /* + node and tensor headers */
+    ck_assert_uint_gt(fm_arena_peak(a), after);         /* the workspace was there */
+    float *r = malloc((size_t)y->numel * sizeof *r);
+    fm_test_fill(r, (size_t)y->numel, -1, 1, next_seed++);
+    node_backward(g, y, r);
+    ck_assert_uint_eq(fm_arena_used(a), after);
+    fm_graph_free(g);
+    free(r);
+    fm_tensor_free(x);
+    fm_tensor_free(w);
+}
+END_TEST
+
+/* Marks nest, and a release spans blocks added after its mark. */
+START_TEST(test_arena_mark_release)
+{
+    fm_arena *a = fm_arena_new(1 << 20);
+    void *keep = fm_arena_alloc(a, 1000);
+    fm_arena_mark outer = fm_arena_mark_get(a);
+    void *p = fm_arena_alloc(a, 5000);
+    fm_arena_mark inner = fm_arena_mark_get(a);
+    fm_arena_alloc(a, 3u << 20);  /* a new block */
+    fm_arena_release(a, inner);
+    ck_assert_uint_eq(fm_arena_used(a), 1024 + 5056);
+    fm_arena_release(a, outer);
+    ck_assert_uint_eq(fm_arena_used(a), 1024);
+    ck_assert_ptr_ne(fm_arena_alloc(a, 64), keep);
+    ck_assert_uint_ge(fm_arena_peak(a), (3u << 20) + 1024 + 5056);
+    (void)p;
+    fm_arena_free(a);
 }
 END_TEST
 
@@ -687,6 +739,122 @@ START_TEST(test_batchnorm_running_stats)
     fm_graph_free(g);
     fm_tensor *all[] = {x, w, b, rm, rv, nbt};
     for (int i = 0; i < 6; i++) fm_tensor_free(all[i]);
+}
+END_TEST
+
+/* ---- batchnorm_relu (fused) ---------------------------------------------------- */
+
+/* One forward (and in training one backward, through a fixed linear layer
+ * and cross entropy) of relu(bn(x) + r), r optional, under `threads`: fused
+ * as one op, or as fm_batchnorm, fm_add and fm_relu.  Returns the output,
+ * every gradient and the updated running statistics, concatenated. */
+static float *bn_relu_run(bool fused, bool residual, bool training, int ndim, const int *shape,
+                          int threads, size_t *len)
+{
+    fm_set_threads(threads);
+    next_seed = 7000;
+    int ch = shape[1];
+    fm_tensor *x = leaf(ndim, shape, -1, 1.5f, true);
+    fm_tensor *w = leaf(1, &ch, 0.5f, 1.5f, true);
+    fm_tensor *b = leaf(1, &ch, -0.5f, 0.5f, true);
+    fm_tensor *rm = leaf(1, &ch, -0.2f, 0.2f, false);
+    fm_tensor *rv = leaf(1, &ch, 0.5f, 1.5f, false);
+    fm_tensor *nbt = fm_tensor_new(FM_I64, 1, (int[]){1});
+    fm_tensor *r = leaf(ndim, shape, -1, 1, true);
+    int n = shape[0], feat = (int)(x->numel / n);
+    fm_tensor *lw = leaf(2, (int[]){10, feat}, -0.3f, 0.3f, false);
+    int32_t labels[64];
+    for (int i = 0; i < n; i++) labels[i] = (i * 3) % 10;
+    fm_graph *g = fm_graph_new();
+    fm_graph_set_training(g, training);
+    fm_graph_set_grad(g, training);
+    fm_tensor *res = residual ? r : NULL, *y;
+    if (fused) {
+        y = fm_batchnorm_relu(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f, res);
+    } else {
+        y = fm_batchnorm(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f);
+        if (res) y = fm_add(g, y, res);
+        y = fm_relu(g, y);
+    }
+    if (training)
+        fm_backward(g, fm_cross_entropy(g, fm_linear(g, fm_flatten(g, y), lw, NULL), labels));
+
+    fm_tensor *grads[] = {x, w, b, r}, *stats[] = {rm, rv};
+    *len = (size_t)y->numel + 3;
+    for (int i = 0; i < 4; i++) *len += (size_t)grads[i]->numel;
+    for (int i = 0; i < 2; i++) *len += (size_t)stats[i]->numel;
+    float *all = malloc(*len * sizeof *all), *p = all;
+    memcpy(p, y->data, (size_t)y->numel * sizeof *p);
+    p += y->numel;
+    for (int i = 0; i < 4; i++, p += grads[i - 1]->numel)
+        memcpy(p, grads[i]->grad, (size_t)grads[i]->numel * sizeof *p);
+    for (int i = 0; i < 2; i++, p += stats[i - 1]->numel)
+        memcpy(p, stats[i]->data, (size_t)stats[i]->numel * sizeof *p);
+    /* Counts that must differ between the cases, so that the comparison
+     * covers what it claims: batches tracked, zeros in y (relu active). */
+    int64_t zeros = 0;
+    for (int64_t i = 0; i < y->numel; i++) zeros += y->data[i] == 0.0f;
+    p[0] = (float)nbt->i64[0];
+    p[1] = (float)zeros;
+    p[2] = (float)y->numel;
+    fm_graph_free(g);
+    fm_tensor *all_t[] = {x, w, b, rm, rv, nbt, r, lw};
+    for (int i = 0; i < 8; i++) fm_tensor_free(all_t[i]);
+    return all;
+}
+
+static const struct {
+    int ndim, shape[4];
+} bn_relu_shapes[] = {
+    {4, {3, 4, 5, 7}},      /* planes not a multiple of the 8 lanes */
+    {2, {6, 5}},            /* BatchNorm1d */
+    {4, {16, 64, 14, 14}},  /* several elementwise tasks */
+};
+
+/* The fused op against the three ops it replaces, bit for bit; the fused op
+ * under two threads, the reference under one. */
+START_TEST(test_batchnorm_relu_matches_separate_ops)
+{
+    int ndim = bn_relu_shapes[_i].ndim;
+    const int *shape = bn_relu_shapes[_i].shape;
+    for (int mode = 0; mode < 4; mode++) {
+        bool residual = mode & 1, training = mode & 2;
+        size_t n_ref, n_fused;
+        float *ref = bn_relu_run(false, residual, training, ndim, shape, 1, &n_ref);
+        float *fused = bn_relu_run(true, residual, training, ndim, shape, 2, &n_fused);
+        ck_assert_uint_eq(n_ref, n_fused);
+        ck_assert_msg(memcmp(ref, fused, n_ref * sizeof *ref) == 0,
+                      "residual %d training %d: fused and separate ops differ", residual, training);
+        float zeros = ref[n_ref - 2], numel = ref[n_ref - 1];
+        ck_assert(zeros > 0.0f && zeros < numel);  /* the relu masks some, not all */
+        ck_assert_float_eq(ref[n_ref - 3], training ? 1.0f : 0.0f);
+        if (training) {
+            /* The residual's gradient is there exactly when it is used. */
+            const float *dr = ref + n_ref - 3 - 2 * shape[1] - (size_t)numel;
+            bool any = false;
+            for (size_t i = 0; i < (size_t)numel; i++) any |= dr[i] != 0.0f;
+            ck_assert(any == residual);
+        }
+        free(ref);
+        free(fused);
+    }
+}
+END_TEST
+
+START_TEST(test_batchnorm_relu_gradcheck)
+{
+    int shape[4] = {3, 4, 3, 5}, ch = 4;
+    op_case c = {.build = build_bn_relu, .farg = {0.1f, 1e-5f}, .h = 5e-3f};
+    c.in[0] = leaf(4, shape, -1, 1.5f, true);
+    c.in[1] = leaf(1, &ch, 0.5f, 1.5f, true);
+    c.in[2] = leaf(1, &ch, -0.5f, 0.5f, true);
+    c.in[3] = leaf(1, &ch, -0.2f, 0.2f, false);
+    c.in[4] = leaf(1, &ch, 0.5f, 1.5f, false);
+    c.in[5] = fm_tensor_new(FM_I64, 1, (int[]){1});
+    c.in[6] = leaf(4, shape, -1, 1, true);
+    c.diff[0] = c.diff[1] = c.diff[2] = c.diff[6] = true;
+    ck_assert_double_gt(grad_check(&c, 3e-3, 1e-2), 0.1);
+    case_free(&c);
 }
 END_TEST
 
@@ -972,6 +1140,8 @@ static Suite *ops_suite(void)
                         (int)(sizeof conv_ref_shapes / sizeof conv_ref_shapes[0]));
     tcase_add_test(tc, test_conv2d_weight_grad_only);
     tcase_add_test(tc, test_conv2d_thread_determinism);
+    tcase_add_test(tc, test_conv2d_workspace_released);
+    tcase_add_test(tc, test_arena_mark_release);
     tcase_add_test_raise_signal(tc, test_conv2d_wrong_channels_aborts, SIGABRT);
     suite_add_tcase(s, tc);
 
@@ -991,6 +1161,9 @@ static Suite *ops_suite(void)
     tcase_add_test(tc, test_batchnorm_gradcheck_eval_2d);
     tcase_add_test(tc, test_batchnorm_running_stats);
     tcase_add_test_raise_signal(tc, test_batchnorm_wrong_channels_aborts, SIGABRT);
+    tcase_add_loop_test(tc, test_batchnorm_relu_matches_separate_ops, 0,
+                        (int)(sizeof bn_relu_shapes / sizeof bn_relu_shapes[0]));
+    tcase_add_test(tc, test_batchnorm_relu_gradcheck);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("relu");

@@ -20,17 +20,6 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static char *new_tmpdir(void)
 {
     return fm_xstrdup(fm_test_tmpdir());
@@ -358,7 +347,7 @@ START_TEST(test_train_restores_best)
     fm_meta_free(meta);
     fm_model_free(m);
     fm_run_free(run);
-    rm_rf(out);
+    fm_test_rmtree(out);
     free(out);
     fm_hparams_free(hp);
     fm_plugin_release(p);
@@ -425,7 +414,7 @@ START_TEST(test_train_bad_out_dir)
     ck_assert_ptr_null(run);
     ck_assert_msg(strstr(fm_error_message(), "--epochs") != NULL, "%s", fm_error_message());
 
-    rm_rf(tmp);
+    fm_test_rmtree(tmp);
     free(tmp);
     fm_hparams_free(hp);
     fm_plugin_release(p);
@@ -434,36 +423,6 @@ START_TEST(test_train_bad_out_dir)
 END_TEST
 
 /* ---- determinism ------------------------------------------------------------------------ */
-
-static char *read_file(const char *path, size_t *len)
-{
-    char *buf = NULL;
-    fm_status st = fm_file_read_all(path, 64u << 20, &buf, len);
-    ck_assert_msg(st == FM_OK, "%s", fm_error_message());
-    return buf;
-}
-
-/* metrics.csv with the last (seconds) column of every line removed. */
-static char *metrics_without_seconds(const char *path, int *lines)
-{
-    size_t len;
-    char *text = read_file(path, &len);
-    char *outp = fm_xcalloc(len + 1, 1), *w = outp;
-    *lines = 0;
-    for (char *line = text; *line;) {
-        char *nl = strchr(line, '\n');
-        size_t n = nl ? (size_t)(nl - line) : strlen(line);
-        char *comma = memrchr(line, ',', n);
-        ck_assert_msg(comma != NULL, "%s: line without a comma", path);
-        memcpy(w, line, (size_t)(comma - line));
-        w += comma - line;
-        *w++ = '\n';
-        (*lines)++;
-        line += n + (nl ? 1 : 0);
-    }
-    free(text);
-    return outp;
-}
 
 static const model_case det_cases[] = {
     {"mlp", NULL, 500, 2, 64},
@@ -504,22 +463,22 @@ START_TEST(test_train_deterministic)
     char path[4200];
     int lines0;
     snprintf(path, sizeof path, "%s/results/%s/metrics.csv", dirs[0], mc->name);
-    char *m0 = metrics_without_seconds(path, &lines0);
+    char *m0 = fm_test_metrics_without_seconds(path, &lines0);
     ck_assert_int_eq(lines0, 1 + mc->epochs);
     ck_assert_msg(!strncmp(m0, "epoch,train_loss,train_acc,val_loss,val_acc,lr\n", 47), "%s", m0);
     size_t len0;
     snprintf(path, sizeof path, "%s/artifacts/%s_best.safetensors", dirs[0], mc->name);
-    char *c0 = read_file(path, &len0);
+    char *c0 = fm_test_read_file(path, &len0);
     ck_assert_uint_gt(len0, 1000);
     for (int r = 1; r < 3; r++) {
         int lines;
         snprintf(path, sizeof path, "%s/results/%s/metrics.csv", dirs[r], mc->name);
-        char *m = metrics_without_seconds(path, &lines);
+        char *m = fm_test_metrics_without_seconds(path, &lines);
         ck_assert_msg(!strcmp(m, m0), "%s: metrics differ (threads %d vs %d):\n%s---\n%s", mc->name,
                       threads[0], threads[r], m0, m);
         size_t len;
         snprintf(path, sizeof path, "%s/artifacts/%s_best.safetensors", dirs[r], mc->name);
-        char *c = read_file(path, &len);
+        char *c = fm_test_read_file(path, &len);
         ck_assert_msg(len == len0 && !memcmp(c, c0, len), "%s: checkpoints differ (threads %d vs %d)",
                       mc->name, threads[0], threads[r]);
         free(c);
@@ -542,17 +501,17 @@ START_TEST(test_train_deterministic)
     fm_run_free(run);
     size_t len1;
     snprintf(path, sizeof path, "%s/artifacts/%s_best.safetensors", other, mc->name);
-    char *c1 = read_file(path, &len1);
+    char *c1 = fm_test_read_file(path, &len1);
     snprintf(path, sizeof path, "%s/artifacts/%s_best.safetensors", dirs[0], mc->name);
-    char *c0b = read_file(path, &len0);
+    char *c0b = fm_test_read_file(path, &len0);
     ck_assert(len1 != len0 || memcmp(c1, c0b, len0) != 0);
     free(c1);
     free(c0b);
-    rm_rf(other);
+    fm_test_rmtree(other);
     free(other);
 
     for (int r = 0; r < 3; r++) {
-        rm_rf(dirs[r]);
+        fm_test_rmtree(dirs[r]);
         free(dirs[r]);
     }
     fm_hparams_free(hp);

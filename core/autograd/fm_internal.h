@@ -13,7 +13,7 @@
 
 #include "fm/fm_graph.h"
 
-#define FM_NODE_MAX_IN 6
+#define FM_NODE_MAX_IN 7
 
 typedef enum fm_op_id {
     FM_OP_LINEAR,
@@ -26,6 +26,7 @@ typedef enum fm_op_id {
     FM_OP_ADD,
     FM_OP_FLATTEN,
     FM_OP_CROSS_ENTROPY,
+    FM_OP_BATCHNORM_RELU,
     FM_OP_COUNT
 } fm_op_id;
 
@@ -72,6 +73,8 @@ void fm_op_flatten_forward(fm_graph *g, fm_node *n);
 void fm_op_flatten_backward(fm_graph *g, fm_node *n);
 void fm_op_cross_entropy_forward(fm_graph *g, fm_node *n);
 void fm_op_cross_entropy_backward(fm_graph *g, fm_node *n);
+void fm_op_batchnorm_relu_forward(fm_graph *g, fm_node *n);
+void fm_op_batchnorm_relu_backward(fm_graph *g, fm_node *n);
 
 /* A zeroed node for `op` with inputs in[0..n_in), in the arena. */
 fm_node *fm_node_new(fm_graph *g, fm_op_id op, int n_in, fm_tensor *const *in);

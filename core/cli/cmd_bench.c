@@ -14,23 +14,29 @@ static const char bench_usage[] =
     "Times --batches training steps (Adam, after 10 warm-up steps) and the evaluation\n"
     "of 5,000 test images, then prints one JSON line:\n"
     "  {\"model\", \"params\", \"threads\", \"batch\", \"train_img_s\", \"eval_img_s\",\n"
-    "   \"gflops\", \"peak_rss_mb\"}\n"
+    "   \"gflops\", \"peak_rss_mb\", \"arena_mb\", \"eval_batch\", \"eval_peak_rss_mb\"}\n"
     "gflops is the training arithmetic rate (3x the plugin's forward flops export).\n"
+    "peak_rss_mb is the process's peak resident memory when the timed training steps\n"
+    "end (before evaluation); arena_mb is the per-step arena's capacity at that point;\n"
+    "eval_peak_rss_mb is the peak after evaluation, which runs --eval-batch images per\n"
+    "forward pass (256, as fmhost train evaluates; torch_ref.py evaluates with 1000).\n"
     "\n"
     "  --batches N      timed training steps (200)\n"
     "  --batch-size N   images per step (64)\n"
+    "  --eval-batch N   images per evaluation forward pass (256)\n"
     "  --threads N      worker threads, 0 = one per core (2)\n"
     "  --set KEY=VALUE  a hyper-parameter of the plugin (repeatable)\n"
     "  --profile        also print time per op type, forward and backward, to stderr\n"
     "  --data-dir DIR   FashionMNIST IDX files\n";
 
-enum { B_MODEL = 256, B_PLUGIN, B_BATCHES, B_BATCH, B_THREADS, B_SET, B_PROFILE, B_DATA, B_HELP };
+enum { B_MODEL = 256, B_PLUGIN, B_BATCHES, B_BATCH, B_THREADS, B_SET, B_PROFILE, B_DATA, B_HELP, B_EVAL_BATCH };
 
 static const struct option bench_options[] = {
     {"model", required_argument, NULL, B_MODEL},
     {"plugin", required_argument, NULL, B_PLUGIN},
     {"batches", required_argument, NULL, B_BATCHES},
     {"batch-size", required_argument, NULL, B_BATCH},
+    {"eval-batch", required_argument, NULL, B_EVAL_BATCH},
     {"threads", required_argument, NULL, B_THREADS},
     {"set", required_argument, NULL, B_SET},
     {"profile", no_argument, NULL, B_PROFILE},
@@ -56,6 +62,13 @@ static void train_step(fm_model *m, fm_graph *g, fm_optim *o, const fm_dataset *
     fm_optim_step(o);
 }
 
+static double peak_rss_mb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;  /* kilobytes on Linux */
+}
+
 static void print_profile(const fm_graph *g, double total)
 {
     fm_op_profile prof[64];
@@ -73,7 +86,7 @@ int fm_cmd_bench(int argc, char **argv)
 {
     const char *cmd = "bench", *model = NULL, *plugin_path = NULL, *data_dir = NULL;
     const char *sets[64];
-    int n_sets = 0, batches = 200, batch = 64, threads = 2;
+    int n_sets = 0, batches = 200, batch = 64, threads = 2, eval_batch = 256;
     bool profile = false;
     opterr = 0;
     optind = 1;
@@ -89,6 +102,10 @@ int fm_cmd_bench(int argc, char **argv)
         case B_BATCH:
             if (!fm_cli_int(optarg, 1, 4096, &batch))
                 return fm_cli_usage_error(cmd, "--batch-size '%s': expected an integer from 1 to 4096", optarg);
+            break;
+        case B_EVAL_BATCH:
+            if (!fm_cli_int(optarg, 1, 4096, &eval_batch))
+                return fm_cli_usage_error(cmd, "--eval-batch '%s': expected an integer from 1 to 4096", optarg);
             break;
         case B_THREADS:
             if (!fm_cli_int(optarg, 0, 256, &threads))
@@ -145,12 +162,16 @@ int fm_cmd_bench(int argc, char **argv)
     for (int i = 0; i < batches; i++) train_step(m, g, opt, &data.train, (i * batch) % span, batch, y);
     double train_s = fm_now() - t0;
     if (profile) print_profile(g, train_s);
+    /* Training's footprint on its own: evaluation's larger batches and its
+     * own arena would otherwise set the peak. */
+    double train_rss_mb = peak_rss_mb();
+    double arena_mb = (double)fm_arena_capacity(fm_graph_arena(g)) / (1 << 20);
 
     fm_subset eval_set;
     fm_subset_all(&eval_set, &data.test, 5000);
     fm_eval_result res;
     t0 = fm_now();
-    fm_evaluate(m, &eval_set, 1000, &res, NULL, NULL);
+    fm_evaluate(m, &eval_set, eval_batch, &res, NULL, NULL);
     double eval_s = fm_now() - t0;
 
     double gflops = 0.0;
@@ -160,13 +181,12 @@ int fm_cmd_bench(int argc, char **argv)
         if (fm_plugin_export_call(plugin, fi, m, args, 2, &ret) == FM_OK)
             gflops = 3.0 * ret.d * batches / train_s / 1e9;
     }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
     printf("{\"model\": \"%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, "
-           "\"train_img_s\": %.1f, \"eval_img_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mb\": %.1f}\n",
+           "\"train_img_s\": %.1f, \"eval_img_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mb\": %.1f, "
+           "\"arena_mb\": %.1f, \"eval_batch\": %d, \"eval_peak_rss_mb\": %.1f}\n",
            fm_plugin_descriptor_of(plugin)->name, (long long)fm_model_num_params(m),
            fm_get_threads(), batch, (double)batches * batch / train_s, eval_set.n / eval_s, gflops,
-           ru.ru_maxrss / 1024.0);
+           train_rss_mb, arena_mb, eval_batch, peak_rss_mb());
 
     fm_subset_free(&eval_set);
     free(y);

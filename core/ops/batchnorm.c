@@ -29,6 +29,11 @@ typedef struct bn_job {
     float *dx;            // [N, C, S] or NULL
     float *dweight;       // [C] or NULL
     float *dbias;         // [C] or NULL
+    /* The fused op relu(bn(x) + res): */
+    bool relu;            /* y = max(., 0); backward masks dy where y == 0 */
+    const float *res;     // [N, C, S] added before the relu, or NULL
+    float *dres;          // [N, C, S] or NULL
+    const float *yout;    // [N, C, S] the fused op's output, for its relu mask
 } bn_job;
 
 /* Sums over a channel run through eight interleaved double accumulators
@@ -80,6 +85,37 @@ static void bn_lanes_dy(double *l_dy, double *l_dyx, const float *dy, const floa
     }
 }
 
+/* dy masked by a relu whose output is y: dy where y > 0, else +0 -- what
+ * relu's backward passes on.  An AND with the comparison's mask rather than a
+ * select: GCC turns the select into a branch per element, which random signs
+ * make unpredictable, and keeps the loops scalar. */
+static inline float bn_relu_grad(float dy, float y)
+{
+    uint32_t bits;
+    memcpy(&bits, &dy, sizeof bits);
+    bits &= -(uint32_t)(y > 0.0f);
+    memcpy(&dy, &bits, sizeof dy);
+    return dy;
+}
+
+/* As bn_lanes_dy, for dy masked by a relu whose output is y. */
+static void bn_lanes_dy_relu(double *l_dy, double *l_dyx, const float *dy, const float *y,
+                             const float *x, int64_t n, double mean)
+{
+    int64_t q = 0;
+    for (; q + BN_LANES <= n; q += BN_LANES)
+        for (int l = 0; l < BN_LANES; l++) {
+            float g = bn_relu_grad(dy[q + l], y[q + l]);
+            l_dy[l] += g;
+            l_dyx[l] += g * (x[q + l] - mean);
+        }
+    for (; q < n; q++) {
+        float g = bn_relu_grad(dy[q], y[q]);
+        l_dy[q % BN_LANES] += g;
+        l_dyx[q % BN_LANES] += g * (x[q] - mean);
+    }
+}
+
 static void bn_forward_task(void *arg, int c, int thread)
 {
     (void)thread;
@@ -120,7 +156,25 @@ static void bn_forward_range(void *arg, int64_t begin, int64_t end)
         int c = (int)(pl % j->c);
         const float *x = j->x + pl * j->s;
         float *y = j->y + pl * j->s, sc = scale[c], sh = shift[c];
-        for (int64_t q = 0; q < j->s; q++) y[q] = x[q] * sc + sh;
+        if (!j->relu) {
+            for (int64_t q = 0; q < j->s; q++) y[q] = x[q] * sc + sh;
+            continue;
+        }
+        /* The same roundings as batchnorm, add and relu run one after the
+         * other: the fused op's results are bit-identical to theirs. */
+        if (j->res) {
+            const float *r = j->res + pl * j->s;
+            for (int64_t q = 0; q < j->s; q++) {
+                float t = x[q] * sc + sh;
+                t = t + r[q];
+                y[q] = t > 0.0f ? t : 0.0f;
+            }
+        } else {
+            for (int64_t q = 0; q < j->s; q++) {
+                float t = x[q] * sc + sh;
+                y[q] = t > 0.0f ? t : 0.0f;
+            }
+        }
     }
 }
 
@@ -131,8 +185,13 @@ static void bn_backward_task(void *arg, int c, int thread)
     size_t cs = (size_t)j->c * j->s, base = (size_t)c * j->s;
     double mean = j->mean[c], invstd = j->invstd[c];
     double l_dy[BN_LANES] = {0}, l_dyx[BN_LANES] = {0};
-    for (int i = 0; i < j->n; i++)
-        bn_lanes_dy(l_dy, l_dyx, j->dy + base + i * cs, j->x + base + i * cs, j->s, mean);
+    for (int i = 0; i < j->n; i++) {
+        size_t off = base + i * cs;
+        if (j->relu)
+            bn_lanes_dy_relu(l_dy, l_dyx, j->dy + off, j->yout + off, j->x + off, j->s, mean);
+        else
+            bn_lanes_dy(l_dy, l_dyx, j->dy + off, j->x + off, j->s, mean);
+    }
     double sum_dy = bn_lanes_total(l_dy), sum_dy_xmu = bn_lanes_total(l_dyx);
     if (j->dweight) j->dweight[c] += (float)(sum_dy_xmu * invstd);
     if (j->dbias) j->dbias[c] += (float)sum_dy;
@@ -154,6 +213,17 @@ static void bn_backward_task(void *arg, int c, int thread)
     j->coef[3 * j->c + c] = (float)d;
 }
 
+/* One plane of the fused op's dx, the relu mask applied to dy on the fly. */
+static void bn_backward_relu_plane(float *restrict dx, const float *restrict x,
+                                   const float *restrict dy, const float *restrict y, float a,
+                                   float b, float mu, float d, int64_t s)
+{
+    if (b == 0.0f && d == 0.0f)
+        for (int64_t q = 0; q < s; q++) dx[q] += a * bn_relu_grad(dy[q], y[q]);
+    else
+        for (int64_t q = 0; q < s; q++) dx[q] += a * bn_relu_grad(dy[q], y[q]) + b * (x[q] - mu) + d;
+}
+
 static void bn_backward_range(void *arg, int64_t begin, int64_t end)
 {
     const bn_job *j = arg;
@@ -161,8 +231,17 @@ static void bn_backward_range(void *arg, int64_t begin, int64_t end)
     for (int64_t pl = begin; pl < end; pl++) {
         int c = (int)(pl % j->c);
         const float *x = j->x + pl * j->s, *dy = j->dy + pl * j->s;
-        float *dx = j->dx + pl * j->s;
+        float *dx = j->dx ? j->dx + pl * j->s : NULL;
         float ac = a[c], bc = b[c], mc = mu[c], dc = d[c];
+        if (j->relu) {
+            const float *y = j->yout + pl * j->s;
+            if (dx) bn_backward_relu_plane(dx, x, dy, y, ac, bc, mc, dc, j->s);
+            if (j->dres) {
+                float *restrict dr = j->dres + pl * j->s;
+                for (int64_t q = 0; q < j->s; q++) dr[q] += bn_relu_grad(dy[q], y[q]);
+            }
+            continue;
+        }
         if (bc == 0.0f && dc == 0.0f)
             for (int64_t q = 0; q < j->s; q++) dx[q] += ac * dy[q];
         else
@@ -203,6 +282,31 @@ fm_tensor *fm_batchnorm(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_tensor 
     return fm_graph_apply(g, n);
 }
 
+fm_tensor *fm_batchnorm_relu(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_tensor *bias,
+                             fm_tensor *running_mean, fm_tensor *running_var,
+                             fm_tensor *num_batches_tracked, float momentum, float eps,
+                             fm_tensor *residual)
+{
+    if (residual) FM_ASSERT(fm_ops_is_f32(residual) && fm_tensor_same_shape(x, residual));
+    /* The checks of fm_batchnorm, without building its node. */
+    FM_ASSERT(fm_ops_is_f32(x) && (x->ndim == 4 || x->ndim == 2));
+    int c = x->shape[1];
+    FM_ASSERT(bn_param_ok(weight, c) && bn_param_ok(bias, c));
+    FM_ASSERT(bn_param_ok(running_mean, c) && bn_param_ok(running_var, c));
+    FM_ASSERT((running_mean == NULL) == (running_var == NULL));
+    FM_ASSERT(!running_mean || (!running_mean->requires_grad && !running_var->requires_grad));
+    if (num_batches_tracked)
+        FM_ASSERT(num_batches_tracked->dtype == FM_I64 && num_batches_tracked->numel == 1);
+    FM_ASSERT(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f);
+    fm_node *n = fm_node_new(g, FM_OP_BATCHNORM_RELU, 7,
+                             (fm_tensor *[]){x, weight, bias, running_mean, running_var,
+                                             num_batches_tracked, residual});
+    n->farg[0] = momentum;
+    n->farg[1] = eps;
+    n->out = fm_graph_tensor(g, x->ndim, x->shape);
+    return fm_graph_apply(g, n);
+}
+
 static bn_job bn_job_make(const fm_node *n)
 {
     const fm_tensor *x = n->in[0];
@@ -213,6 +317,8 @@ static bn_job bn_job_make(const fm_node *n)
         .x = x->data,
         .weight = n->in[1] ? n->in[1]->data : NULL,
         .bias = n->in[2] ? n->in[2]->data : NULL,
+        .relu = n->op == FM_OP_BATCHNORM_RELU,
+        .res = n->op == FM_OP_BATCHNORM_RELU && n->in[6] ? n->in[6]->data : NULL,
     };
 }
 
@@ -233,10 +339,12 @@ void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
     float *stats = fm_graph_alloc(g, 2 * (size_t)j.c * sizeof(float));
     j.mean = stats;
     j.invstd = stats + j.c;
+    fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
     j.coef = fm_graph_alloc(g, 2 * (size_t)j.c * sizeof(float));
     j.y = n->out->data;
     fm_parallel_for(j.c, bn_forward_task, &j);
     fm_ops_parallel_range((int64_t)j.n * j.c, bn_grain(j.s), bn_forward_range, &j);
+    fm_arena_release(fm_graph_arena(g), mark);
     n->iarg[0] = j.batch_stats;
     n->saved = stats;
 }
@@ -252,8 +360,19 @@ void fm_op_batchnorm_backward(fm_graph *g, fm_node *n)
     j.dx = fm_node_wants_grad(n, 0) ? n->in[0]->grad : NULL;
     j.dweight = fm_node_wants_grad(n, 1) ? n->in[1]->grad : NULL;
     j.dbias = fm_node_wants_grad(n, 2) ? n->in[2]->grad : NULL;
-    if (!j.dx && !j.dweight && !j.dbias) return;
+    if (j.relu) {
+        j.yout = n->out->data;
+        j.dres = fm_node_wants_grad(n, 6) ? n->in[6]->grad : NULL;
+    }
+    if (!j.dx && !j.dweight && !j.dbias && !j.dres) return;
+    fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
     j.coef = fm_graph_alloc(g, 4 * (size_t)j.c * sizeof(float));
     fm_parallel_for(j.c, bn_backward_task, &j);
-    if (j.dx) fm_ops_parallel_range((int64_t)j.n * j.c, bn_grain(j.s), bn_backward_range, &j);
+    if (j.dx || j.dres)
+        fm_ops_parallel_range((int64_t)j.n * j.c, bn_grain(j.s), bn_backward_range, &j);
+    fm_arena_release(fm_graph_arena(g), mark);
 }
+
+/* The fused op shares the kernels: bn_job_make() sees the op id. */
+void fm_op_batchnorm_relu_forward(fm_graph *g, fm_node *n) { fm_op_batchnorm_forward(g, n); }
+void fm_op_batchnorm_relu_backward(fm_graph *g, fm_node *n) { fm_op_batchnorm_backward(g, n); }

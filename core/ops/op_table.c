@@ -18,6 +18,7 @@ __attribute__((visibility("default"))) const fm_op_def fm_op_table[FM_OP_COUNT] 
     ROW(FM_OP_ADD, "add", add),
     ROW(FM_OP_FLATTEN, "flatten", flatten),
     ROW(FM_OP_CROSS_ENTROPY, "cross_entropy", cross_entropy),
+    ROW(FM_OP_BATCHNORM_RELU, "batchnorm_relu", batchnorm_relu),
 };
 
 _Static_assert(sizeof fm_op_table / sizeof fm_op_table[0] == FM_OP_COUNT,

@@ -17,6 +17,7 @@ struct fm_arena {
     block *head;       /* current block; older ones follow */
     size_t used;       /* bytes handed out since reset, all blocks */
     size_t capacity;   /* bytes held, all blocks */
+    size_t peak;       /* highest `used` since the arena was made */
 };
 
 static block *block_new(size_t size)
@@ -70,6 +71,7 @@ void *fm_arena_alloc(fm_arena *a, size_t bytes)
     void *p = b->mem + b->used;
     b->used += need;
     a->used += need;
+    if (a->used > a->peak) a->peak = a->used;
     return p;
 }
 
@@ -89,6 +91,25 @@ void fm_arena_reset(fm_arena *a)
     a->used = 0;
 }
 
+fm_arena_mark fm_arena_mark_get(const fm_arena *a)
+{
+    return (fm_arena_mark){.block = a->head, .block_used = a->head->used, .used = a->used};
+}
+
+void fm_arena_release(fm_arena *a, fm_arena_mark m)
+{
+    block *b = a->head;
+    /* Blocks added after the mark hold only memory handed out after it: they
+     * are emptied but kept, so that reset still merges the whole chain and
+     * the next step does not grow again. */
+    for (; b && b != m.block; b = b->next) b->used = 0;
+    FM_ASSERT(b != NULL && b->used >= m.block_used);  /* a mark from this arena, since reset */
+    b->used = m.block_used;
+    a->used = m.used;
+}
+
 size_t fm_arena_used(const fm_arena *a) { return a->used; }
+
+size_t fm_arena_peak(const fm_arena *a) { return a->peak; }
 
 size_t fm_arena_capacity(const fm_arena *a) { return a->capacity; }

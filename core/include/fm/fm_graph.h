@@ -102,6 +102,15 @@ FM_API fm_tensor *fm_batchnorm(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_
                                fm_tensor *running_mean, fm_tensor *running_var,
                                fm_tensor *num_batches_tracked, float momentum, float eps);
 
+/* relu(batchnorm(x) + residual) in one pass, residual [same shape as x] or
+ * NULL for relu(batchnorm(x)); arguments as fm_batchnorm.  Results and
+ * gradients are bit-identical to the separate ops, with two fewer
+ * activations (and gradients) held per step. */
+FM_API fm_tensor *fm_batchnorm_relu(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_tensor *bias,
+                                    fm_tensor *running_mean, fm_tensor *running_var,
+                                    fm_tensor *num_batches_tracked, float momentum, float eps,
+                                    fm_tensor *residual);
+
 FM_API fm_tensor *fm_relu(fm_graph *g, fm_tensor *x);
 
 /* Inverted dropout: in training zeroes each element with probability p and

@@ -68,6 +68,19 @@ FM_API void *fm_arena_calloc(fm_arena *a, size_t bytes);
 FM_API void fm_arena_reset(fm_arena *a);
 FM_API size_t fm_arena_used(const fm_arena *a);      /* bytes handed out since reset */
 FM_API size_t fm_arena_capacity(const fm_arena *a);  /* bytes held from the system */
+FM_API size_t fm_arena_peak(const fm_arena *a);      /* highest fm_arena_used() so far */
+
+/* Scratch memory inside a step: everything allocated after fm_arena_mark_get()
+ * is handed back by fm_arena_release(), so a kernel's workspace does not add
+ * up over the ops of a step.  Marks nest (release in reverse order); a mark
+ * is invalid after fm_arena_reset(). */
+typedef struct fm_arena_mark {
+    const void *block;  /* private */
+    size_t block_used, used;
+} fm_arena_mark;
+
+FM_API fm_arena_mark fm_arena_mark_get(const fm_arena *a);
+FM_API void fm_arena_release(fm_arena *a, fm_arena_mark m);
 
 #ifdef __cplusplus
 }

@@ -63,3 +63,9 @@ fm_tensor *fm_nn_bn(fm_graph *g, const fm_bn_layer *l, fm_tensor *x)
     return fm_batchnorm(g, x, l->weight, l->bias, l->running_mean, l->running_var,
                         l->num_batches_tracked, l->momentum, l->eps);
 }
+
+fm_tensor *fm_nn_bn_relu(fm_graph *g, const fm_bn_layer *l, fm_tensor *x, fm_tensor *residual)
+{
+    return fm_batchnorm_relu(g, x, l->weight, l->bias, l->running_mean, l->running_var,
+                             l->num_batches_tracked, l->momentum, l->eps, residual);
+}

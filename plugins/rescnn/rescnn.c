@@ -77,26 +77,17 @@ static void *rescnn_create(fm_model *m, const fm_hparams *hp)
     return net;
 }
 
-/* relu(bn(x) + residual) as one op (residual may be NULL): the same numbers
- * as fm_nn_bn, fm_add and fm_relu in turn, in one pass over memory and with
- * two fewer activations and gradients kept for backward. */
-static fm_tensor *bn_relu(fm_graph *g, const fm_bn_layer *l, fm_tensor *x, fm_tensor *residual)
-{
-    return fm_batchnorm_relu(g, x, l->weight, l->bias, l->running_mean, l->running_var,
-                             l->num_batches_tracked, l->momentum, l->eps, residual);
-}
-
 static fm_tensor *block_forward(const block *b, fm_graph *g, fm_tensor *x /* [N, cin, H, W] */)
 {
-    fm_tensor *y = bn_relu(g, &b->bn1, fm_nn_conv(g, &b->conv1, x), NULL);
+    fm_tensor *y = fm_nn_bn_relu(g, &b->bn1, fm_nn_conv(g, &b->conv1, x), NULL);
     fm_tensor *s = b->has_short ? fm_nn_bn(g, &b->short1, fm_nn_conv(g, &b->short0, x)) : x;
-    return bn_relu(g, &b->bn2, fm_nn_conv(g, &b->conv2, y), s);  // [N, cout, H/s, W/s]
+    return fm_nn_bn_relu(g, &b->bn2, fm_nn_conv(g, &b->conv2, y), s);  // [N, cout, H/s, W/s]
 }
 
 static fm_tensor *rescnn_forward(void *self, fm_graph *g, fm_tensor *x /* [N, 1, 28, 28] */)
 {
     rescnn *net = self;
-    fm_tensor *h = bn_relu(g, &net->stem1, fm_nn_conv(g, &net->stem0, x), NULL);
+    fm_tensor *h = fm_nn_bn_relu(g, &net->stem1, fm_nn_conv(g, &net->stem0, x), NULL);
     for (int i = 0; i < net->n_blocks; i++)
         h = block_forward(&net->blocks[i], g, h);   // ends [N, 4w, 7, 7]
     return fm_nn_linear(g, &net->fc, fm_global_avgpool(g, h));  // [N, 10]

@@ -65,6 +65,11 @@ FM_API fm_bn_layer fm_nn_bn_new(fm_model *m, const char *prefix, int channels);
 FM_API fm_tensor *fm_nn_linear(fm_graph *g, const fm_linear_layer *l, fm_tensor *x);
 FM_API fm_tensor *fm_nn_conv(fm_graph *g, const fm_conv_layer *l, fm_tensor *x);
 FM_API fm_tensor *fm_nn_bn(fm_graph *g, const fm_bn_layer *l, fm_tensor *x);
+/* relu(bn(x) + residual), residual NULL or shaped as x: the same numbers as
+ * fm_nn_bn, fm_add and fm_relu in turn, in one pass over memory and with two
+ * fewer activations kept for backward. */
+FM_API fm_tensor *fm_nn_bn_relu(fm_graph *g, const fm_bn_layer *l, fm_tensor *x,
+                                fm_tensor *residual);
 
 /* ---- lifecycle (host side) ----------------------------------------------- */
 

@@ -17,6 +17,11 @@ int fm_cli_fail(const char *cmd, fm_status st);
 bool fm_cli_int(const char *s, long lo, long hi, int *out);
 bool fm_cli_double(const char *s, double *out);
 
+/* Takes one --set KEY=VALUE into sets[*n] (room for FM_CLI_MAX_SETS); false
+ * after printing the usage error. */
+#define FM_CLI_MAX_SETS 64
+bool fm_cli_add_set(const char *cmd, const char *value, const char **sets, int *n);
+
 /* Loads the plugin named by --plugin PATH or --model NAME. */
 fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name);
 

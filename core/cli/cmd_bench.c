@@ -85,7 +85,7 @@ static void print_profile(const fm_graph *g, double total)
 int fm_cmd_bench(int argc, char **argv)
 {
     const char *cmd = "bench", *model = NULL, *plugin_path = NULL, *data_dir = NULL;
-    const char *sets[64];
+    const char *sets[FM_CLI_MAX_SETS];
     int n_sets = 0, batches = 200, batch = 64, threads = 2, eval_batch = 256;
     bool profile = false;
     opterr = 0;
@@ -112,8 +112,7 @@ int fm_cmd_bench(int argc, char **argv)
                 return fm_cli_usage_error(cmd, "--threads '%s': expected an integer from 0 to 256", optarg);
             break;
         case B_SET:
-            if (n_sets == 64) return fm_cli_usage_error(cmd, "too many --set options");
-            sets[n_sets++] = optarg;
+            if (!fm_cli_add_set(cmd, optarg, sets, &n_sets)) return FM_EXIT_USAGE;
             break;
         case B_PROFILE: profile = true; break;
         case B_DATA: data_dir = optarg; break;

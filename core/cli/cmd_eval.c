@@ -51,7 +51,7 @@ int fm_cmd_eval(int argc, char **argv)
 {
     const char *cmd = "eval", *model = NULL, *plugin_path = NULL, *weights = NULL;
     const char *data_dir = NULL, *out = ".";
-    const char *sets[64];
+    const char *sets[FM_CLI_MAX_SETS];
     int n_sets = 0, threads = 0;
     opterr = 0;
     optind = 1;
@@ -62,8 +62,7 @@ int fm_cmd_eval(int argc, char **argv)
         case E_PLUGIN: plugin_path = optarg; break;
         case E_WEIGHTS: weights = optarg; break;
         case E_SET:
-            if (n_sets == 64) return fm_cli_usage_error(cmd, "too many --set options");
-            sets[n_sets++] = optarg;
+            if (!fm_cli_add_set(cmd, optarg, sets, &n_sets)) return FM_EXIT_USAGE;
             break;
         case E_DATA: data_dir = optarg; break;
         case E_OUT: out = optarg; break;
@@ -111,7 +110,7 @@ int fm_cmd_eval(int argc, char **argv)
      * user never typed; the tensor check below names the real mismatch. */
     if (n_sets == 0 && same_plugin && fm_meta_get(meta, "hparams")) {
         snprintf(meta_hp, sizeof meta_hp, "%s", fm_meta_get(meta, "hparams"));
-        n_sets = split_hparams(meta_hp, sets, 64);
+        n_sets = split_hparams(meta_hp, sets, FM_CLI_MAX_SETS);
     }
     if (!(hp = fm_hparams_new(plugin, sets, n_sets)) || !(m = fm_plugin_create_model(plugin, hp, 0))) {
         rc = fm_cli_fail(cmd, fm_error_status());

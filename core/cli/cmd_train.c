@@ -89,7 +89,7 @@ int fm_cmd_train(int argc, char **argv)
     fm_train_config cfg;
     fm_train_config_init(&cfg);
     const char *plugin_path = NULL, *model = NULL;
-    const char *sets[64];
+    const char *sets[FM_CLI_MAX_SETS];
     int n_sets = 0;
     double lr = -1, momentum = -1, wd = -1;
     int seed = -1;
@@ -103,10 +103,7 @@ int fm_cmd_train(int argc, char **argv)
         case OPT_PLUGIN: plugin_path = v; break;
         case OPT_MODEL: model = v; break;
         case OPT_SET:
-            if (n_sets == 64) return fm_cli_usage_error(cmd, "too many --set options (at most 64)");
-            if (!strchr(v, '='))
-                return fm_cli_usage_error(cmd, "--set '%s': expected KEY=VALUE, e.g. --set width=64", v);
-            sets[n_sets++] = v;
+            if (!fm_cli_add_set(cmd, v, sets, &n_sets)) return FM_EXIT_USAGE;
             break;
         case OPT_EPOCHS:
             if (!fm_cli_int(v, 1, 100000, &cfg.epochs))

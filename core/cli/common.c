@@ -44,6 +44,20 @@ bool fm_cli_double(const char *s, double *out)
     return true;
 }
 
+bool fm_cli_add_set(const char *cmd, const char *value, const char **sets, int *n)
+{
+    if (*n == FM_CLI_MAX_SETS) {
+        fm_cli_usage_error(cmd, "too many --set options (at most %d)", FM_CLI_MAX_SETS);
+        return false;
+    }
+    if (!strchr(value, '=')) {
+        fm_cli_usage_error(cmd, "--set '%s': expected KEY=VALUE, e.g. --set width=64", value);
+        return false;
+    }
+    sets[(*n)++] = value;
+    return true;
+}
+
 fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name)
 {
     char path[4096];

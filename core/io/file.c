@@ -73,16 +73,10 @@ void fm_atomic_abort(FILE *f, const char *tmp_path)
         unlink(tmp_path);
 }
 
-fm_status fm_atomic_commit(FILE *f, const char *tmp_path, const char *path)
+/* The end of every atomic write, once the temporary file is flushed, synced
+ * and closed with error `e` (0: none): rename it over `path`, or remove it. */
+static fm_status finish_commit(int e, const char *tmp_path, const char *path)
 {
-    FM_ASSERT(f != NULL && tmp_path != NULL && path != NULL);
-    int e = 0;
-    if (fflush(f) != 0 || ferror(f))
-        e = errno ? errno : EIO;
-    if (e == 0 && fsync(fileno(f)) != 0)
-        e = errno;
-    if (fclose(f) != 0 && e == 0)
-        e = errno ? errno : EIO;
     if (e != 0) {
         unlink(tmp_path);
         return fm_error_set(FM_ERR_IO, "cannot write %s: %s", path, strerror(e));
@@ -94,6 +88,19 @@ fm_status fm_atomic_commit(FILE *f, const char *tmp_path, const char *path)
     }
     sync_parent_dir(path);
     return FM_OK;
+}
+
+fm_status fm_atomic_commit(FILE *f, const char *tmp_path, const char *path)
+{
+    FM_ASSERT(f != NULL && tmp_path != NULL && path != NULL);
+    int e = 0;
+    if (fflush(f) != 0 || ferror(f))
+        e = errno ? errno : EIO;
+    if (e == 0 && fsync(fileno(f)) != 0)
+        e = errno;
+    if (fclose(f) != 0 && e == 0)
+        e = errno ? errno : EIO;
+    return finish_commit(e, tmp_path, path);
 }
 
 fm_status fm_file_commit(const char *tmp_path, const char *path)
@@ -111,17 +118,7 @@ fm_status fm_file_commit(const char *tmp_path, const char *path)
         e = errno;
     if (close(fd) != 0 && e == 0)
         e = errno;
-    if (e != 0) {
-        unlink(tmp_path);
-        return fm_error_set(FM_ERR_IO, "cannot write %s: %s", path, strerror(e));
-    }
-    if (rename(tmp_path, path) != 0) {
-        e = errno;
-        unlink(tmp_path);
-        return fm_error_set(FM_ERR_IO, "cannot rename %s to %s: %s", tmp_path, path, strerror(e));
-    }
-    sync_parent_dir(path);
-    return FM_OK;
+    return finish_commit(e, tmp_path, path);
 }
 
 fm_status fm_file_write_atomic(const char *path, const void *data, size_t len)

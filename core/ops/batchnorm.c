@@ -260,12 +260,13 @@ static bool bn_param_ok(const fm_tensor *t, int c)
     return !t || (fm_ops_is_f32(t) && t->ndim == 1 && t->shape[0] == c);
 }
 
-fm_tensor *fm_batchnorm(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_tensor *bias,
-                        fm_tensor *running_mean, fm_tensor *running_var,
-                        fm_tensor *num_batches_tracked, float momentum, float eps)
+/* The shape and argument checks shared by fm_batchnorm and fm_batchnorm_relu. */
+static void bn_check(const fm_tensor *x, const fm_tensor *weight, const fm_tensor *bias,
+                     const fm_tensor *running_mean, const fm_tensor *running_var,
+                     const fm_tensor *num_batches_tracked, float momentum, float eps)
 {
     FM_ASSERT(fm_ops_is_f32(x) && (x->ndim == 4 || x->ndim == 2));
-    int c = x->shape[1];
+    const int c = x->shape[1];
     FM_ASSERT(bn_param_ok(weight, c) && bn_param_ok(bias, c));
     FM_ASSERT(bn_param_ok(running_mean, c) && bn_param_ok(running_var, c));
     FM_ASSERT((running_mean == NULL) == (running_var == NULL));
@@ -273,6 +274,13 @@ fm_tensor *fm_batchnorm(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_tensor 
     if (num_batches_tracked)
         FM_ASSERT(num_batches_tracked->dtype == FM_I64 && num_batches_tracked->numel == 1);
     FM_ASSERT(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f);
+}
+
+fm_tensor *fm_batchnorm(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_tensor *bias,
+                        fm_tensor *running_mean, fm_tensor *running_var,
+                        fm_tensor *num_batches_tracked, float momentum, float eps)
+{
+    bn_check(x, weight, bias, running_mean, running_var, num_batches_tracked, momentum, eps);
     fm_node *n = fm_node_new(g, FM_OP_BATCHNORM, 6, (fm_tensor *[]){x, weight, bias, running_mean,
                                                                   running_var,
                                                                   num_batches_tracked});
@@ -288,16 +296,7 @@ fm_tensor *fm_batchnorm_relu(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_te
                              fm_tensor *residual)
 {
     if (residual) FM_ASSERT(fm_ops_is_f32(residual) && fm_tensor_same_shape(x, residual));
-    /* The checks of fm_batchnorm, without building its node. */
-    FM_ASSERT(fm_ops_is_f32(x) && (x->ndim == 4 || x->ndim == 2));
-    int c = x->shape[1];
-    FM_ASSERT(bn_param_ok(weight, c) && bn_param_ok(bias, c));
-    FM_ASSERT(bn_param_ok(running_mean, c) && bn_param_ok(running_var, c));
-    FM_ASSERT((running_mean == NULL) == (running_var == NULL));
-    FM_ASSERT(!running_mean || (!running_mean->requires_grad && !running_var->requires_grad));
-    if (num_batches_tracked)
-        FM_ASSERT(num_batches_tracked->dtype == FM_I64 && num_batches_tracked->numel == 1);
-    FM_ASSERT(eps > 0.0f && momentum >= 0.0f && momentum <= 1.0f);
+    bn_check(x, weight, bias, running_mean, running_var, num_batches_tracked, momentum, eps);
     fm_node *n = fm_node_new(g, FM_OP_BATCHNORM_RELU, 7,
                              (fm_tensor *[]){x, weight, bias, running_mean, running_var,
                                              num_batches_tracked, residual});

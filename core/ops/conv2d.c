@@ -185,22 +185,16 @@ static void conv_forward_task(void *arg, int task, int thread)
     float *padbuf = out + (size_t)cg->o * cg->chunk * cg->p;
 
     conv_im2col(col, padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
-    if (nb == 1) {
-        /* One image's [O, P] block is its slice of y: no staging copy. */
-        float *y = j->y + (size_t)n0 * cg->o * cg->p;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cg->o, cols, cg->k, 1.0f, j->w,
-                    cg->k, col, cols, 0.0f, y, cols);
-        if (j->b)
-            for (int o = 0; o < cg->o; o++)
-                for (int q = 0; q < cg->p; q++) y[(size_t)o * cg->p + q] += j->b[o];
-        return;
-    }
+    /* One image's [O, P] block is its slice of y: no staging copy, the bias
+     * is then added in place. */
+    float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : out;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cg->o, cols, cg->k, 1.0f, j->w,
-                cg->k, col, cols, 0.0f, out, cols);
+                cg->k, col, cols, 0.0f, gemm_out, cols);
+    if (nb == 1 && !j->b) return;
     for (int i = 0; i < nb; i++)
         for (int o = 0; o < cg->o; o++) {
             float *dst = j->y + ((size_t)(n0 + i) * cg->o + o) * cg->p;
-            const float *src = out + (size_t)o * cols + (size_t)i * cg->p;
+            const float *src = gemm_out + (size_t)o * cols + (size_t)i * cg->p;
             float bias = j->b ? j->b[o] : 0.0f;
             for (int q = 0; q < cg->p; q++) dst[q] = src[q] + bias;
         }

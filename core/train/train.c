@@ -26,7 +26,6 @@ struct fm_run {
     const fm_fashion *data;
     fm_subset train, val, test;
     fm_loader *loader;
-    float *x;        /* [B, 1, 28, 28] */
     int32_t *y;      /* [B] */
     fm_metrics history;
     int best_epoch;
@@ -135,7 +134,6 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
                             data->dir, r->train.n, r->val.n);
     }
     r->loader = fm_loader_new(&r->train, cfg->batch_size, true, cfg->augment, cfg->seed);
-    r->x = fm_xaligned((size_t)cfg->batch_size * FM_IMAGE_PIXELS * sizeof(float));
     r->y = fm_xcalloc((size_t)cfg->batch_size, sizeof(int32_t));
     r->best_state = fm_xmalloc(fm_model_state_bytes(r->model));
     int most = r->test.n > r->val.n ? r->test.n : r->val.n;
@@ -159,7 +157,6 @@ void fm_run_free(fm_run *r)
         fm_fashion_free(r->owned_data);
         free(r->owned_data);
     }
-    free(r->x);
     free(r->y);
     fm_metrics_free(&r->history);
     free(r->best_state);
@@ -185,6 +182,23 @@ static int argmax10(const float *row, float *prob_out)
     return best;
 }
 
+/* Resets g, loads the loader's next batch straight into a new input tensor
+ * and runs the model on it: logits [b, 10], or NULL at the end of the epoch.
+ * y receives the b labels. */
+static fm_tensor *next_logits(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, int32_t *y,
+                              int *b)
+{
+    fm_graph_reset(g);
+    int shape[4] = {batch_size, 1, FM_IMAGE_H, FM_IMAGE_W};
+    fm_tensor *x = fm_graph_tensor(g, 4, shape);
+    if ((*b = fm_loader_next(l, x->data, y, NULL)) == 0) return NULL;
+    shape[0] = *b;
+    fm_tensor_set_shape(x, 4, shape);  /* a short last batch */
+    fm_tensor *logits = fm_model_forward(m, g, x);
+    FM_ASSERT(logits->ndim == 2 && logits->shape[0] == *b && logits->shape[1] == FM_NUM_CLASSES);
+    return logits;
+}
+
 fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
                       uint8_t *pred, float *confidence)
 {
@@ -198,18 +212,12 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
     fm_graph_set_training(g, false);
     fm_graph_set_grad(g, false);
     fm_loader *l = fm_loader_new(s, batch_size, false, false, 0);
-    float *x = fm_xaligned((size_t)batch_size * FM_IMAGE_PIXELS * sizeof(float));
     int32_t *y = fm_xcalloc((size_t)batch_size, sizeof *y);
     double loss_sum = 0.0;
     int64_t correct = 0;
     int done = 0, b;
     fm_loader_begin_epoch(l);
-    while ((b = fm_loader_next(l, x, y, NULL)) > 0) {
-        fm_graph_reset(g);
-        fm_tensor *xt = fm_graph_tensor(g, 4, (int[]){b, 1, FM_IMAGE_H, FM_IMAGE_W});
-        memcpy(xt->data, x, (size_t)b * FM_IMAGE_PIXELS * sizeof(float));
-        fm_tensor *logits = fm_model_forward(m, g, xt);
-        FM_ASSERT(logits->ndim == 2 && logits->shape[0] == b && logits->shape[1] == FM_NUM_CLASSES);
+    for (fm_tensor *logits; (logits = next_logits(m, g, l, batch_size, y, &b));) {
         fm_tensor *loss = fm_cross_entropy(g, logits, y);
         loss_sum += (double)loss->data[0] * b;
         for (int i = 0; i < b; i++) {
@@ -225,7 +233,6 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
     out->n = done;
     out->loss = loss_sum / done;
     out->acc = (double)correct / done;
-    free(x);
     free(y);
     fm_loader_free(l);
     fm_graph_free(g);
@@ -323,14 +330,12 @@ static bool train_epoch(fm_run *r, int epoch, fm_epoch_metrics *m)
     fm_loader_begin_epoch(r->loader);
     fm_graph_set_training(r->graph, true);
     fm_graph_set_grad(r->graph, true);
-    for (int step = 0, b; go_on && (b = fm_loader_next(r->loader, r->x, r->y, NULL)) > 0; step++) {
+    fm_tensor *logits;
+    for (int step = 0, b;
+         go_on && (logits = next_logits(r->model, r->graph, r->loader, r->cfg.batch_size, r->y, &b));
+         step++) {
         lr = step_lr(r, epoch, step, steps);
         fm_optim_set_lr(r->optim, (float)lr);
-        fm_graph_reset(r->graph);
-        fm_tensor *x = fm_graph_tensor(r->graph, 4, (int[]){b, 1, FM_IMAGE_H, FM_IMAGE_W});
-        memcpy(x->data, r->x, (size_t)b * FM_IMAGE_PIXELS * sizeof(float));
-        fm_tensor *logits = fm_model_forward(r->model, r->graph, x);
-        FM_ASSERT(logits->ndim == 2 && logits->shape[0] == b && logits->shape[1] == FM_NUM_CLASSES);
         fm_tensor *loss = fm_cross_entropy(r->graph, logits, r->y);
         fm_model_zero_grad(r->model);
         fm_backward(r->graph, loss);

@@ -87,11 +87,26 @@ static inline bool fm_node_wants_grad(const fm_node *n, int i)
     return n->in[i] && n->in[i]->requires_grad && n->in[i]->grad;
 }
 
-/* Blocked GEMM for the kernels, C = alpha * op(A) op(B) + beta * C, row-major,
- * split over the pool in fixed-size blocks of rows or columns of C (never of
- * the reduction dimension), each block one single-threaded cblas_sgemm: the
- * result is bit-identical for any thread count. */
-void fm_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
-              int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/* GEMM for the kernels, C = alpha * op(A) op(B) + beta * C, row-major, split
+ * over the pool in fixed-size blocks of rows or columns of C (never of the
+ * reduction dimension), each block one fm_gemm_serial: the result is
+ * bit-identical for any thread count.  Packing space comes from g's arena. */
+void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+              const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/* Floats of packing workspace fm_gemm_serial needs (64-byte aligned). */
+#define FM_GEMM_PACK_FLOATS ((size_t)256 * (128 + 480))
+
+/* One thread's GEMM (core/ops/gemm_kernel.c): fmhost's AVX-512 kernel where
+ * the processor has it, cblas_sgemm otherwise.  Each element of C is summed
+ * in an order fixed by the shapes, wherever it lies in C.  `pack` is
+ * FM_GEMM_PACK_FLOATS of the caller's, 64-byte aligned.  Exported for the
+ * tests, which compare it against a naive product. */
+FM_API void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                           const float *a, int lda, const float *b, int ldb, float beta,
+                           float *c, int ldc, float *pack);
+/* true: always call cblas_sgemm (tests use it to check both paths); false:
+ * decide by the processor again. */
+FM_API void fm_gemm_force_blas(bool blas);
 
 #endif /* FM_INTERNAL_H */

@@ -12,8 +12,6 @@
  * every result is bit-identical for any thread count. */
 #include "ops_util.h"
 
-#include <cblas.h>
-
 /* Bound on the im2col block of a chunk, in floats (1 MB): im2col writes it and
  * the GEMM reads it right after, so it should stay in the core's L2 cache
  * (2 MB here) rather than go through L3, and the per-thread workspace stays
@@ -155,7 +153,7 @@ typedef struct conv_job {
     float *dx;        // [N, C, H, W] or NULL
     float *dw_part;   // [nchunks, O, K] or NULL
     double *db_part;  // [nchunks, O] or NULL
-    float *ws;        // per thread: col [K, chunk*P], out [O, chunk*P], padded plane
+    float *ws;        // per thread: GEMM pack, col [K, chunk*P], out [O, chunk*P], padded plane
     size_t ws_stride; // floats per thread region
 } conv_job;
 
@@ -163,7 +161,7 @@ static size_t conv_ws_floats(const conv_geom *cg)
 {
     size_t cols = (size_t)cg->chunk * cg->p;
     size_t padded = (size_t)(cg->h + 2 * cg->pad) * (size_t)(cg->w + 2 * cg->pad);
-    size_t n = ((size_t)cg->k + (size_t)cg->o) * cols + padded;
+    size_t n = FM_GEMM_PACK_FLOATS + ((size_t)cg->k + (size_t)cg->o) * cols + padded;
     return (n + 15) / 16 * 16;  /* keep every region 64-byte aligned */
 }
 
@@ -180,7 +178,8 @@ static void conv_forward_task(void *arg, int task, int thread)
     int n0 = task * cg->chunk;
     int nb = cg->n - n0 < cg->chunk ? cg->n - n0 : cg->chunk;
     int cols = nb * cg->p;
-    float *col = j->ws + (size_t)thread * j->ws_stride;
+    float *pack = j->ws + (size_t)thread * j->ws_stride;
+    float *col = pack + FM_GEMM_PACK_FLOATS;
     float *out = col + (size_t)cg->k * cg->chunk * cg->p;
     float *padbuf = out + (size_t)cg->o * cg->chunk * cg->p;
 
@@ -188,8 +187,8 @@ static void conv_forward_task(void *arg, int task, int thread)
     /* One image's [O, P] block is its slice of y: no staging copy, the bias
      * is then added in place. */
     float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : out;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cg->o, cols, cg->k, 1.0f, j->w,
-                cg->k, col, cols, 0.0f, gemm_out, cols);
+    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, col, cols, 0.0f, gemm_out,
+                   cols, pack);
     if (nb == 1 && !j->b) return;
     for (int i = 0; i < nb; i++)
         for (int o = 0; o < cg->o; o++) {
@@ -207,7 +206,8 @@ static void conv_backward_task(void *arg, int task, int thread)
     int n0 = task * cg->chunk;
     int nb = cg->n - n0 < cg->chunk ? cg->n - n0 : cg->chunk;
     int cols = nb * cg->p;
-    float *col = j->ws + (size_t)thread * j->ws_stride;
+    float *pack = j->ws + (size_t)thread * j->ws_stride;
+    float *col = pack + FM_GEMM_PACK_FLOATS;
     float *stage = col + (size_t)cg->k * cg->chunk * cg->p;  // [O, nb*P]
     float *padbuf = stage + (size_t)cg->o * cg->chunk * cg->p;
 
@@ -225,12 +225,12 @@ static void conv_backward_task(void *arg, int task, int thread)
             j->db_part[(size_t)task * cg->o + o] = conv_sum(dout + (size_t)o * cols, cols);
     if (j->dw_part) {
         conv_im2col(col, padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cg->o, cg->k, cols, 1.0f, dout,
-                    cols, col, cols, 0.0f, j->dw_part + (size_t)task * cg->o * cg->k, cg->k);
+        fm_gemm_serial(false, true, cg->o, cg->k, cols, 1.0f, dout, cols, col, cols, 0.0f,
+                       j->dw_part + (size_t)task * cg->o * cg->k, cg->k, pack);
     }
     if (j->dx) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cg->k, cols, cg->o, 1.0f, j->w,
-                    cg->k, dout, cols, 0.0f, col, cols);
+        fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, dout, cols, 0.0f, col,
+                       cols, pack);
         conv_col2im(j->dx + (size_t)n0 * cg->c * cg->h * cg->w, padbuf, col, nb, cg);
     }
 }

@@ -2,18 +2,16 @@
  *
  * C is cut into fixed-size blocks of rows or columns (whichever dimension is
  * larger), the block size depending on the shape only; each block is one
- * single-threaded cblas_sgemm.  The reduction dimension k is never split, so
+ * fm_gemm_serial.  The reduction dimension k is never split, so
  * every element of C is summed by the same kernel in the same order whatever
  * the thread count: results are bit-identical for 1, 2 or 64 threads. */
 #include "fm_internal.h"
-
-#include <cblas.h>
 
 /* Below this many multiply-adds the pool's dispatch costs more than it saves. */
 #define GEMM_PARALLEL_MIN ((int64_t)1 << 18)
 /* Aim for about this many blocks: enough to balance a few threads. */
 #define GEMM_TARGET_BLOCKS 8
-/* Blocks narrower than this make the BLAS kernels inefficient. */
+/* Blocks narrower than this make the kernels inefficient. */
 #define GEMM_MIN_BLOCK 32
 
 typedef struct gemm_job {
@@ -23,11 +21,11 @@ typedef struct gemm_job {
     const float *a, *b;
     int lda, ldb, ldc;
     float *c;
+    float *pack;  /* FM_GEMM_PACK_FLOATS per thread */
 } gemm_job;
 
 static void gemm_block(void *arg, int task, int thread)
 {
-    (void)thread;
     const gemm_job *j = arg;
     int start = task * j->block;
     int total = j->split_rows ? j->m : j->n;
@@ -45,13 +43,12 @@ static void gemm_block(void *arg, int task, int thread)
         c += (size_t)start;
         n = len;
     }
-    cblas_sgemm(CblasRowMajor, j->trans_a ? CblasTrans : CblasNoTrans,
-                j->trans_b ? CblasTrans : CblasNoTrans, m, n, j->k, j->alpha, a, j->lda, b,
-                j->ldb, j->beta, c, j->ldc);
+    fm_gemm_serial(j->trans_a, j->trans_b, m, n, j->k, j->alpha, a, j->lda, b, j->ldb, j->beta,
+                   c, j->ldc, j->pack + (size_t)thread * FM_GEMM_PACK_FLOATS);
 }
 
-void fm_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a,
-              int lda, const float *b, int ldb, float beta, float *c, int ldc)
+void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+              const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
 {
     FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
@@ -61,9 +58,14 @@ void fm_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
         .a = a, .b = b, .lda = lda, .ldb = ldb, .ldc = ldc, .c = c,
     };
     int total = j.split_rows ? m : n;
-    if ((int64_t)m * n * k < GEMM_PARALLEL_MIN || total < 2 * GEMM_MIN_BLOCK) {
+    bool serial = (int64_t)m * n * k < GEMM_PARALLEL_MIN || total < 2 * GEMM_MIN_BLOCK;
+    fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
+    j.pack = fm_graph_alloc(g, FM_GEMM_PACK_FLOATS * (size_t)(serial ? 1 : fm_get_threads()) *
+                                   sizeof(float));
+    if (serial) {
         j.block = total;
         gemm_block(&j, 0, 0);
+        fm_arena_release(fm_graph_arena(g), mark);
         return;
     }
     /* Round to 16 so blocks start on 64-byte boundaries of a row of C. */
@@ -72,4 +74,5 @@ void fm_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cons
     if (block < GEMM_MIN_BLOCK) block = GEMM_MIN_BLOCK;
     j.block = block;
     fm_parallel_for((total + block - 1) / block, gemm_block, &j);
+    fm_arena_release(fm_graph_arena(g), mark);
 }

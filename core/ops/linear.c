@@ -14,11 +14,10 @@ fm_tensor *fm_linear(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b)
 
 void fm_op_linear_forward(fm_graph *g, fm_node *n)
 {
-    (void)g;
     const fm_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
     int batch = x->shape[0], in = x->shape[1], out = w->shape[0];
     float *y = n->out->data;  // [N, out]
-    fm_sgemm(false, true, batch, out, in, 1.0f, x->data, in, w->data, in, 0.0f, y, out);
+    fm_sgemm(g, false, true, batch, out, in, 1.0f, x->data, in, w->data, in, 0.0f, y, out);
     if (b) {
         const float *bias = b->data;  // [out]
         for (int i = 0; i < batch; i++)
@@ -28,15 +27,14 @@ void fm_op_linear_forward(fm_graph *g, fm_node *n)
 
 void fm_op_linear_backward(fm_graph *g, fm_node *n)
 {
-    (void)g;
     const fm_tensor *x = n->in[0], *w = n->in[1];
     int batch = x->shape[0], in = x->shape[1], out = w->shape[0];
     const float *dy = n->out->grad;  // [N, out]
     if (fm_node_wants_grad(n, 0))    // dx [N, in] += dy W
-        fm_sgemm(false, false, batch, in, out, 1.0f, dy, out, w->data, in, 1.0f,
+        fm_sgemm(g, false, false, batch, in, out, 1.0f, dy, out, w->data, in, 1.0f,
                  n->in[0]->grad, in);
     if (fm_node_wants_grad(n, 1))    // dW [out, in] += dy^T x
-        fm_sgemm(true, false, out, in, batch, 1.0f, dy, out, x->data, in, 1.0f,
+        fm_sgemm(g, true, false, out, in, batch, 1.0f, dy, out, x->data, in, 1.0f,
                  n->in[1]->grad, in);
     if (fm_node_wants_grad(n, 2)) {  // db [out] += column sums of dy, rows in order
         float *db = n->in[2]->grad;

@@ -128,6 +128,10 @@ FM_API int fm_get_threads(void);
 typedef void (*fm_task_fn)(void *arg, int task, int thread);
 FM_API void fm_parallel_for(int ntasks, fm_task_fn fn, void *arg);
 
+/* The matrix-product kernel this process runs: "avx512" (fmhost's own, on
+ * processors with AVX-512) or "blas" (OpenBLAS's cblas_sgemm). */
+FM_API const char *fm_gemm_kernel_name(void);
+
 /* Seconds from a monotonic clock. */
 FM_API double fm_now(void);
 

@@ -1,0 +1,239 @@
+/* fm_gemm_serial: one thread's SGEMM, C = alpha * op(A) op(B) + beta * C,
+ * row-major.
+ *
+ * On a processor with AVX-512 it runs fmhost's own kernel; elsewhere it calls
+ * cblas_sgemm.  The own kernel exists because the OpenBLAS kernels chosen on
+ * such machines may be the AVX2 ones (OPENBLAS_CORETYPE can pin them, as it
+ * does where older OpenBLAS builds misbehave), which do half the work per
+ * instruction.
+ *
+ * The kernel is the classic three-level blocking: panels of op(B) [KC, NC]
+ * and of op(A) [MC, KC] are packed into the caller's workspace (so transposed
+ * operands cost nothing extra), and an 8 x 48 register tile of C accumulates
+ * KC products per pass.  Every element of C is summed over k in the same
+ * order, KC at a time, whatever its position in C: the result depends on the
+ * shapes only, so callers that split C between threads stay bit-identical
+ * for any thread count. */
+#include "fm_internal.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+
+#define GEMM_MR 8
+#define GEMM_NR 48
+#define GEMM_KC 256
+#define GEMM_MC 128
+#define GEMM_NC 480
+
+_Static_assert(GEMM_MC % GEMM_MR == 0 && GEMM_NC % GEMM_NR == 0, "panels hold whole tiles");
+_Static_assert(FM_GEMM_PACK_FLOATS >= GEMM_KC * (GEMM_MC + GEMM_NC), "pack workspace too small");
+
+static int gemm_mode = -1;  /* -1: not decided yet, 0: BLAS, 1: own AVX-512 kernel */
+
+static bool gemm_own(void)
+{
+    int mode = __atomic_load_n(&gemm_mode, __ATOMIC_RELAXED);
+    if (mode < 0) {
+        __builtin_cpu_init();
+        mode = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        __atomic_store_n(&gemm_mode, mode, __ATOMIC_RELAXED);
+    }
+    return mode == 1;
+}
+
+void fm_gemm_force_blas(bool blas)
+{
+    __atomic_store_n(&gemm_mode, blas ? 0 : -1, __ATOMIC_RELAXED);
+}
+
+const char *fm_gemm_kernel_name(void) { return gemm_own() ? "avx512" : "blas"; }
+
+/* dst [mc/MR tiles][kc][MR] <- op(A)[i0.., p0..], rows past mc zero. */
+static void gemm_pack_a(float *dst, const float *a, int lda, bool trans, int i0, int mc, int p0,
+                        int kc)
+{
+    for (int ir = 0; ir < mc; ir += GEMM_MR, dst += (size_t)kc * GEMM_MR) {
+        int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
+        if (trans) {
+            /* op(A)(i, p) = a[p*lda + i]: a tile's column is contiguous. */
+            for (int p = 0; p < kc; p++) {
+                const float *src = a + (size_t)(p0 + p) * lda + i0 + ir;
+                float *d = dst + (size_t)p * GEMM_MR;
+                int r = 0;
+                for (; r < rows; r++) d[r] = src[r];
+                for (; r < GEMM_MR; r++) d[r] = 0.0f;
+            }
+        } else {
+            for (int r = 0; r < GEMM_MR; r++) {
+                float *d = dst + r;
+                if (r >= rows) {
+                    for (int p = 0; p < kc; p++) d[(size_t)p * GEMM_MR] = 0.0f;
+                    continue;
+                }
+                const float *src = a + (size_t)(i0 + ir + r) * lda + p0;
+                for (int p = 0; p < kc; p++) d[(size_t)p * GEMM_MR] = src[p];
+            }
+        }
+    }
+}
+
+/* dst[i*ldd + j] = src[j*lds + i] for a 16 x 16 block: four rounds of
+ * shuffles in registers instead of 256 scattered stores. */
+__attribute__((target("avx512f"))) static void gemm_transpose16(const float *src, size_t lds,
+                                                                float *dst, size_t ldd)
+{
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (size_t)i * lds);
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xDD);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    }
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (size_t)i * ldd, r[i]);
+}
+
+/* dst [nc/NR panels][kc][NR] <- op(B)[p0.., j0..], columns past nc zero. */
+static void gemm_pack_b(float *dst, const float *b, int ldb, bool trans, int p0, int kc, int j0,
+                        int nc)
+{
+    for (int jr = 0; jr < nc; jr += GEMM_NR, dst += (size_t)kc * GEMM_NR) {
+        int cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+        if (trans) {
+            /* op(B)(p, j) = b[j*ldb + p]: whole 16 x 16 blocks in registers,
+             * the ragged rest one element at a time. */
+            int j16 = cols / 16 * 16, p16 = kc / 16 * 16;
+            for (int j = 0; j < j16; j += 16)
+                for (int p = 0; p < p16; p += 16)
+                    gemm_transpose16(b + (size_t)(j0 + jr + j) * ldb + p0 + p, (size_t)ldb,
+                                     dst + (size_t)p * GEMM_NR + j, GEMM_NR);
+            for (int j = 0; j < GEMM_NR; j++) {
+                float *d = dst + j;
+                if (j >= cols) {
+                    for (int p = 0; p < kc; p++) d[(size_t)p * GEMM_NR] = 0.0f;
+                    continue;
+                }
+                const float *src = b + (size_t)(j0 + jr + j) * ldb + p0;
+                for (int p = j < j16 ? p16 : 0; p < kc; p++) d[(size_t)p * GEMM_NR] = src[p];
+            }
+        } else {
+            for (int p = 0; p < kc; p++) {
+                const float *src = b + (size_t)(p0 + p) * ldb + j0 + jr;
+                float *d = dst + (size_t)p * GEMM_NR;
+                int j = 0;
+                for (; j < cols; j++) d[j] = src[j];
+                for (; j < GEMM_NR; j++) d[j] = 0.0f;
+            }
+        }
+    }
+}
+
+static __mmask16 gemm_mask(int cols, int v)
+{
+    int left = cols - 16 * v;
+    if (left >= 16) return 0xFFFF;
+    return left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
+}
+
+/* C[rows, cols] (rows <= MR, cols <= NR) = alpha * Ap Bp + beta * C over kc
+ * packed steps.  beta == 0 never reads C. */
+__attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap, const float *bp,
+                                                         float *c, int ldc, int rows, int cols,
+                                                         float alpha, float beta)
+{
+    __m512 acc[GEMM_MR][3];
+#pragma GCC unroll 8
+    for (int r = 0; r < GEMM_MR; r++)
+        acc[r][0] = acc[r][1] = acc[r][2] = _mm512_setzero_ps();
+    for (int p = 0; p < kc; p++, ap += GEMM_MR, bp += GEMM_NR) {
+        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16),
+               b2 = _mm512_load_ps(bp + 32);
+#pragma GCC unroll 8
+        for (int r = 0; r < GEMM_MR; r++) {
+            __m512 a = _mm512_set1_ps(ap[r]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
+        }
+    }
+    __mmask16 mask[3] = {gemm_mask(cols, 0), gemm_mask(cols, 1), gemm_mask(cols, 2)};
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int r = 0; r < rows; r++) {
+        float *cr = c + (size_t)r * ldc;
+#pragma GCC unroll 3
+        for (int v = 0; v < 3; v++) {
+            if (!mask[v]) break;
+            __m512 x = alpha == 1.0f ? acc[r][v] : _mm512_mul_ps(va, acc[r][v]);
+            if (beta == 1.0f)
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], cr + 16 * v));
+            else if (beta != 0.0f)
+                x = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], cr + 16 * v), x);
+            _mm512_mask_storeu_ps(cr + 16 * v, mask[v], x);
+        }
+    }
+}
+
+static void gemm_scale(int m, int n, float beta, float *c, int ldc)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float *e = c + (size_t)i * ldc + j;
+            *e = beta == 0.0f ? 0.0f : beta * *e;
+        }
+}
+
+void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                    const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                    int ldc, float *pack)
+{
+    FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
+    if (m == 0 || n == 0) return;
+    if (!gemm_own()) {
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta,
+                    c, ldc);
+        return;
+    }
+    if (k == 0) {
+        gemm_scale(m, n, beta, c, ldc);
+        return;
+    }
+    FM_ASSERT(pack && ((uintptr_t)pack & 63) == 0);
+    float *apack = pack, *bpack = pack + (size_t)GEMM_MC * GEMM_KC;
+    for (int p0 = 0; p0 < k; p0 += GEMM_KC) {
+        int kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
+        /* The first pass over k applies the caller's beta; later ones add. */
+        float pass_beta = p0 == 0 ? beta : 1.0f;
+        for (int j0 = 0; j0 < n; j0 += GEMM_NC) {
+            int nc = n - j0 < GEMM_NC ? n - j0 : GEMM_NC;
+            gemm_pack_b(bpack, b, ldb, trans_b, p0, kc, j0, nc);
+            for (int i0 = 0; i0 < m; i0 += GEMM_MC) {
+                int mc = m - i0 < GEMM_MC ? m - i0 : GEMM_MC;
+                gemm_pack_a(apack, a, lda, trans_a, i0, mc, p0, kc);
+                for (int jr = 0; jr < nc; jr += GEMM_NR) {
+                    int cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                    const float *bp = bpack + (size_t)jr * kc;
+                    for (int ir = 0; ir < mc; ir += GEMM_MR) {
+                        int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
+                        gemm_tile(kc, apack + (size_t)ir * kc, bp,
+                                  c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc, rows, cols, alpha,
+                                  pass_beta);
+                    }
+                }
+            }
+        }
+    }
+}

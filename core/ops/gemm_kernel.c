@@ -7,10 +7,10 @@
  * does where older OpenBLAS builds misbehave), which do half the work per
  * instruction.
  *
- * The kernel is the classic three-level blocking: panels of op(B) [KC, NC]
- * and of op(A) [MC, KC] are packed into the caller's workspace (so transposed
- * operands cost nothing extra), and an 8 x 48 register tile of C accumulates
- * KC products per pass.  Every element of C is summed over k in the same
+ * The kernel is the classic three-level blocking: panels of op(A) [MC, KC]
+ * and, when B is transposed, of op(B) [KC, NC] are packed into the caller's
+ * workspace (a plain B is read in place), and an 8 x 48 register tile of C
+ * accumulates KC products per pass.  Every element of C is summed over k in the same
  * order, KC at a time, whatever its position in C: the result depends on the
  * shapes only, so callers that split C between threads stay bit-identical
  * for any thread count. */
@@ -106,37 +106,26 @@ __attribute__((target("avx512f"))) static void gemm_transpose16(const float *src
     for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (size_t)i * ldd, r[i]);
 }
 
-/* dst [nc/NR panels][kc][NR] <- op(B)[p0.., j0..], columns past nc zero. */
-static void gemm_pack_b(float *dst, const float *b, int ldb, bool trans, int p0, int kc, int j0,
-                        int nc)
+/* dst [nc/NR panels][kc][NR] <- op(B)[p0.., j0..] for a transposed B,
+ * op(B)(p, j) = b[j*ldb + p]: whole 16 x 16 blocks go through registers, the
+ * ragged rest one element at a time; columns past nc are zero. */
+static void gemm_pack_bt(float *dst, const float *b, int ldb, int p0, int kc, int j0, int nc)
 {
     for (int jr = 0; jr < nc; jr += GEMM_NR, dst += (size_t)kc * GEMM_NR) {
         int cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
-        if (trans) {
-            /* op(B)(p, j) = b[j*ldb + p]: whole 16 x 16 blocks in registers,
-             * the ragged rest one element at a time. */
-            int j16 = cols / 16 * 16, p16 = kc / 16 * 16;
-            for (int j = 0; j < j16; j += 16)
-                for (int p = 0; p < p16; p += 16)
-                    gemm_transpose16(b + (size_t)(j0 + jr + j) * ldb + p0 + p, (size_t)ldb,
-                                     dst + (size_t)p * GEMM_NR + j, GEMM_NR);
-            for (int j = 0; j < GEMM_NR; j++) {
-                float *d = dst + j;
-                if (j >= cols) {
-                    for (int p = 0; p < kc; p++) d[(size_t)p * GEMM_NR] = 0.0f;
-                    continue;
-                }
-                const float *src = b + (size_t)(j0 + jr + j) * ldb + p0;
-                for (int p = j < j16 ? p16 : 0; p < kc; p++) d[(size_t)p * GEMM_NR] = src[p];
+        int j16 = cols / 16 * 16, p16 = kc / 16 * 16;
+        for (int j = 0; j < j16; j += 16)
+            for (int p = 0; p < p16; p += 16)
+                gemm_transpose16(b + (size_t)(j0 + jr + j) * ldb + p0 + p, (size_t)ldb,
+                                 dst + (size_t)p * GEMM_NR + j, GEMM_NR);
+        for (int j = 0; j < GEMM_NR; j++) {
+            float *d = dst + j;
+            if (j >= cols) {
+                for (int p = 0; p < kc; p++) d[(size_t)p * GEMM_NR] = 0.0f;
+                continue;
             }
-        } else {
-            for (int p = 0; p < kc; p++) {
-                const float *src = b + (size_t)(p0 + p) * ldb + j0 + jr;
-                float *d = dst + (size_t)p * GEMM_NR;
-                int j = 0;
-                for (; j < cols; j++) d[j] = src[j];
-                for (; j < GEMM_NR; j++) d[j] = 0.0f;
-            }
+            const float *src = b + (size_t)(j0 + jr + j) * ldb + p0;
+            for (int p = j < j16 ? p16 : 0; p < kc; p++) d[(size_t)p * GEMM_NR] = src[p];
         }
     }
 }
@@ -148,19 +137,24 @@ static __mmask16 gemm_mask(int cols, int v)
     return left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
 }
 
-/* C[rows, cols] (rows <= MR, cols <= NR) = alpha * Ap Bp + beta * C over kc
- * packed steps.  beta == 0 never reads C. */
+/* C[rows, cols] (rows <= MR, cols <= NR) = alpha * Ap B + beta * C over kc
+ * steps: Ap packed, row p of B at bp + p*ldb (a packed panel, ldb = NR, or B
+ * itself), only its first `cols` columns read.  beta == 0 never reads C. */
 __attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap, const float *bp,
-                                                         float *c, int ldc, int rows, int cols,
-                                                         float alpha, float beta)
+                                                         size_t ldb, float *c, int ldc, int rows,
+                                                         int cols, float alpha, float beta)
 {
+    const __mmask16 mask[3] = {gemm_mask(cols, 0), gemm_mask(cols, 1), gemm_mask(cols, 2)};
+    /* Every index into acc is a constant after unrolling, so it lives in
+     * registers (a variable index would put it on the stack). */
     __m512 acc[GEMM_MR][3];
 #pragma GCC unroll 8
     for (int r = 0; r < GEMM_MR; r++)
         acc[r][0] = acc[r][1] = acc[r][2] = _mm512_setzero_ps();
-    for (int p = 0; p < kc; p++, ap += GEMM_MR, bp += GEMM_NR) {
-        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16),
-               b2 = _mm512_load_ps(bp + 32);
+    for (int p = 0; p < kc; p++, ap += GEMM_MR, bp += ldb) {
+        __m512 b0 = _mm512_maskz_loadu_ps(mask[0], bp),
+               b1 = _mm512_maskz_loadu_ps(mask[1], bp + 16),
+               b2 = _mm512_maskz_loadu_ps(mask[2], bp + 32);
 #pragma GCC unroll 8
         for (int r = 0; r < GEMM_MR; r++) {
             __m512 a = _mm512_set1_ps(ap[r]);
@@ -169,13 +163,13 @@ __attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap
             acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
         }
     }
-    __mmask16 mask[3] = {gemm_mask(cols, 0), gemm_mask(cols, 1), gemm_mask(cols, 2)};
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    for (int r = 0; r < rows; r++) {
+#pragma GCC unroll 8
+    for (int r = 0; r < GEMM_MR; r++) {
+        if (r >= rows) break;
         float *cr = c + (size_t)r * ldc;
 #pragma GCC unroll 3
         for (int v = 0; v < 3; v++) {
-            if (!mask[v]) break;
             __m512 x = alpha == 1.0f ? acc[r][v] : _mm512_mul_ps(va, acc[r][v]);
             if (beta == 1.0f)
                 x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], cr + 16 * v));
@@ -213,22 +207,30 @@ void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha
     }
     FM_ASSERT(pack && ((uintptr_t)pack & 63) == 0);
     float *apack = pack, *bpack = pack + (size_t)GEMM_MC * GEMM_KC;
+    /* Only a transposed B is packed.  A plain one is read in place: its rows
+     * are contiguous, and on the products here (m <= a few hundred, so few
+     * row tiles share a panel) packing cost more than the strided reads it
+     * would save — measured equal or slower on every conv and linear shape
+     * of the reference models. */
+    const bool pack_b = trans_b;
     for (int p0 = 0; p0 < k; p0 += GEMM_KC) {
         int kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
         /* The first pass over k applies the caller's beta; later ones add. */
         float pass_beta = p0 == 0 ? beta : 1.0f;
         for (int j0 = 0; j0 < n; j0 += GEMM_NC) {
             int nc = n - j0 < GEMM_NC ? n - j0 : GEMM_NC;
-            gemm_pack_b(bpack, b, ldb, trans_b, p0, kc, j0, nc);
+            if (pack_b) gemm_pack_bt(bpack, b, ldb, p0, kc, j0, nc);
             for (int i0 = 0; i0 < m; i0 += GEMM_MC) {
                 int mc = m - i0 < GEMM_MC ? m - i0 : GEMM_MC;
                 gemm_pack_a(apack, a, lda, trans_a, i0, mc, p0, kc);
                 for (int jr = 0; jr < nc; jr += GEMM_NR) {
                     int cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
-                    const float *bp = bpack + (size_t)jr * kc;
+                    const float *bp = pack_b ? bpack + (size_t)jr * kc
+                                             : b + (size_t)p0 * ldb + j0 + jr;
+                    size_t bstride = pack_b ? GEMM_NR : (size_t)ldb;
                     for (int ir = 0; ir < mc; ir += GEMM_MR) {
                         int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
-                        gemm_tile(kc, apack + (size_t)ir * kc, bp,
+                        gemm_tile(kc, apack + (size_t)ir * kc, bp, bstride,
                                   c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc, rows, cols, alpha,
                                   pass_beta);
                     }

@@ -82,7 +82,20 @@ void fm_optim_free(fm_optim *o)
     free(o);
 }
 
-static void sgd_step(fm_optim *o, float *p, const float *g, float *buf, int64_t n)
+/* Elements per parallel task: the update is elementwise, so the split
+ * changes no result. */
+#define OPTIM_GRAIN ((int64_t)1 << 15)
+
+typedef struct optim_job {
+    const fm_optim *o;
+    float *p;
+    const float *g;
+    float *s1, *s2;
+    int64_t n;
+} optim_job;
+
+static void sgd_range(const fm_optim *o, float *restrict p, const float *restrict g,
+                      float *restrict buf, int64_t n)
 {
     const fm_optim_config *c = &o->cfg;
     const bool first = o->steps == 1;
@@ -97,28 +110,56 @@ static void sgd_step(fm_optim *o, float *p, const float *g, float *buf, int64_t 
     }
 }
 
-static void adam_step(fm_optim *o, float *p, const float *g, float *m, float *v, int64_t n)
+/* The scalars torch.optim.Adam derives from the step count, once per step. */
+typedef struct adam_consts {
+    float step_size, bias2_sqrt, b1, b2, one_b1, one_b2, decay, weight_decay, eps;
+    bool adamw;
+} adam_consts;
+
+static adam_consts adam_consts_make(const fm_optim *o)
 {
     const fm_optim_config *c = &o->cfg;
     const double t = (double)o->steps;
     const double bias1 = 1.0 - pow((double)c->beta1, t);
     const double bias2 = 1.0 - pow((double)c->beta2, t);
-    const float step_size = (float)((double)c->lr / bias1);
-    const float bias2_sqrt = (float)sqrt(bias2);
-    const float b1 = c->beta1, b2 = c->beta2;
-    const float one_b1 = (float)(1.0 - (double)c->beta1), one_b2 = (float)(1.0 - (double)c->beta2);
     const bool adamw = c->kind == FM_OPTIM_ADAMW;
-    const float decay = adamw ? (float)(1.0 - (double)c->lr * (double)c->weight_decay) : 1.0f;
+    return (adam_consts){
+        .step_size = (float)((double)c->lr / bias1),
+        .bias2_sqrt = (float)sqrt(bias2),
+        .b1 = c->beta1, .b2 = c->beta2,
+        .one_b1 = (float)(1.0 - (double)c->beta1), .one_b2 = (float)(1.0 - (double)c->beta2),
+        .decay = adamw ? (float)(1.0 - (double)c->lr * (double)c->weight_decay) : 1.0f,
+        .weight_decay = c->weight_decay, .eps = c->eps, .adamw = adamw,
+    };
+}
+
+static void adam_range(const adam_consts *k, float *restrict p, const float *restrict g,
+                       float *restrict m, float *restrict v, int64_t n)
+{
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i];
-        if (adamw)
-            p[i] = p[i] * decay;
-        else if (c->weight_decay != 0.0f)
-            gi = gi + c->weight_decay * p[i];
-        m[i] = m[i] * b1 + one_b1 * gi;
-        v[i] = v[i] * b2 + one_b2 * (gi * gi);
-        float denom = sqrtf(v[i]) / bias2_sqrt + c->eps;
-        p[i] = p[i] + (-step_size) * (m[i] / denom);
+        if (k->adamw)
+            p[i] = p[i] * k->decay;
+        else if (k->weight_decay != 0.0f)
+            gi = gi + k->weight_decay * p[i];
+        m[i] = m[i] * k->b1 + k->one_b1 * gi;
+        v[i] = v[i] * k->b2 + k->one_b2 * (gi * gi);
+        float denom = sqrtf(v[i]) / k->bias2_sqrt + k->eps;
+        p[i] = p[i] + (-k->step_size) * (m[i] / denom);
+    }
+}
+
+static void optim_task(void *arg, int task, int thread)
+{
+    (void)thread;
+    const optim_job *j = arg;
+    int64_t begin = (int64_t)task * OPTIM_GRAIN;
+    int64_t n = j->n - begin < OPTIM_GRAIN ? j->n - begin : OPTIM_GRAIN;
+    if (j->o->cfg.kind == FM_OPTIM_SGD) {
+        sgd_range(j->o, j->p + begin, j->g + begin, j->s1 ? j->s1 + begin : NULL, n);
+    } else {
+        adam_consts k = adam_consts_make(j->o);
+        adam_range(&k, j->p + begin, j->g + begin, j->s1 + begin, j->s2 + begin, n);
     }
 }
 
@@ -127,10 +168,12 @@ void fm_optim_step(fm_optim *o)
     o->steps++;
     for (int i = 0; i < o->n; i++) {
         fm_tensor *t = o->params[i];
-        if (o->cfg.kind == FM_OPTIM_SGD)
-            sgd_step(o, t->data, t->grad, o->state1[i], t->numel);
-        else
-            adam_step(o, t->data, t->grad, o->state1[i], o->state2[i], t->numel);
+        optim_job j = {o, t->data, t->grad, o->state1[i], o->state2[i], t->numel};
+        int tasks = (int)((t->numel + OPTIM_GRAIN - 1) / OPTIM_GRAIN);
+        if (tasks > 1)
+            fm_parallel_for(tasks, optim_task, &j);
+        else if (tasks == 1)
+            optim_task(&j, 0, 0);
     }
 }
 

@@ -1,8 +1,8 @@
 /* test_gemm — fm_gemm_serial (the AVX-512 kernel where the processor has it,
  * and the cblas_sgemm path always) against a naive product in double, over
  * shapes that hit every edge of the register tile and the cache blocks, both
- * transposes, alpha/beta and leading dimensions wider than the matrix; and
- * the property fm_sgemm's thread split relies on: an element of C gets the
+ * transposes, alpha/beta and leading dimensions wider than the matrix; B
+ * given as a table of rows; and the property fm_sgemm's thread split relies on: an element of C gets the
  * same bits whether it is computed with the whole of C or in a block of it. */
 #include "fm_internal.h"
 #include "fm_test_util.h"
@@ -166,6 +166,44 @@ START_TEST(test_gemm_block_independent)
 }
 END_TEST
 
+/* fm_gemm_serial_rows on rows scattered (in reverse order, overlapping
+ * windows of one array, as a convolution's shifted planes are) gives the
+ * same bits as fm_gemm_serial on the same rows gathered into a matrix. */
+START_TEST(test_gemm_rows_matches_plain)
+{
+    bool tb = _i & 1, blas = _i >> 1;
+    int m = 37, n = 301, k = 290;
+    int nrows = tb ? n : k, len = tb ? k : n;
+    float *a = malloc((size_t)m * k * sizeof(float));
+    float *pool = malloc(((size_t)nrows * 3 + (size_t)len) * sizeof(float));
+    float *plain = malloc((size_t)nrows * len * sizeof(float));
+    const float **rows = malloc((size_t)nrows * sizeof *rows);
+    float *c1 = malloc((size_t)m * n * sizeof(float)), *c2 = malloc((size_t)m * n * sizeof(float));
+    fm_test_fill(a, (size_t)m * k, -1.0f, 1.0f, 11);
+    fm_test_fill(pool, (size_t)nrows * 3 + (size_t)len, -1.0f, 1.0f, 12);
+    for (int r = 0; r < nrows; r++) {
+        rows[r] = pool + (size_t)(nrows - 1 - r) * 3;
+        memcpy(plain + (size_t)r * len, rows[r], (size_t)len * sizeof(float));
+    }
+    fm_gemm_force_blas(blas);
+    size_t floats = fm_gemm_rows_pack_floats(n, k);
+    float *pack = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+    fm_test_fill(c1, (size_t)m * n, -1.0f, 1.0f, 13);
+    memcpy(c2, c1, (size_t)m * n * sizeof(float));
+    fm_gemm_serial(false, tb, m, n, k, 1.0f, a, k, plain, len, 1.0f, c1, n, pack);
+    fm_gemm_serial_rows(false, tb, m, n, k, 1.0f, a, k, rows, 1.0f, c2, n, pack);
+    fm_gemm_force_blas(false);
+    ck_assert(memcmp(c1, c2, (size_t)m * n * sizeof(float)) == 0);
+    free(a);
+    free(pool);
+    free(plain);
+    free(rows);
+    free(c1);
+    free(c2);
+    free(pack);
+}
+END_TEST
+
 START_TEST(test_gemm_kernel_name)
 {
     const char *name = fm_gemm_kernel_name();
@@ -189,6 +227,7 @@ static Suite *gemm_suite(void)
     tcase_add_loop_test(tc, test_gemm_vs_naive_alpha_beta, 0, 8 * GEMM_NDIMS);
     tcase_add_test(tc, test_gemm_k0_scales_c);
     tcase_add_loop_test(tc, test_gemm_block_independent, 0, 4);
+    tcase_add_loop_test(tc, test_gemm_rows_matches_plain, 0, 4);
     tcase_add_test(tc, test_gemm_kernel_name);
     suite_add_tcase(s, tc);
     return s;

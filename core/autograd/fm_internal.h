@@ -95,7 +95,7 @@ void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, floa
               const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
 /* Floats of packing workspace fm_gemm_serial needs (64-byte aligned). */
-#define FM_GEMM_PACK_FLOATS ((size_t)256 * (128 + 480))
+#define FM_GEMM_PACK_FLOATS ((size_t)256 * (128 + 480 + 2))
 
 /* One thread's GEMM (core/ops/gemm_kernel.c): fmhost's AVX-512 kernel where
  * the processor has it, cblas_sgemm otherwise.  Each element of C is summed
@@ -105,6 +105,15 @@ void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, floa
 FM_API void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                            const float *a, int lda, const float *b, int ldb, float beta,
                            float *c, int ldc, float *pack);
+/* The same product with B given row by row, for operands that are views
+ * into other arrays (a convolution's shifted input planes): stored row r of
+ * B — row r of op(B), or column r when trans_b — starts at b_rows[r].
+ * `pack` holds fm_gemm_rows_pack_floats(n, k) floats, 64-byte aligned (the
+ * BLAS fallback gathers B into it). */
+FM_API void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                                const float *a, int lda, const float *const *b_rows, float beta,
+                                float *c, int ldc, float *pack);
+FM_API size_t fm_gemm_rows_pack_floats(int n, int k);
 /* true: always call cblas_sgemm (tests use it to check both paths); false:
  * decide by the processor again. */
 FM_API void fm_gemm_force_blas(bool blas);

@@ -18,6 +18,7 @@
 
 #include <cblas.h>
 #include <immintrin.h>
+#include <string.h>
 
 #define GEMM_MR 8
 #define GEMM_NR 48
@@ -26,7 +27,9 @@
 #define GEMM_NC 480
 
 _Static_assert(GEMM_MC % GEMM_MR == 0 && GEMM_NC % GEMM_NR == 0, "panels hold whole tiles");
-_Static_assert(FM_GEMM_PACK_FLOATS >= GEMM_KC * (GEMM_MC + GEMM_NC), "pack workspace too small");
+_Static_assert(FM_GEMM_PACK_FLOATS * sizeof(float) >=
+                   GEMM_KC * (GEMM_MC + GEMM_NC) * sizeof(float) + GEMM_KC * sizeof(float *),
+               "pack workspace too small");
 
 static int gemm_mode = -1;  /* -1: not decided yet, 0: BLAS, 1: own AVX-512 kernel */
 
@@ -77,13 +80,26 @@ static void gemm_pack_a(float *dst, const float *a, int lda, bool trans, int i0,
     }
 }
 
-/* dst[i*ldd + j] = src[j*lds + i] for a 16 x 16 block: four rounds of
- * shuffles in registers instead of 256 scattered stores. */
-__attribute__((target("avx512f"))) static void gemm_transpose16(const float *src, size_t lds,
-                                                                float *dst, size_t ldd)
+/* B as stored: row r at rows[r] if there is a table, else at b + r*ldb. */
+typedef struct gemm_b {
+    const float *b;
+    int ldb;
+    const float *const *rows;
+} gemm_b;
+
+static inline const float *gemm_b_row(const gemm_b *gb, int r)
+{
+    return gb->rows ? gb->rows[r] : gb->b + (size_t)r * gb->ldb;
+}
+
+/* dst[i*ldd + j] = element col0 + i of stored row row0 + j of B, for a
+ * 16 x 16 block: four rounds of shuffles in registers instead of 256
+ * scattered stores. */
+__attribute__((target("avx512f"))) static void gemm_transpose16(const gemm_b *gb, int row0,
+                                                                int col0, float *dst, size_t ldd)
 {
     __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (size_t)i * lds);
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(gemm_b_row(gb, row0 + i) + col0);
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
@@ -107,24 +123,25 @@ __attribute__((target("avx512f"))) static void gemm_transpose16(const float *src
 }
 
 /* dst [nc/NR panels][kc][NR] <- op(B)[p0.., j0..] for a transposed B,
- * op(B)(p, j) = b[j*ldb + p]: whole 16 x 16 blocks go through registers, the
- * ragged rest one element at a time; columns past nc are zero. */
-static void gemm_pack_bt(float *dst, const float *b, int ldb, int p0, int kc, int j0, int nc)
+ * op(B)(p, j) = element p of stored row j: whole 16 x 16 blocks go through
+ * registers, the ragged rest one element at a time; columns past nc are
+ * zero. */
+static void gemm_pack_bt(float *dst, const gemm_b *gb, int p0, int kc, int j0, int nc)
 {
     for (int jr = 0; jr < nc; jr += GEMM_NR, dst += (size_t)kc * GEMM_NR) {
         int cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
         int j16 = cols / 16 * 16, p16 = kc / 16 * 16;
         for (int j = 0; j < j16; j += 16)
             for (int p = 0; p < p16; p += 16)
-                gemm_transpose16(b + (size_t)(j0 + jr + j) * ldb + p0 + p, (size_t)ldb,
-                                 dst + (size_t)p * GEMM_NR + j, GEMM_NR);
+                gemm_transpose16(gb, j0 + jr + j, p0 + p, dst + (size_t)p * GEMM_NR + j,
+                                 GEMM_NR);
         for (int j = 0; j < GEMM_NR; j++) {
             float *d = dst + j;
             if (j >= cols) {
                 for (int p = 0; p < kc; p++) d[(size_t)p * GEMM_NR] = 0.0f;
                 continue;
             }
-            const float *src = b + (size_t)(j0 + jr + j) * ldb + p0;
+            const float *src = gemm_b_row(gb, j0 + jr + j) + p0;
             for (int p = j < j16 ? p16 : 0; p < kc; p++) d[(size_t)p * GEMM_NR] = src[p];
         }
     }
@@ -138,11 +155,12 @@ static __mmask16 gemm_mask(int cols, int v)
 }
 
 /* C[rows, cols] (rows <= MR, cols <= NR) = alpha * Ap B + beta * C over kc
- * steps: Ap packed, row p of B at bp + p*ldb (a packed panel, ldb = NR, or B
+ * steps: Ap packed, row p of B at brow[p] + boff (in a packed panel or in B
  * itself), only its first `cols` columns read.  beta == 0 never reads C. */
-__attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap, const float *bp,
-                                                         size_t ldb, float *c, int ldc, int rows,
-                                                         int cols, float alpha, float beta)
+__attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap,
+                                                         const float *const *brow, size_t boff,
+                                                         float *c, int ldc, int rows, int cols,
+                                                         float alpha, float beta)
 {
     const __mmask16 mask[3] = {gemm_mask(cols, 0), gemm_mask(cols, 1), gemm_mask(cols, 2)};
     /* Every index into acc is a constant after unrolling, so it lives in
@@ -151,7 +169,8 @@ __attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap
 #pragma GCC unroll 8
     for (int r = 0; r < GEMM_MR; r++)
         acc[r][0] = acc[r][1] = acc[r][2] = _mm512_setzero_ps();
-    for (int p = 0; p < kc; p++, ap += GEMM_MR, bp += ldb) {
+    for (int p = 0; p < kc; p++, ap += GEMM_MR) {
+        const float *bp = brow[p] + boff;
         __m512 b0 = _mm512_maskz_loadu_ps(mask[0], bp),
                b1 = _mm512_maskz_loadu_ps(mask[1], bp + 16),
                b2 = _mm512_maskz_loadu_ps(mask[2], bp + 32);
@@ -189,6 +208,54 @@ static void gemm_scale(int m, int n, float beta, float *c, int ldc)
         }
 }
 
+/* The product for fm_gemm_serial and fm_gemm_serial_rows; pack is
+ * FM_GEMM_PACK_FLOATS: the A panel, the B panel, then a table of KC row
+ * pointers into B. */
+static void gemm_own_product(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                             const float *a, int lda, const gemm_b *gb, float beta, float *c,
+                             int ldc, float *pack)
+{
+    FM_ASSERT(pack && ((uintptr_t)pack & 63) == 0);
+    float *apack = pack, *bpack = apack + (size_t)GEMM_MC * GEMM_KC;
+    const float **brow = (const float **)(bpack + (size_t)GEMM_KC * GEMM_NC);
+    /* Only a transposed B is packed.  A plain one is read in place: its rows
+     * are contiguous, and on the products here (m <= a few hundred, so few
+     * row tiles share a panel) packing cost more than the strided reads it
+     * would save — measured equal or slower on every conv and linear shape
+     * of the reference models.  Then nothing depends on the width of a
+     * block of columns, and A is packed once per pass over k. */
+    const bool pack_b = trans_b;
+    const int nc_max = pack_b ? GEMM_NC : n;
+    for (int p0 = 0; p0 < k; p0 += GEMM_KC) {
+        int kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
+        /* The first pass over k applies the caller's beta; later ones add. */
+        float pass_beta = p0 == 0 ? beta : 1.0f;
+        for (int j0 = 0; j0 < n; j0 += nc_max) {
+            int nc = n - j0 < nc_max ? n - j0 : nc_max;
+            if (pack_b) {
+                gemm_pack_bt(bpack, gb, p0, kc, j0, nc);
+                for (int p = 0; p < kc; p++) brow[p] = bpack + (size_t)p * GEMM_NR;
+            } else {
+                for (int p = 0; p < kc; p++) brow[p] = gemm_b_row(gb, p0 + p) + j0;
+            }
+            for (int i0 = 0; i0 < m; i0 += GEMM_MC) {
+                int mc = m - i0 < GEMM_MC ? m - i0 : GEMM_MC;
+                gemm_pack_a(apack, a, lda, trans_a, i0, mc, p0, kc);
+                for (int jr = 0; jr < nc; jr += GEMM_NR) {
+                    int cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                    size_t boff = pack_b ? (size_t)jr * kc : (size_t)jr;
+                    for (int ir = 0; ir < mc; ir += GEMM_MR) {
+                        int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
+                        gemm_tile(kc, apack + (size_t)ir * kc, brow, boff,
+                                  c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc, rows, cols, alpha,
+                                  pass_beta);
+                    }
+                }
+            }
+        }
+    }
+}
+
 void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                     const float *a, int lda, const float *b, int ldb, float beta, float *c,
                     int ldc, float *pack)
@@ -205,37 +272,42 @@ void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha
         gemm_scale(m, n, beta, c, ldc);
         return;
     }
-    FM_ASSERT(pack && ((uintptr_t)pack & 63) == 0);
-    float *apack = pack, *bpack = pack + (size_t)GEMM_MC * GEMM_KC;
-    /* Only a transposed B is packed.  A plain one is read in place: its rows
-     * are contiguous, and on the products here (m <= a few hundred, so few
-     * row tiles share a panel) packing cost more than the strided reads it
-     * would save — measured equal or slower on every conv and linear shape
-     * of the reference models. */
-    const bool pack_b = trans_b;
-    for (int p0 = 0; p0 < k; p0 += GEMM_KC) {
-        int kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
-        /* The first pass over k applies the caller's beta; later ones add. */
-        float pass_beta = p0 == 0 ? beta : 1.0f;
-        for (int j0 = 0; j0 < n; j0 += GEMM_NC) {
-            int nc = n - j0 < GEMM_NC ? n - j0 : GEMM_NC;
-            if (pack_b) gemm_pack_bt(bpack, b, ldb, p0, kc, j0, nc);
-            for (int i0 = 0; i0 < m; i0 += GEMM_MC) {
-                int mc = m - i0 < GEMM_MC ? m - i0 : GEMM_MC;
-                gemm_pack_a(apack, a, lda, trans_a, i0, mc, p0, kc);
-                for (int jr = 0; jr < nc; jr += GEMM_NR) {
-                    int cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
-                    const float *bp = pack_b ? bpack + (size_t)jr * kc
-                                             : b + (size_t)p0 * ldb + j0 + jr;
-                    size_t bstride = pack_b ? GEMM_NR : (size_t)ldb;
-                    for (int ir = 0; ir < mc; ir += GEMM_MR) {
-                        int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
-                        gemm_tile(kc, apack + (size_t)ir * kc, bp, bstride,
-                                  c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc, rows, cols, alpha,
-                                  pass_beta);
-                    }
-                }
-            }
-        }
+    gemm_b gb = {.b = b, .ldb = ldb};
+    gemm_own_product(trans_a, trans_b, m, n, k, alpha, a, lda, &gb, beta, c, ldc, pack);
+}
+
+/* Without the own kernel: gather the rows into a plain matrix for BLAS. */
+static void gemm_rows_blas(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                           const float *a, int lda, const float *const *b_rows, float beta,
+                           float *c, int ldc, float *pack)
+{
+    int nrows = trans_b ? n : k, len = trans_b ? k : n;
+    float *b = pack + FM_GEMM_PACK_FLOATS;
+    for (int r = 0; r < nrows; r++) memcpy(b + (size_t)r * len, b_rows[r], (size_t)len * sizeof *b);
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, len, beta, c,
+                ldc);
+}
+
+size_t fm_gemm_rows_pack_floats(int n, int k)
+{
+    return FM_GEMM_PACK_FLOATS + (gemm_own() ? 0 : (size_t)n * (size_t)k);
+}
+
+void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                         const float *a, int lda, const float *const *b_rows, float beta,
+                         float *c, int ldc, float *pack)
+{
+    FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        gemm_scale(m, n, beta, c, ldc);
+        return;
     }
+    if (!gemm_own()) {
+        gemm_rows_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b_rows, beta, c, ldc, pack);
+        return;
+    }
+    gemm_b gb = {.rows = b_rows};
+    gemm_own_product(trans_a, trans_b, m, n, k, alpha, a, lda, &gb, beta, c, ldc, pack);
 }

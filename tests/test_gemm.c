@@ -97,9 +97,9 @@ static void gemm_check(int i, int pad, float alpha, float beta)
     int t = i % 4;
     bool blas = i / 4 % 2;
     gemm_case gc = {t & 1, t >> 1, d[0], d[1], d[2], alpha, beta};
-    fm_gemm_force_blas(blas);
+    fm_kernels_force_portable(blas);
     double err = gemm_run_case(&gc, pad, 100 + (uint64_t)i);
-    fm_gemm_force_blas(false);
+    fm_kernels_force_portable(false);
     ck_assert_msg(err < 1e-6, "%s ta=%d tb=%d %dx%dx%d alpha=%g beta=%g: error %g",
                   blas ? "blas" : fm_gemm_kernel_name(), gc.ta, gc.tb, gc.m, gc.n, gc.k,
                   (double)alpha, (double)beta, err);
@@ -185,14 +185,14 @@ START_TEST(test_gemm_rows_matches_plain)
         rows[r] = pool + (size_t)(nrows - 1 - r) * 3;
         memcpy(plain + (size_t)r * len, rows[r], (size_t)len * sizeof(float));
     }
-    fm_gemm_force_blas(blas);
+    fm_kernels_force_portable(blas);
     size_t floats = fm_gemm_rows_pack_floats(n, k);
     float *pack = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
     fm_test_fill(c1, (size_t)m * n, -1.0f, 1.0f, 13);
     memcpy(c2, c1, (size_t)m * n * sizeof(float));
     fm_gemm_serial(false, tb, m, n, k, 1.0f, a, k, plain, len, 1.0f, c1, n, pack);
     fm_gemm_serial_rows(false, tb, m, n, k, 1.0f, a, k, rows, 1.0f, c2, n, pack);
-    fm_gemm_force_blas(false);
+    fm_kernels_force_portable(false);
     ck_assert(memcmp(c1, c2, (size_t)m * n * sizeof(float)) == 0);
     free(a);
     free(pool);
@@ -210,9 +210,9 @@ START_TEST(test_gemm_kernel_name)
     ck_assert(strcmp(name, "avx512") == 0 || strcmp(name, "blas") == 0);
     __builtin_cpu_init();
     ck_assert_int_eq(strcmp(name, "avx512") == 0, __builtin_cpu_supports("avx512f") != 0);
-    fm_gemm_force_blas(true);
+    fm_kernels_force_portable(true);
     ck_assert_str_eq(fm_gemm_kernel_name(), "blas");
-    fm_gemm_force_blas(false);
+    fm_kernels_force_portable(false);
     ck_assert_str_eq(fm_gemm_kernel_name(), name);
 }
 END_TEST

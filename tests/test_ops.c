@@ -397,6 +397,11 @@ static const conv_shape conv_ref_shapes[] = {
     {2, 2, 50, 50, 4, 3, 3, 1, 1, true},   /* one image wider than a chunk */
     {16, 32, 14, 14, 64, 3, 3, 1, 1, true},
     {6, 32, 28, 28, 8, 3, 3, 1, 1, false},  /* ResCNN stage 1: one image per chunk, no staging */
+    /* The direct (im2col-free) path with other kernels and paddings. */
+    {3, 2, 20, 22, 5, 5, 5, 1, 2, true},
+    {4, 3, 16, 18, 6, 3, 3, 1, 0, false},
+    {2, 3, 15, 17, 4, 2, 3, 1, 1, true},
+    {2, 2, 12, 12, 3, 3, 3, 1, 3, true},    /* padding wider than the kernel */
 };
 
 START_TEST(test_conv2d_vs_reference)
@@ -639,6 +644,54 @@ START_TEST(test_maxpool2d_values_and_ties)
     const float dexp[16] = {0, 1, 0, 0, 0, 0, 2, 0, 3, 0, 4, 0, 0, 0, 0, 0};
     for (int i = 0; i < 16; i++) ck_assert_float_eq(x->grad[i], dexp[i]);
     fm_graph_free(g);
+    fm_tensor_free(x);
+}
+END_TEST
+
+/* The AVX-512 2x2 path against the portable loop: same outputs and the
+ * same gradient routing, on odd widths, rows longer than one vector, ties
+ * (values on a coarse grid) and NaNs. */
+static void maxpool_run(fm_tensor *x, bool portable, float *y_out, float *dx_out)
+{
+    fm_kernels_force_portable(portable);
+    memset(x->grad, 0, (size_t)x->numel * sizeof(float));
+    fm_graph *g = fm_graph_new();
+    fm_tensor *y = fm_maxpool2d(g, x, 2);
+    float *dy = malloc((size_t)y->numel * sizeof(float));
+    for (int64_t i = 0; i < y->numel; i++) dy[i] = (float)(i % 13) + 1.0f;
+    node_backward(g, y, dy);
+    memcpy(y_out, y->data, (size_t)y->numel * sizeof(float));
+    memcpy(dx_out, x->grad, (size_t)x->numel * sizeof(float));
+    free(dy);
+    fm_graph_free(g);
+    fm_kernels_force_portable(false);
+}
+
+START_TEST(test_maxpool2d_simd_matches_portable)
+{
+    static const int shapes[][4] = {
+        {2, 3, 28, 28}, {1, 2, 7, 7}, {2, 2, 9, 35}, {1, 1, 4, 66}, {3, 2, 14, 14}, {1, 1, 2, 2},
+    };
+    const int *s = shapes[_i];
+    fm_tensor *x = fm_tensor_new(FM_F32, 4, s);
+    fm_test_fill(x->data, (size_t)x->numel, -2.0f, 2.0f, 77 + (uint64_t)_i);
+    for (int64_t i = 0; i < x->numel; i++) {
+        x->data[i] = roundf(x->data[i] * 2.0f) / 2.0f;  /* many ties */
+        if (i % 37 == 5) x->data[i] = NAN;
+    }
+    x->requires_grad = true;
+    x->grad = calloc((size_t)x->numel, sizeof(float));
+    size_t ny = (size_t)s[0] * s[1] * (s[2] / 2) * (s[3] / 2);
+    float *y1 = malloc(ny * sizeof(float)), *y2 = malloc(ny * sizeof(float));
+    float *d1 = malloc((size_t)x->numel * sizeof(float)), *d2 = malloc((size_t)x->numel * sizeof(float));
+    maxpool_run(x, true, y1, d1);
+    maxpool_run(x, false, y2, d2);
+    ck_assert(memcmp(y1, y2, ny * sizeof(float)) == 0);
+    ck_assert(memcmp(d1, d2, (size_t)x->numel * sizeof(float)) == 0);
+    free(y1);
+    free(y2);
+    free(d1);
+    free(d2);
     fm_tensor_free(x);
 }
 END_TEST
@@ -1148,6 +1201,7 @@ static Suite *ops_suite(void)
     tc = tcase_create("maxpool2d");
     tcase_add_test(tc, test_maxpool2d_gradcheck);
     tcase_add_test(tc, test_maxpool2d_values_and_ties);
+    tcase_add_loop_test(tc, test_maxpool2d_simd_matches_portable, 0, 6);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("global_avgpool");

@@ -114,8 +114,12 @@ FM_API void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k,
                                 const float *a, int lda, const float *const *b_rows, float beta,
                                 float *c, int ldc, float *pack);
 FM_API size_t fm_gemm_rows_pack_floats(int n, int k);
-/* true: always call cblas_sgemm (tests use it to check both paths); false:
- * decide by the processor again. */
-FM_API void fm_gemm_force_blas(bool blas);
+/* core/ops/simd.c: true when the AVX-512 kernels run (the processor has
+ * AVX-512 and the portable ones were not forced). */
+FM_API bool fm_kernels_avx512(void);
+/* true: run the portable kernels (cblas_sgemm, plain loops) even where
+ * AVX-512 exists — the tests check both paths; false: decide by the
+ * processor again. */
+FM_API void fm_kernels_force_portable(bool portable);
 
 #endif /* FM_INTERNAL_H */

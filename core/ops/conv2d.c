@@ -9,7 +9,21 @@
  * the tasks of fm_parallel_for; each thread owns one workspace region,
  * allocated from the arena before the parallel call.  Weight and bias
  * gradients are computed per chunk and summed in chunk order afterwards, so
- * every result is bit-identical for any thread count. */
+ * every result is bit-identical for any thread count.
+ *
+ * Stride-1 convolutions on maps wide enough skip im2col altogether (the
+ * "direct" path).  With the input plane zero-padded to Wp = W + 2*pad
+ * columns, the receptive-field row of weight tap (c, ki, kj) over a run of
+ * output pixels is a contiguous slice of the padded plane, provided the
+ * output is computed on a grid Wp wide (the last Wp - OW columns of each
+ * output row are thrown away).  So B of the GEMM is a table of pointers into
+ * the padded planes (fm_gemm_serial_rows) and nothing is copied nine times.
+ * The backward pass uses the same trick: the weight gradient is the product
+ * of the wide output gradient (its thrown-away columns zeroed) and the same
+ * rows; the input gradient is a correlation of the zero-bordered output
+ * gradient with the taps, whose rows are slices of that gradient shifted
+ * the other way.  The price is the extra Wp - OW columns of arithmetic, so
+ * the path is taken only when they are a small share (see conv_use_direct). */
 #include "ops_util.h"
 
 /* Bound on the im2col block of a chunk, in floats (1 MB): im2col writes it and
@@ -32,7 +46,30 @@ typedef struct conv_geom {
     int k;                    /* C*KH*KW: rows of the im2col matrix */
     int p;                    /* OH*OW */
     int chunk, nchunks;       /* images per chunk, number of chunks */
+    /* Direct path (stride 1): padded width, wide output length OH*Wp, and
+     * the per-image plane strides of the padded input and of the
+     * zero-bordered output gradient. */
+    bool direct;
+    int wp, nw;
+    size_t plane_x, plane_d, lead;
 } conv_geom;
+
+/* Chunks the direct path cuts a batch into: enough for a few threads, few
+ * enough that the per-chunk weight gradients cost little to add up. */
+#define CONV_DIRECT_CHUNKS 8
+/* The direct path computes Wp/OW times the arithmetic of the output; it pays
+ * when that waste stays under this fraction (28x28 and 14x14 maps with a
+ * 3x3 kernel: 7% and 14%; 7x7 maps, 29%, go through im2col). */
+#define CONV_DIRECT_MAX_WASTE 0.2
+
+static size_t conv_round16(size_t n) { return (n + 15) / 16 * 16; }
+
+static bool conv_use_direct(const conv_geom *cg)
+{
+    if (cg->stride != 1) return false;
+    int wp = cg->w + 2 * cg->pad;
+    return (double)(wp - cg->ow) / cg->ow <= CONV_DIRECT_MAX_WASTE;
+}
 
 static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stride, int pad)
 {
@@ -51,7 +88,23 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
     if (chunk > cap) chunk = cap;
     if (chunk < 1) chunk = 1;
     cg.chunk = chunk;
-    cg.nchunks = (cg.n + chunk - 1) / chunk;
+    cg.direct = conv_use_direct(&cg);
+    if (cg.direct) {
+        cg.chunk = (cg.n + CONV_DIRECT_CHUNKS - 1) / CONV_DIRECT_CHUNKS;
+        cg.wp = cg.w + 2 * pad;
+        cg.nw = cg.oh * cg.wp;
+        int hp = cg.h + 2 * pad;
+        /* A tap's row runs OH*Wp elements from offset ki*Wp + kj: up to
+         * kw - 1 past the padded plane, into zeros of its own. */
+        cg.plane_x = conv_round16((size_t)hp * cg.wp + (size_t)cg.kw);
+        /* The output gradient sits `lead` zeros in, so that rows shifted back
+         * by up to (kh-1)*Wp + kw-1 stay inside, and is followed by zero rows
+         * up to the last padded input row the input gradient reads. */
+        cg.lead = (size_t)(cg.kh - 1) * cg.wp + (size_t)(cg.kw - 1);
+        int rows = cg.oh > cg.h + pad ? cg.oh : cg.h + pad;
+        cg.plane_d = conv_round16(cg.lead + (size_t)rows * cg.wp + 16);
+    }
+    cg.nchunks = (cg.n + cg.chunk - 1) / cg.chunk;
     return cg;
 }
 
@@ -153,12 +206,48 @@ typedef struct conv_job {
     float *dx;        // [N, C, H, W] or NULL
     float *dw_part;   // [nchunks, O, K] or NULL
     double *db_part;  // [nchunks, O] or NULL
-    float *ws;        // per thread: GEMM pack, col [K, chunk*P], out [O, chunk*P], padded plane
+    const float *wt;  // [C, O*KH*KW] the taps regrouped per input channel (direct dx), or NULL
+    float *ws;        // per thread, see conv_ws_floats / conv_direct_ws
     size_t ws_stride; // floats per thread region
 } conv_job;
 
+/* A thread's region on the direct path: GEMM pack, row table, padded input
+ * [C][plane_x], bordered output gradient [O][plane_d], product [O or C][wide]. */
+typedef struct conv_direct_ws {
+    float *pack;
+    const float **rows;
+    float *xp, *d, *out;
+} conv_direct_ws;
+
+static size_t conv_max(size_t a, size_t b) { return a > b ? a : b; }
+
+static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float *base)
+{
+    size_t taps = (size_t)cg->kh * cg->kw, hw = (size_t)cg->h * cg->wp;
+    size_t pack = conv_max(fm_gemm_rows_pack_floats(cg->nw, cg->k),
+                           conv_max(fm_gemm_rows_pack_floats(cg->k, cg->nw),
+                                    fm_gemm_rows_pack_floats((int)hw, (int)(cg->o * taps))));
+    size_t sizes[5] = {
+        conv_round16(pack),
+        conv_round16(2 * conv_max((size_t)cg->k, cg->o * taps)), /* pointers */
+        (size_t)cg->c * cg->plane_x,
+        (size_t)cg->o * cg->plane_d,
+        conv_round16(conv_max((size_t)cg->o * cg->nw, (size_t)cg->c * hw)),
+    };
+    size_t at[5], total = 0;
+    for (int i = 0; i < 5; i++) {
+        at[i] = total;
+        total += sizes[i];
+    }
+    if (ws)
+        *ws = (conv_direct_ws){base + at[0], (const float **)(base + at[1]), base + at[2],
+                               base + at[3], base + at[4]};
+    return total;
+}
+
 static size_t conv_ws_floats(const conv_geom *cg)
 {
+    if (cg->direct) return conv_direct_floats(cg, NULL, NULL);
     size_t cols = (size_t)cg->chunk * cg->p;
     size_t padded = (size_t)(cg->h + 2 * cg->pad) * (size_t)(cg->w + 2 * cg->pad);
     size_t n = FM_GEMM_PACK_FLOATS + ((size_t)cg->k + (size_t)cg->o) * cols + padded;
@@ -171,12 +260,121 @@ static float *conv_ws_alloc(fm_graph *g, const conv_geom *cg, size_t *stride)
     return fm_graph_alloc(g, *stride * (size_t)fm_get_threads() * sizeof(float));
 }
 
+/* xp [C][plane_x] <- x [C, H, W] with `pad` zeros around each plane and
+ * zeros after it. */
+static void conv_direct_pad_input(float *xp, const float *x, const conv_geom *cg)
+{
+    int p = cg->pad, wp = cg->wp;
+    size_t top = (size_t)p * wp, plane = (size_t)cg->h * cg->w;
+    for (int c = 0; c < cg->c; c++, x += plane) {
+        float *d = xp + (size_t)c * cg->plane_x;
+        memset(d, 0, top * sizeof *d);
+        float *row = d + top;
+        for (int y = 0; y < cg->h; y++, row += wp) {
+            for (int i = 0; i < p; i++) row[i] = row[p + cg->w + i] = 0.0f;
+            memcpy(row + p, x + (size_t)y * cg->w, (size_t)cg->w * sizeof *row);
+        }
+        memset(row, 0, (cg->plane_x - (size_t)(row - d)) * sizeof *row);
+    }
+}
+
+/* Row (c, ki, kj) of the implicit im2col matrix: plane c shifted by the tap. */
+static void conv_direct_input_rows(const float **rows, const float *xp, const conv_geom *cg)
+{
+    for (int c = 0; c < cg->c; c++)
+        for (int ki = 0; ki < cg->kh; ki++)
+            for (int kj = 0; kj < cg->kw; kj++)
+                *rows++ = xp + (size_t)c * cg->plane_x + (size_t)ki * cg->wp + kj;
+}
+
+static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_direct_ws *ws)
+{
+    const conv_geom *cg = &j->cg;
+    for (int i = n0; i < n0 + nb; i++) {
+        conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, cg);
+        conv_direct_input_rows(ws->rows, ws->xp, cg);
+        fm_gemm_serial_rows(false, false, cg->o, cg->nw, cg->k, 1.0f, j->w, cg->k, ws->rows, 0.0f,
+                            ws->out, cg->nw, ws->pack);
+        for (int o = 0; o < cg->o; o++) {
+            float *dst = j->y + ((size_t)i * cg->o + o) * cg->p;
+            const float *src = ws->out + (size_t)o * cg->nw;
+            float bias = j->b ? j->b[o] : 0.0f;
+            for (int oy = 0; oy < cg->oh; oy++, dst += cg->ow, src += cg->wp)
+                for (int ox = 0; ox < cg->ow; ox++) dst[ox] = src[ox] + bias;
+        }
+    }
+}
+
+/* d [O][plane_d] <- dy [O, OH, OW] laid on the wide grid `lead` zeros in,
+ * the thrown-away columns and everything around zero. */
+static void conv_direct_border_grad(float *d, const float *dy, const conv_geom *cg)
+{
+    for (int o = 0; o < cg->o; o++) {
+        float *dp = d + (size_t)o * cg->plane_d;
+        memset(dp, 0, cg->lead * sizeof *dp);
+        float *row = dp + cg->lead;
+        for (int oy = 0; oy < cg->oh; oy++, row += cg->wp, dy += cg->ow) {
+            memcpy(row, dy, (size_t)cg->ow * sizeof *row);
+            for (int x = cg->ow; x < cg->wp; x++) row[x] = 0.0f;
+        }
+        memset(row, 0, (cg->plane_d - (size_t)(row - dp)) * sizeof *row);
+    }
+}
+
+static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
+                                 const conv_direct_ws *ws)
+{
+    const conv_geom *cg = &j->cg;
+    int taps = cg->kh * cg->kw, hw = cg->h * cg->wp;
+    for (int i = n0; i < n0 + nb; i++) {
+        conv_direct_border_grad(ws->d, j->dy + (size_t)i * cg->o * cg->p, cg);
+        if (j->db_part)
+            for (int o = 0; o < cg->o; o++)
+                j->db_part[(size_t)task * cg->o + o] +=
+                    conv_sum(ws->d + (size_t)o * cg->plane_d + cg->lead, cg->nw);
+        if (j->dw_part) {
+            /* dW [O, K] (+)= dout_wide [O, nw] . rows^T; the chunk's first image
+             * overwrites its part. */
+            conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, cg);
+            conv_direct_input_rows(ws->rows, ws->xp, cg);
+            fm_gemm_serial_rows(false, true, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead,
+                                (int)cg->plane_d, ws->rows, i == n0 ? 0.0f : 1.0f,
+                                j->dw_part + (size_t)task * cg->o * cg->k, cg->k, ws->pack);
+        }
+        if (j->dx) {
+            /* Padded-input row y + pad, column x + pad gets tap (ki, kj) of
+             * output (y + pad - ki, x + pad - kj): the gradient plane shifted
+             * back by ki*Wp + kj. */
+            const float **r = ws->rows;
+            for (int o = 0; o < cg->o; o++)
+                for (int ki = 0; ki < cg->kh; ki++)
+                    for (int kj = 0; kj < cg->kw; kj++)
+                        *r++ = ws->d + (size_t)o * cg->plane_d +
+                               ((ptrdiff_t)cg->lead + (ptrdiff_t)(cg->pad - ki) * cg->wp - kj);
+            fm_gemm_serial_rows(false, false, cg->c, hw, cg->o * taps, 1.0f, j->wt, cg->o * taps,
+                                ws->rows, 0.0f, ws->out, hw, ws->pack);
+            for (int c = 0; c < cg->c; c++) {
+                float *dst = j->dx + ((size_t)i * cg->c + c) * cg->h * cg->w;
+                const float *src = ws->out + (size_t)c * hw + cg->pad;
+                for (int y = 0; y < cg->h; y++, dst += cg->w, src += cg->wp)
+                    for (int x = 0; x < cg->w; x++) dst[x] += src[x];
+            }
+        }
+    }
+}
+
 static void conv_forward_task(void *arg, int task, int thread)
 {
     const conv_job *j = arg;
     const conv_geom *cg = &j->cg;
     int n0 = task * cg->chunk;
     int nb = cg->n - n0 < cg->chunk ? cg->n - n0 : cg->chunk;
+    if (cg->direct) {
+        conv_direct_ws ws;
+        conv_direct_floats(cg, &ws, j->ws + (size_t)thread * j->ws_stride);
+        conv_direct_forward(j, n0, nb, &ws);
+        return;
+    }
     int cols = nb * cg->p;
     float *pack = j->ws + (size_t)thread * j->ws_stride;
     float *col = pack + FM_GEMM_PACK_FLOATS;
@@ -205,6 +403,12 @@ static void conv_backward_task(void *arg, int task, int thread)
     const conv_geom *cg = &j->cg;
     int n0 = task * cg->chunk;
     int nb = cg->n - n0 < cg->chunk ? cg->n - n0 : cg->chunk;
+    if (cg->direct) {
+        conv_direct_ws ws;
+        conv_direct_floats(cg, &ws, j->ws + (size_t)thread * j->ws_stride);
+        conv_direct_backward(j, task, n0, nb, &ws);
+        return;
+    }
     int cols = nb * cg->p;
     float *pack = j->ws + (size_t)thread * j->ws_stride;
     float *col = pack + FM_GEMM_PACK_FLOATS;
@@ -279,8 +483,20 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
     size_t wsize = (size_t)cg->o * cg->k;
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
     if (want_dw) j.dw_part = fm_graph_alloc(g, (size_t)cg->nchunks * wsize * sizeof(float));
-    if (want_db)
+    if (want_db) {
         j.db_part = fm_graph_alloc(g, (size_t)cg->nchunks * cg->o * sizeof(double));
+        memset(j.db_part, 0, (size_t)cg->nchunks * cg->o * sizeof(double));
+    }
+    if (cg->direct && want_dx) {
+        /* wt [C, O*KH*KW]: the direct input gradient's A operand. */
+        size_t taps = (size_t)cg->kh * cg->kw;
+        float *wt = fm_graph_alloc(g, wsize * sizeof(float));
+        for (int o = 0; o < cg->o; o++)
+            for (int c = 0; c < cg->c; c++)
+                memcpy(wt + ((size_t)c * cg->o + o) * taps, j.w + ((size_t)o * cg->c + c) * taps,
+                       taps * sizeof *wt);
+        j.wt = wt;
+    }
     j.ws = conv_ws_alloc(g, cg, &j.ws_stride);
     fm_parallel_for(cg->nchunks, conv_backward_task, &j);
 

@@ -31,26 +31,6 @@ _Static_assert(FM_GEMM_PACK_FLOATS * sizeof(float) >=
                    GEMM_KC * (GEMM_MC + GEMM_NC) * sizeof(float) + GEMM_KC * sizeof(float *),
                "pack workspace too small");
 
-static int gemm_mode = -1;  /* -1: not decided yet, 0: BLAS, 1: own AVX-512 kernel */
-
-static bool gemm_own(void)
-{
-    int mode = __atomic_load_n(&gemm_mode, __ATOMIC_RELAXED);
-    if (mode < 0) {
-        __builtin_cpu_init();
-        mode = __builtin_cpu_supports("avx512f") ? 1 : 0;
-        __atomic_store_n(&gemm_mode, mode, __ATOMIC_RELAXED);
-    }
-    return mode == 1;
-}
-
-void fm_gemm_force_blas(bool blas)
-{
-    __atomic_store_n(&gemm_mode, blas ? 0 : -1, __ATOMIC_RELAXED);
-}
-
-const char *fm_gemm_kernel_name(void) { return gemm_own() ? "avx512" : "blas"; }
-
 /* dst [mc/MR tiles][kc][MR] <- op(A)[i0.., p0..], rows past mc zero. */
 static void gemm_pack_a(float *dst, const float *a, int lda, bool trans, int i0, int mc, int p0,
                         int kc)
@@ -262,7 +242,7 @@ void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha
 {
     FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
-    if (!gemm_own()) {
+    if (!fm_kernels_avx512()) {
         cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                     trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta,
                     c, ldc);
@@ -291,7 +271,7 @@ static void gemm_rows_blas(bool trans_a, bool trans_b, int m, int n, int k, floa
 
 size_t fm_gemm_rows_pack_floats(int n, int k)
 {
-    return FM_GEMM_PACK_FLOATS + (gemm_own() ? 0 : (size_t)n * (size_t)k);
+    return FM_GEMM_PACK_FLOATS + (fm_kernels_avx512() ? 0 : (size_t)n * (size_t)k);
 }
 
 void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
@@ -304,7 +284,7 @@ void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float 
         gemm_scale(m, n, beta, c, ldc);
         return;
     }
-    if (!gemm_own()) {
+    if (!fm_kernels_avx512()) {
         gemm_rows_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b_rows, beta, c, ldc, pack);
         return;
     }

@@ -43,7 +43,7 @@ static double gemm_run_case(const gemm_case *gc, int pad, uint64_t seed)
     memcpy(c, c0, (nc + 1) * sizeof(float));
     float *pack = pack_buf();
 
-    fm_gemm_serial(gc->ta, gc->tb, gc->m, gc->n, gc->k, gc->alpha, a, lda, b, ldb, gc->beta, c,
+    fm_gemm_serial(gc->ta, gc->tb, gc->m, gc->n, gc->k, gc->alpha, a, lda, NULL, b, ldb, gc->beta, c,
                    ldc, pack);
 
     double worst = 0.0;
@@ -118,11 +118,11 @@ START_TEST(test_gemm_k0_scales_c)
 {
     float c[6] = {1, 2, 3, 4, 5, NAN}, a[1] = {0}, b[1] = {0};
     float *pack = pack_buf();
-    fm_gemm_serial(false, false, 2, 2, 0, 1.0f, a, 1, b, 2, 0.5f, c, 3, pack);
+    fm_gemm_serial(false, false, 2, 2, 0, 1.0f, a, 1, NULL, b, 2, 0.5f, c, 3, pack);
     ck_assert_float_eq(c[0], 0.5f);
     ck_assert_float_eq(c[4], 2.5f);
     ck_assert_float_eq(c[2], 3.0f);  /* outside the 2 x 2 block */
-    fm_gemm_serial(false, false, 2, 2, 0, 1.0f, a, 1, b, 2, 0.0f, c, 3, pack);
+    fm_gemm_serial(false, false, 2, 2, 0, 1.0f, a, 1, NULL, b, 2, 0.0f, c, 3, pack);
     ck_assert_float_eq(c[0], 0.0f);
     ck_assert_float_eq(c[4], 0.0f);
     free(pack);
@@ -141,12 +141,12 @@ START_TEST(test_gemm_block_independent)
     fm_test_fill(a, (size_t)m * k, -1.0f, 1.0f, 7);
     fm_test_fill(b, (size_t)k * n, -1.0f, 1.0f, 8);
     float *pack = pack_buf();
-    fm_gemm_serial(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, whole, n, pack);
+    fm_gemm_serial(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, 0.0f, whole, n, pack);
     /* Columns cut at 17 and 301, rows at 5 and 41: none on a tile boundary. */
     const int ccut[] = {0, 17, 301, n}, rcut[] = {0, 5, 41, m};
     for (int ci = 0; ci < 3; ci++) {
         int j0 = ccut[ci];
-        fm_gemm_serial(ta, tb, m, ccut[ci + 1] - j0, k, 1.0f, a, lda,
+        fm_gemm_serial(ta, tb, m, ccut[ci + 1] - j0, k, 1.0f, a, lda, NULL,
                        tb ? b + (size_t)j0 * ldb : b + j0, ldb, 0.0f, part + j0, n, pack);
     }
     ck_assert(memcmp(whole, part, (size_t)m * n * sizeof(float)) == 0);
@@ -154,7 +154,7 @@ START_TEST(test_gemm_block_independent)
     for (int ri = 0; ri < 3; ri++) {
         int i0 = rcut[ri];
         fm_gemm_serial(ta, tb, rcut[ri + 1] - i0, n, k, 1.0f,
-                       ta ? a + i0 : a + (size_t)i0 * lda, lda, b, ldb, 0.0f,
+                       ta ? a + i0 : a + (size_t)i0 * lda, lda, NULL, b, ldb, 0.0f,
                        part + (size_t)i0 * n, n, pack);
     }
     ck_assert(memcmp(whole, part, (size_t)m * n * sizeof(float)) == 0);
@@ -190,8 +190,8 @@ START_TEST(test_gemm_rows_matches_plain)
     float *pack = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
     fm_test_fill(c1, (size_t)m * n, -1.0f, 1.0f, 13);
     memcpy(c2, c1, (size_t)m * n * sizeof(float));
-    fm_gemm_serial(false, tb, m, n, k, 1.0f, a, k, plain, len, 1.0f, c1, n, pack);
-    fm_gemm_serial_rows(false, tb, m, n, k, 1.0f, a, k, rows, 1.0f, c2, n, pack);
+    fm_gemm_serial(false, tb, m, n, k, 1.0f, a, k, NULL, plain, len, 1.0f, c1, n, pack);
+    fm_gemm_serial_rows(false, tb, m, n, k, 1.0f, a, k, NULL, rows, 1.0f, c2, n, pack);
     fm_kernels_force_portable(false);
     ck_assert(memcmp(c1, c2, (size_t)m * n * sizeof(float)) == 0);
     free(a);
@@ -200,6 +200,41 @@ START_TEST(test_gemm_rows_matches_plain)
     free(rows);
     free(c1);
     free(c2);
+    free(pack);
+}
+END_TEST
+
+/* A packed once up front (as a convolution does for its weights) gives the
+ * same bits as A packed on the fly, through several passes over k and
+ * several row blocks; on the portable path there is nothing to pack. */
+START_TEST(test_gemm_prepacked_a)
+{
+    bool ta = _i & 1, rows_variant = _i >> 1;
+    int m = 133, n = 70, k = 600, lda = ta ? m : k;
+    float *a = malloc((size_t)m * k * sizeof(float)), *b = malloc((size_t)k * n * sizeof(float));
+    float *c1 = malloc((size_t)m * n * sizeof(float)), *c2 = malloc((size_t)m * n * sizeof(float));
+    const float **rows = malloc((size_t)k * sizeof *rows);
+    fm_test_fill(a, (size_t)m * k, -1.0f, 1.0f, 21);
+    fm_test_fill(b, (size_t)k * n, -1.0f, 1.0f, 22);
+    for (int p = 0; p < k; p++) rows[p] = b + (size_t)p * n;
+    size_t floats = fm_gemm_prepacked_floats(m, k);
+    ck_assert_uint_eq(floats > 0, fm_kernels_avx512());
+    float *packed = aligned_alloc(64, (floats * sizeof(float) + 64) / 64 * 64);
+    const float *ap = fm_gemm_prepack_a(ta, m, k, a, lda, packed);
+    ck_assert(ap == (fm_kernels_avx512() ? packed : NULL));
+    float *pack = pack_buf();
+    fm_gemm_serial(ta, false, m, n, k, 1.0f, a, lda, NULL, b, n, 0.0f, c1, n, pack);
+    if (rows_variant)
+        fm_gemm_serial_rows(ta, false, m, n, k, 1.0f, a, lda, ap, rows, 0.0f, c2, n, pack);
+    else
+        fm_gemm_serial(ta, false, m, n, k, 1.0f, a, lda, ap, b, n, 0.0f, c2, n, pack);
+    ck_assert(memcmp(c1, c2, (size_t)m * n * sizeof(float)) == 0);
+    free(a);
+    free(b);
+    free(c1);
+    free(c2);
+    free(rows);
+    free(packed);
     free(pack);
 }
 END_TEST
@@ -228,6 +263,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_gemm_k0_scales_c);
     tcase_add_loop_test(tc, test_gemm_block_independent, 0, 4);
     tcase_add_loop_test(tc, test_gemm_rows_matches_plain, 0, 4);
+    tcase_add_loop_test(tc, test_gemm_prepacked_a, 0, 4);
     tcase_add_test(tc, test_gemm_kernel_name);
     suite_add_tcase(s, tc);
     return s;

@@ -100,19 +100,28 @@ void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, floa
 /* One thread's GEMM (core/ops/gemm_kernel.c): fmhost's AVX-512 kernel where
  * the processor has it, cblas_sgemm otherwise.  Each element of C is summed
  * in an order fixed by the shapes, wherever it lies in C.  `pack` is
- * FM_GEMM_PACK_FLOATS of the caller's, 64-byte aligned.  Exported for the
- * tests, which compare it against a naive product. */
+ * FM_GEMM_PACK_FLOATS of the caller's, 64-byte aligned.  a_packed, if not
+ * NULL, is op(A) from fm_gemm_prepack_a (for an A shared by many products;
+ * a and lda must still describe it).  Exported for the tests, which compare
+ * it against a naive product. */
 FM_API void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                           const float *a, int lda, const float *b, int ldb, float beta,
-                           float *c, int ldc, float *pack);
+                           const float *a, int lda, const float *a_packed, const float *b,
+                           int ldb, float beta, float *c, int ldc, float *pack);
+/* Packs op(A) [m, k] once into dst (fm_gemm_prepacked_floats(m, k) floats,
+ * 64-byte aligned) and returns dst; returns NULL, packing nothing, where the
+ * portable kernels run (the size is then 0). */
+FM_API size_t fm_gemm_prepacked_floats(int m, int k);
+FM_API const float *fm_gemm_prepack_a(bool trans_a, int m, int k, const float *a, int lda,
+                                      float *dst);
 /* The same product with B given row by row, for operands that are views
  * into other arrays (a convolution's shifted input planes): stored row r of
  * B — row r of op(B), or column r when trans_b — starts at b_rows[r].
  * `pack` holds fm_gemm_rows_pack_floats(n, k) floats, 64-byte aligned (the
  * BLAS fallback gathers B into it). */
 FM_API void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                                const float *a, int lda, const float *const *b_rows, float beta,
-                                float *c, int ldc, float *pack);
+                                const float *a, int lda, const float *a_packed,
+                                const float *const *b_rows, float beta, float *c, int ldc,
+                                float *pack);
 FM_API size_t fm_gemm_rows_pack_floats(int n, int k);
 /* core/ops/simd.c: true when the AVX-512 kernels run (the processor has
  * AVX-512 and the portable ones were not forced). */

@@ -207,6 +207,9 @@ typedef struct conv_job {
     float *dw_part;   // [nchunks, O, K] or NULL
     double *db_part;  // [nchunks, O] or NULL
     const float *wt;  // [C, O*KH*KW] the taps regrouped per input channel (direct dx), or NULL
+    /* The A operands shared by every chunk, packed once (NULL: pack as
+     * needed): W for the forward product, W^T or wt for the input gradient. */
+    const float *w_packed, *dx_a_packed;
     float *ws;        // per thread, see conv_ws_floats / conv_direct_ws
     size_t ws_stride; // floats per thread region
 } conv_job;
@@ -293,7 +296,8 @@ static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_di
     for (int i = n0; i < n0 + nb; i++) {
         conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, cg);
         conv_direct_input_rows(ws->rows, ws->xp, cg);
-        fm_gemm_serial_rows(false, false, cg->o, cg->nw, cg->k, 1.0f, j->w, cg->k, ws->rows, 0.0f,
+        fm_gemm_serial_rows(false, false, cg->o, cg->nw, cg->k, 1.0f, j->w, cg->k, j->w_packed,
+                            ws->rows, 0.0f,
                             ws->out, cg->nw, ws->pack);
         for (int o = 0; o < cg->o; o++) {
             float *dst = j->y + ((size_t)i * cg->o + o) * cg->p;
@@ -338,7 +342,7 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
             conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, cg);
             conv_direct_input_rows(ws->rows, ws->xp, cg);
             fm_gemm_serial_rows(false, true, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead,
-                                (int)cg->plane_d, ws->rows, i == n0 ? 0.0f : 1.0f,
+                                (int)cg->plane_d, NULL, ws->rows, i == n0 ? 0.0f : 1.0f,
                                 j->dw_part + (size_t)task * cg->o * cg->k, cg->k, ws->pack);
         }
         if (j->dx) {
@@ -352,7 +356,7 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
                         *r++ = ws->d + (size_t)o * cg->plane_d +
                                ((ptrdiff_t)cg->lead + (ptrdiff_t)(cg->pad - ki) * cg->wp - kj);
             fm_gemm_serial_rows(false, false, cg->c, hw, cg->o * taps, 1.0f, j->wt, cg->o * taps,
-                                ws->rows, 0.0f, ws->out, hw, ws->pack);
+                                j->dx_a_packed, ws->rows, 0.0f, ws->out, hw, ws->pack);
             for (int c = 0; c < cg->c; c++) {
                 float *dst = j->dx + ((size_t)i * cg->c + c) * cg->h * cg->w;
                 const float *src = ws->out + (size_t)c * hw + cg->pad;
@@ -385,7 +389,8 @@ static void conv_forward_task(void *arg, int task, int thread)
     /* One image's [O, P] block is its slice of y: no staging copy, the bias
      * is then added in place. */
     float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : out;
-    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, col, cols, 0.0f, gemm_out,
+    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, col, cols,
+                   0.0f, gemm_out,
                    cols, pack);
     if (nb == 1 && !j->b) return;
     for (int i = 0; i < nb; i++)
@@ -429,11 +434,12 @@ static void conv_backward_task(void *arg, int task, int thread)
             j->db_part[(size_t)task * cg->o + o] = conv_sum(dout + (size_t)o * cols, cols);
     if (j->dw_part) {
         conv_im2col(col, padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
-        fm_gemm_serial(false, true, cg->o, cg->k, cols, 1.0f, dout, cols, col, cols, 0.0f,
+        fm_gemm_serial(false, true, cg->o, cg->k, cols, 1.0f, dout, cols, NULL, col, cols, 0.0f,
                        j->dw_part + (size_t)task * cg->o * cg->k, cg->k, pack);
     }
     if (j->dx) {
-        fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, dout, cols, 0.0f, col,
+        fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, j->dx_a_packed, dout,
+                       cols, 0.0f, col,
                        cols, pack);
         conv_col2im(j->dx + (size_t)n0 * cg->c * cg->h * cg->w, padbuf, col, nb, cg);
     }
@@ -455,6 +461,15 @@ fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int 
     return fm_graph_apply(g, n);
 }
 
+/* op(A) [m, k] packed once in the arena for all chunks; NULL where the
+ * portable kernels run. */
+static const float *conv_prepack(fm_graph *g, bool trans, int m, int k, const float *a, int lda)
+{
+    size_t floats = fm_gemm_prepacked_floats(m, k);
+    if (floats == 0) return NULL;
+    return fm_gemm_prepack_a(trans, m, k, a, lda, fm_graph_alloc(g, floats * sizeof(float)));
+}
+
 void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
 {
     const fm_tensor *b = n->in[2];
@@ -464,6 +479,7 @@ void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
         .y = n->out->data,
     };
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
+    j.w_packed = conv_prepack(g, false, j.cg.o, j.cg.k, j.w, j.cg.k);
     j.ws = conv_ws_alloc(g, &j.cg, &j.ws_stride);
     fm_parallel_for(j.cg.nchunks, conv_forward_task, &j);
     fm_arena_release(fm_graph_arena(g), mark);
@@ -496,6 +512,9 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
                 memcpy(wt + ((size_t)c * cg->o + o) * taps, j.w + ((size_t)o * cg->c + c) * taps,
                        taps * sizeof *wt);
         j.wt = wt;
+        j.dx_a_packed = conv_prepack(g, false, cg->c, cg->o * (int)taps, wt, cg->o * (int)taps);
+    } else if (want_dx) {
+        j.dx_a_packed = conv_prepack(g, true, cg->k, cg->o, j.w, cg->k);
     }
     j.ws = conv_ws_alloc(g, cg, &j.ws_stride);
     fm_parallel_for(cg->nchunks, conv_backward_task, &j);

@@ -43,8 +43,8 @@ static void gemm_block(void *arg, int task, int thread)
         c += (size_t)start;
         n = len;
     }
-    fm_gemm_serial(j->trans_a, j->trans_b, m, n, j->k, j->alpha, a, j->lda, b, j->ldb, j->beta,
-                   c, j->ldc, j->pack + (size_t)thread * FM_GEMM_PACK_FLOATS);
+    fm_gemm_serial(j->trans_a, j->trans_b, m, n, j->k, j->alpha, a, j->lda, NULL, b, j->ldb,
+                   j->beta, c, j->ldc, j->pack + (size_t)thread * FM_GEMM_PACK_FLOATS);
 }
 
 void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,

@@ -192,9 +192,10 @@ static void gemm_scale(int m, int n, float beta, float *c, int ldc)
  * FM_GEMM_PACK_FLOATS: the A panel, the B panel, then a table of KC row
  * pointers into B. */
 static void gemm_own_product(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                             const float *a, int lda, const gemm_b *gb, float beta, float *c,
-                             int ldc, float *pack)
+                             const float *a, int lda, const float *a_packed, const gemm_b *gb,
+                             float beta, float *c, int ldc, float *pack)
 {
+    const size_t m_pad = (size_t)(m + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
     FM_ASSERT(pack && ((uintptr_t)pack & 63) == 0);
     float *apack = pack, *bpack = apack + (size_t)GEMM_MC * GEMM_KC;
     const float **brow = (const float **)(bpack + (size_t)GEMM_KC * GEMM_NC);
@@ -220,13 +221,17 @@ static void gemm_own_product(bool trans_a, bool trans_b, int m, int n, int k, fl
             }
             for (int i0 = 0; i0 < m; i0 += GEMM_MC) {
                 int mc = m - i0 < GEMM_MC ? m - i0 : GEMM_MC;
-                gemm_pack_a(apack, a, lda, trans_a, i0, mc, p0, kc);
+                const float *ap = apack;
+                if (a_packed)
+                    ap = a_packed + (size_t)p0 * m_pad + (size_t)i0 * kc;
+                else
+                    gemm_pack_a(apack, a, lda, trans_a, i0, mc, p0, kc);
                 for (int jr = 0; jr < nc; jr += GEMM_NR) {
                     int cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
                     size_t boff = pack_b ? (size_t)jr * kc : (size_t)jr;
                     for (int ir = 0; ir < mc; ir += GEMM_MR) {
                         int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
-                        gemm_tile(kc, apack + (size_t)ir * kc, brow, boff,
+                        gemm_tile(kc, ap + (size_t)ir * kc, brow, boff,
                                   c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc, rows, cols, alpha,
                                   pass_beta);
                     }
@@ -236,9 +241,29 @@ static void gemm_own_product(bool trans_a, bool trans_b, int m, int n, int k, fl
     }
 }
 
+size_t fm_gemm_prepacked_floats(int m, int k)
+{
+    if (!fm_kernels_avx512()) return 0;
+    return (size_t)(m + GEMM_MR - 1) / GEMM_MR * GEMM_MR * (size_t)k;
+}
+
+/* The whole of op(A), pass over k by pass, each pass's tiles as
+ * gemm_pack_a lays them: pass p0 starts at p0 * m_pad, row tile i at i * kc
+ * within it — where gemm_own_product looks. */
+const float *fm_gemm_prepack_a(bool trans_a, int m, int k, const float *a, int lda, float *dst)
+{
+    if (!fm_kernels_avx512()) return NULL;
+    const size_t m_pad = (size_t)(m + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
+    for (int p0 = 0; p0 < k; p0 += GEMM_KC) {
+        int kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
+        gemm_pack_a(dst + (size_t)p0 * m_pad, a, lda, trans_a, 0, m, p0, kc);
+    }
+    return dst;
+}
+
 void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                    const float *a, int lda, const float *b, int ldb, float beta, float *c,
-                    int ldc, float *pack)
+                    const float *a, int lda, const float *a_packed, const float *b, int ldb,
+                    float beta, float *c, int ldc, float *pack)
 {
     FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
@@ -253,7 +278,7 @@ void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha
         return;
     }
     gemm_b gb = {.b = b, .ldb = ldb};
-    gemm_own_product(trans_a, trans_b, m, n, k, alpha, a, lda, &gb, beta, c, ldc, pack);
+    gemm_own_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
 }
 
 /* Without the own kernel: gather the rows into a plain matrix for BLAS. */
@@ -275,8 +300,8 @@ size_t fm_gemm_rows_pack_floats(int n, int k)
 }
 
 void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                         const float *a, int lda, const float *const *b_rows, float beta,
-                         float *c, int ldc, float *pack)
+                         const float *a, int lda, const float *a_packed,
+                         const float *const *b_rows, float beta, float *c, int ldc, float *pack)
 {
     FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
@@ -289,5 +314,5 @@ void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float 
         return;
     }
     gemm_b gb = {.rows = b_rows};
-    gemm_own_product(trans_a, trans_b, m, n, k, alpha, a, lda, &gb, beta, c, ldc, pack);
+    gemm_own_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
 }

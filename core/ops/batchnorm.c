@@ -47,7 +47,7 @@ static double bn_lanes_total(const double *lane)
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-static void bn_lanes_sum(double *lane, const float *a, int64_t n)
+FM_OPS_CLONES static void bn_lanes_sum(double *lane, const float *a, int64_t n)
 {
     int64_t q = 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
@@ -55,7 +55,7 @@ static void bn_lanes_sum(double *lane, const float *a, int64_t n)
     for (; q < n; q++) lane[q % BN_LANES] += a[q];
 }
 
-static void bn_lanes_sqdev(double *lane, const float *a, int64_t n, double mean)
+FM_OPS_CLONES static void bn_lanes_sqdev(double *lane, const float *a, int64_t n, double mean)
 {
     int64_t q = 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
@@ -70,7 +70,7 @@ static void bn_lanes_sqdev(double *lane, const float *a, int64_t n, double mean)
 }
 
 /* sum(dy) into l_dy, sum(dy * (x - mean)) into l_dyx. */
-static void bn_lanes_dy(double *l_dy, double *l_dyx, const float *dy, const float *x, int64_t n,
+FM_OPS_CLONES static void bn_lanes_dy(double *l_dy, double *l_dyx, const float *dy, const float *x, int64_t n,
                         double mean)
 {
     int64_t q = 0;
@@ -99,7 +99,7 @@ static inline float bn_relu_grad(float dy, float y)
 }
 
 /* As bn_lanes_dy, for dy masked by a relu whose output is y. */
-static void bn_lanes_dy_relu(double *l_dy, double *l_dyx, const float *dy, const float *y,
+FM_OPS_CLONES static void bn_lanes_dy_relu(double *l_dy, double *l_dyx, const float *dy, const float *y,
                              const float *x, int64_t n, double mean)
 {
     int64_t q = 0;
@@ -148,7 +148,7 @@ static void bn_forward_task(void *arg, int c, int thread)
     j->coef[j->c + c] = (float)(b - mean * w * invstd);
 }
 
-static void bn_forward_range(void *arg, int64_t begin, int64_t end)
+FM_OPS_CLONES static void bn_forward_range(void *arg, int64_t begin, int64_t end)
 {
     const bn_job *j = arg;
     const float *scale = j->coef, *shift = j->coef + j->c;
@@ -214,7 +214,7 @@ static void bn_backward_task(void *arg, int c, int thread)
 }
 
 /* One plane of the fused op's dx, the relu mask applied to dy on the fly. */
-static void bn_backward_relu_plane(float *restrict dx, const float *restrict x,
+FM_OPS_CLONES static void bn_backward_relu_plane(float *restrict dx, const float *restrict x,
                                    const float *restrict dy, const float *restrict y, float a,
                                    float b, float mu, float d, int64_t s)
 {
@@ -224,7 +224,7 @@ static void bn_backward_relu_plane(float *restrict dx, const float *restrict x,
         for (int64_t q = 0; q < s; q++) dx[q] += a * bn_relu_grad(dy[q], y[q]) + b * (x[q] - mu) + d;
 }
 
-static void bn_backward_range(void *arg, int64_t begin, int64_t end)
+FM_OPS_CLONES static void bn_backward_range(void *arg, int64_t begin, int64_t end)
 {
     const bn_job *j = arg;
     const float *a = j->coef, *b = a + j->c, *mu = b + j->c, *d = mu + j->c;

@@ -134,13 +134,14 @@ static __mmask16 gemm_mask(int cols, int v)
     return left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
 }
 
-/* C[rows, cols] (rows <= MR, cols <= NR) = alpha * Ap B + beta * C over kc
- * steps: Ap packed, row p of B at brow[p] + boff (in a packed panel or in B
- * itself), only its first `cols` columns read.  beta == 0 never reads C. */
-__attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap,
-                                                         const float *const *brow, size_t boff,
-                                                         float *c, int ldc, int rows, int cols,
-                                                         float alpha, float beta)
+/* C[rows, cols] (rows <= MR, cols <= 16*NV <= NR) = alpha * Ap B + beta * C
+ * over kc steps: Ap packed, row p of B at brow[p] + boff (in a packed panel
+ * or in B itself), only its first `cols` columns read.  beta == 0 never
+ * reads C.  NV, the vectors per row, is a constant in each copy below, so
+ * a ragged last panel of 16 or 32 columns costs no arithmetic on zeros. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+gemm_tile_nv(const int nv, int kc, const float *ap, const float *const *brow, size_t boff,
+             float *c, int ldc, int rows, int cols, float alpha, float beta)
 {
     const __mmask16 mask[3] = {gemm_mask(cols, 0), gemm_mask(cols, 1), gemm_mask(cols, 2)};
     /* Every index into acc is a constant after unrolling, so it lives in
@@ -148,18 +149,18 @@ __attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap
     __m512 acc[GEMM_MR][3];
 #pragma GCC unroll 8
     for (int r = 0; r < GEMM_MR; r++)
-        acc[r][0] = acc[r][1] = acc[r][2] = _mm512_setzero_ps();
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
     for (int p = 0; p < kc; p++, ap += GEMM_MR) {
         const float *bp = brow[p] + boff;
-        __m512 b0 = _mm512_maskz_loadu_ps(mask[0], bp),
-               b1 = _mm512_maskz_loadu_ps(mask[1], bp + 16),
-               b2 = _mm512_maskz_loadu_ps(mask[2], bp + 32);
+        __m512 bv[3];
+#pragma GCC unroll 3
+        for (int v = 0; v < nv; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
 #pragma GCC unroll 8
         for (int r = 0; r < GEMM_MR; r++) {
             __m512 a = _mm512_set1_ps(ap[r]);
-            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
-            acc[r][2] = _mm512_fmadd_ps(a, b2, acc[r][2]);
+#pragma GCC unroll 3
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(a, bv[v], acc[r][v]);
         }
     }
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -168,7 +169,7 @@ __attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap
         if (r >= rows) break;
         float *cr = c + (size_t)r * ldc;
 #pragma GCC unroll 3
-        for (int v = 0; v < 3; v++) {
+        for (int v = 0; v < nv; v++) {
             __m512 x = alpha == 1.0f ? acc[r][v] : _mm512_mul_ps(va, acc[r][v]);
             if (beta == 1.0f)
                 x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], cr + 16 * v));
@@ -178,6 +179,21 @@ __attribute__((target("avx512f"))) static void gemm_tile(int kc, const float *ap
         }
     }
 }
+
+#define GEMM_TILE_COPY(NV)                                                                     \
+    __attribute__((target("avx512f"))) static void gemm_tile##NV(                              \
+        int kc, const float *ap, const float *const *brow, size_t boff, float *c, int ldc,     \
+        int rows, int cols, float alpha, float beta)                                           \
+    {                                                                                          \
+        gemm_tile_nv(NV, kc, ap, brow, boff, c, ldc, rows, cols, alpha, beta);                 \
+    }
+GEMM_TILE_COPY(1)
+GEMM_TILE_COPY(2)
+GEMM_TILE_COPY(3)
+
+typedef void (*gemm_tile_fn)(int kc, const float *ap, const float *const *brow, size_t boff,
+                             float *c, int ldc, int rows, int cols, float alpha, float beta);
+static const gemm_tile_fn gemm_tiles[4] = {NULL, gemm_tile1, gemm_tile2, gemm_tile3};
 
 static void gemm_scale(int m, int n, float beta, float *c, int ldc)
 {
@@ -231,7 +247,7 @@ static void gemm_own_product(bool trans_a, bool trans_b, int m, int n, int k, fl
                     size_t boff = pack_b ? (size_t)jr * kc : (size_t)jr;
                     for (int ir = 0; ir < mc; ir += GEMM_MR) {
                         int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
-                        gemm_tile(kc, ap + (size_t)ir * kc, brow, boff,
+                        gemm_tiles[(cols + 15) / 16](kc, ap + (size_t)ir * kc, brow, boff,
                                   c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc, rows, cols, alpha,
                                   pass_beta);
                     }

@@ -42,6 +42,12 @@ static inline void fm_ops_parallel_range(int64_t n, int64_t grain, fm_ops_range_
     fm_parallel_for((int)((n + grain - 1) / grain), fm_ops_range_task, &job);
 }
 
+/* Hot loops compiled twice, for AVX-512 and for the baseline, the copy
+ * picked when the library loads.  Both round identically: the loops are
+ * written lane by lane and nothing is contracted into a multiply-add
+ * (-ffp-contract=off), so vectorising changes no result. */
+#define FM_OPS_CLONES __attribute__((target_clones("avx512f", "default")))
+
 static inline bool fm_ops_is_f32(const fm_tensor *t) { return t && t->dtype == FM_F32; }
 
 #endif /* FM_OPS_UTIL_H */

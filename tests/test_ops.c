@@ -894,6 +894,66 @@ START_TEST(test_batchnorm_relu_matches_separate_ops)
 }
 END_TEST
 
+/* One training forward and backward (output gradient seeded, no other op
+ * involved) of bn(x) or relu(bn(x) + r); returns the output, the gradients
+ * and the running statistics, concatenated. */
+static float *bn_simd_run(bool fused, bool residual, int ndim, const int *shape, size_t *len)
+{
+    next_seed = 9000;
+    int ch = shape[1];
+    fm_tensor *x = leaf(ndim, shape, -1, 1.5f, true);
+    fm_tensor *w = leaf(1, &ch, 0.5f, 1.5f, true);
+    fm_tensor *b = leaf(1, &ch, -0.5f, 0.5f, true);
+    fm_tensor *rm = leaf(1, &ch, -0.2f, 0.2f, false);
+    fm_tensor *rv = leaf(1, &ch, 0.5f, 1.5f, false);
+    fm_tensor *nbt = fm_tensor_new(FM_I64, 1, (int[]){1});
+    fm_tensor *r = leaf(ndim, shape, -1, 1, true);
+    fm_graph *g = fm_graph_new();
+    fm_graph_set_training(g, true);
+    fm_graph_set_grad(g, true);
+    fm_tensor *y = fused ? fm_batchnorm_relu(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f, residual ? r : NULL)
+                         : fm_batchnorm(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f);
+    float *dy = malloc((size_t)y->numel * sizeof *dy);
+    fm_test_fill(dy, (size_t)y->numel, -1.0f, 1.0f, 9100);
+    node_backward(g, y, dy);
+    fm_tensor *parts[] = {y, x, w, b, r, rm, rv};
+    *len = 0;
+    for (int i = 0; i < 7; i++) *len += (size_t)parts[i]->numel;
+    float *all = malloc(*len * sizeof *all), *p = all;
+    for (int i = 0; i < 7; i++) {
+        const float *src = i >= 1 && i <= 4 ? parts[i]->grad : parts[i]->data;
+        memcpy(p, src, (size_t)parts[i]->numel * sizeof *p);
+        p += parts[i]->numel;
+    }
+    free(dy);
+    fm_graph_free(g);
+    fm_tensor *all_t[] = {x, w, b, rm, rv, nbt, r};
+    for (int i = 0; i < 7; i++) fm_tensor_free(all_t[i]);
+    return all;
+}
+
+/* The AVX-512 statistics and gradient sums against the portable loops, bit
+ * for bit, for batch norm alone and fused with the residual and relu. */
+START_TEST(test_batchnorm_simd_matches_portable)
+{
+    int ndim = bn_relu_shapes[_i].ndim;
+    const int *shape = bn_relu_shapes[_i].shape;
+    for (int mode = 0; mode < 3; mode++) {
+        bool fused = mode > 0, residual = mode == 2;
+        size_t n_simd, n_port;
+        float *simd = bn_simd_run(fused, residual, ndim, shape, &n_simd);
+        fm_kernels_force_portable(true);
+        float *port = bn_simd_run(fused, residual, ndim, shape, &n_port);
+        fm_kernels_force_portable(false);
+        ck_assert_uint_eq(n_simd, n_port);
+        ck_assert_msg(memcmp(simd, port, n_port * sizeof *port) == 0,
+                      "fused %d residual %d: AVX-512 and portable paths differ", fused, residual);
+        free(simd);
+        free(port);
+    }
+}
+END_TEST
+
 START_TEST(test_batchnorm_relu_gradcheck)
 {
     int shape[4] = {3, 4, 3, 5}, ch = 4;
@@ -1218,6 +1278,8 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(tc, test_batchnorm_relu_matches_separate_ops, 0,
                         (int)(sizeof bn_relu_shapes / sizeof bn_relu_shapes[0]));
     tcase_add_test(tc, test_batchnorm_relu_gradcheck);
+    tcase_add_loop_test(tc, test_batchnorm_simd_matches_portable, 0,
+                        (int)(sizeof bn_relu_shapes / sizeof bn_relu_shapes[0]));
     suite_add_tcase(s, tc);
 
     tc = tcase_create("relu");

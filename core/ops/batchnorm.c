@@ -8,6 +8,7 @@
  * better than walking one channel's N strided runs at a time. */
 #include "ops_util.h"
 
+#include <immintrin.h>
 #include <math.h>
 
 typedef struct bn_job {
@@ -47,17 +48,72 @@ static double bn_lanes_total(const double *lane)
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-FM_OPS_CLONES static void bn_lanes_sum(double *lane, const float *a, int64_t n)
+/* The lane loops below in AVX-512: the eight lanes are the eight doubles of
+ * one register, each gets exactly the scalar loop's operations in the same
+ * order (convert, subtract, multiply, add; nothing fused), so the sums are
+ * bit-identical to the portable path.  Each returns how many elements it
+ * took (whole groups of eight); the scalar loop finishes the rest. */
+__attribute__((target("avx512f"))) static int64_t bn_avx512_sum(double *lane, const float *a,
+                                                                int64_t n)
 {
+    __m512d acc = _mm512_loadu_pd(lane);
     int64_t q = 0;
+    for (; q + BN_LANES <= n; q += BN_LANES)
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_loadu_ps(a + q)));
+    _mm512_storeu_pd(lane, acc);
+    return q;
+}
+
+__attribute__((target("avx512f"))) static int64_t bn_avx512_sqdev(double *lane, const float *a,
+                                                                  int64_t n, double mean)
+{
+    __m512d acc = _mm512_loadu_pd(lane), mu = _mm512_set1_pd(mean);
+    int64_t q = 0;
+    for (; q + BN_LANES <= n; q += BN_LANES) {
+        __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + q)), mu);
+        acc = _mm512_add_pd(acc, _mm512_mul_pd(d, d));
+    }
+    _mm512_storeu_pd(lane, acc);
+    return q;
+}
+
+/* dy and dy * (x - mean) sums; with y, dy is first masked to where y > 0. */
+__attribute__((target("avx512f"))) static int64_t bn_avx512_dy(double *l_dy, double *l_dyx,
+                                                               const float *dy, const float *y,
+                                                               const float *x, int64_t n,
+                                                               double mean)
+{
+    __m512d acc = _mm512_loadu_pd(l_dy), accx = _mm512_loadu_pd(l_dyx);
+    __m512d mu = _mm512_set1_pd(mean);
+    int64_t q = 0;
+    for (; q + BN_LANES <= n; q += BN_LANES) {
+        __m512d gd = _mm512_cvtps_pd(_mm256_loadu_ps(dy + q));
+        if (y) {
+            /* y > 0 compared after the (exact) widening; masked-out lanes
+             * become +0, as bn_relu_grad gives. */
+            __m512d yd = _mm512_cvtps_pd(_mm256_loadu_ps(y + q));
+            gd = _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(yd, _mm512_setzero_pd(), _CMP_GT_OQ), gd);
+        }
+        acc = _mm512_add_pd(acc, gd);
+        __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + q)), mu);
+        accx = _mm512_add_pd(accx, _mm512_mul_pd(gd, d));
+    }
+    _mm512_storeu_pd(l_dy, acc);
+    _mm512_storeu_pd(l_dyx, accx);
+    return q;
+}
+
+static void bn_lanes_sum(double *lane, const float *a, int64_t n)
+{
+    int64_t q = fm_kernels_avx512() ? bn_avx512_sum(lane, a, n) : 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
         for (int l = 0; l < BN_LANES; l++) lane[l] += a[q + l];
     for (; q < n; q++) lane[q % BN_LANES] += a[q];
 }
 
-FM_OPS_CLONES static void bn_lanes_sqdev(double *lane, const float *a, int64_t n, double mean)
+static void bn_lanes_sqdev(double *lane, const float *a, int64_t n, double mean)
 {
-    int64_t q = 0;
+    int64_t q = fm_kernels_avx512() ? bn_avx512_sqdev(lane, a, n, mean) : 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
         for (int l = 0; l < BN_LANES; l++) {
             double d = a[q + l] - mean;
@@ -70,10 +126,10 @@ FM_OPS_CLONES static void bn_lanes_sqdev(double *lane, const float *a, int64_t n
 }
 
 /* sum(dy) into l_dy, sum(dy * (x - mean)) into l_dyx. */
-FM_OPS_CLONES static void bn_lanes_dy(double *l_dy, double *l_dyx, const float *dy, const float *x, int64_t n,
+static void bn_lanes_dy(double *l_dy, double *l_dyx, const float *dy, const float *x, int64_t n,
                         double mean)
 {
-    int64_t q = 0;
+    int64_t q = fm_kernels_avx512() ? bn_avx512_dy(l_dy, l_dyx, dy, NULL, x, n, mean) : 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
         for (int l = 0; l < BN_LANES; l++) {
             l_dy[l] += dy[q + l];
@@ -99,10 +155,10 @@ static inline float bn_relu_grad(float dy, float y)
 }
 
 /* As bn_lanes_dy, for dy masked by a relu whose output is y. */
-FM_OPS_CLONES static void bn_lanes_dy_relu(double *l_dy, double *l_dyx, const float *dy, const float *y,
+static void bn_lanes_dy_relu(double *l_dy, double *l_dyx, const float *dy, const float *y,
                              const float *x, int64_t n, double mean)
 {
-    int64_t q = 0;
+    int64_t q = fm_kernels_avx512() ? bn_avx512_dy(l_dy, l_dyx, dy, y, x, n, mean) : 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
         for (int l = 0; l < BN_LANES; l++) {
             float g = bn_relu_grad(dy[q + l], y[q + l]);

@@ -644,6 +644,33 @@ START_TEST(test_cli_progress_lines)
 }
 END_TEST
 
+/* fmhost bench prints one JSON line with the reference script's keys and
+ * its own, every rate positive. */
+START_TEST(test_cli_bench_json)
+{
+    cli_result r;
+    run(&r, "bench", "--model", "cnn", "--data-dir", SAMPLE_DIR, "--batches", "3", "--threads", "2",
+        NULL);
+    ck_assert_msg(r.status == 0, "bench: exit %d:\n%s", r.status, r.err);
+    json_error_t jerr;
+    json_t *j = json_loads(r.out, 0, &jerr);
+    ck_assert_msg(j != NULL, "not JSON (%s): %s", jerr.text, r.out);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "model")), "cnn");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "params")), 421642);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "threads")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "batch")), 64);
+    const char *rates[] = {"train_img_s", "eval_img_s", "gflops", "peak_rss_mb", "eval_peak_rss_mb"};
+    for (int i = 0; i < 5; i++) {
+        json_t *v = json_object_get(j, rates[i]);
+        ck_assert_msg(json_is_number(v) && json_number_value(v) > 0.0, "%s in %s", rates[i], r.out);
+    }
+    const char *kernel = json_string_value(json_object_get(j, "kernel"));
+    ck_assert_msg(kernel && (!strcmp(kernel, "avx512") || !strcmp(kernel, "blas")), "%s", r.out);
+    json_decref(j);
+    result_free(&r);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -658,6 +685,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, test_cli_shape_mismatch);
     tcase_add_test(tc, test_cli_deterministic);
     tcase_add_test(tc, test_cli_progress_lines);
+    tcase_add_test(tc, test_cli_bench_json);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -801,19 +801,39 @@ END_TEST
  * and cross entropy) of relu(bn(x) + r), r optional, under `threads`: fused
  * as one op, or as fm_batchnorm, fm_add and fm_relu.  Returns the output,
  * every gradient and the updated running statistics, concatenated. */
+/* The inputs of a fused batch-norm case: x, weight, bias, running mean and
+ * variance, batches tracked, residual. */
+typedef struct bn_inputs {
+    fm_tensor *x, *w, *b, *rm, *rv, *nbt, *r;
+} bn_inputs;
+
+static bn_inputs bn_inputs_new(int ndim, const int *shape, uint64_t seed)
+{
+    next_seed = seed;
+    int ch = shape[1];
+    return (bn_inputs){
+        .x = leaf(ndim, shape, -1, 1.5f, true),
+        .w = leaf(1, &ch, 0.5f, 1.5f, true),
+        .b = leaf(1, &ch, -0.5f, 0.5f, true),
+        .rm = leaf(1, &ch, -0.2f, 0.2f, false),
+        .rv = leaf(1, &ch, 0.5f, 1.5f, false),
+        .nbt = fm_tensor_new(FM_I64, 1, (int[]){1}),
+        .r = leaf(ndim, shape, -1, 1, true),
+    };
+}
+
+static void bn_inputs_free(bn_inputs *in)
+{
+    fm_tensor *all[] = {in->x, in->w, in->b, in->rm, in->rv, in->nbt, in->r};
+    for (int i = 0; i < 7; i++) fm_tensor_free(all[i]);
+}
+
 static float *bn_relu_run(bool fused, bool residual, bool training, int ndim, const int *shape,
                           int threads, size_t *len)
 {
     fm_set_threads(threads);
-    next_seed = 7000;
-    int ch = shape[1];
-    fm_tensor *x = leaf(ndim, shape, -1, 1.5f, true);
-    fm_tensor *w = leaf(1, &ch, 0.5f, 1.5f, true);
-    fm_tensor *b = leaf(1, &ch, -0.5f, 0.5f, true);
-    fm_tensor *rm = leaf(1, &ch, -0.2f, 0.2f, false);
-    fm_tensor *rv = leaf(1, &ch, 0.5f, 1.5f, false);
-    fm_tensor *nbt = fm_tensor_new(FM_I64, 1, (int[]){1});
-    fm_tensor *r = leaf(ndim, shape, -1, 1, true);
+    bn_inputs in = bn_inputs_new(ndim, shape, 7000);
+    fm_tensor *x = in.x, *w = in.w, *b = in.b, *rm = in.rm, *rv = in.rv, *nbt = in.nbt, *r = in.r;
     int n = shape[0], feat = (int)(x->numel / n);
     fm_tensor *lw = leaf(2, (int[]){10, feat}, -0.3f, 0.3f, false);
     int32_t labels[64];
@@ -851,8 +871,8 @@ static float *bn_relu_run(bool fused, bool residual, bool training, int ndim, co
     p[1] = (float)zeros;
     p[2] = (float)y->numel;
     fm_graph_free(g);
-    fm_tensor *all_t[] = {x, w, b, rm, rv, nbt, r, lw};
-    for (int i = 0; i < 8; i++) fm_tensor_free(all_t[i]);
+    bn_inputs_free(&in);
+    fm_tensor_free(lw);
     return all;
 }
 
@@ -899,15 +919,8 @@ END_TEST
  * and the running statistics, concatenated. */
 static float *bn_simd_run(bool fused, bool residual, int ndim, const int *shape, size_t *len)
 {
-    next_seed = 9000;
-    int ch = shape[1];
-    fm_tensor *x = leaf(ndim, shape, -1, 1.5f, true);
-    fm_tensor *w = leaf(1, &ch, 0.5f, 1.5f, true);
-    fm_tensor *b = leaf(1, &ch, -0.5f, 0.5f, true);
-    fm_tensor *rm = leaf(1, &ch, -0.2f, 0.2f, false);
-    fm_tensor *rv = leaf(1, &ch, 0.5f, 1.5f, false);
-    fm_tensor *nbt = fm_tensor_new(FM_I64, 1, (int[]){1});
-    fm_tensor *r = leaf(ndim, shape, -1, 1, true);
+    bn_inputs in = bn_inputs_new(ndim, shape, 9000);
+    fm_tensor *x = in.x, *w = in.w, *b = in.b, *rm = in.rm, *rv = in.rv, *nbt = in.nbt, *r = in.r;
     fm_graph *g = fm_graph_new();
     fm_graph_set_training(g, true);
     fm_graph_set_grad(g, true);
@@ -927,8 +940,7 @@ static float *bn_simd_run(bool fused, bool residual, int ndim, const int *shape,
     }
     free(dy);
     fm_graph_free(g);
-    fm_tensor *all_t[] = {x, w, b, rm, rv, nbt, r};
-    for (int i = 0; i < 7; i++) fm_tensor_free(all_t[i]);
+    bn_inputs_free(&in);
     return all;
 }
 

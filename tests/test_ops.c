@@ -402,11 +402,17 @@ static const conv_shape conv_ref_shapes[] = {
     {4, 3, 16, 18, 6, 3, 3, 1, 0, false},
     {2, 3, 15, 17, 4, 2, 3, 1, 1, true},
     {2, 2, 12, 12, 3, 3, 3, 1, 3, true},    /* padding wider than the kernel */
+    {2, 2, 21, 21, 3, 5, 5, 1, 0, true},    /* im2col path, output rows over 16 floats */
 };
 
+#define CONV_REF_NSHAPES ((int)(sizeof conv_ref_shapes / sizeof conv_ref_shapes[0]))
+
+/* Each shape twice: with the AVX-512 kernels where the processor has them,
+ * then with the portable ones (cblas_sgemm, plain copies). */
 START_TEST(test_conv2d_vs_reference)
 {
-    const conv_shape *s = &conv_ref_shapes[_i];
+    const conv_shape *s = &conv_ref_shapes[_i % CONV_REF_NSHAPES];
+    fm_kernels_force_portable(_i >= CONV_REF_NSHAPES);
     fm_tensor *x = leaf(4, (int[]){s->n, s->c, s->h, s->w}, -1, 1, true);
     fm_tensor *w = leaf(4, (int[]){s->o, s->c, s->kh, s->kw}, -1, 1, true);
     fm_tensor *b = s->bias ? leaf(1, (int[]){s->o}, -1, 1, true) : NULL;
@@ -443,6 +449,7 @@ START_TEST(test_conv2d_vs_reference)
     fm_tensor_free(x);
     fm_tensor_free(w);
     fm_tensor_free(b);
+    fm_kernels_force_portable(false);
 }
 END_TEST
 
@@ -1261,8 +1268,7 @@ static Suite *ops_suite(void)
     tc = tcase_create("conv2d");
     tcase_add_loop_test(tc, test_conv2d_gradcheck, 0,
                         (int)(sizeof conv_grad_shapes / sizeof conv_grad_shapes[0]));
-    tcase_add_loop_test(tc, test_conv2d_vs_reference, 0,
-                        (int)(sizeof conv_ref_shapes / sizeof conv_ref_shapes[0]));
+    tcase_add_loop_test(tc, test_conv2d_vs_reference, 0, 2 * CONV_REF_NSHAPES);
     tcase_add_test(tc, test_conv2d_weight_grad_only);
     tcase_add_test(tc, test_conv2d_thread_determinism);
     tcase_add_test(tc, test_conv2d_workspace_released);

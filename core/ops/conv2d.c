@@ -26,6 +26,8 @@
  * the path is taken only when they are a small share (see conv_use_direct). */
 #include "ops_util.h"
 
+#include <immintrin.h>
+
 /* Bound on the im2col block of a chunk, in floats (1 MB): im2col writes it and
  * the GEMM reads it right after, so it should stay in the core's L2 cache
  * (2 MB here) rather than go through L3, and the per-thread workspace stays
@@ -124,10 +126,78 @@ static const float *conv_pad_plane(float *buf, const float *x, const conv_geom *
     return buf;
 }
 
+/* Stride-1 im2col and col2im with AVX-512: a tap's output row is one masked
+ * load and store per 16 floats (rows are 7 to 28 floats here, which the
+ * portable loops copy mostly one at a time).  Same values, same order of
+ * additions as the portable loops. */
+__attribute__((target("avx512f"))) static void conv_row_copy_avx512(float *dst, const float *src,
+                                                                   int n, bool add)
+{
+    for (int x = 0; x < n; x += 16) {
+        __mmask16 m = n - x >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - x)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, src + x);
+        if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + x), v);
+        _mm512_mask_storeu_ps(dst + x, m, v);
+    }
+}
+
+__attribute__((target("avx512f"))) static void conv_row_bias_avx512(float *dst, const float *src,
+                                                                   int n, float bias)
+{
+    __m512 b = _mm512_set1_ps(bias);
+    for (int x = 0; x < n; x += 16) {
+        __mmask16 m = n - x >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - x)) - 1u);
+        _mm512_mask_storeu_ps(dst + x, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + x), b));
+    }
+}
+
+/* dst[0..n) = src + bias, and dst[0..n) += src: one output row. */
+static void conv_row_bias(float *dst, const float *src, int n, float bias, bool simd)
+{
+    if (simd) {
+        conv_row_bias_avx512(dst, src, n, bias);
+        return;
+    }
+    for (int x = 0; x < n; x++) dst[x] = src[x] + bias;
+}
+
+static void conv_row_add(float *dst, const float *src, int n, bool simd)
+{
+    if (simd) {
+        conv_row_copy_avx512(dst, src, n, true);
+        return;
+    }
+    for (int x = 0; x < n; x++) dst[x] += src[x];
+}
+
+__attribute__((target("avx512f"))) static void conv_im2col_s1_avx512(float *col, float *padbuf,
+                                                                    const float *x, int nb,
+                                                                    const conv_geom *cg)
+{
+    size_t cols = (size_t)nb * cg->p, plane = (size_t)cg->h * cg->w;
+    int wp = cg->w + 2 * cg->pad;
+    for (int i = 0; i < nb; i++)
+        for (int c = 0; c < cg->c; c++) {
+            const float *xp = conv_pad_plane(padbuf, x + ((size_t)i * cg->c + c) * plane, cg);
+            for (int ki = 0; ki < cg->kh; ki++)
+                for (int kj = 0; kj < cg->kw; kj++) {
+                    float *dst = col + (size_t)((c * cg->kh + ki) * cg->kw + kj) * cols +
+                                 (size_t)i * cg->p;
+                    const float *src = xp + (size_t)ki * wp + kj;
+                    for (int oy = 0; oy < cg->oh; oy++, dst += cg->ow, src += wp)
+                        conv_row_copy_avx512(dst, src, cg->ow, false);
+                }
+        }
+}
+
 /* col [K, nb*P] (row stride nb*P) <- receptive fields of x [nb, C, H, W];
  * padbuf holds one padded plane. */
 static void conv_im2col(float *col, float *padbuf, const float *x, int nb, const conv_geom *cg)
 {
+    if (cg->stride == 1 && fm_kernels_avx512()) {
+        conv_im2col_s1_avx512(col, padbuf, x, nb, cg);
+        return;
+    }
     size_t cols = (size_t)nb * cg->p, plane = (size_t)cg->h * cg->w;
     int s = cg->stride, wp = cg->w + 2 * cg->pad, oh = cg->oh, ow = cg->ow;
     for (int i = 0; i < nb; i++)
@@ -155,6 +225,7 @@ static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, con
     size_t cols = (size_t)nb * cg->p, plane = (size_t)cg->h * cg->w;
     int s = cg->stride, p = cg->pad, wp = cg->w + 2 * p, oh = cg->oh, ow = cg->ow;
     size_t padded = (size_t)(cg->h + 2 * p) * wp;
+    bool simd = fm_kernels_avx512();
     for (int i = 0; i < nb; i++)
         for (int c = 0; c < cg->c; c++) {
             float *xp = dx + ((size_t)i * cg->c + c) * plane;
@@ -172,7 +243,7 @@ static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, con
                     float *dst = acc + (size_t)ki * wp + kj;
                     if (s == 1)
                         for (int oy = 0; oy < oh; oy++, src += ow, dst += wp)
-                            for (int ox = 0; ox < ow; ox++) dst[ox] += src[ox];
+                            conv_row_add(dst, src, ow, simd);
                     else
                         for (int oy = 0; oy < oh; oy++, src += ow, dst += (size_t)s * wp)
                             for (int ox = 0; ox < ow; ox++) dst[ox * s] += src[ox];
@@ -293,6 +364,7 @@ static void conv_direct_input_rows(const float **rows, const float *xp, const co
 static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_direct_ws *ws)
 {
     const conv_geom *cg = &j->cg;
+    bool simd = fm_kernels_avx512();
     for (int i = n0; i < n0 + nb; i++) {
         conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, cg);
         conv_direct_input_rows(ws->rows, ws->xp, cg);
@@ -304,7 +376,7 @@ static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_di
             const float *src = ws->out + (size_t)o * cg->nw;
             float bias = j->b ? j->b[o] : 0.0f;
             for (int oy = 0; oy < cg->oh; oy++, dst += cg->ow, src += cg->wp)
-                for (int ox = 0; ox < cg->ow; ox++) dst[ox] = src[ox] + bias;
+                conv_row_bias(dst, src, cg->ow, bias, simd);
         }
     }
 }
@@ -330,6 +402,7 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
 {
     const conv_geom *cg = &j->cg;
     int taps = cg->kh * cg->kw, hw = cg->h * cg->wp;
+    bool simd = fm_kernels_avx512();
     for (int i = n0; i < n0 + nb; i++) {
         conv_direct_border_grad(ws->d, j->dy + (size_t)i * cg->o * cg->p, cg);
         if (j->db_part)
@@ -361,7 +434,7 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
                 float *dst = j->dx + ((size_t)i * cg->c + c) * cg->h * cg->w;
                 const float *src = ws->out + (size_t)c * hw + cg->pad;
                 for (int y = 0; y < cg->h; y++, dst += cg->w, src += cg->wp)
-                    for (int x = 0; x < cg->w; x++) dst[x] += src[x];
+                    conv_row_add(dst, src, cg->w, simd);
             }
         }
     }

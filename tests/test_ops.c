@@ -403,6 +403,8 @@ static const conv_shape conv_ref_shapes[] = {
     {2, 3, 15, 17, 4, 2, 3, 1, 1, true},
     {2, 2, 12, 12, 3, 3, 3, 1, 3, true},    /* padding wider than the kernel */
     {2, 2, 21, 21, 3, 5, 5, 1, 0, true},    /* im2col path, output rows over 16 floats */
+    {2, 3, 40, 38, 4, 3, 3, 2, 1, true},    /* stride 2, output rows over 16 floats */
+    {2, 2, 11, 13, 3, 3, 3, 3, 1, false},   /* stride 3 */
 };
 
 #define CONV_REF_NSHAPES ((int)(sizeof conv_ref_shapes / sizeof conv_ref_shapes[0]))

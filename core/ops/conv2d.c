@@ -120,15 +120,15 @@ static const float *conv_pad_plane(float *buf, const float *x, const conv_geom *
     float *row = buf + (size_t)p * wp;
     for (int y = 0; y < cg->h; y++, row += wp) {
         for (int i = 0; i < p; i++) row[i] = row[p + cg->w + i] = 0.0f;
-        for (int i = 0; i < cg->w; i++) row[p + i] = x[(size_t)y * cg->w + i];
+        memcpy(row + p, x + (size_t)y * cg->w, (size_t)cg->w * sizeof *row);
     }
     for (int i = 0; i < p * wp; i++) row[i] = 0.0f;
     return buf;
 }
 
-/* Stride-1 im2col and col2im with AVX-512: a tap's output row is one masked
- * load and store per 16 floats (rows are 7 to 28 floats here, which the
- * portable loops copy mostly one at a time).  Same values, same order of
+/* Row copies for im2col, col2im and the direct path in AVX-512: a row is one
+ * masked load and store per 16 floats (rows are 7 to 28 floats here, which
+ * the portable loops copy mostly one at a time).  Same values, same order of
  * additions as the portable loops. */
 __attribute__((target("avx512f"))) static void conv_row_copy_avx512(float *dst, const float *src,
                                                                    int n, bool add)
@@ -170,34 +170,41 @@ static void conv_row_add(float *dst, const float *src, int n, bool simd)
     for (int x = 0; x < n; x++) dst[x] += src[x];
 }
 
-__attribute__((target("avx512f"))) static void conv_im2col_s1_avx512(float *col, float *padbuf,
-                                                                    const float *x, int nb,
-                                                                    const conv_geom *cg)
+/* dst[0..n) = src[0], src[2], ...: 16 outputs from two masked loads and
+ * one permute. */
+__attribute__((target("avx512f"))) static void conv_row_stride2_avx512(float *dst,
+                                                                      const float *src, int n)
 {
-    size_t cols = (size_t)nb * cg->p, plane = (size_t)cg->h * cg->w;
-    int wp = cg->w + 2 * cg->pad;
-    for (int i = 0; i < nb; i++)
-        for (int c = 0; c < cg->c; c++) {
-            const float *xp = conv_pad_plane(padbuf, x + ((size_t)i * cg->c + c) * plane, cg);
-            for (int ki = 0; ki < cg->kh; ki++)
-                for (int kj = 0; kj < cg->kw; kj++) {
-                    float *dst = col + (size_t)((c * cg->kh + ki) * cg->kw + kj) * cols +
-                                 (size_t)i * cg->p;
-                    const float *src = xp + (size_t)ki * wp + kj;
-                    for (int oy = 0; oy < cg->oh; oy++, dst += cg->ow, src += wp)
-                        conv_row_copy_avx512(dst, src, cg->ow, false);
-                }
-        }
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    for (int x = 0; x < n; x += 16) {
+        int left = n - x < 16 ? n - x : 16, in = 2 * left - 1;
+        int lo = in < 16 ? in : 16, hi = in - lo;
+        const float *s = src + 2 * x;
+        __m512 a = _mm512_maskz_loadu_ps((__mmask16)((1u << lo) - 1u), s);
+        __m512 b = _mm512_maskz_loadu_ps((__mmask16)((1u << hi) - 1u), s + 16);
+        _mm512_mask_storeu_ps(dst + x, (__mmask16)((1u << left) - 1u),
+                              _mm512_permutex2var_ps(a, even, b));
+    }
+}
+
+/* dst[0..n) = src[0], src[s], src[2s], ...: one output row of a tap. */
+static void conv_row_gather(float *dst, const float *src, int n, int s, bool simd)
+{
+    if (simd && s == 1) {
+        conv_row_copy_avx512(dst, src, n, false);
+    } else if (simd && s == 2) {
+        conv_row_stride2_avx512(dst, src, n);
+    } else {
+        for (int x = 0; x < n; x++) dst[x] = src[(size_t)x * s];
+    }
 }
 
 /* col [K, nb*P] (row stride nb*P) <- receptive fields of x [nb, C, H, W];
  * padbuf holds one padded plane. */
 static void conv_im2col(float *col, float *padbuf, const float *x, int nb, const conv_geom *cg)
 {
-    if (cg->stride == 1 && fm_kernels_avx512()) {
-        conv_im2col_s1_avx512(col, padbuf, x, nb, cg);
-        return;
-    }
+    bool simd = fm_kernels_avx512();
     size_t cols = (size_t)nb * cg->p, plane = (size_t)cg->h * cg->w;
     int s = cg->stride, wp = cg->w + 2 * cg->pad, oh = cg->oh, ow = cg->ow;
     for (int i = 0; i < nb; i++)
@@ -208,12 +215,8 @@ static void conv_im2col(float *col, float *padbuf, const float *x, int nb, const
                     float *dst = col + (size_t)((c * cg->kh + ki) * cg->kw + kj) * cols +
                                  (size_t)i * cg->p;
                     const float *src = xp + (size_t)ki * wp + kj;
-                    if (s == 1)
-                        for (int oy = 0; oy < oh; oy++, dst += ow, src += wp)
-                            for (int ox = 0; ox < ow; ox++) dst[ox] = src[ox];
-                    else
-                        for (int oy = 0; oy < oh; oy++, dst += ow, src += (size_t)s * wp)
-                            for (int ox = 0; ox < ow; ox++) dst[ox] = src[ox * s];
+                    for (int oy = 0; oy < oh; oy++, dst += ow, src += (size_t)s * wp)
+                        conv_row_gather(dst, src, ow, s, simd);
                 }
         }
 }

@@ -2,8 +2,9 @@
  * and the cblas_sgemm path always) against a naive product in double, over
  * shapes that hit every edge of the register tile and the cache blocks, both
  * transposes, alpha/beta and leading dimensions wider than the matrix; B
- * given as a table of rows; and the property fm_sgemm's thread split relies on: an element of C gets the
- * same bits whether it is computed with the whole of C or in a block of it. */
+ * given as a table of rows; A packed up front; and the property fm_sgemm's
+ * thread split relies on: an element of C gets the same bits whether it is
+ * computed with the whole of C or in a block of it. */
 #include "fm_internal.h"
 #include "fm_test_util.h"
 
@@ -43,8 +44,8 @@ static double gemm_run_case(const gemm_case *gc, int pad, uint64_t seed)
     memcpy(c, c0, (nc + 1) * sizeof(float));
     float *pack = pack_buf();
 
-    fm_gemm_serial(gc->ta, gc->tb, gc->m, gc->n, gc->k, gc->alpha, a, lda, NULL, b, ldb, gc->beta, c,
-                   ldc, pack);
+    fm_gemm_serial(gc->ta, gc->tb, gc->m, gc->n, gc->k, gc->alpha, a, lda, NULL, b, ldb,
+                   gc->beta, c, ldc, pack);
 
     double worst = 0.0;
     for (int i = 0; i < gc->m; i++)
@@ -137,7 +138,8 @@ START_TEST(test_gemm_block_independent)
     bool ta = _i & 1, tb = _i >> 1;
     int lda = ta ? m : k, ldb = tb ? k : n;
     float *a = malloc((size_t)m * k * sizeof(float)), *b = malloc((size_t)k * n * sizeof(float));
-    float *whole = malloc((size_t)m * n * sizeof(float)), *part = malloc((size_t)m * n * sizeof(float));
+    float *whole = malloc((size_t)m * n * sizeof(float));
+    float *part = malloc((size_t)m * n * sizeof(float));
     fm_test_fill(a, (size_t)m * k, -1.0f, 1.0f, 7);
     fm_test_fill(b, (size_t)k * n, -1.0f, 1.0f, 8);
     float *pack = pack_buf();

@@ -692,7 +692,8 @@ START_TEST(test_maxpool2d_simd_matches_portable)
     x->grad = calloc((size_t)x->numel, sizeof(float));
     size_t ny = (size_t)s[0] * s[1] * (s[2] / 2) * (s[3] / 2);
     float *y1 = malloc(ny * sizeof(float)), *y2 = malloc(ny * sizeof(float));
-    float *d1 = malloc((size_t)x->numel * sizeof(float)), *d2 = malloc((size_t)x->numel * sizeof(float));
+    float *d1 = malloc((size_t)x->numel * sizeof(float));
+    float *d2 = malloc((size_t)x->numel * sizeof(float));
     maxpool_run(x, true, y1, d1);
     maxpool_run(x, false, y2, d2);
     ck_assert(memcmp(y1, y2, ny * sizeof(float)) == 0);
@@ -933,7 +934,8 @@ static float *bn_simd_run(bool fused, bool residual, int ndim, const int *shape,
     fm_graph *g = fm_graph_new();
     fm_graph_set_training(g, true);
     fm_graph_set_grad(g, true);
-    fm_tensor *y = fused ? fm_batchnorm_relu(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f, residual ? r : NULL)
+    fm_tensor *y = fused ? fm_batchnorm_relu(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f,
+                                             residual ? r : NULL)
                          : fm_batchnorm(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f);
     float *dy = malloc((size_t)y->numel * sizeof *dy);
     fm_test_fill(dy, (size_t)y->numel, -1.0f, 1.0f, 9100);

@@ -130,11 +130,17 @@ static const float *conv_pad_plane(float *buf, const float *x, const conv_geom *
  * masked load and store per 16 floats (rows are 7 to 28 floats here, which
  * the portable loops copy mostly one at a time).  Same values, same order of
  * additions as the portable loops. */
+/* The first min(left, 16) lanes. */
+static inline __mmask16 conv_mask(int left)
+{
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+
 __attribute__((target("avx512f"))) static void conv_row_copy_avx512(float *dst, const float *src,
                                                                    int n, bool add)
 {
     for (int x = 0; x < n; x += 16) {
-        __mmask16 m = n - x >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - x)) - 1u);
+        __mmask16 m = conv_mask(n - x);
         __m512 v = _mm512_maskz_loadu_ps(m, src + x);
         if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + x), v);
         _mm512_mask_storeu_ps(dst + x, m, v);
@@ -146,7 +152,7 @@ __attribute__((target("avx512f"))) static void conv_row_bias_avx512(float *dst, 
 {
     __m512 b = _mm512_set1_ps(bias);
     for (int x = 0; x < n; x += 16) {
-        __mmask16 m = n - x >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - x)) - 1u);
+        __mmask16 m = conv_mask(n - x);
         _mm512_mask_storeu_ps(dst + x, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + x), b));
     }
 }
@@ -181,10 +187,9 @@ __attribute__((target("avx512f"))) static void conv_row_stride2_avx512(float *ds
         int left = n - x < 16 ? n - x : 16, in = 2 * left - 1;
         int lo = in < 16 ? in : 16, hi = in - lo;
         const float *s = src + 2 * x;
-        __m512 a = _mm512_maskz_loadu_ps((__mmask16)((1u << lo) - 1u), s);
-        __m512 b = _mm512_maskz_loadu_ps((__mmask16)((1u << hi) - 1u), s + 16);
-        _mm512_mask_storeu_ps(dst + x, (__mmask16)((1u << left) - 1u),
-                              _mm512_permutex2var_ps(a, even, b));
+        __m512 a = _mm512_maskz_loadu_ps(conv_mask(lo), s);
+        __m512 b = _mm512_maskz_loadu_ps(conv_mask(hi), s + 16);
+        _mm512_mask_storeu_ps(dst + x, conv_mask(left), _mm512_permutex2var_ps(a, even, b));
     }
 }
 
@@ -372,8 +377,7 @@ static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_di
         conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, cg);
         conv_direct_input_rows(ws->rows, ws->xp, cg);
         fm_gemm_serial_rows(false, false, cg->o, cg->nw, cg->k, 1.0f, j->w, cg->k, j->w_packed,
-                            ws->rows, 0.0f,
-                            ws->out, cg->nw, ws->pack);
+                            ws->rows, 0.0f, ws->out, cg->nw, ws->pack);
         for (int o = 0; o < cg->o; o++) {
             float *dst = j->y + ((size_t)i * cg->o + o) * cg->p;
             const float *src = ws->out + (size_t)o * cg->nw;
@@ -466,8 +470,7 @@ static void conv_forward_task(void *arg, int task, int thread)
      * is then added in place. */
     float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : out;
     fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, col, cols,
-                   0.0f, gemm_out,
-                   cols, pack);
+                   0.0f, gemm_out, cols, pack);
     if (nb == 1 && !j->b) return;
     for (int i = 0; i < nb; i++)
         for (int o = 0; o < cg->o; o++) {
@@ -515,8 +518,7 @@ static void conv_backward_task(void *arg, int task, int thread)
     }
     if (j->dx) {
         fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, j->dx_a_packed, dout,
-                       cols, 0.0f, col,
-                       cols, pack);
+                       cols, 0.0f, col, cols, pack);
         conv_col2im(j->dx + (size_t)n0 * cg->c * cg->h * cg->w, padbuf, col, nb, cg);
     }
 }

@@ -34,8 +34,6 @@ __attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
                                            28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    const __m512i iota2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                            28, 30);
     for (int ox = 0; ox < ow; ox += 16) {
         int left = ow - ox < 16 ? ow - ox : 16;
         __mmask16 out_mask = (__mmask16)((1u << left) - 1u);
@@ -44,8 +42,10 @@ __attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *
         __mmask16 lo_mask = (__mmask16)((1u << in_lo) - 1u);
         __mmask16 hi_mask = (__mmask16)((1u << in_hi) - 1u);
         const float *a = r0 + 2 * ox, *b = r1 + 2 * ox;
-        __m512 a_lo = _mm512_maskz_loadu_ps(lo_mask, a), a_hi = _mm512_maskz_loadu_ps(hi_mask, a + 16);
-        __m512 b_lo = _mm512_maskz_loadu_ps(lo_mask, b), b_hi = _mm512_maskz_loadu_ps(hi_mask, b + 16);
+        __m512 a_lo = _mm512_maskz_loadu_ps(lo_mask, a);
+        __m512 a_hi = _mm512_maskz_loadu_ps(hi_mask, a + 16);
+        __m512 b_lo = _mm512_maskz_loadu_ps(lo_mask, b);
+        __m512 b_hi = _mm512_maskz_loadu_ps(hi_mask, b + 16);
         __m512 v[4] = {
             _mm512_permutex2var_ps(a_lo, even, a_hi), _mm512_permutex2var_ps(a_lo, odd, a_hi),
             _mm512_permutex2var_ps(b_lo, even, b_hi), _mm512_permutex2var_ps(b_lo, odd, b_hi),
@@ -61,7 +61,8 @@ __attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *
         }
         _mm512_mask_storeu_ps(yr + ox, out_mask, best);
         if (am) {
-            __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(base + 2 * ox), iota2);
+            /* Input column 2*(ox + lane): the even indices again. */
+            __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(base + 2 * ox), even);
             _mm512_mask_storeu_epi32(am + ox, out_mask, _mm512_add_epi32(idx, off));
         }
     }

@@ -26,6 +26,17 @@ void fm_test_fill(float *a, size_t n, float lo, float hi, uint64_t seed)
         a[i] = lo + (hi - lo) * fm_rng_uniform(&rng);
 }
 
+fm_tensor *fm_test_leaf(int ndim, const int *shape, float lo, float hi, uint64_t seed, bool grad)
+{
+    fm_tensor *t = fm_tensor_new(FM_F32, ndim, shape);
+    fm_test_fill(t->data, (size_t)t->numel, lo, hi, seed);
+    if (grad) {
+        t->grad = calloc((size_t)t->numel, sizeof(float));
+        t->requires_grad = true;
+    }
+    return t;
+}
+
 double fm_test_max_rel_diff(const float *a, const float *b, size_t n)
 {
     double worst = 0.0;

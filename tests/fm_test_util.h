@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "fm/fm_base.h"
+#include "fm/fm_tensor.h"
 
 /* Runs every test of the suite (forking, as Check does by default) and
  * returns the process exit status: 0 when all passed. */
@@ -15,6 +16,10 @@ int fm_test_run(Suite *s);
 
 /* Fills a[0..n) uniformly in [lo, hi) from a PCG stream seeded with `seed`. */
 void fm_test_fill(float *a, size_t n, float lo, float hi, uint64_t seed);
+
+/* A heap float tensor filled by fm_test_fill; with `grad`, it requires grad
+ * and owns a zeroed heap gradient (freed by fm_tensor_free). */
+fm_tensor *fm_test_leaf(int ndim, const int *shape, float lo, float hi, uint64_t seed, bool grad);
 
 /* Largest |a-b| / max(1, |b|) over n elements. */
 double fm_test_max_rel_diff(const float *a, const float *b, size_t n);

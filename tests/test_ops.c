@@ -20,17 +20,10 @@
 
 static uint64_t next_seed = 1000;
 
-/* A heap leaf filled uniformly in [lo, hi); with `grad`, it requires grad and
- * owns a zeroed gradient. */
+/* fm_test_leaf with the next seed of this file's sequence. */
 static fm_tensor *leaf(int ndim, const int *shape, float lo, float hi, bool grad)
 {
-    fm_tensor *t = fm_tensor_new(FM_F32, ndim, shape);
-    fm_test_fill(t->data, (size_t)t->numel, lo, hi, next_seed++);
-    if (grad) {
-        t->requires_grad = true;
-        t->grad = calloc((size_t)t->numel, sizeof(float));
-    }
-    return t;
+    return fm_test_leaf(ndim, shape, lo, hi, next_seed++, grad);
 }
 
 static void zero_grad(fm_tensor *t)

@@ -328,13 +328,10 @@ typedef struct run_result {
     int64_t nbt;
 } run_result;
 
+/* A heap leaf that requires grad, with a zeroed heap grad. */
 static fm_tensor *leaf(int ndim, const int *shape, float lo, float hi, uint64_t seed)
 {
-    fm_tensor *t = fm_tensor_new(FM_F32, ndim, shape);
-    fm_test_fill(t->data, (size_t)t->numel, lo, hi, seed);
-    t->grad = calloc((size_t)t->numel, sizeof(float));
-    t->requires_grad = true;
-    return t;
+    return fm_test_leaf(ndim, shape, lo, hi, seed, true);
 }
 
 /* conv2d -> batchnorm -> relu -> maxpool -> flatten -> linear -> cross_entropy,

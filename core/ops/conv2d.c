@@ -130,17 +130,11 @@ static const float *conv_pad_plane(float *buf, const float *x, const conv_geom *
  * masked load and store per 16 floats (rows are 7 to 28 floats here, which
  * the portable loops copy mostly one at a time).  Same values, same order of
  * additions as the portable loops. */
-/* The first min(left, 16) lanes. */
-static inline __mmask16 conv_mask(int left)
-{
-    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-}
-
 __attribute__((target("avx512f"))) static void conv_row_copy_avx512(float *dst, const float *src,
                                                                    int n, bool add)
 {
     for (int x = 0; x < n; x += 16) {
-        __mmask16 m = conv_mask(n - x);
+        __mmask16 m = fm_ops_lane_mask(n - x);
         __m512 v = _mm512_maskz_loadu_ps(m, src + x);
         if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + x), v);
         _mm512_mask_storeu_ps(dst + x, m, v);
@@ -152,7 +146,7 @@ __attribute__((target("avx512f"))) static void conv_row_bias_avx512(float *dst, 
 {
     __m512 b = _mm512_set1_ps(bias);
     for (int x = 0; x < n; x += 16) {
-        __mmask16 m = conv_mask(n - x);
+        __mmask16 m = fm_ops_lane_mask(n - x);
         _mm512_mask_storeu_ps(dst + x, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + x), b));
     }
 }
@@ -184,12 +178,12 @@ __attribute__((target("avx512f"))) static void conv_row_stride2_avx512(float *ds
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
                                            28, 30);
     for (int x = 0; x < n; x += 16) {
-        int left = n - x < 16 ? n - x : 16, in = 2 * left - 1;
-        int lo = in < 16 ? in : 16, hi = in - lo;
+        /* Outputs x.. read inputs 2x .. 2(n-1): in = 2(n-x) - 1 of them. */
+        int in = 2 * (n - x) - 1;
         const float *s = src + 2 * x;
-        __m512 a = _mm512_maskz_loadu_ps(conv_mask(lo), s);
-        __m512 b = _mm512_maskz_loadu_ps(conv_mask(hi), s + 16);
-        _mm512_mask_storeu_ps(dst + x, conv_mask(left), _mm512_permutex2var_ps(a, even, b));
+        __m512 a = _mm512_maskz_loadu_ps(fm_ops_lane_mask(in), s);
+        __m512 b = _mm512_maskz_loadu_ps(fm_ops_lane_mask(in - 16), s + 16);
+        _mm512_mask_storeu_ps(dst + x, fm_ops_lane_mask(n - x), _mm512_permutex2var_ps(a, even, b));
     }
 }
 
@@ -327,13 +321,36 @@ static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float 
     return total;
 }
 
-static size_t conv_ws_floats(const conv_geom *cg)
+/* A thread's region on the im2col path: GEMM pack, col [K, chunk*P], a
+ * staging block [O, chunk*P] (the forward's output, the backward's dy) and
+ * one padded plane. */
+typedef struct conv_im2col_ws {
+    float *pack, *col, *stage, *padbuf;
+} conv_im2col_ws;
+
+static size_t conv_im2col_floats(const conv_geom *cg, conv_im2col_ws *ws, float *base)
 {
-    if (cg->direct) return conv_direct_floats(cg, NULL, NULL);
     size_t cols = (size_t)cg->chunk * cg->p;
     size_t padded = (size_t)(cg->h + 2 * cg->pad) * (size_t)(cg->w + 2 * cg->pad);
-    size_t n = FM_GEMM_PACK_FLOATS + ((size_t)cg->k + (size_t)cg->o) * cols + padded;
-    return (n + 15) / 16 * 16;  /* keep every region 64-byte aligned */
+    float *col = base + FM_GEMM_PACK_FLOATS;
+    if (ws) *ws = (conv_im2col_ws){base, col, col + cg->k * cols, col + (cg->k + cg->o) * cols};
+    /* Rounded so that every thread's region stays 64-byte aligned. */
+    return conv_round16(FM_GEMM_PACK_FLOATS + ((size_t)cg->k + (size_t)cg->o) * cols + padded);
+}
+
+static size_t conv_ws_floats(const conv_geom *cg)
+{
+    return cg->direct ? conv_direct_floats(cg, NULL, NULL) : conv_im2col_floats(cg, NULL, NULL);
+}
+
+/* Chunk `task`: its first image (*n0) and number of images (returned), and
+ * the calling thread's workspace (*ws). */
+static int conv_task_span(const conv_job *j, int task, int thread, int *n0, float **ws)
+{
+    const conv_geom *cg = &j->cg;
+    *n0 = task * cg->chunk;
+    *ws = j->ws + (size_t)thread * j->ws_stride;
+    return cg->n - *n0 < cg->chunk ? cg->n - *n0 : cg->chunk;
 }
 
 static float *conv_ws_alloc(fm_graph *g, const conv_geom *cg, size_t *stride)
@@ -451,26 +468,24 @@ static void conv_forward_task(void *arg, int task, int thread)
 {
     const conv_job *j = arg;
     const conv_geom *cg = &j->cg;
-    int n0 = task * cg->chunk;
-    int nb = cg->n - n0 < cg->chunk ? cg->n - n0 : cg->chunk;
+    int n0;
+    float *base;
+    int nb = conv_task_span(j, task, thread, &n0, &base);
     if (cg->direct) {
         conv_direct_ws ws;
-        conv_direct_floats(cg, &ws, j->ws + (size_t)thread * j->ws_stride);
+        conv_direct_floats(cg, &ws, base);
         conv_direct_forward(j, n0, nb, &ws);
         return;
     }
+    conv_im2col_ws ws;
+    conv_im2col_floats(cg, &ws, base);
     int cols = nb * cg->p;
-    float *pack = j->ws + (size_t)thread * j->ws_stride;
-    float *col = pack + FM_GEMM_PACK_FLOATS;
-    float *out = col + (size_t)cg->k * cg->chunk * cg->p;
-    float *padbuf = out + (size_t)cg->o * cg->chunk * cg->p;
-
-    conv_im2col(col, padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
+    conv_im2col(ws.col, ws.padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
     /* One image's [O, P] block is its slice of y: no staging copy, the bias
      * is then added in place. */
-    float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : out;
-    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, col, cols,
-                   0.0f, gemm_out, cols, pack);
+    float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : ws.stage;
+    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, ws.col, cols,
+                   0.0f, gemm_out, cols, ws.pack);
     if (nb == 1 && !j->b) return;
     for (int i = 0; i < nb; i++)
         for (int o = 0; o < cg->o; o++) {
@@ -485,28 +500,29 @@ static void conv_backward_task(void *arg, int task, int thread)
 {
     const conv_job *j = arg;
     const conv_geom *cg = &j->cg;
-    int n0 = task * cg->chunk;
-    int nb = cg->n - n0 < cg->chunk ? cg->n - n0 : cg->chunk;
+    int n0;
+    float *base;
+    int nb = conv_task_span(j, task, thread, &n0, &base);
     if (cg->direct) {
         conv_direct_ws ws;
-        conv_direct_floats(cg, &ws, j->ws + (size_t)thread * j->ws_stride);
+        conv_direct_floats(cg, &ws, base);
         conv_direct_backward(j, task, n0, nb, &ws);
         return;
     }
+    conv_im2col_ws ws;
+    conv_im2col_floats(cg, &ws, base);
     int cols = nb * cg->p;
-    float *pack = j->ws + (size_t)thread * j->ws_stride;
-    float *col = pack + FM_GEMM_PACK_FLOATS;
-    float *stage = col + (size_t)cg->k * cg->chunk * cg->p;  // [O, nb*P]
-    float *padbuf = stage + (size_t)cg->o * cg->chunk * cg->p;
+    float *col = ws.col, *padbuf = ws.padbuf, *pack = ws.pack;
 
     /* dy of the chunk as [O, nb*P]; for one image that is its slice of dy. */
     const float *dout = j->dy + (size_t)n0 * cg->o * cg->p;
     if (nb > 1) {
         for (int i = 0; i < nb; i++)
             for (int o = 0; o < cg->o; o++)
-                memcpy(stage + (size_t)o * cols + (size_t)i * cg->p,
-                       j->dy + ((size_t)(n0 + i) * cg->o + o) * cg->p, (size_t)cg->p * sizeof *stage);
-        dout = stage;
+                memcpy(ws.stage + (size_t)o * cols + (size_t)i * cg->p,
+                       j->dy + ((size_t)(n0 + i) * cg->o + o) * cg->p,
+                       (size_t)cg->p * sizeof *ws.stage);
+        dout = ws.stage;
     }
     if (j->db_part)
         for (int o = 0; o < cg->o; o++)

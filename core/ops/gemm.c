@@ -59,20 +59,23 @@ void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, floa
     };
     int total = j.split_rows ? m : n;
     bool serial = (int64_t)m * n * k < GEMM_PARALLEL_MIN || total < 2 * GEMM_MIN_BLOCK;
-    fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
-    j.pack = fm_graph_alloc(g, FM_GEMM_PACK_FLOATS * (size_t)(serial ? 1 : fm_get_threads()) *
-                                   sizeof(float));
     if (serial) {
         j.block = total;
-        gemm_block(&j, 0, 0);
-        fm_arena_release(fm_graph_arena(g), mark);
-        return;
+    } else {
+        /* Round to 16 so blocks start on 64-byte boundaries of a row of C. */
+        int block = (total + GEMM_TARGET_BLOCKS - 1) / GEMM_TARGET_BLOCKS;
+        block = (block + 15) / 16 * 16;
+        j.block = block < GEMM_MIN_BLOCK ? GEMM_MIN_BLOCK : block;
     }
-    /* Round to 16 so blocks start on 64-byte boundaries of a row of C. */
-    int block = (total + GEMM_TARGET_BLOCKS - 1) / GEMM_TARGET_BLOCKS;
-    block = (block + 15) / 16 * 16;
-    if (block < GEMM_MIN_BLOCK) block = GEMM_MIN_BLOCK;
-    j.block = block;
-    fm_parallel_for((total + block - 1) / block, gemm_block, &j);
+    int blocks = (total + j.block - 1) / j.block;
+    fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
+    /* One block runs here as thread 0 (also inside another op's task, whose
+     * thread index could exceed a single pack); more get a pack per thread. */
+    int packs = blocks == 1 ? 1 : fm_get_threads();
+    j.pack = fm_graph_alloc(g, FM_GEMM_PACK_FLOATS * (size_t)packs * sizeof(float));
+    if (blocks == 1)
+        gemm_block(&j, 0, 0);
+    else
+        fm_parallel_for(blocks, gemm_block, &j);
     fm_arena_release(fm_graph_arena(g), mark);
 }

@@ -16,7 +16,7 @@
  * whatever its position in C: the result depends on the shapes only, so
  * callers that split C between threads stay bit-identical for any thread
  * count. */
-#include "fm_internal.h"
+#include "ops_util.h"
 
 #include <cblas.h>
 #include <immintrin.h>
@@ -106,8 +106,9 @@ __attribute__((target("avx512f"))) static void gemm_transpose16(const gemm_b *gb
 
 /* dst [nc/NR panels][kc][NR] <- op(B)[p0.., j0..] for a transposed B,
  * op(B)(p, j) = element p of stored row j: whole 16 x 16 blocks go through
- * registers, the ragged rest one element at a time; columns past nc are
- * zero. */
+ * registers, the ragged rest one element at a time.  Columns of the last
+ * panel past nc are left as they are: the tiles mask them out of every
+ * load. */
 static void gemm_pack_bt(float *dst, const gemm_b *gb, int p0, int kc, int j0, int nc)
 {
     for (int jr = 0; jr < nc; jr += GEMM_NR, dst += (size_t)kc * GEMM_NR) {
@@ -117,24 +118,14 @@ static void gemm_pack_bt(float *dst, const gemm_b *gb, int p0, int kc, int j0, i
             for (int p = 0; p < p16; p += 16)
                 gemm_transpose16(gb, j0 + jr + j, p0 + p, dst + (size_t)p * GEMM_NR + j,
                                  GEMM_NR);
-        for (int j = 0; j < GEMM_NR; j++) {
+        for (int j = 0; j < cols; j++) {
             float *d = dst + j;
-            if (j >= cols) {
-                for (int p = 0; p < kc; p++) d[(size_t)p * GEMM_NR] = 0.0f;
-                continue;
-            }
             const float *src = gemm_b_row(gb, j0 + jr + j) + p0;
             for (int p = j < j16 ? p16 : 0; p < kc; p++) d[(size_t)p * GEMM_NR] = src[p];
         }
     }
 }
 
-static __mmask16 gemm_mask(int cols, int v)
-{
-    int left = cols - 16 * v;
-    if (left >= 16) return 0xFFFF;
-    return left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
-}
 
 /* C[rows, cols] (rows <= MR, cols <= 16*NV <= NR) = alpha * Ap B + beta * C
  * over kc steps: Ap packed, row p of B at brow[p] + boff (in a packed panel
@@ -145,7 +136,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void
 gemm_tile_nv(const int nv, int kc, const float *ap, const float *const *brow, size_t boff,
              float *c, int ldc, int rows, int cols, float alpha, float beta)
 {
-    const __mmask16 mask[3] = {gemm_mask(cols, 0), gemm_mask(cols, 1), gemm_mask(cols, 2)};
+    const __mmask16 mask[3] = {fm_ops_lane_mask(cols), fm_ops_lane_mask(cols - 16), fm_ops_lane_mask(cols - 32)};
     /* Every index into acc is a constant after unrolling, so it lives in
      * registers (a variable index would put it on the stack). */
     __m512 acc[GEMM_MR][3];
@@ -279,37 +270,45 @@ const float *fm_gemm_prepack_a(bool trans_a, int m, int k, const float *a, int l
     return dst;
 }
 
-void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                    const float *a, int lda, const float *a_packed, const float *b, int ldb,
-                    float beta, float *c, int ldc, float *pack)
+/* Either entry point: the own kernel where it runs, else cblas_sgemm on B as
+ * stored (gathered first into pack, past its FM_GEMM_PACK_FLOATS, when B
+ * comes as a table of rows). */
+static void gemm_product(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                         const float *a, int lda, const float *a_packed, const gemm_b *gb,
+                         float beta, float *c, int ldc, float *pack)
 {
     FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
-    if (!fm_kernels_avx512()) {
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                    trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta,
-                    c, ldc);
-        return;
-    }
     if (k == 0) {
         gemm_scale(m, n, beta, c, ldc);
         return;
     }
-    gemm_b gb = {.b = b, .ldb = ldb};
-    gemm_own_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
+    if (fm_kernels_avx512()) {
+        gemm_own_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, gb, beta, c, ldc,
+                         pack);
+        return;
+    }
+    const float *b = gb->b;
+    int ldb = gb->ldb;
+    if (gb->rows) {
+        int nrows = trans_b ? n : k;
+        float *gathered = pack + FM_GEMM_PACK_FLOATS;
+        ldb = trans_b ? k : n;
+        for (int r = 0; r < nrows; r++)
+            memcpy(gathered + (size_t)r * ldb, gb->rows[r], (size_t)ldb * sizeof *gathered);
+        b = gathered;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                ldc);
 }
 
-/* Without the own kernel: gather the rows into a plain matrix for BLAS. */
-static void gemm_rows_blas(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                           const float *a, int lda, const float *const *b_rows, float beta,
-                           float *c, int ldc, float *pack)
+void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                    const float *a, int lda, const float *a_packed, const float *b, int ldb,
+                    float beta, float *c, int ldc, float *pack)
 {
-    int nrows = trans_b ? n : k, len = trans_b ? k : n;
-    float *b = pack + FM_GEMM_PACK_FLOATS;
-    for (int r = 0; r < nrows; r++) memcpy(b + (size_t)r * len, b_rows[r], (size_t)len * sizeof *b);
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, len, beta, c,
-                ldc);
+    gemm_b gb = {.b = b, .ldb = ldb};
+    gemm_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
 }
 
 size_t fm_gemm_rows_pack_floats(int n, int k)
@@ -321,16 +320,6 @@ void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float 
                          const float *a, int lda, const float *a_packed,
                          const float *const *b_rows, float beta, float *c, int ldc, float *pack)
 {
-    FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
-    if (m == 0 || n == 0) return;
-    if (k == 0) {
-        gemm_scale(m, n, beta, c, ldc);
-        return;
-    }
-    if (!fm_kernels_avx512()) {
-        gemm_rows_blas(trans_a, trans_b, m, n, k, alpha, a, lda, b_rows, beta, c, ldc, pack);
-        return;
-    }
     gemm_b gb = {.rows = b_rows};
-    gemm_own_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
+    gemm_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
 }

@@ -48,6 +48,13 @@ static inline void fm_ops_parallel_range(int64_t n, int64_t grain, fm_ops_range_
  * (-ffp-contract=off), so vectorising changes no result. */
 #define FM_OPS_CLONES __attribute__((target_clones("avx512f", "default")))
 
+/* The first n of 16 lanes as an AVX-512 mask (all for n >= 16, none for
+ * n <= 0): the ragged end of a row in the AVX-512 kernels. */
+static inline uint16_t fm_ops_lane_mask(int n)
+{
+    return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (uint16_t)((1u << n) - 1u);
+}
+
 static inline bool fm_ops_is_f32(const fm_tensor *t) { return t && t->dtype == FM_F32; }
 
 #endif /* FM_OPS_UTIL_H */

@@ -35,12 +35,10 @@ __attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *
                                            28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for (int ox = 0; ox < ow; ox += 16) {
-        int left = ow - ox < 16 ? ow - ox : 16;
-        __mmask16 out_mask = (__mmask16)((1u << left) - 1u);
+        int left = ow - ox;  /* outputs still to go; the masks saturate at 16 */
+        __mmask16 out_mask = fm_ops_lane_mask(left);
         /* 2*left inputs from each row, in two halves of up to 16. */
-        int in_lo = 2 * left < 16 ? 2 * left : 16, in_hi = 2 * left - in_lo;
-        __mmask16 lo_mask = (__mmask16)((1u << in_lo) - 1u);
-        __mmask16 hi_mask = (__mmask16)((1u << in_hi) - 1u);
+        __mmask16 lo_mask = fm_ops_lane_mask(2 * left), hi_mask = fm_ops_lane_mask(2 * left - 16);
         const float *a = r0 + 2 * ox, *b = r1 + 2 * ox;
         __m512 a_lo = _mm512_maskz_loadu_ps(lo_mask, a);
         __m512 a_hi = _mm512_maskz_loadu_ps(hi_mask, a + 16);

@@ -86,13 +86,6 @@ void fm_optim_free(fm_optim *o)
  * changes no result. */
 #define OPTIM_GRAIN ((int64_t)1 << 15)
 
-typedef struct optim_job {
-    const fm_optim *o;
-    float *p;
-    const float *g;
-    float *s1, *s2;
-    int64_t n;
-} optim_job;
 
 static void sgd_range(const fm_optim *o, float *restrict p, const float *restrict g,
                       float *restrict buf, int64_t n)
@@ -115,6 +108,15 @@ typedef struct adam_consts {
     float step_size, bias2_sqrt, b1, b2, one_b1, one_b2, decay, weight_decay, eps;
     bool adamw;
 } adam_consts;
+
+typedef struct optim_job {
+    const fm_optim *o;
+    const adam_consts *adam;  /* NULL for SGD */
+    float *p;
+    const float *g;
+    float *s1, *s2;
+    int64_t n;
+} optim_job;
 
 static adam_consts adam_consts_make(const fm_optim *o)
 {
@@ -155,25 +157,22 @@ static void optim_task(void *arg, int task, int thread)
     const optim_job *j = arg;
     int64_t begin = (int64_t)task * OPTIM_GRAIN;
     int64_t n = j->n - begin < OPTIM_GRAIN ? j->n - begin : OPTIM_GRAIN;
-    if (j->o->cfg.kind == FM_OPTIM_SGD) {
+    if (j->adam)
+        adam_range(j->adam, j->p + begin, j->g + begin, j->s1 + begin, j->s2 + begin, n);
+    else
         sgd_range(j->o, j->p + begin, j->g + begin, j->s1 ? j->s1 + begin : NULL, n);
-    } else {
-        adam_consts k = adam_consts_make(j->o);
-        adam_range(&k, j->p + begin, j->g + begin, j->s1 + begin, j->s2 + begin, n);
-    }
 }
 
 void fm_optim_step(fm_optim *o)
 {
     o->steps++;
+    adam_consts k;
+    if (o->cfg.kind != FM_OPTIM_SGD) k = adam_consts_make(o);
     for (int i = 0; i < o->n; i++) {
         fm_tensor *t = o->params[i];
-        optim_job j = {o, t->data, t->grad, o->state1[i], o->state2[i], t->numel};
-        int tasks = (int)((t->numel + OPTIM_GRAIN - 1) / OPTIM_GRAIN);
-        if (tasks > 1)
-            fm_parallel_for(tasks, optim_task, &j);
-        else if (tasks == 1)
-            optim_task(&j, 0, 0);
+        optim_job j = {o, o->cfg.kind == FM_OPTIM_SGD ? NULL : &k, t->data, t->grad,
+                       o->state1[i], o->state2[i], t->numel};
+        fm_parallel_for((int)((t->numel + OPTIM_GRAIN - 1) / OPTIM_GRAIN), optim_task, &j);
     }
 }
 

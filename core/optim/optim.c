@@ -157,9 +157,12 @@ static void optim_task(void *arg, int task, int thread)
     const optim_job *j = arg;
     int64_t begin = (int64_t)task * OPTIM_GRAIN;
     int64_t n = j->n - begin < OPTIM_GRAIN ? j->n - begin : OPTIM_GRAIN;
-    if (j->adam)
-        adam_range(j->adam, j->p + begin, j->g + begin, j->s1 + begin, j->s2 + begin, n);
-    else
+    if (j->adam) {
+        /* A local copy: the loop then reads its constants from registers and
+         * vectorises (through the pointer it did not). */
+        adam_consts k = *j->adam;
+        adam_range(&k, j->p + begin, j->g + begin, j->s1 + begin, j->s2 + begin, n);
+    } else
         sgd_range(j->o, j->p + begin, j->g + begin, j->s1 ? j->s1 + begin : NULL, n);
 }
 

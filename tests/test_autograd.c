@@ -289,6 +289,124 @@ START_TEST(test_unused_branch_gets_no_grad)
 }
 END_TEST
 
+/* ---- fresh gradient buffers ---------------------------------------------------- */
+
+/* Convolutions (direct path, im2col with and without padding) and batch
+ * norms, the ops that store into a fresh gradient instead of adding, in a
+ * ResNet's two kinds of block and with extra consumers, so that each of them
+ * is the first writer of some gradient and a later one of another. */
+enum { FRESH_LEAVES = 22, FRESH_NODES = 17 };
+
+typedef struct fresh_net {
+    fm_graph *g;
+    fm_tensor *p[FRESH_LEAVES], *nodes[FRESH_NODES];
+    int np, nn;
+} fresh_net;
+
+/* t, recorded as the net's next node. */
+static fm_tensor *fresh_node(fresh_net *f, fm_tensor *t)
+{
+    ck_assert_int_lt(f->nn, FRESH_NODES);
+    return f->nodes[f->nn++] = t;
+}
+
+/* The next parameter, made on the first build. */
+static fm_tensor *fresh_param(fresh_net *f, int ndim, const int *shape)
+{
+    ck_assert_int_lt(f->np, FRESH_LEAVES);
+    if (!f->p[f->np]) f->p[f->np] = leaf(ndim, shape, 0.2f, 1.0f, 71 + (uint64_t)f->np);
+    return f->p[f->np++];
+}
+
+static fm_tensor *fresh_conv(fresh_net *f, fm_tensor *x, int k, int stride, int pad)
+{
+    fm_tensor *w = fresh_param(f, 4, (int[]){4, x->shape[1], k, k});
+    return fresh_node(f, fm_conv2d(f->g, x, w, NULL, stride, pad));
+}
+
+static fm_tensor *fresh_bn(fresh_net *f, fm_tensor *x, bool relu, fm_tensor *res)
+{
+    fm_tensor *w = fresh_param(f, 1, (int[]){4}), *b = fresh_param(f, 1, (int[]){4});
+    return fresh_node(f, relu ? fm_batchnorm_relu(f->g, x, w, b, NULL, NULL, NULL, 0.1f, 1e-5f, res)
+                              : fm_batchnorm(f->g, x, w, b, NULL, NULL, NULL, 0.1f, 1e-5f));
+}
+
+static fm_tensor *fresh_loss(fresh_net *f, fm_tensor *x)
+{
+    f->np = f->nn = 0;
+    fm_tensor *b = fresh_bn(f, fresh_conv(f, x, 3, 1, 1), true, NULL);  /* 16x16: direct */
+    /* Identity block: b's gradient is first stored by the batch norm's
+     * residual branch, then added to by a direct conv. */
+    fm_tensor *d = fresh_bn(f, fresh_conv(f, b, 3, 1, 1), true, NULL);
+    fm_tensor *d2 = fresh_bn(f, fresh_conv(f, d, 3, 1, 1), true, b);
+    /* Downsampling block: d2's gradient is stored by the unpadded 1x1 conv,
+     * then added to by the padded stride-2 one (im2col both). */
+    fm_tensor *e2 = fresh_bn(f, fresh_conv(f, d2, 3, 2, 1), true, NULL);
+    fm_tensor *e3 = fresh_conv(f, e2, 3, 1, 1);  /* 8x8: im2col */
+    fm_tensor *s2 = fresh_bn(f, fresh_conv(f, d2, 1, 2, 0), false, NULL);
+    fm_tensor *out = fresh_bn(f, e3, true, s2);
+    /* Later consumers of s2 and out: the residual and the input gradient of
+     * `out` are then added to an already written gradient. */
+    fm_tensor *t = fresh_bn(f, out, true, s2);
+    fm_tensor *u = fresh_bn(f, out, false, NULL);
+    fm_tensor *pooled = fresh_node(f, fm_global_avgpool(f->g, fresh_node(f, fm_add(f->g, t, u))));
+    fm_tensor *loss = fresh_node(f, fm_cross_entropy(f->g, pooled, (int32_t[]){1, 3}));
+    ck_assert_int_eq(f->np, FRESH_LEAVES);
+    ck_assert_int_eq(f->nn, FRESH_NODES);
+    return loss;
+}
+
+/* With the AVX-512 kernels where the processor has them, then the portable ones. */
+START_TEST(test_fresh_grads_match_accumulation)
+{
+    fm_kernels_force_portable(_i == 1);
+    fm_tensor *x = input(4, (int[]){2, 3, 16, 16}, 70);
+    fresh_net f = {.g = fm_graph_new()};
+    float *want[FRESH_LEAVES];
+
+    /* The reference: every node's backward called by hand, in reverse,
+     * on zero-filled gradient buffers (no buffer is fresh). */
+    fm_tensor *loss = fresh_loss(&f, x);
+    for (int i = 0; i < FRESH_NODES; i++) {
+        size_t bytes = (size_t)f.nodes[i]->numel * sizeof(float);
+        f.nodes[i]->grad = memset(fm_graph_alloc(f.g, bytes), 0, bytes);
+    }
+    loss->grad[0] = 1.0f;
+    for (int i = FRESH_NODES - 1; i >= 0; i--)
+        fm_op_table[f.nodes[i]->node->op].backward(f.g, f.nodes[i]->node);
+    for (int i = 0; i < FRESH_LEAVES; i++) {
+        size_t bytes = (size_t)f.p[i]->numel * sizeof(float);
+        want[i] = memcpy(malloc(bytes), f.p[i]->grad, bytes);
+        memset(f.p[i]->grad, 0, bytes);
+    }
+    fm_graph_free(f.g);
+
+    /* fm_backward on an arena full of NaN: a gradient added to while
+     * fresh, or a fresh element never stored, turns up as NaN. */
+    f.g = fm_graph_new();
+    size_t poison = (size_t)1 << 20;
+    float *junk = fm_graph_alloc(f.g, poison * sizeof(float));
+    for (size_t i = 0; i < poison; i++) junk[i] = NAN;
+    fm_graph_reset(f.g);
+    fm_backward(f.g, fresh_loss(&f, x));
+    ck_assert_uint_lt(fm_arena_used(fm_graph_arena(f.g)), poison * sizeof(float));
+    for (int i = 0; i < FRESH_LEAVES; i++) {
+        double norm = 0.0;
+        for (int64_t q = 0; q < f.p[i]->numel; q++) {
+            ck_assert_msg(f.p[i]->grad[q] == want[i][q], "leaf %d element %lld: %g, want %g", i,
+                          (long long)q, (double)f.p[i]->grad[q], (double)want[i][q]);
+            norm += fabs(want[i][q]);
+        }
+        ck_assert_double_gt(norm, 1e-6);
+        free(want[i]);
+        fm_tensor_free(f.p[i]);
+    }
+    fm_graph_free(f.g);
+    fm_tensor_free(x);
+    fm_kernels_force_portable(false);
+}
+END_TEST
+
 /* ---- backward against finite differences on a graph with a branch ------------- */
 
 typedef struct diamond {
@@ -625,6 +743,7 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_second_forward_without_reset);
     tcase_add_test(tc, test_unused_branch_gets_no_grad);
     tcase_add_test(tc, test_backward_matches_finite_differences);
+    tcase_add_loop_test(tc, test_fresh_grads_match_accumulation, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("training");

@@ -918,9 +918,11 @@ START_TEST(test_batchnorm_relu_matches_separate_ops)
 END_TEST
 
 /* One training forward and backward (output gradient seeded, no other op
- * involved) of bn(x) or relu(bn(x) + r); returns the output, the gradients
- * and the running statistics, concatenated. */
-static float *bn_simd_run(bool fused, bool residual, int ndim, const int *shape, size_t *len)
+ * involved) of bn(x) or relu(bn(x) + r), the gradients of x and r holding
+ * grad0 before; returns the output, the gradients and the running
+ * statistics, concatenated. */
+static float *bn_simd_run(bool fused, bool residual, int ndim, const int *shape, float grad0,
+                          size_t *len)
 {
     bn_inputs in = bn_inputs_new(ndim, shape, 9000);
     fm_tensor *x = in.x, *w = in.w, *b = in.b, *rm = in.rm, *rv = in.rv, *nbt = in.nbt, *r = in.r;
@@ -932,6 +934,7 @@ static float *bn_simd_run(bool fused, bool residual, int ndim, const int *shape,
                          : fm_batchnorm(g, x, w, b, rm, rv, nbt, 0.1f, 1e-5f);
     float *dy = malloc((size_t)y->numel * sizeof *dy);
     fm_test_fill(dy, (size_t)y->numel, -1.0f, 1.0f, 9100);
+    for (int64_t i = 0; i < x->numel; i++) x->grad[i] = r->grad[i] = grad0;
     node_backward(g, y, dy);
     fm_tensor *parts[] = {y, x, w, b, r, rm, rv};
     *len = 0;
@@ -957,15 +960,42 @@ START_TEST(test_batchnorm_simd_matches_portable)
     for (int mode = 0; mode < 3; mode++) {
         bool fused = mode > 0, residual = mode == 2;
         size_t n_simd, n_port;
-        float *simd = bn_simd_run(fused, residual, ndim, shape, &n_simd);
+        float *simd = bn_simd_run(fused, residual, ndim, shape, 0.0f, &n_simd);
         fm_kernels_force_portable(true);
-        float *port = bn_simd_run(fused, residual, ndim, shape, &n_port);
+        float *port = bn_simd_run(fused, residual, ndim, shape, 0.0f, &n_port);
         fm_kernels_force_portable(false);
         ck_assert_uint_eq(n_simd, n_port);
         ck_assert_msg(memcmp(simd, port, n_port * sizeof *port) == 0,
                       "fused %d residual %d: AVX-512 and portable paths differ", fused, residual);
         free(simd);
         free(port);
+    }
+}
+END_TEST
+
+/* Backward adds to the input gradients already there (only a fresh buffer,
+ * which the engine hands out, is stored into): x's and r's gradients come
+ * out 0.25 above those computed on zeroed buffers. */
+START_TEST(test_batchnorm_backward_adds)
+{
+    int ndim = bn_relu_shapes[_i].ndim;
+    const int *shape = bn_relu_shapes[_i].shape;
+    for (int mode = 0; mode < 3; mode++) {
+        bool fused = mode > 0, residual = mode == 2;
+        size_t n0, n1;
+        float *zero = bn_simd_run(fused, residual, ndim, shape, 0.0f, &n0);
+        float *added = bn_simd_run(fused, residual, ndim, shape, 0.25f, &n1);
+        ck_assert_uint_eq(n0, n1);
+        size_t numel = 1;
+        for (int d = 0; d < ndim; d++) numel *= (size_t)shape[d];
+        /* Output, then x's gradient, w's and b's, then r's. */
+        const size_t ch = (size_t)shape[1], dx = numel, dr = 2 * numel + 2 * ch;
+        for (size_t i = 0; i < numel; i++) {
+            ck_assert_float_eq_tol(added[dx + i], zero[dx + i] + 0.25f, 1e-6f);
+            ck_assert_float_eq_tol(added[dr + i], zero[dr + i] + 0.25f, 1e-6f);
+        }
+        free(zero);
+        free(added);
     }
 }
 END_TEST
@@ -1293,6 +1323,7 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(tc, test_batchnorm_relu_matches_separate_ops, 0,
                         (int)(sizeof bn_relu_shapes / sizeof bn_relu_shapes[0]));
     tcase_add_test(tc, test_batchnorm_relu_gradcheck);
+    tcase_add_loop_test(tc, test_batchnorm_backward_adds, 0, 3);
     tcase_add_loop_test(tc, test_batchnorm_simd_matches_portable, 0,
                         (int)(sizeof bn_relu_shapes / sizeof bn_relu_shapes[0]));
     suite_add_tcase(s, tc);

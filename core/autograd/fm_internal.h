@@ -5,8 +5,13 @@
  * shapes, makes the output and a node, and hands both to fm_graph_apply(),
  * which runs the row's forward and, when gradients are wanted, records the
  * node.  Before a node's backward runs, the engine has given every input that
- * requires grad a grad buffer (zero-filled for arena tensors); backward
- * functions ACCUMULATE (+=) into the inputs for which fm_node_wants_grad().
+ * requires grad a grad buffer; backward functions ACCUMULATE (+=) into the
+ * inputs for which fm_node_wants_grad().  An arena tensor's buffer is first
+ * handed out unwritten ("fresh"): ops whose row sets `overwrites` ask
+ * fm_node_grad_overwrite() and, when it says so, write every element
+ * instead of adding (which spares a pass zeroing megabytes and a read of
+ * them); before any other op's backward the engine zero-fills its fresh
+ * inputs.
  */
 #ifndef FM_INTERNAL_H
 #define FM_INTERNAL_H
@@ -39,6 +44,7 @@ typedef struct fm_node {
     float farg[4];                  /* op-specific: p, momentum, eps, ... */
     void *saved;                    /* op-owned arena memory kept for backward */
     bool record;                    /* set before forward: backward will run, save what it needs */
+    bool grad_fresh;                /* out->grad allocated, not written yet */
 } fm_node;
 
 typedef void (*fm_op_fn)(fm_graph *g, fm_node *n);
@@ -48,6 +54,7 @@ typedef struct fm_op_def {
     const char *name;
     fm_op_fn forward;
     fm_op_fn backward;
+    bool overwrites;  /* backward asks fm_node_grad_overwrite for every input it writes */
 } fm_op_def;
 
 extern const fm_op_def fm_op_table[FM_OP_COUNT];
@@ -85,6 +92,16 @@ fm_tensor *fm_graph_apply(fm_graph *g, fm_node *n);
 static inline bool fm_node_wants_grad(const fm_node *n, int i)
 {
     return n->in[i] && n->in[i]->requires_grad && n->in[i]->grad;
+}
+/* During the backward of an op whose row `overwrites`, for an input that
+ * fm_node_wants_grad(): true (once) when its grad buffer is fresh — the op
+ * must then store every element of that gradient rather than add to it. */
+static inline bool fm_node_grad_overwrite(const fm_node *n, int i)
+{
+    fm_node *src = n->in[i]->node;
+    if (!src || !src->grad_fresh) return false;
+    src->grad_fresh = false;
+    return true;
 }
 
 /* GEMM for the kernels, C = alpha * op(A) op(B) + beta * C, row-major, split

@@ -112,13 +112,10 @@ static void graph_zero_task(void *arg, int task, int thread)
     memset(j->p + begin, 0, len * sizeof *j->p);
 }
 
-/* A zeroed gradient buffer of n floats from the arena. */
-static float *graph_zeroed_grad(fm_graph *g, size_t n)
+static void graph_zero(float *p, size_t n)
 {
-    float *p = fm_arena_alloc(g->arena, n * sizeof(float));
     graph_zero_job j = {p, n};
     fm_parallel_for((int)((n + GRAPH_ZERO_GRAIN - 1) / GRAPH_ZERO_GRAIN), graph_zero_task, &j);
-    return p;
 }
 
 void fm_backward(fm_graph *g, fm_tensor *loss)
@@ -135,13 +132,21 @@ void fm_backward(fm_graph *g, fm_tensor *loss)
     for (int i = g->n_tape - 1; i >= 0; i--) {
         fm_node *n = g->tape[i];
         if (!n->out->grad) continue;  /* not on a path to the loss */
+        const bool overwrites = fm_op_table[n->op].overwrites;
         for (int k = 0; k < n->n_in; k++) {
             fm_tensor *in = n->in[k];
-            if (!in || !in->requires_grad || in->grad) continue;
+            if (!in || !in->requires_grad) continue;
             /* Leaves (parameters) own persistent grads; only op outputs get
-             * theirs from the arena. */
-            FM_ASSERT(in->node != NULL);
-            in->grad = graph_zeroed_grad(g, (size_t)in->numel);
+             * theirs from the arena, fresh (unwritten) at first. */
+            if (!in->grad) {
+                FM_ASSERT(in->node != NULL);
+                in->grad = fm_arena_alloc(g->arena, (size_t)in->numel * sizeof(float));
+                in->node->grad_fresh = true;
+            }
+            if (!overwrites && in->node && in->node->grad_fresh) {
+                graph_zero(in->grad, (size_t)in->numel);
+                in->node->grad_fresh = false;
+            }
         }
         double t0 = g->profile ? fm_now() : 0.0;
         fm_op_table[n->op].backward(g, n);
@@ -149,6 +154,11 @@ void fm_backward(fm_graph *g, fm_tensor *loss)
             g->prof[n->op].backward_s += fm_now() - t0;
             g->prof[n->op].backward_calls++;
         }
+        /* An op that overwrites must have claimed every fresh input it was
+         * given; one left fresh would be summed into as if it were zero. */
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] && n->in[k]->requires_grad && n->in[k]->node)
+                FM_ASSERT(!n->in[k]->node->grad_fresh);
     }
 }
 

@@ -28,12 +28,14 @@ typedef struct bn_job {
     float *coef;          // [4, C] per-channel coefficients of the elementwise pass
     const float *dy;      // [N, C, S]
     float *dx;            // [N, C, S] or NULL
+    bool dx_store;        /* dx (dres) is fresh: store into it rather than add */
     float *dweight;       // [C] or NULL
     float *dbias;         // [C] or NULL
     /* The fused op relu(bn(x) + res): */
     bool relu;            /* y = max(., 0); backward masks dy where y == 0 */
     const float *res;     // [N, C, S] added before the relu, or NULL
     float *dres;          // [N, C, S] or NULL
+    bool dres_store;
     const float *yout;    // [N, C, S] the fused op's output, for its relu mask
 } bn_job;
 
@@ -269,15 +271,36 @@ static void bn_backward_task(void *arg, int c, int thread)
     j->coef[3 * j->c + c] = (float)d;
 }
 
-/* One plane of the fused op's dx, the relu mask applied to dy on the fly. */
-FM_OPS_CLONES static void bn_backward_relu_plane(float *restrict dx, const float *restrict x,
-                                   const float *restrict dy, const float *restrict y, float a,
-                                   float b, float mu, float d, int64_t s)
+/* One plane of dx += (or, with `store`, =) a * g + b * (x - mu) + d, where g
+ * is dy, masked by the relu whose output is y when there is one.  A fresh dx
+ * gets the value itself: 0 + v is v (but for the sign of a zero).  The flags
+ * are constants in each call below, so every combination is its own loop. */
+__attribute__((always_inline)) static inline void
+bn_backward_plane_as(float *restrict dx, const float *restrict x, const float *restrict dy,
+                     const float *restrict y, float a, float b, float mu, float d, int64_t s,
+                     const bool relu, const bool affine_only, const bool store)
 {
-    if (b == 0.0f && d == 0.0f)
-        for (int64_t q = 0; q < s; q++) dx[q] += a * bn_relu_grad(dy[q], y[q]);
-    else
-        for (int64_t q = 0; q < s; q++) dx[q] += a * bn_relu_grad(dy[q], y[q]) + b * (x[q] - mu) + d;
+    for (int64_t q = 0; q < s; q++) {
+        float g = relu ? bn_relu_grad(dy[q], y[q]) : dy[q];
+        float v = affine_only ? a * g : a * g + b * (x[q] - mu) + d;
+        dx[q] = store ? v : dx[q] + v;
+    }
+}
+
+FM_OPS_CLONES static void bn_backward_plane(float *dx, const float *x, const float *dy,
+                                            const float *y, float a, float b, float mu, float d,
+                                            int64_t s, bool store)
+{
+    const bool affine_only = b == 0.0f && d == 0.0f;
+#define BN_PLANE(relu, affine, st) bn_backward_plane_as(dx, x, dy, y, a, b, mu, d, s, relu, affine, st)
+    if (y) {
+        if (affine_only) store ? BN_PLANE(true, true, true) : BN_PLANE(true, true, false);
+        else store ? BN_PLANE(true, false, true) : BN_PLANE(true, false, false);
+    } else {
+        if (affine_only) store ? BN_PLANE(false, true, true) : BN_PLANE(false, true, false);
+        else store ? BN_PLANE(false, false, true) : BN_PLANE(false, false, false);
+    }
+#undef BN_PLANE
 }
 
 FM_OPS_CLONES static void bn_backward_range(void *arg, int64_t begin, int64_t end)
@@ -288,20 +311,15 @@ FM_OPS_CLONES static void bn_backward_range(void *arg, int64_t begin, int64_t en
         int c = (int)(pl % j->c);
         const float *x = j->x + pl * j->s, *dy = j->dy + pl * j->s;
         float *dx = j->dx ? j->dx + pl * j->s : NULL;
-        float ac = a[c], bc = b[c], mc = mu[c], dc = d[c];
-        if (j->relu) {
-            const float *y = j->yout + pl * j->s;
-            if (dx) bn_backward_relu_plane(dx, x, dy, y, ac, bc, mc, dc, j->s);
-            if (j->dres) {
-                float *restrict dr = j->dres + pl * j->s;
+        const float *y = j->relu ? j->yout + pl * j->s : NULL;
+        if (dx) bn_backward_plane(dx, x, dy, y, a[c], b[c], mu[c], d[c], j->s, j->dx_store);
+        if (j->dres) {
+            float *restrict dr = j->dres + pl * j->s;
+            if (j->dres_store)
+                for (int64_t q = 0; q < j->s; q++) dr[q] = bn_relu_grad(dy[q], y[q]);
+            else
                 for (int64_t q = 0; q < j->s; q++) dr[q] += bn_relu_grad(dy[q], y[q]);
-            }
-            continue;
         }
-        if (bc == 0.0f && dc == 0.0f)
-            for (int64_t q = 0; q < j->s; q++) dx[q] += ac * dy[q];
-        else
-            for (int64_t q = 0; q < j->s; q++) dx[q] += ac * dy[q] + bc * (x[q] - mc) + dc;
     }
 }
 
@@ -413,11 +431,13 @@ void fm_op_batchnorm_backward(fm_graph *g, fm_node *n)
     j.invstd = stats + j.c;
     j.dy = n->out->grad;
     j.dx = fm_node_wants_grad(n, 0) ? n->in[0]->grad : NULL;
+    j.dx_store = j.dx && fm_node_grad_overwrite(n, 0);
     j.dweight = fm_node_wants_grad(n, 1) ? n->in[1]->grad : NULL;
     j.dbias = fm_node_wants_grad(n, 2) ? n->in[2]->grad : NULL;
     if (j.relu) {
         j.yout = n->out->data;
         j.dres = fm_node_wants_grad(n, 6) ? n->in[6]->grad : NULL;
+        j.dres_store = j.dres && fm_node_grad_overwrite(n, 6);
     }
     if (!j.dx && !j.dweight && !j.dbias && !j.dres) return;
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));

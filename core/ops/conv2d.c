@@ -161,13 +161,16 @@ static void conv_row_bias(float *dst, const float *src, int n, float bias, bool 
     for (int x = 0; x < n; x++) dst[x] = src[x] + bias;
 }
 
-static void conv_row_add(float *dst, const float *src, int n, bool simd)
+/* dst[0..n) += src, or = src when `store`. */
+static void conv_row_put(float *dst, const float *src, int n, bool store, bool simd)
 {
     if (simd) {
-        conv_row_copy_avx512(dst, src, n, true);
-        return;
+        conv_row_copy_avx512(dst, src, n, !store);
+    } else if (store) {
+        memcpy(dst, src, (size_t)n * sizeof *dst);
+    } else {
+        for (int x = 0; x < n; x++) dst[x] += src[x];
     }
-    for (int x = 0; x < n; x++) dst[x] += src[x];
 }
 
 /* dst[0..n) = src[0], src[2], ...: 16 outputs from two masked loads and
@@ -220,9 +223,11 @@ static void conv_im2col(float *col, float *padbuf, const float *x, int nb, const
         }
 }
 
-/* dx [nb, C, H, W] += the columns of dcol [K, nb*P] folded back onto the
- * pixels they were read from; padbuf holds one padded plane. */
-static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, const conv_geom *cg)
+/* dx [nb, C, H, W] += (or, with `store`, =) the columns of dcol [K, nb*P]
+ * folded back onto the pixels they were read from; padbuf holds one padded
+ * plane. */
+static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, bool store,
+                        const conv_geom *cg)
 {
     size_t cols = (size_t)nb * cg->p, plane = (size_t)cg->h * cg->w;
     int s = cg->stride, p = cg->pad, wp = cg->w + 2 * p, oh = cg->oh, ow = cg->ow;
@@ -236,7 +241,9 @@ static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, con
             float *acc = xp;
             if (p > 0) {
                 acc = padbuf;
-                for (size_t q = 0; q < padded; q++) acc[q] = 0.0f;
+                memset(acc, 0, padded * sizeof *acc);
+            } else if (store) {
+                memset(acc, 0, plane * sizeof *acc);
             }
             for (int ki = 0; ki < cg->kh; ki++)
                 for (int kj = 0; kj < cg->kw; kj++) {
@@ -245,15 +252,15 @@ static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, con
                     float *dst = acc + (size_t)ki * wp + kj;
                     if (s == 1)
                         for (int oy = 0; oy < oh; oy++, src += ow, dst += wp)
-                            conv_row_add(dst, src, ow, simd);
+                            conv_row_put(dst, src, ow, false, simd);
                     else
                         for (int oy = 0; oy < oh; oy++, src += ow, dst += (size_t)s * wp)
                             for (int ox = 0; ox < ow; ox++) dst[ox * s] += src[ox];
                 }
             if (p > 0)
                 for (int y = 0; y < cg->h; y++)
-                    for (int x = 0; x < cg->w; x++)
-                        xp[(size_t)y * cg->w + x] += acc[(size_t)(y + p) * wp + p + x];
+                    conv_row_put(xp + (size_t)y * cg->w, acc + (size_t)(y + p) * wp + p, cg->w,
+                                 store, simd);
         }
 }
 
@@ -277,6 +284,7 @@ typedef struct conv_job {
     float *y;         // [N, O, OH, OW]
     const float *dy;  // [N, O, OH, OW]
     float *dx;        // [N, C, H, W] or NULL
+    bool dx_store;    /* dx is fresh: store into it rather than add */
     float *dw_part;   // [nchunks, O, K] or NULL
     double *db_part;  // [nchunks, O] or NULL
     const float *wt;  // [C, O*KH*KW] the taps regrouped per input channel (direct dx), or NULL
@@ -458,7 +466,7 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
                 float *dst = j->dx + ((size_t)i * cg->c + c) * cg->h * cg->w;
                 const float *src = ws->out + (size_t)c * hw + cg->pad;
                 for (int y = 0; y < cg->h; y++, dst += cg->w, src += cg->wp)
-                    conv_row_add(dst, src, cg->w, simd);
+                    conv_row_put(dst, src, cg->w, j->dx_store, simd);
             }
         }
     }
@@ -535,7 +543,7 @@ static void conv_backward_task(void *arg, int task, int thread)
     if (j->dx) {
         fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, j->dx_a_packed, dout,
                        cols, 0.0f, col, cols, pack);
-        conv_col2im(j->dx + (size_t)n0 * cg->c * cg->h * cg->w, padbuf, col, nb, cg);
+        conv_col2im(j->dx + (size_t)n0 * cg->c * cg->h * cg->w, padbuf, col, nb, j->dx_store, cg);
     }
 }
 
@@ -615,6 +623,7 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
         .cg = conv_geom_make(n->in[0], n->in[1], n->iarg[0], n->iarg[1]),
         .x = n->in[0]->data, .w = n->in[1]->data, .dy = n->out->grad,
         .dx = want_dx ? n->in[0]->grad : NULL,
+        .dx_store = want_dx && fm_node_grad_overwrite(n, 0),
     };
     const conv_geom *cg = &j.cg;
     size_t wsize = (size_t)cg->o * cg->k;

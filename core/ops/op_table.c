@@ -5,20 +5,23 @@
  * node's backward on a chosen output gradient. */
 #include "fm_internal.h"
 
-#define ROW(id, name, fn) [id] = {id, name, fm_op_##fn##_forward, fm_op_##fn##_backward}
+#define ROW(id, name, fn) [id] = {id, name, fm_op_##fn##_forward, fm_op_##fn##_backward, false}
+/* An op whose backward stores into fresh input gradients (see fm_internal.h). */
+#define ROW_OVERWRITES(id, name, fn) \
+    [id] = {id, name, fm_op_##fn##_forward, fm_op_##fn##_backward, true}
 
 __attribute__((visibility("default"))) const fm_op_def fm_op_table[FM_OP_COUNT] = {
     ROW(FM_OP_LINEAR, "linear", linear),
-    ROW(FM_OP_CONV2D, "conv2d", conv2d),
+    ROW_OVERWRITES(FM_OP_CONV2D, "conv2d", conv2d),
     ROW(FM_OP_MAXPOOL2D, "maxpool2d", maxpool2d),
     ROW(FM_OP_GLOBAL_AVGPOOL, "global_avgpool", global_avgpool),
-    ROW(FM_OP_BATCHNORM, "batchnorm", batchnorm),
+    ROW_OVERWRITES(FM_OP_BATCHNORM, "batchnorm", batchnorm),
     ROW(FM_OP_RELU, "relu", relu),
     ROW(FM_OP_DROPOUT, "dropout", dropout),
     ROW(FM_OP_ADD, "add", add),
     ROW(FM_OP_FLATTEN, "flatten", flatten),
     ROW(FM_OP_CROSS_ENTROPY, "cross_entropy", cross_entropy),
-    ROW(FM_OP_BATCHNORM_RELU, "batchnorm_relu", batchnorm_relu),
+    ROW_OVERWRITES(FM_OP_BATCHNORM_RELU, "batchnorm_relu", batchnorm_relu),
 };
 
 _Static_assert(sizeof fm_op_table / sizeof fm_op_table[0] == FM_OP_COUNT,

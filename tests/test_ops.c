@@ -395,6 +395,11 @@ static const conv_shape conv_ref_shapes[] = {
     {4, 3, 16, 18, 6, 3, 3, 1, 0, false},
     {2, 3, 15, 17, 4, 2, 3, 1, 1, true},
     {2, 2, 12, 12, 3, 3, 3, 1, 3, true},    /* padding wider than the kernel */
+    /* Several images side by side per direct-path plane, the last group
+     * and chunk short. */
+    {64, 16, 7, 7, 8, 3, 3, 1, 1, false},   /* ResCNN stage 3: eight 7x7 maps a plane */
+    {17, 2, 12, 12, 3, 3, 3, 1, 3, true},   /* wide padding: frames set by the output */
+    {15, 2, 9, 20, 4, 5, 5, 1, 2, true},
     {2, 2, 21, 21, 3, 5, 5, 1, 0, true},    /* im2col path, output rows over 16 floats */
     {2, 3, 40, 38, 4, 3, 3, 2, 1, true},    /* stride 2, output rows over 16 floats */
     {2, 2, 11, 13, 3, 3, 3, 3, 1, false},   /* stride 3 */

@@ -11,19 +11,22 @@
  * gradients are computed per chunk and summed in chunk order afterwards, so
  * every result is bit-identical for any thread count.
  *
- * Stride-1 convolutions on maps wide enough skip im2col altogether (the
- * "direct" path).  With the input plane zero-padded to Wp = W + 2*pad
- * columns, the receptive-field row of weight tap (c, ki, kj) over a run of
- * output pixels is a contiguous slice of the padded plane, provided the
- * output is computed on a grid Wp wide (the last Wp - OW columns of each
- * output row are thrown away).  So B of the GEMM is a table of pointers into
- * the padded planes (fm_gemm_serial_rows) and nothing is copied nine times.
- * The backward pass uses the same trick: the weight gradient is the product
- * of the wide output gradient (its thrown-away columns zeroed) and the same
- * rows; the input gradient is a correlation of the zero-bordered output
- * gradient with the taps, whose rows are slices of that gradient shifted
- * the other way.  The price is the extra Wp - OW columns of arithmetic, so
- * the path is taken only when they are a small share (see conv_use_direct). */
+ * Stride-1 convolutions skip im2col altogether (the "direct" path).  A group
+ * of images is laid side by side in one zero-padded plane per channel, Wg
+ * columns wide, image i's pixels starting at column pad + i*F with (at
+ * least) `pad` zero columns between neighbours.  The receptive-field row of
+ * weight tap (c, ki, kj) over a run of output pixels is then a contiguous
+ * slice of that plane, provided the output is computed on a grid Wg wide:
+ * image i's outputs are columns i*F .. i*F + OW - 1 of each grid row, and
+ * the columns between are thrown away.  So B of the GEMM is a table of
+ * pointers into the planes (fm_gemm_serial_rows) and nothing is copied nine
+ * times.  The backward pass uses the same trick: the weight gradient is the
+ * product of the wide output gradient (its thrown-away columns zeroed) and
+ * the same rows; the input gradient is a correlation of the zero-bordered
+ * output gradient with the taps, whose rows are slices of that gradient
+ * shifted the other way.  The price is the thrown-away columns' arithmetic;
+ * sharing the padding between images keeps it small on small maps (7x7
+ * maps, eight to a plane: 16%; one at a time it would be 29%). */
 #include "ops_util.h"
 
 #include <immintrin.h>
@@ -48,29 +51,41 @@ typedef struct conv_geom {
     int k;                    /* C*KH*KW: rows of the im2col matrix */
     int p;                    /* OH*OW */
     int chunk, nchunks;       /* images per chunk, number of chunks */
-    /* Direct path (stride 1): padded width, wide output length OH*Wp, and
-     * the per-image plane strides of the padded input and of the
-     * zero-bordered output gradient. */
+    /* Direct path (stride 1): images per plane, the distance F between
+     * their first columns, the plane's width Wg, the wide output length
+     * OH*Wg, and the per-channel plane strides of the padded input and of
+     * the zero-bordered output gradient. */
     bool direct;
-    int wp, nw;
+    int group, frame, wg, nw;
     size_t plane_x, plane_d, lead;
 } conv_geom;
 
 /* Chunks the direct path cuts a batch into: enough for a few threads, few
  * enough that the per-chunk weight gradients cost little to add up. */
 #define CONV_DIRECT_CHUNKS 8
-/* The direct path computes Wp/OW times the arithmetic of the output; it pays
- * when that waste stays under this fraction (28x28 and 14x14 maps with a
- * 3x3 kernel: 7% and 14%; 7x7 maps, 29%, go through im2col). */
+/* Images per plane: as many as fit this many columns (28x28 maps: 2, 14x14:
+ * 4, 7x7: 8 with a 3x3 kernel), within a chunk.  Wider planes would waste
+ * a little less and need a larger workspace. */
+#define CONV_DIRECT_COLS 64
+/* The direct path computes Wg/(group*OW) times the arithmetic of the
+ * output; it pays when that waste stays under this fraction. */
 #define CONV_DIRECT_MAX_WASTE 0.2
 
 static size_t conv_round16(size_t n) { return (n + 15) / 16 * 16; }
 
-static bool conv_use_direct(const conv_geom *cg)
+/* Lays out the direct path for chunks of cg->chunk images; false when it
+ * does not apply or would waste too much. */
+static bool conv_direct_layout(conv_geom *cg)
 {
     if (cg->stride != 1) return false;
-    int wp = cg->w + 2 * cg->pad;
-    return (double)(wp - cg->ow) / cg->ow <= CONV_DIRECT_MAX_WASTE;
+    /* Image i+1's pixels start F columns after image i's; its outputs read
+     * up to column i*F + W + 2*pad - 1, which must stay short of them. */
+    cg->frame = cg->w + cg->pad > cg->ow ? cg->w + cg->pad : cg->ow;
+    cg->group = CONV_DIRECT_COLS / cg->frame;
+    if (cg->group > cg->chunk) cg->group = cg->chunk;
+    if (cg->group < 1) cg->group = 1;
+    cg->wg = (cg->group - 1) * cg->frame + cg->w + 2 * cg->pad;
+    return (double)(cg->wg - cg->group * cg->ow) / (cg->group * cg->ow) <= CONV_DIRECT_MAX_WASTE;
 }
 
 static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stride, int pad)
@@ -89,22 +104,22 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
     int cap = (cg.n + CONV_MIN_CHUNKS - 1) / CONV_MIN_CHUNKS;
     if (chunk > cap) chunk = cap;
     if (chunk < 1) chunk = 1;
-    cg.chunk = chunk;
-    cg.direct = conv_use_direct(&cg);
+    cg.chunk = (cg.n + CONV_DIRECT_CHUNKS - 1) / CONV_DIRECT_CHUNKS;
+    cg.direct = conv_direct_layout(&cg);
     if (cg.direct) {
-        cg.chunk = (cg.n + CONV_DIRECT_CHUNKS - 1) / CONV_DIRECT_CHUNKS;
-        cg.wp = cg.w + 2 * pad;
-        cg.nw = cg.oh * cg.wp;
+        cg.nw = cg.oh * cg.wg;
         int hp = cg.h + 2 * pad;
-        /* A tap's row runs OH*Wp elements from offset ki*Wp + kj: up to
+        /* A tap's row runs OH*Wg elements from offset ki*Wg + kj: up to
          * kw - 1 past the padded plane, into zeros of its own. */
-        cg.plane_x = conv_round16((size_t)hp * cg.wp + (size_t)cg.kw);
+        cg.plane_x = conv_round16((size_t)hp * cg.wg + (size_t)cg.kw);
         /* The output gradient sits `lead` zeros in, so that rows shifted back
-         * by up to (kh-1)*Wp + kw-1 stay inside, and is followed by zero rows
+         * by up to (kh-1)*Wg + kw-1 stay inside, and is followed by zero rows
          * up to the last padded input row the input gradient reads. */
-        cg.lead = (size_t)(cg.kh - 1) * cg.wp + (size_t)(cg.kw - 1);
+        cg.lead = (size_t)(cg.kh - 1) * cg.wg + (size_t)(cg.kw - 1);
         int rows = cg.oh > cg.h + pad ? cg.oh : cg.h + pad;
-        cg.plane_d = conv_round16(cg.lead + (size_t)rows * cg.wp + 16);
+        cg.plane_d = conv_round16(cg.lead + (size_t)rows * cg.wg + 16);
+    } else {
+        cg.chunk = chunk;
     }
     cg.nchunks = (cg.n + cg.chunk - 1) / cg.chunk;
     return cg;
@@ -307,7 +322,7 @@ static size_t conv_max(size_t a, size_t b) { return a > b ? a : b; }
 
 static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float *base)
 {
-    size_t taps = (size_t)cg->kh * cg->kw, hw = (size_t)cg->h * cg->wp;
+    size_t taps = (size_t)cg->kh * cg->kw, hw = (size_t)cg->h * cg->wg;
     size_t pack = conv_max(fm_gemm_rows_pack_floats(cg->nw, cg->k),
                            conv_max(fm_gemm_rows_pack_floats(cg->k, cg->nw),
                                     fm_gemm_rows_pack_floats((int)hw, (int)(cg->o * taps))));
@@ -367,22 +382,19 @@ static float *conv_ws_alloc(fm_graph *g, const conv_geom *cg, size_t *stride)
     return fm_graph_alloc(g, *stride * (size_t)fm_get_threads() * sizeof(float));
 }
 
-/* xp [C][plane_x] <- x [C, H, W] with `pad` zeros around each plane and
- * zeros after it. */
-static void conv_direct_pad_input(float *xp, const float *x, const conv_geom *cg)
+/* xp [C][plane_x] <- the nb (<= group) images x [nb, C, H, W] side by side,
+ * zeros everywhere else. */
+static void conv_direct_pad_input(float *xp, const float *x, int nb, const conv_geom *cg)
 {
-    int p = cg->pad, wp = cg->wp;
-    size_t top = (size_t)p * wp, plane = (size_t)cg->h * cg->w;
-    for (int c = 0; c < cg->c; c++, x += plane) {
-        float *d = xp + (size_t)c * cg->plane_x;
-        memset(d, 0, top * sizeof *d);
-        float *row = d + top;
-        for (int y = 0; y < cg->h; y++, row += wp) {
-            for (int i = 0; i < p; i++) row[i] = row[p + cg->w + i] = 0.0f;
-            memcpy(row + p, x + (size_t)y * cg->w, (size_t)cg->w * sizeof *row);
+    size_t plane = (size_t)cg->h * cg->w, top = (size_t)cg->pad * cg->wg + cg->pad;
+    memset(xp, 0, (size_t)cg->c * cg->plane_x * sizeof *xp);
+    for (int i = 0; i < nb; i++)
+        for (int c = 0; c < cg->c; c++) {
+            const float *src = x + ((size_t)i * cg->c + c) * plane;
+            float *row = xp + (size_t)c * cg->plane_x + top + (size_t)i * cg->frame;
+            for (int y = 0; y < cg->h; y++, row += cg->wg, src += cg->w)
+                memcpy(row, src, (size_t)cg->w * sizeof *row);
         }
-        memset(row, 0, (cg->plane_x - (size_t)(row - d)) * sizeof *row);
-    }
 }
 
 /* Row (c, ki, kj) of the implicit im2col matrix: plane c shifted by the tap. */
@@ -391,60 +403,67 @@ static void conv_direct_input_rows(const float **rows, const float *xp, const co
     for (int c = 0; c < cg->c; c++)
         for (int ki = 0; ki < cg->kh; ki++)
             for (int kj = 0; kj < cg->kw; kj++)
-                *rows++ = xp + (size_t)c * cg->plane_x + (size_t)ki * cg->wp + kj;
+                *rows++ = xp + (size_t)c * cg->plane_x + (size_t)ki * cg->wg + kj;
+}
+
+/* The group of images from i on, within the chunk n0 .. n0+nb-1. */
+static int conv_group_size(int i, int n0, int nb, const conv_geom *cg)
+{
+    return n0 + nb - i < cg->group ? n0 + nb - i : cg->group;
 }
 
 static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_direct_ws *ws)
 {
     const conv_geom *cg = &j->cg;
     bool simd = fm_kernels_avx512();
-    for (int i = n0; i < n0 + nb; i++) {
-        conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, cg);
+    for (int i = n0, gn; i < n0 + nb; i += gn) {
+        gn = conv_group_size(i, n0, nb, cg);
+        conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
         conv_direct_input_rows(ws->rows, ws->xp, cg);
         fm_gemm_serial_rows(false, false, cg->o, cg->nw, cg->k, 1.0f, j->w, cg->k, j->w_packed,
                             ws->rows, 0.0f, ws->out, cg->nw, ws->pack);
-        for (int o = 0; o < cg->o; o++) {
-            float *dst = j->y + ((size_t)i * cg->o + o) * cg->p;
-            const float *src = ws->out + (size_t)o * cg->nw;
-            float bias = j->b ? j->b[o] : 0.0f;
-            for (int oy = 0; oy < cg->oh; oy++, dst += cg->ow, src += cg->wp)
-                conv_row_bias(dst, src, cg->ow, bias, simd);
-        }
+        for (int g = 0; g < gn; g++)
+            for (int o = 0; o < cg->o; o++) {
+                float *dst = j->y + ((size_t)(i + g) * cg->o + o) * cg->p;
+                const float *src = ws->out + (size_t)o * cg->nw + (size_t)g * cg->frame;
+                float bias = j->b ? j->b[o] : 0.0f;
+                for (int oy = 0; oy < cg->oh; oy++, dst += cg->ow, src += cg->wg)
+                    conv_row_bias(dst, src, cg->ow, bias, simd);
+            }
     }
 }
 
-/* d [O][plane_d] <- dy [O, OH, OW] laid on the wide grid `lead` zeros in,
- * the thrown-away columns and everything around zero. */
-static void conv_direct_border_grad(float *d, const float *dy, const conv_geom *cg)
+/* d [O][plane_d] <- the nb images' dy [nb, O, OH, OW] laid on the wide grid
+ * `lead` zeros in, the thrown-away columns and everything around zero. */
+static void conv_direct_border_grad(float *d, const float *dy, int nb, const conv_geom *cg)
 {
-    for (int o = 0; o < cg->o; o++) {
-        float *dp = d + (size_t)o * cg->plane_d;
-        memset(dp, 0, cg->lead * sizeof *dp);
-        float *row = dp + cg->lead;
-        for (int oy = 0; oy < cg->oh; oy++, row += cg->wp, dy += cg->ow) {
-            memcpy(row, dy, (size_t)cg->ow * sizeof *row);
-            for (int x = cg->ow; x < cg->wp; x++) row[x] = 0.0f;
+    memset(d, 0, (size_t)cg->o * cg->plane_d * sizeof *d);
+    for (int i = 0; i < nb; i++)
+        for (int o = 0; o < cg->o; o++) {
+            const float *src = dy + ((size_t)i * cg->o + o) * cg->p;
+            float *row = d + (size_t)o * cg->plane_d + cg->lead + (size_t)i * cg->frame;
+            for (int oy = 0; oy < cg->oh; oy++, row += cg->wg, src += cg->ow)
+                memcpy(row, src, (size_t)cg->ow * sizeof *row);
         }
-        memset(row, 0, (cg->plane_d - (size_t)(row - dp)) * sizeof *row);
-    }
 }
 
 static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
                                  const conv_direct_ws *ws)
 {
     const conv_geom *cg = &j->cg;
-    int taps = cg->kh * cg->kw, hw = cg->h * cg->wp;
+    int taps = cg->kh * cg->kw, hw = cg->h * cg->wg;
     bool simd = fm_kernels_avx512();
-    for (int i = n0; i < n0 + nb; i++) {
-        conv_direct_border_grad(ws->d, j->dy + (size_t)i * cg->o * cg->p, cg);
+    for (int i = n0, gn; i < n0 + nb; i += gn) {
+        gn = conv_group_size(i, n0, nb, cg);
+        conv_direct_border_grad(ws->d, j->dy + (size_t)i * cg->o * cg->p, gn, cg);
         if (j->db_part)
             for (int o = 0; o < cg->o; o++)
                 j->db_part[(size_t)task * cg->o + o] +=
                     conv_sum(ws->d + (size_t)o * cg->plane_d + cg->lead, cg->nw);
         if (j->dw_part) {
-            /* dW [O, K] (+)= dout_wide [O, nw] . rows^T; the chunk's first image
-             * overwrites its part. */
-            conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, cg);
+            /* dW [O, K] (+)= dout_wide [O, nw] . rows^T; the chunk's first
+             * group overwrites its part. */
+            conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
             conv_direct_input_rows(ws->rows, ws->xp, cg);
             fm_gemm_serial_rows(false, true, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead,
                                 (int)cg->plane_d, NULL, ws->rows, i == n0 ? 0.0f : 1.0f,
@@ -453,21 +472,22 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
         if (j->dx) {
             /* Padded-input row y + pad, column x + pad gets tap (ki, kj) of
              * output (y + pad - ki, x + pad - kj): the gradient plane shifted
-             * back by ki*Wp + kj. */
+             * back by ki*Wg + kj. */
             const float **r = ws->rows;
             for (int o = 0; o < cg->o; o++)
                 for (int ki = 0; ki < cg->kh; ki++)
                     for (int kj = 0; kj < cg->kw; kj++)
                         *r++ = ws->d + (size_t)o * cg->plane_d +
-                               ((ptrdiff_t)cg->lead + (ptrdiff_t)(cg->pad - ki) * cg->wp - kj);
+                               ((ptrdiff_t)cg->lead + (ptrdiff_t)(cg->pad - ki) * cg->wg - kj);
             fm_gemm_serial_rows(false, false, cg->c, hw, cg->o * taps, 1.0f, j->wt, cg->o * taps,
                                 j->dx_a_packed, ws->rows, 0.0f, ws->out, hw, ws->pack);
-            for (int c = 0; c < cg->c; c++) {
-                float *dst = j->dx + ((size_t)i * cg->c + c) * cg->h * cg->w;
-                const float *src = ws->out + (size_t)c * hw + cg->pad;
-                for (int y = 0; y < cg->h; y++, dst += cg->w, src += cg->wp)
-                    conv_row_put(dst, src, cg->w, j->dx_store, simd);
-            }
+            for (int g = 0; g < gn; g++)
+                for (int c = 0; c < cg->c; c++) {
+                    float *dst = j->dx + ((size_t)(i + g) * cg->c + c) * cg->h * cg->w;
+                    const float *src = ws->out + (size_t)c * hw + (size_t)g * cg->frame + cg->pad;
+                    for (int y = 0; y < cg->h; y++, dst += cg->w, src += cg->wg)
+                        conv_row_put(dst, src, cg->w, j->dx_store, simd);
+                }
         }
     }
 }

@@ -400,6 +400,10 @@ static const conv_shape conv_ref_shapes[] = {
     {64, 16, 7, 7, 8, 3, 3, 1, 1, false},   /* ResCNN stage 3: eight 7x7 maps a plane */
     {17, 2, 12, 12, 3, 3, 3, 1, 3, true},   /* wide padding: frames set by the output */
     {15, 2, 9, 20, 4, 5, 5, 1, 2, true},
+    /* Strided convolutions on the direct path (phase planes), grouped. */
+    {20, 6, 28, 28, 8, 3, 3, 2, 1, false},  /* ResCNN stage 2 entry */
+    {20, 8, 14, 14, 16, 1, 1, 2, 0, false}, /* ResCNN shortcut: three phases without taps */
+    {17, 3, 13, 11, 4, 3, 3, 2, 1, true},   /* odd sizes: phases of unequal rows and columns */
     {2, 2, 21, 21, 3, 5, 5, 1, 0, true},    /* im2col path, output rows over 16 floats */
     {2, 3, 40, 38, 4, 3, 3, 2, 1, true},    /* stride 2, output rows over 16 floats */
     {2, 2, 11, 13, 3, 3, 3, 3, 1, false},   /* stride 3 */

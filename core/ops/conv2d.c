@@ -26,7 +26,15 @@
  * output gradient with the taps, whose rows are slices of that gradient
  * shifted the other way.  The price is the thrown-away columns' arithmetic;
  * sharing the padding between images keeps it small on small maps (7x7
- * maps, eight to a plane: 16%; one at a time it would be 29%). */
+ * maps, eight to a plane: 16%; one at a time it would be 29%).
+ *
+ * Strided convolutions take the same path through a polyphase split: with
+ * stride s, the padded plane is cut into s*s phase planes (rows = a mod s,
+ * columns = b mod s), and tap (ki, kj) reads phase (ki mod s, kj mod s)
+ * shifted by (ki/s, kj/s) -- again a contiguous slice per output row.  The
+ * input gradient is computed per phase: phase (a, b) of dx is the
+ * correlation of the output gradient with the taps ki = a (mod s),
+ * kj = b (mod s) alone. */
 #include "ops_util.h"
 
 #include <immintrin.h>
@@ -51,12 +59,13 @@ typedef struct conv_geom {
     int k;                    /* C*KH*KW: rows of the im2col matrix */
     int p;                    /* OH*OW */
     int chunk, nchunks;       /* images per chunk, number of chunks */
-    /* Direct path (stride 1): images per plane, the distance F between
-     * their first columns, the plane's width Wg, the wide output length
-     * OH*Wg, and the per-channel plane strides of the padded input and of
-     * the zero-bordered output gradient. */
+    /* Direct path: images per plane, the distance F between their first
+     * columns, the plane's width Wg and rows Hq (a phase plane's, with
+     * stride), the wide output length OH*Wg, and the plane strides of the
+     * padded input (per channel and phase) and of the zero-bordered output
+     * gradient (per channel). */
     bool direct;
-    int group, frame, wg, nw;
+    int group, frame, wg, hq, nw;
     size_t plane_x, plane_d, lead;
 } conv_geom;
 
@@ -70,6 +79,9 @@ typedef struct conv_geom {
 /* The direct path computes Wg/(group*OW) times the arithmetic of the
  * output; it pays when that waste stays under this fraction. */
 #define CONV_DIRECT_MAX_WASTE 0.2
+/* Strides up to this go through the direct path (stride^2 phases). */
+#define CONV_DIRECT_MAX_STRIDE 3
+#define CONV_MAX_PHASES (CONV_DIRECT_MAX_STRIDE * CONV_DIRECT_MAX_STRIDE)
 
 static size_t conv_round16(size_t n) { return (n + 15) / 16 * 16; }
 
@@ -77,14 +89,23 @@ static size_t conv_round16(size_t n) { return (n + 15) / 16 * 16; }
  * does not apply or would waste too much. */
 static bool conv_direct_layout(conv_geom *cg)
 {
-    if (cg->stride != 1) return false;
-    /* Image i+1's pixels start F columns after image i's; its outputs read
-     * up to column i*F + W + 2*pad - 1, which must stay short of them. */
-    cg->frame = cg->w + cg->pad > cg->ow ? cg->w + cg->pad : cg->ow;
+    const int s = cg->stride, wq = (cg->w + 2 * cg->pad + s - 1) / s;
+    /* A kernel narrower than the stride leaves phases unread (a strided 1x1
+     * shortcut reads one of four): gathering them costs more than im2col. */
+    if (s > CONV_DIRECT_MAX_STRIDE || cg->kh < s || cg->kw < s) return false;
+    /* Image i+1's pixels start F columns after image i's.  With stride 1
+     * they may share the zero columns between them: image i's outputs read
+     * up to column i*F + W + 2*pad - 1, which must stay short of image
+     * i+1's pixels.  Phase planes keep a whole padded image each. */
+    if (s == 1)
+        cg->frame = cg->w + cg->pad > cg->ow ? cg->w + cg->pad : cg->ow;
+    else
+        cg->frame = wq;
     cg->group = CONV_DIRECT_COLS / cg->frame;
     if (cg->group > cg->chunk) cg->group = cg->chunk;
     if (cg->group < 1) cg->group = 1;
-    cg->wg = (cg->group - 1) * cg->frame + cg->w + 2 * cg->pad;
+    cg->wg = (cg->group - 1) * cg->frame + wq;
+    cg->hq = (cg->h + 2 * cg->pad + s - 1) / s;
     return (double)(cg->wg - cg->group * cg->ow) / (cg->group * cg->ow) <= CONV_DIRECT_MAX_WASTE;
 }
 
@@ -108,15 +129,14 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
     cg.direct = conv_direct_layout(&cg);
     if (cg.direct) {
         cg.nw = cg.oh * cg.wg;
-        int hp = cg.h + 2 * pad;
-        /* A tap's row runs OH*Wg elements from offset ki*Wg + kj: up to
-         * kw - 1 past the padded plane, into zeros of its own. */
-        cg.plane_x = conv_round16((size_t)hp * cg.wg + (size_t)cg.kw);
+        /* A tap's row runs OH*Wg elements from offset (ki/s)*Wg + kj/s: up
+         * to kw - 1 past the plane, into zeros of its own. */
+        cg.plane_x = conv_round16((size_t)cg.hq * cg.wg + (size_t)cg.kw);
         /* The output gradient sits `lead` zeros in, so that rows shifted back
-         * by up to (kh-1)*Wg + kw-1 stay inside, and is followed by zero rows
-         * up to the last padded input row the input gradient reads. */
-        cg.lead = (size_t)(cg.kh - 1) * cg.wg + (size_t)(cg.kw - 1);
-        int rows = cg.oh > cg.h + pad ? cg.oh : cg.h + pad;
+         * by up to ((kh-1)/s)*Wg + (kw-1)/s stay inside, and is followed by
+         * zero rows up to the last phase row the input gradient reads. */
+        cg.lead = (size_t)((cg.kh - 1) / stride) * cg.wg + (size_t)((cg.kw - 1) / stride);
+        int rows = cg.oh > cg.hq ? cg.oh : cg.hq;
         cg.plane_d = conv_round16(cg.lead + (size_t)rows * cg.wg + 16);
     } else {
         cg.chunk = chunk;
@@ -217,6 +237,43 @@ static void conv_row_gather(float *dst, const float *src, int n, int s, bool sim
     }
 }
 
+/* dst[0..n) += (or, with `store`, =) even[0], odd[0], even[1], odd[1], ...:
+ * 32 outputs from two loads and two permutes. */
+__attribute__((target("avx512f"))) static void conv_row_weave2_avx512(float *dst,
+                                                                     const float *even,
+                                                                     const float *odd, int n,
+                                                                     bool store)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                         15, 31);
+    for (int x = 0; x < n; x += 32) {
+        /* Outputs x.. take even[x/2 ..] ((n-x+1)/2 of them) and odd[x/2 ..]
+         * ((n-x)/2). */
+        __m512 e = _mm512_maskz_loadu_ps(fm_ops_lane_mask((n - x + 1) / 2), even + x / 2);
+        __m512 o = _mm512_maskz_loadu_ps(fm_ops_lane_mask((n - x) / 2), odd + x / 2);
+        __m512 v[2] = {_mm512_permutex2var_ps(e, lo, o), _mm512_permutex2var_ps(e, hi, o)};
+        for (int h = 0; h < 2; h++) {
+            __mmask16 m = fm_ops_lane_mask(n - x - 16 * h);
+            float *d = dst + x + 16 * h;
+            if (!store) v[h] = _mm512_add_ps(_mm512_maskz_loadu_ps(m, d), v[h]);
+            _mm512_mask_storeu_ps(d, m, v[h]);
+        }
+    }
+}
+
+/* dst[0], dst[s], dst[2s], ... (n of them) += src[0..n), or = with `store`. */
+static void conv_row_scatter(float *dst, const float *src, int n, int s, bool store, bool simd)
+{
+    if (s == 1) {
+        conv_row_put(dst, src, n, store, simd);
+    } else if (store) {
+        for (int x = 0; x < n; x++) dst[(size_t)x * s] = src[x];
+    } else {
+        for (int x = 0; x < n; x++) dst[(size_t)x * s] += src[x];
+    }
+}
+
 /* col [K, nb*P] (row stride nb*P) <- receptive fields of x [nb, C, H, W];
  * padbuf holds one padded plane. */
 static void conv_im2col(float *col, float *padbuf, const float *x, int nb, const conv_geom *cg)
@@ -302,16 +359,20 @@ typedef struct conv_job {
     bool dx_store;    /* dx is fresh: store into it rather than add */
     float *dw_part;   // [nchunks, O, K] or NULL
     double *db_part;  // [nchunks, O] or NULL
-    const float *wt;  // [C, O*KH*KW] the taps regrouped per input channel (direct dx), or NULL
+    /* Direct dx, per phase: [C, O*taps] the phase's taps regrouped per input
+     * channel, or NULL. */
+    const float *wt[CONV_MAX_PHASES];
     /* The A operands shared by every chunk, packed once (NULL: pack as
-     * needed): W for the forward product, W^T or wt for the input gradient. */
-    const float *w_packed, *dx_a_packed;
+     * needed): W for the forward product; for the input gradient W^T
+     * (im2col) or each phase's wt (direct). */
+    const float *w_packed, *dx_a_packed[CONV_MAX_PHASES];
     float *ws;        // per thread, see conv_ws_floats / conv_direct_ws
     size_t ws_stride; // floats per thread region
 } conv_job;
 
 /* A thread's region on the direct path: GEMM pack, row table, padded input
- * [C][plane_x], bordered output gradient [O][plane_d], product [O or C][wide]. */
+ * [C][phases][plane_x], bordered output gradient [O][plane_d], product
+ * [O][nw] or [phases][C][Hq*Wg]. */
 typedef struct conv_direct_ws {
     float *pack;
     const float **rows;
@@ -322,16 +383,17 @@ static size_t conv_max(size_t a, size_t b) { return a > b ? a : b; }
 
 static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float *base)
 {
-    size_t taps = (size_t)cg->kh * cg->kw, hw = (size_t)cg->h * cg->wg;
+    size_t taps = (size_t)cg->kh * cg->kw, hw = (size_t)cg->hq * cg->wg;
+    size_t phases = (size_t)cg->stride * cg->stride;
     size_t pack = conv_max(fm_gemm_rows_pack_floats(cg->nw, cg->k),
                            conv_max(fm_gemm_rows_pack_floats(cg->k, cg->nw),
                                     fm_gemm_rows_pack_floats((int)hw, (int)(cg->o * taps))));
     size_t sizes[5] = {
         conv_round16(pack),
         conv_round16(2 * conv_max((size_t)cg->k, cg->o * taps)), /* pointers */
-        (size_t)cg->c * cg->plane_x,
+        (size_t)cg->c * phases * cg->plane_x,
         (size_t)cg->o * cg->plane_d,
-        conv_round16(conv_max((size_t)cg->o * cg->nw, (size_t)cg->c * hw)),
+        conv_round16(conv_max((size_t)cg->o * cg->nw, phases * cg->c * hw)),
     };
     size_t at[5], total = 0;
     for (int i = 0; i < 5; i++) {
@@ -382,28 +444,59 @@ static float *conv_ws_alloc(fm_graph *g, const conv_geom *cg, size_t *stride)
     return fm_graph_alloc(g, *stride * (size_t)fm_get_threads() * sizeof(float));
 }
 
-/* xp [C][plane_x] <- the nb (<= group) images x [nb, C, H, W] side by side,
- * zeros everywhere else. */
+/* xp [C][phases][plane_x] <- the nb (<= group) images x [nb, C, H, W] side
+ * by side, split into phases, zeros everywhere else. */
 static void conv_direct_pad_input(float *xp, const float *x, int nb, const conv_geom *cg)
 {
-    size_t plane = (size_t)cg->h * cg->w, top = (size_t)cg->pad * cg->wg + cg->pad;
-    memset(xp, 0, (size_t)cg->c * cg->plane_x * sizeof *xp);
+    const int s = cg->stride, p = cg->pad;
+    const size_t plane = (size_t)cg->h * cg->w;
+    bool simd = fm_kernels_avx512();
+    memset(xp, 0, (size_t)cg->c * s * s * cg->plane_x * sizeof *xp);
     for (int i = 0; i < nb; i++)
-        for (int c = 0; c < cg->c; c++) {
-            const float *src = x + ((size_t)i * cg->c + c) * plane;
-            float *row = xp + (size_t)c * cg->plane_x + top + (size_t)i * cg->frame;
-            for (int y = 0; y < cg->h; y++, row += cg->wg, src += cg->w)
-                memcpy(row, src, (size_t)cg->w * sizeof *row);
-        }
+        for (int c = 0; c < cg->c; c++)
+            for (int y = 0; y < cg->h; y++) {
+                const float *src = x + ((size_t)i * cg->c + c) * plane + (size_t)y * cg->w;
+                int a = (y + p) % s, u = (y + p) / s;
+                /* Pixels x = r (mod s) land in phase column b = (r + p) mod s,
+                 * from v = (r + p) / s on. */
+                for (int r = 0; r < s && r < cg->w; r++) {
+                    int b = (r + p) % s, v = (r + p) / s;
+                    float *dst = xp + ((size_t)c * s * s + (size_t)a * s + b) * cg->plane_x +
+                                 (size_t)u * cg->wg + (size_t)i * cg->frame + v;
+                    conv_row_gather(dst, src + r, (cg->w - r + s - 1) / s, s, simd);
+                }
+            }
 }
 
-/* Row (c, ki, kj) of the implicit im2col matrix: plane c shifted by the tap. */
+/* Row (c, ki, kj) of the implicit im2col matrix: phase (ki mod s, kj mod s)
+ * of plane c shifted by (ki/s, kj/s). */
 static void conv_direct_input_rows(const float **rows, const float *xp, const conv_geom *cg)
 {
+    const int s = cg->stride;
     for (int c = 0; c < cg->c; c++)
         for (int ki = 0; ki < cg->kh; ki++)
             for (int kj = 0; kj < cg->kw; kj++)
-                *rows++ = xp + (size_t)c * cg->plane_x + (size_t)ki * cg->wg + kj;
+                *rows++ = xp + ((size_t)c * s * s + (size_t)(ki % s) * s + kj % s) * cg->plane_x +
+                          (size_t)(ki / s) * cg->wg + kj / s;
+}
+
+/* Phase (a, b) of the input gradient: its taps (th x tw of them) and the
+ * phase rows u0 .. u0+rows-1 that hold real (unpadded) input rows. */
+typedef struct conv_phase {
+    int th, tw, u0, rows;
+} conv_phase;
+
+static conv_phase conv_phase_make(const conv_geom *cg, int a, int b)
+{
+    const int s = cg->stride, p = cg->pad;
+    conv_phase ph = {
+        .th = a < cg->kh ? (cg->kh - a + s - 1) / s : 0,
+        .tw = b < cg->kw ? (cg->kw - b + s - 1) / s : 0,
+        .u0 = p > a ? (p - a + s - 1) / s : 0,
+    };
+    /* Padded row s*u + a holds input row s*u + a - p. */
+    ph.rows = (p + cg->h - 1 - a) / s - ph.u0 + 1;
+    return ph;
 }
 
 /* The group of images from i on, within the chunk n0 .. n0+nb-1. */
@@ -447,12 +540,60 @@ static void conv_direct_border_grad(float *d, const float *dy, int nb, const con
         }
 }
 
+/* dx of the gn images from i on, from the bordered output gradient in ws->d:
+ * phase by phase, padded-input position (s*u + a, s*v + b) gets tap
+ * (a + s*m, b + s*n) of output (u - m, v - n), so its rows are the gradient
+ * plane shifted back by m*Wg + n; then the phases are woven back into dx. */
+static void conv_direct_input_grad(const conv_job *j, int i, int gn, const conv_direct_ws *ws)
+{
+    const conv_geom *cg = &j->cg;
+    const int s = cg->stride, p = cg->pad;
+    const size_t phase_out = (size_t)cg->c * cg->hq * cg->wg;
+    conv_phase ph[CONV_MAX_PHASES];
+    for (int a = 0; a < s; a++)
+        for (int b = 0; b < s; b++) {
+            conv_phase *f = &ph[a * s + b];
+            *f = conv_phase_make(cg, a, b);
+            const float **r = ws->rows;
+            for (int o = 0; o < cg->o; o++)
+                for (int m = 0; m < f->th; m++)
+                    for (int n = 0; n < f->tw; n++)
+                        *r++ = ws->d + (size_t)o * cg->plane_d + cg->lead +
+                               ((ptrdiff_t)(f->u0 - m) * cg->wg - n);
+            int taps = f->th * f->tw, wide = f->rows * cg->wg;
+            fm_gemm_serial_rows(false, false, cg->c, wide, cg->o * taps, 1.0f, j->wt[a * s + b],
+                                cg->o * taps, j->dx_a_packed[a * s + b], ws->rows, 0.0f,
+                                ws->out + (size_t)(a * s + b) * phase_out, wide, ws->pack);
+        }
+    bool simd = fm_kernels_avx512();
+    for (int g = 0; g < gn; g++)
+        for (int c = 0; c < cg->c; c++)
+            for (int y = 0; y < cg->h; y++) {
+                float *dst = j->dx + (((size_t)(i + g) * cg->c + c) * cg->h + y) * cg->w;
+                int a = (y + p) % s, u = (y + p) / s;
+                /* Pixels x = r (mod s) come from phase column b = (r + p) mod s. */
+                const float *src[CONV_DIRECT_MAX_STRIDE];
+                for (int r = 0; r < s && r < cg->w; r++) {
+                    int b = (r + p) % s;
+                    const conv_phase *f = &ph[a * s + b];
+                    src[r] = ws->out + (size_t)(a * s + b) * phase_out +
+                             ((size_t)c * f->rows + (size_t)(u - f->u0)) * cg->wg +
+                             (size_t)g * cg->frame + (size_t)((r + p) / s);
+                }
+                if (s == 2 && simd && cg->w > 1) {
+                    conv_row_weave2_avx512(dst, src[0], src[1], cg->w, j->dx_store);
+                    continue;
+                }
+                for (int r = 0; r < s && r < cg->w; r++)
+                    conv_row_scatter(dst + r, src[r], (cg->w - r + s - 1) / s, s, j->dx_store,
+                                     simd);
+            }
+}
+
 static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
                                  const conv_direct_ws *ws)
 {
     const conv_geom *cg = &j->cg;
-    int taps = cg->kh * cg->kw, hw = cg->h * cg->wg;
-    bool simd = fm_kernels_avx512();
     for (int i = n0, gn; i < n0 + nb; i += gn) {
         gn = conv_group_size(i, n0, nb, cg);
         conv_direct_border_grad(ws->d, j->dy + (size_t)i * cg->o * cg->p, gn, cg);
@@ -469,26 +610,7 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
                                 (int)cg->plane_d, NULL, ws->rows, i == n0 ? 0.0f : 1.0f,
                                 j->dw_part + (size_t)task * cg->o * cg->k, cg->k, ws->pack);
         }
-        if (j->dx) {
-            /* Padded-input row y + pad, column x + pad gets tap (ki, kj) of
-             * output (y + pad - ki, x + pad - kj): the gradient plane shifted
-             * back by ki*Wg + kj. */
-            const float **r = ws->rows;
-            for (int o = 0; o < cg->o; o++)
-                for (int ki = 0; ki < cg->kh; ki++)
-                    for (int kj = 0; kj < cg->kw; kj++)
-                        *r++ = ws->d + (size_t)o * cg->plane_d +
-                               ((ptrdiff_t)cg->lead + (ptrdiff_t)(cg->pad - ki) * cg->wg - kj);
-            fm_gemm_serial_rows(false, false, cg->c, hw, cg->o * taps, 1.0f, j->wt, cg->o * taps,
-                                j->dx_a_packed, ws->rows, 0.0f, ws->out, hw, ws->pack);
-            for (int g = 0; g < gn; g++)
-                for (int c = 0; c < cg->c; c++) {
-                    float *dst = j->dx + ((size_t)(i + g) * cg->c + c) * cg->h * cg->w;
-                    const float *src = ws->out + (size_t)c * hw + (size_t)g * cg->frame + cg->pad;
-                    for (int y = 0; y < cg->h; y++, dst += cg->w, src += cg->wg)
-                        conv_row_put(dst, src, cg->w, j->dx_store, simd);
-                }
-        }
+        if (j->dx) conv_direct_input_grad(j, i, gn, ws);
     }
 }
 
@@ -561,7 +683,7 @@ static void conv_backward_task(void *arg, int task, int thread)
                        j->dw_part + (size_t)task * cg->o * cg->k, cg->k, pack);
     }
     if (j->dx) {
-        fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, j->dx_a_packed, dout,
+        fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, j->dx_a_packed[0], dout,
                        cols, 0.0f, col, cols, pack);
         conv_col2im(j->dx + (size_t)n0 * cg->c * cg->h * cg->w, padbuf, col, nb, j->dx_store, cg);
     }
@@ -654,17 +776,27 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
         memset(j.db_part, 0, (size_t)cg->nchunks * cg->o * sizeof(double));
     }
     if (cg->direct && want_dx) {
-        /* wt [C, O*KH*KW]: the direct input gradient's A operand. */
-        size_t taps = (size_t)cg->kh * cg->kw;
+        /* Per phase, wt [C, O*taps]: the direct input gradient's A operands. */
+        const int st = cg->stride;
         float *wt = fm_graph_alloc(g, wsize * sizeof(float));
-        for (int o = 0; o < cg->o; o++)
-            for (int c = 0; c < cg->c; c++)
-                memcpy(wt + ((size_t)c * cg->o + o) * taps, j.w + ((size_t)o * cg->c + c) * taps,
-                       taps * sizeof *wt);
-        j.wt = wt;
-        j.dx_a_packed = conv_prepack(g, false, cg->c, cg->o * (int)taps, wt, cg->o * (int)taps);
+        for (int a = 0; a < st; a++)
+            for (int b = 0; b < st; b++) {
+                conv_phase f = conv_phase_make(cg, a, b);
+                int taps = f.th * f.tw;
+                float *t = wt;
+                for (int c = 0; c < cg->c; c++)
+                    for (int o = 0; o < cg->o; o++)
+                        for (int m = 0; m < f.th; m++)
+                            for (int n = 0; n < f.tw; n++)
+                                *t++ = j.w[(((size_t)o * cg->c + c) * cg->kh + a + st * m) * cg->kw +
+                                           b + st * n];
+                j.wt[a * st + b] = wt;
+                j.dx_a_packed[a * st + b] = conv_prepack(g, false, cg->c, cg->o * taps, wt,
+                                                         cg->o * taps);
+                wt = t;
+            }
     } else if (want_dx) {
-        j.dx_a_packed = conv_prepack(g, true, cg->k, cg->o, j.w, cg->k);
+        j.dx_a_packed[0] = conv_prepack(g, true, cg->k, cg->o, j.w, cg->k);
     }
     j.ws = conv_ws_alloc(g, cg, &j.ws_stride);
     fm_parallel_for(cg->nchunks, conv_backward_task, &j);

@@ -79,8 +79,12 @@ static void *rescnn_create(fm_model *m, const fm_hparams *hp)
 
 static fm_tensor *block_forward(const block *b, fm_graph *g, fm_tensor *x /* [N, cin, H, W] */)
 {
-    fm_tensor *y = fm_nn_bn_relu(g, &b->bn1, fm_nn_conv(g, &b->conv1, x), NULL);
+    /* The shortcut first: backward then runs conv1's, which writes all of
+     * x's gradient, before the strided 1x1 conv's, which adds to a quarter
+     * of it (the other way round, the 1x1 would zero-fill the whole buffer
+     * first).  The values are the same either way. */
     fm_tensor *s = b->has_short ? fm_nn_bn(g, &b->short1, fm_nn_conv(g, &b->short0, x)) : x;
+    fm_tensor *y = fm_nn_bn_relu(g, &b->bn1, fm_nn_conv(g, &b->conv1, x), NULL);
     return fm_nn_bn_relu(g, &b->bn2, fm_nn_conv(g, &b->conv2, y), s);  // [N, cout, H/s, W/s]
 }
 

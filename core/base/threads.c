@@ -1,8 +1,15 @@
 /* The host's thread pool.  Workers take tasks from a shared counter, so which
  * thread runs a task varies from run to run; callers make results independent
- * of that by giving each task its own output (see fm_parallel_for). */
+ * of that by giving each task its own output (see fm_parallel_for).
+ *
+ * A training step posts a hundred or so jobs, many of them well under a
+ * millisecond, with little serial work between them.  Waking a sleeping
+ * thread through the kernel takes tens of microseconds, so both sides first
+ * spin a short while (POOL_SPIN) on the job counter and the finish count,
+ * and sleep on the condition variables only when nothing comes. */
 #include "fm/fm_base.h"
 
+#include <immintrin.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -20,19 +27,30 @@ static struct {
     pthread_t *workers;
     int nworkers;       /* running worker threads: threads - 1, or 0 before the first job */
     int threads;        /* the setting: callers + workers */
-    uint64_t generation;
+    /* Written under mu; also read without it while spinning. */
+    _Atomic uint64_t generation;
     uint64_t started_at; /* generation when the workers were started */
     bool shutdown;
     fm_task_fn fn;
     void *arg;
     int ntasks;
     atomic_int next;
-    int finished;       /* workers done with the current generation */
+    atomic_int finished; /* workers done with the current generation (written under mu) */
 } pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .work_cv = PTHREAD_COND_INITIALIZER,
     .done_cv = PTHREAD_COND_INITIALIZER,
 };
+
+/* Pause instructions to spin before sleeping: some tens of microseconds. */
+#define POOL_SPIN 4000
+
+static inline void pool_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#endif
+}
 
 static _Thread_local bool in_task;
 static _Thread_local int this_thread;  /* index of the running thread while in_task */
@@ -54,6 +72,10 @@ static void *worker_main(void *arg)
      * this thread got the lock, and waiting for the next one would hang. */
     uint64_t seen = pool.started_at;
     for (;;) {
+        pthread_mutex_unlock(&pool.mu);
+        for (int i = 0; i < POOL_SPIN && atomic_load(&pool.generation) == seen; i++)
+            pool_pause();
+        pthread_mutex_lock(&pool.mu);
         while (!pool.shutdown && pool.generation == seen)
             pthread_cond_wait(&pool.work_cv, &pool.mu);
         if (pool.shutdown) break;
@@ -148,6 +170,8 @@ void fm_parallel_for(int ntasks, fm_task_fn fn, void *arg)
 
     run_tasks(0);
 
+    for (int i = 0; i < POOL_SPIN && atomic_load(&pool.finished) < pool.nworkers; i++)
+        pool_pause();
     pthread_mutex_lock(&pool.mu);
     while (pool.finished < pool.nworkers)
         pthread_cond_wait(&pool.done_cv, &pool.mu);

@@ -225,6 +225,25 @@ __attribute__((target("avx512f"))) static void conv_row_stride2_avx512(float *ds
     }
 }
 
+/* even[0..) = src[0], src[2], ...; odd[0..) = src[1], src[3], ...: a row
+ * of n pixels split into its two phases, 32 pixels per two loads. */
+__attribute__((target("avx512f"))) static void conv_row_unweave2_avx512(float *even, float *odd,
+                                                                       const float *src, int n)
+{
+    const __m512i ei = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i oi = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29,
+                                         31);
+    for (int x = 0; x < n; x += 32) {
+        __m512 a = _mm512_maskz_loadu_ps(fm_ops_lane_mask(n - x), src + x);
+        __m512 b = _mm512_maskz_loadu_ps(fm_ops_lane_mask(n - x - 16), src + x + 16);
+        _mm512_mask_storeu_ps(even + x / 2, fm_ops_lane_mask((n - x + 1) / 2),
+                              _mm512_permutex2var_ps(a, ei, b));
+        _mm512_mask_storeu_ps(odd + x / 2, fm_ops_lane_mask((n - x) / 2),
+                              _mm512_permutex2var_ps(a, oi, b));
+    }
+}
+
 /* dst[0..n) = src[0], src[s], src[2s], ...: one output row of a tap. */
 static void conv_row_gather(float *dst, const float *src, int n, int s, bool simd)
 {
@@ -459,12 +478,16 @@ static void conv_direct_pad_input(float *xp, const float *x, int nb, const conv_
                 int a = (y + p) % s, u = (y + p) / s;
                 /* Pixels x = r (mod s) land in phase column b = (r + p) mod s,
                  * from v = (r + p) / s on. */
-                for (int r = 0; r < s && r < cg->w; r++) {
-                    int b = (r + p) % s, v = (r + p) / s;
-                    float *dst = xp + ((size_t)c * s * s + (size_t)a * s + b) * cg->plane_x +
-                                 (size_t)u * cg->wg + (size_t)i * cg->frame + v;
-                    conv_row_gather(dst, src + r, (cg->w - r + s - 1) / s, s, simd);
+                float *dst[CONV_DIRECT_MAX_STRIDE];
+                for (int r = 0; r < s && r < cg->w; r++)
+                    dst[r] = xp + ((size_t)c * s * s + (size_t)a * s + (r + p) % s) * cg->plane_x +
+                             (size_t)u * cg->wg + (size_t)i * cg->frame + (r + p) / s;
+                if (s == 2 && simd && cg->w > 1) {
+                    conv_row_unweave2_avx512(dst[0], dst[1], src, cg->w);
+                    continue;
                 }
+                for (int r = 0; r < s && r < cg->w; r++)
+                    conv_row_gather(dst[r], src + r, (cg->w - r + s - 1) / s, s, simd);
             }
 }
 

@@ -2,7 +2,8 @@
  * and the cblas_sgemm path always) against a naive product in double, over
  * shapes that hit every edge of the register tile and the cache blocks, both
  * transposes, alpha/beta and leading dimensions wider than the matrix; B
- * given as a table of rows; A packed up front; and the property fm_sgemm's
+ * given as a table of rows or in column segments; A packed up front; the
+ * transpose helper; and the property fm_sgemm's
  * thread split relies on: an element of C gets the same bits whether it is
  * computed with the whole of C or in a block of it. */
 #include "fm_internal.h"
@@ -88,6 +89,7 @@ static const int gemm_dims[][3] = {
     {1, 1, 1},    {3, 5, 2},     {8, 48, 16},   {9, 49, 17},   {7, 47, 15},
     {16, 96, 32}, {33, 100, 65}, {64, 288, 9},  {129, 481, 257}, {130, 500, 600},
     {64, 196, 288}, {10, 1000, 3}, {300, 20, 513},
+    {24, 64, 40}, {17, 112, 300},  /* 64 columns left: two 32-wide tiles unless packed */
 };
 #define GEMM_NDIMS ((int)(sizeof gemm_dims / sizeof gemm_dims[0]))
 
@@ -241,6 +243,70 @@ START_TEST(test_gemm_prepacked_a)
 }
 END_TEST
 
+/* fm_gemm_serial_segs: B in column segments (here shifted windows of one
+ * channel-minor array, as a convolution's taps are) gives the same bits as
+ * fm_gemm_serial on the segments gathered into one matrix; segments of 32,
+ * 64 and 48 columns and a ragged 40, on both kernels. */
+START_TEST(test_gemm_segs_matches_plain)
+{
+    static const int seg_widths[] = {32, 64, 48, 40, 16};
+    int seg = seg_widths[_i / 2 % 5], segs = 5, m = 37, k = 290, n = seg * segs, ldb = seg + 3;
+    bool blas = _i & 1;
+    float *a = malloc((size_t)m * k * sizeof(float));
+    float *pool = malloc((size_t)(k + 4 * segs) * ldb * sizeof(float));
+    float *plain = malloc((size_t)k * n * sizeof(float));
+    const float **b_segs = malloc((size_t)segs * sizeof *b_segs);
+    float *c1 = malloc((size_t)m * n * sizeof(float)), *c2 = malloc((size_t)m * n * sizeof(float));
+    fm_test_fill(a, (size_t)m * k, -1.0f, 1.0f, 31);
+    fm_test_fill(pool, (size_t)(k + 4 * segs) * ldb, -1.0f, 1.0f, 32);
+    for (int t = 0; t < segs; t++) {
+        b_segs[t] = pool + (size_t)(4 * (segs - 1 - t)) * ldb + t % 3;
+        for (int p = 0; p < k; p++)
+            memcpy(plain + (size_t)p * n + (size_t)t * seg, b_segs[t] + (size_t)p * ldb,
+                   (size_t)seg * sizeof(float));
+    }
+    fm_kernels_force_portable(blas);
+    size_t floats = fm_gemm_rows_pack_floats(n, k);
+    float *pack = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
+    fm_test_fill(c1, (size_t)m * n, -1.0f, 1.0f, 33);
+    memcpy(c2, c1, (size_t)m * n * sizeof(float));
+    fm_gemm_serial(false, false, m, n, k, 1.0f, a, k, NULL, plain, n, 1.0f, c1, n, pack);
+    fm_gemm_serial_segs(m, n, k, 1.0f, a, k, b_segs, seg, ldb, 1.0f, c2, n, pack);
+    fm_kernels_force_portable(false);
+    ck_assert_msg(memcmp(c1, c2, (size_t)m * n * sizeof(float)) == 0, "seg %d blas %d", seg, blas);
+    free(a);
+    free(pool);
+    free(plain);
+    free(b_segs);
+    free(c1);
+    free(c2);
+    free(pack);
+}
+END_TEST
+
+/* fm_transpose against the definition, on sizes around its 16 x 16 blocks
+ * and with strides wider than the matrix; nothing outside dst's matrix is
+ * written. */
+START_TEST(test_transpose)
+{
+    static const int dims[][2] = {{16, 16}, {32, 48}, {17, 35}, {3, 40}, {45, 5}, {1, 1}};
+    int rows = dims[_i / 2][0], cols = dims[_i / 2][1];
+    size_t lds = (size_t)cols + 3, ldd = (size_t)rows + 5;
+    float *src = malloc((size_t)rows * lds * sizeof(float));
+    float *dst = malloc((size_t)cols * ldd * sizeof(float));
+    fm_test_fill(src, (size_t)rows * lds, -1.0f, 1.0f, 41);
+    for (size_t i = 0; i < (size_t)cols * ldd; i++) dst[i] = 7.0f;
+    fm_kernels_force_portable(_i & 1);
+    fm_transpose(dst, ldd, src, lds, rows, cols);
+    fm_kernels_force_portable(false);
+    for (int j = 0; j < cols; j++)
+        for (size_t i = 0; i < ldd; i++)
+            ck_assert_float_eq(dst[(size_t)j * ldd + i], i < (size_t)rows ? src[i * lds + (size_t)j] : 7.0f);
+    free(src);
+    free(dst);
+}
+END_TEST
+
 START_TEST(test_gemm_kernel_name)
 {
     const char *name = fm_gemm_kernel_name();
@@ -266,6 +332,8 @@ static Suite *gemm_suite(void)
     tcase_add_loop_test(tc, test_gemm_block_independent, 0, 4);
     tcase_add_loop_test(tc, test_gemm_rows_matches_plain, 0, 4);
     tcase_add_loop_test(tc, test_gemm_prepacked_a, 0, 4);
+    tcase_add_loop_test(tc, test_gemm_segs_matches_plain, 0, 10);
+    tcase_add_loop_test(tc, test_transpose, 0, 12);
     tcase_add_test(tc, test_gemm_kernel_name);
     suite_add_tcase(s, tc);
     return s;

@@ -402,6 +402,7 @@ static const conv_shape conv_ref_shapes[] = {
     {15, 2, 9, 20, 4, 5, 5, 1, 2, true},
     /* Strided convolutions on the direct path (phase planes), grouped. */
     {20, 6, 28, 28, 8, 3, 3, 2, 1, false},  /* ResCNN stage 2 entry */
+    {18, 16, 14, 14, 8, 3, 3, 2, 1, true},  /* weight gradient tap-major (16 channels) */
     {20, 8, 14, 14, 16, 1, 1, 2, 0, false}, /* ResCNN shortcut: three phases without taps */
     {17, 3, 13, 11, 4, 3, 3, 2, 1, true},   /* odd sizes: phases of unequal rows and columns */
     {2, 2, 21, 21, 3, 5, 5, 1, 0, true},    /* im2col path, output rows over 16 floats */

@@ -140,6 +140,18 @@ FM_API void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k,
                                 const float *const *b_rows, float beta, float *c, int ldc,
                                 float *pack);
 FM_API size_t fm_gemm_rows_pack_floats(int n, int k);
+/* The product (A and B not transposed) with B [k, n] given in n/seg column
+ * segments of seg columns: element (p, j) of segment t at
+ * b_segs[t][p*ldb + j].  A convolution's weight gradient: segment t is the
+ * channel-minor padded input shifted by tap t.  `pack` as for
+ * fm_gemm_serial_rows(n, k). */
+FM_API void fm_gemm_serial_segs(int m, int n, int k, float alpha, const float *a, int lda,
+                                const float *const *b_segs, int seg, int ldb, float beta,
+                                float *c, int ldc, float *pack);
+/* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols; 16 x 16 blocks in
+ * registers where the AVX-512 kernels run. */
+FM_API void fm_transpose(float *dst, size_t ldd, const float *src, size_t lds, int rows,
+                         int cols);
 /* core/ops/simd.c: true when the AVX-512 kernels run (the processor has
  * AVX-512 and the portable ones were not forced). */
 FM_API bool fm_kernels_avx512(void);

@@ -65,6 +65,7 @@ typedef struct conv_geom {
      * padded input (per channel and phase) and of the zero-bordered output
      * gradient (per channel). */
     bool direct;
+    bool tap_major;  /* weight gradient parts [O][KH*KW][C] (conv_direct_weight_grad) */
     int group, frame, wg, hq, nw;
     size_t plane_x, plane_d, lead;
 } conv_geom;
@@ -138,6 +139,8 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
         cg.lead = (size_t)((cg.kh - 1) / stride) * cg.wg + (size_t)((cg.kw - 1) / stride);
         int rows = cg.oh > cg.hq ? cg.oh : cg.hq;
         cg.plane_d = conv_round16(cg.lead + (size_t)rows * cg.wg + 16);
+        /* Segments narrower than a vector would make narrow tiles. */
+        cg.tap_major = cg.c % 16 == 0;
     } else {
         cg.chunk = chunk;
     }
@@ -390,12 +393,13 @@ typedef struct conv_job {
 } conv_job;
 
 /* A thread's region on the direct path: GEMM pack, row table, padded input
- * [C][phases][plane_x], bordered output gradient [O][plane_d], product
- * [O][nw] or [phases][C][Hq*Wg]. */
+ * [C][phases][plane_x] and the same channel-minor [phases][plane_x][C],
+ * bordered output gradient [O][plane_d], product [O][nw] or
+ * [phases][C][Hq*Wg]. */
 typedef struct conv_direct_ws {
     float *pack;
     const float **rows;
-    float *xp, *d, *out;
+    float *xp, *xt, *d, *out;
 } conv_direct_ws;
 
 static size_t conv_max(size_t a, size_t b) { return a > b ? a : b; }
@@ -407,21 +411,22 @@ static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float 
     size_t pack = conv_max(fm_gemm_rows_pack_floats(cg->nw, cg->k),
                            conv_max(fm_gemm_rows_pack_floats(cg->k, cg->nw),
                                     fm_gemm_rows_pack_floats((int)hw, (int)(cg->o * taps))));
-    size_t sizes[5] = {
+    size_t sizes[6] = {
         conv_round16(pack),
         conv_round16(2 * conv_max((size_t)cg->k, cg->o * taps)), /* pointers */
+        (size_t)cg->c * phases * cg->plane_x,
         (size_t)cg->c * phases * cg->plane_x,
         (size_t)cg->o * cg->plane_d,
         conv_round16(conv_max((size_t)cg->o * cg->nw, phases * cg->c * hw)),
     };
-    size_t at[5], total = 0;
-    for (int i = 0; i < 5; i++) {
+    size_t at[6], total = 0;
+    for (int i = 0; i < 6; i++) {
         at[i] = total;
         total += sizes[i];
     }
     if (ws)
         *ws = (conv_direct_ws){base + at[0], (const float **)(base + at[1]), base + at[2],
-                               base + at[3], base + at[4]};
+                               base + at[3], base + at[4], base + at[5]};
     return total;
 }
 
@@ -563,6 +568,38 @@ static void conv_direct_border_grad(float *d, const float *dy, int nb, const con
         }
 }
 
+/* The gn images' share of the weight gradient, summed into chunk `task`'s
+ * part (overwriting it for the chunk's first group): dW = dout_wide [O, nw]
+ * . rows^T, where row (c, tap) of the implicit im2col matrix is the padded
+ * input shifted by the tap.  With tap_major, the part is [O][KH*KW][C] and
+ * the planes are first laid out channel-minor: then a tap's rows are one
+ * contiguous segment per position and B needs no packing -- one transpose
+ * of the planes instead of transposing every tap's rows. */
+static void conv_direct_weight_grad(const conv_job *j, int task, int i, bool first, int gn,
+                                    const conv_direct_ws *ws)
+{
+    const conv_geom *cg = &j->cg;
+    const int s = cg->stride;
+    const size_t positions = (size_t)s * s * cg->plane_x;
+    float *dw = j->dw_part + (size_t)task * cg->o * cg->k;
+    conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
+    if (!cg->tap_major) {
+        conv_direct_input_rows(ws->rows, ws->xp, cg);
+        fm_gemm_serial_rows(false, true, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead,
+                            (int)cg->plane_d, NULL, ws->rows, first ? 0.0f : 1.0f, dw, cg->k,
+                            ws->pack);
+        return;
+    }
+    fm_transpose(ws->xt, (size_t)cg->c, ws->xp, positions, cg->c, (int)positions);
+    const float **seg = ws->rows;
+    for (int ki = 0; ki < cg->kh; ki++)
+        for (int kj = 0; kj < cg->kw; kj++)
+            *seg++ = ws->xt + ((size_t)((ki % s) * s + kj % s) * cg->plane_x +
+                               (size_t)(ki / s) * cg->wg + (size_t)(kj / s)) * cg->c;
+    fm_gemm_serial_segs(cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead, (int)cg->plane_d, ws->rows,
+                        cg->c, cg->c, first ? 0.0f : 1.0f, dw, cg->k, ws->pack);
+}
+
 /* dx of the gn images from i on, from the bordered output gradient in ws->d:
  * phase by phase, padded-input position (s*u + a, s*v + b) gets tap
  * (a + s*m, b + s*n) of output (u - m, v - n), so its rows are the gradient
@@ -624,15 +661,7 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
             for (int o = 0; o < cg->o; o++)
                 j->db_part[(size_t)task * cg->o + o] +=
                     conv_sum(ws->d + (size_t)o * cg->plane_d + cg->lead, cg->nw);
-        if (j->dw_part) {
-            /* dW [O, K] (+)= dout_wide [O, nw] . rows^T; the chunk's first
-             * group overwrites its part. */
-            conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
-            conv_direct_input_rows(ws->rows, ws->xp, cg);
-            fm_gemm_serial_rows(false, true, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead,
-                                (int)cg->plane_d, NULL, ws->rows, i == n0 ? 0.0f : 1.0f,
-                                j->dw_part + (size_t)task * cg->o * cg->k, cg->k, ws->pack);
-        }
+        if (j->dw_part) conv_direct_weight_grad(j, task, i, i == n0, gn, ws);
         if (j->dx) conv_direct_input_grad(j, i, gn, ws);
     }
 }
@@ -732,10 +761,12 @@ fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int 
  * split over threads changes nothing); with 16 parts of a 128 x 1152 weight
  * this is no small pass to leave on one thread. */
 typedef struct conv_dw_sum_job {
-    const float *part;  // [nchunks, O*K]
+    const float *part;  // [nchunks, O*K], K as (c, tap), or (tap, c) when tap_major
     float *dw;          // [O*K]
     size_t wsize;
     int nchunks;
+    bool tap_major;
+    int c, taps;
 } conv_dw_sum_job;
 
 static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
@@ -751,7 +782,16 @@ static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
             const float *p = j->part + (size_t)c * j->wsize + (size_t)b0;
             for (int64_t i = 0; i < len; i++) acc[i] += p[i];
         }
-        for (int64_t i = 0; i < len; i++) j->dw[b0 + i] += acc[i];
+        if (!j->tap_major) {
+            for (int64_t i = 0; i < len; i++) j->dw[b0 + i] += acc[i];
+            continue;
+        }
+        /* Element (o, tap, c) of the parts is (o, c, tap) of dW. */
+        const int64_t k = (int64_t)j->c * j->taps;
+        for (int64_t i = 0; i < len; i++) {
+            int64_t e = b0 + i, o = e / k, tap = e % k / j->c, c = e % j->c;
+            j->dw[o * k + c * j->taps + tap] += acc[i];
+        }
     }
 }
 
@@ -825,7 +865,8 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
     fm_parallel_for(cg->nchunks, conv_backward_task, &j);
 
     if (want_dw) {
-        conv_dw_sum_job sj = {j.dw_part, n->in[1]->grad, wsize, cg->nchunks};
+        conv_dw_sum_job sj = {j.dw_part, n->in[1]->grad, wsize, cg->nchunks, cg->tap_major,
+                              cg->c, cg->kh * cg->kw};
         fm_ops_parallel_range((int64_t)wsize, FM_OPS_GRAIN / 4, conv_dw_sum_range, &sj);
     }
     if (want_db) {

@@ -33,12 +33,57 @@ _Static_assert(FM_GEMM_PACK_FLOATS * sizeof(float) >=
                    GEMM_KC * (GEMM_MC + GEMM_NC) * sizeof(float) + GEMM_KC * sizeof(float *),
                "pack workspace too small");
 
+/* The upper eight floats of v (AVX-512F has no float-typed extract). */
+__attribute__((target("avx512f"))) static inline __m256 gemm_upper_half(__m512 v)
+{
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+/* dst [16][8] <- the 8 x 16 block of A at src (row stride lda), transposed:
+ * a tile of packed A for 16 steps of k, in registers. */
+__attribute__((target("avx512f"))) static void gemm_pack_a_block(float *dst, const float *src,
+                                                                 int lda)
+{
+    __m512 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm512_loadu_ps(src + (size_t)i * lda);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[j] (j < 4): rows 0-3 of column 4l + j in lane l; u[4 + j]: rows 4-7. */
+    for (int h = 0; h < 8; h += 4) {
+        u[h] = _mm512_shuffle_ps(t[h], t[h + 2], 0x44);
+        u[h + 1] = _mm512_shuffle_ps(t[h], t[h + 2], 0xEE);
+        u[h + 2] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+        u[h + 3] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        /* Lanes (l, l) of u[j] and u[4 + j] side by side: columns 4l + j. */
+        __m512 lo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
+        __m512 hi = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+        lo = _mm512_shuffle_f32x4(lo, lo, 0xD8);
+        hi = _mm512_shuffle_f32x4(hi, hi, 0xD8);
+        _mm256_storeu_ps(dst + (size_t)j * 8, _mm512_castps512_ps256(lo));
+        _mm256_storeu_ps(dst + (size_t)(4 + j) * 8, gemm_upper_half(lo));
+        _mm256_storeu_ps(dst + (size_t)(8 + j) * 8, _mm512_castps512_ps256(hi));
+        _mm256_storeu_ps(dst + (size_t)(12 + j) * 8, gemm_upper_half(hi));
+    }
+}
+
 /* dst [mc/MR tiles][kc][MR] <- op(A)[i0.., p0..], rows past mc zero. */
 static void gemm_pack_a(float *dst, const float *a, int lda, bool trans, int i0, int mc, int p0,
                         int kc)
 {
     for (int ir = 0; ir < mc; ir += GEMM_MR, dst += (size_t)kc * GEMM_MR) {
         int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
+        if (!trans && rows == GEMM_MR && fm_kernels_avx512()) {
+            const float *src = a + (size_t)(i0 + ir) * lda + p0;
+            int p = 0;
+            for (; p + 16 <= kc; p += 16) gemm_pack_a_block(dst + (size_t)p * GEMM_MR, src + p, lda);
+            for (; p < kc; p++)
+                for (int r = 0; r < GEMM_MR; r++) dst[(size_t)p * GEMM_MR + r] = src[(size_t)r * lda + p];
+            continue;
+        }
         if (trans) {
             /* op(A)(i, p) = a[p*lda + i]: a tile's column is contiguous. */
             for (int p = 0; p < kc; p++) {
@@ -62,11 +107,15 @@ static void gemm_pack_a(float *dst, const float *a, int lda, bool trans, int i0,
     }
 }
 
-/* B as stored: row r at rows[r] if there is a table, else at b + r*ldb. */
+/* B as stored: row r at rows[r] if there is a table, else at b + r*ldb; or
+ * (not transposed) in column segments of `seg` columns, segment t's row p at
+ * segs[t] + p*ldb. */
 typedef struct gemm_b {
     const float *b;
     int ldb;
     const float *const *rows;
+    const float *const *segs;
+    int seg;
 } gemm_b;
 
 static inline const float *gemm_b_row(const gemm_b *gb, int r)
@@ -215,7 +264,8 @@ static void gemm_own_product(bool trans_a, bool trans_b, int m, int n, int k, fl
      * of the reference models.  Then nothing depends on the width of a
      * block of columns, and A is packed once per pass over k. */
     const bool pack_b = trans_b;
-    const int nc_max = pack_b ? GEMM_NC : n;
+    /* Column blocks: packing panels, or B's segments, or all of B. */
+    const int nc_max = pack_b ? GEMM_NC : gb->segs ? gb->seg : n;
     for (int p0 = 0; p0 < k; p0 += GEMM_KC) {
         int kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
         /* The first pass over k applies the caller's beta; later ones add. */
@@ -225,6 +275,9 @@ static void gemm_own_product(bool trans_a, bool trans_b, int m, int n, int k, fl
             if (pack_b) {
                 gemm_pack_bt(bpack, gb, p0, kc, j0, nc);
                 for (int p = 0; p < kc; p++) brow[p] = bpack + (size_t)p * GEMM_NR;
+            } else if (gb->segs) {
+                const float *seg = gb->segs[j0 / gb->seg] + (size_t)p0 * gb->ldb;
+                for (int p = 0; p < kc; p++) brow[p] = seg + (size_t)p * gb->ldb;
             } else {
                 for (int p = 0; p < kc; p++) brow[p] = gemm_b_row(gb, p0 + p) + j0;
             }
@@ -233,10 +286,13 @@ static void gemm_own_product(bool trans_a, bool trans_b, int m, int n, int k, fl
                 const float *ap = apack;
                 if (a_packed)
                     ap = a_packed + (size_t)p0 * m_pad + (size_t)i0 * kc;
-                else
+                else if (j0 == 0 || m > GEMM_MC)  /* one row block: packed at j0 = 0 */
                     gemm_pack_a(apack, a, lda, trans_a, i0, mc, p0, kc);
-                for (int jr = 0; jr < nc; jr += GEMM_NR) {
-                    int cols = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                for (int jr = 0, cols; jr < nc; jr += cols) {
+                    /* 64 columns as two 32-wide tiles rather than 48 and a
+                     * 16-wide one, which spends as much on loads as on
+                     * arithmetic (packed panels are 48 wide: not there). */
+                    cols = !pack_b && nc - jr == 64 ? 32 : nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
                     size_t boff = pack_b ? (size_t)jr * kc : (size_t)jr;
                     for (int ir = 0; ir < mc; ir += GEMM_MR) {
                         int rows = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
@@ -290,7 +346,15 @@ static void gemm_product(bool trans_a, bool trans_b, int m, int n, int k, float 
     }
     const float *b = gb->b;
     int ldb = gb->ldb;
-    if (gb->rows) {
+    if (gb->segs) {
+        float *gathered = pack + FM_GEMM_PACK_FLOATS;
+        for (int p = 0; p < k; p++)
+            for (int t = 0; t < n / gb->seg; t++)
+                memcpy(gathered + (size_t)p * n + (size_t)t * gb->seg,
+                       gb->segs[t] + (size_t)p * gb->ldb, (size_t)gb->seg * sizeof *gathered);
+        b = gathered;
+        ldb = n;
+    } else if (gb->rows) {
         int nrows = trans_b ? n : k;
         float *gathered = pack + FM_GEMM_PACK_FLOATS;
         ldb = trans_b ? k : n;
@@ -322,4 +386,29 @@ void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float 
 {
     gemm_b gb = {.rows = b_rows};
     gemm_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
+}
+
+void fm_gemm_serial_segs(int m, int n, int k, float alpha, const float *a, int lda,
+                         const float *const *b_segs, int seg, int ldb, float beta, float *c,
+                         int ldc, float *pack)
+{
+    FM_ASSERT(seg > 0 && n % seg == 0);
+    gemm_b gb = {.segs = b_segs, .seg = seg, .ldb = ldb};
+    gemm_product(false, false, m, n, k, alpha, a, lda, NULL, &gb, beta, c, ldc, pack);
+}
+
+void fm_transpose(float *dst, size_t ldd, const float *src, size_t lds, int rows, int cols)
+{
+    int r16 = 0, c16 = 0;
+    if (fm_kernels_avx512()) {
+        gemm_b gb = {.b = src, .ldb = (int)lds};
+        FM_ASSERT(lds <= INT32_MAX);
+        r16 = rows / 16 * 16;
+        c16 = cols / 16 * 16;
+        for (int i = 0; i < r16; i += 16)
+            for (int j = 0; j < c16; j += 16) gemm_transpose16(&gb, i, j, dst + (size_t)j * ldd + i, ldd);
+    }
+    /* The rest: rows past r16 in full, and columns past c16 of the others. */
+    for (int i = 0; i < rows; i++)
+        for (int j = i < r16 ? c16 : 0; j < cols; j++) dst[(size_t)j * ldd + i] = src[(size_t)i * lds + j];
 }

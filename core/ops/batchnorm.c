@@ -36,8 +36,17 @@ typedef struct bn_job {
     const float *res;     // [N, C, S] added before the relu, or NULL
     float *dres;          // [N, C, S] or NULL
     bool dres_store;
-    const float *yout;    // [N, C, S] the fused op's output, for its relu mask
+    /* The relu's mask, y > 0, one bit per element: bit q % 16 of word q / 16
+     * of plane (n, c)'s mask_words.  Written by a recorded forward (NULL
+     * otherwise), read by the backward in place of y: 1/32 of its bytes. */
+    uint16_t *mask;       // [N, C, mask_words]
+    int64_t mask_words;
 } bn_job;
+
+static inline bool bn_mask_bit(const uint16_t *mask, int64_t q)
+{
+    return mask[q >> 4] >> (q & 15) & 1u;
+}
 
 /* Sums over a channel run through eight interleaved double accumulators
  * (lane q % 8 of each contiguous run of S elements) and are combined in a
@@ -79,9 +88,11 @@ __attribute__((target("avx512f"))) static int64_t bn_avx512_sqdev(double *lane, 
     return q;
 }
 
-/* dy and dy * (x - mean) sums; with y, dy is first masked to where y > 0. */
+/* dy and dy * (x - mean) sums; with a relu mask, dy is first masked to
+ * where y > 0. */
 __attribute__((target("avx512f"))) static int64_t bn_avx512_dy(double *l_dy, double *l_dyx,
-                                                               const float *dy, const float *y,
+                                                               const float *dy,
+                                                               const uint16_t *mask,
                                                                const float *x, int64_t n,
                                                                double mean)
 {
@@ -90,12 +101,8 @@ __attribute__((target("avx512f"))) static int64_t bn_avx512_dy(double *l_dy, dou
     int64_t q = 0;
     for (; q + BN_LANES <= n; q += BN_LANES) {
         __m512d gd = _mm512_cvtps_pd(_mm256_loadu_ps(dy + q));
-        if (y) {
-            /* y > 0 compared after the (exact) widening; masked-out lanes
-             * become +0, as bn_relu_grad gives. */
-            __m512d yd = _mm512_cvtps_pd(_mm256_loadu_ps(y + q));
-            gd = _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(yd, _mm512_setzero_pd(), _CMP_GT_OQ), gd);
-        }
+        /* Masked-out lanes become +0, as bn_relu_grad gives. */
+        if (mask) gd = _mm512_maskz_mov_pd((__mmask8)(mask[q >> 4] >> (q & 15)), gd);
         acc = _mm512_add_pd(acc, gd);
         __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + q)), mu);
         accx = _mm512_add_pd(accx, _mm512_mul_pd(gd, d));
@@ -143,32 +150,24 @@ static void bn_lanes_dy(double *l_dy, double *l_dyx, const float *dy, const floa
     }
 }
 
-/* dy masked by a relu whose output is y: dy where y > 0, else +0 -- what
- * relu's backward passes on.  An AND with the comparison's mask rather than a
- * select: GCC turns the select into a branch per element, which random signs
- * make unpredictable, and keeps the loops scalar. */
-static inline float bn_relu_grad(float dy, float y)
+/* dy masked by a relu: dy where its output was > 0 (`keep`), else +0 --
+ * what relu's backward passes on. */
+static inline float bn_relu_grad(float dy, bool keep)
 {
     uint32_t bits;
     memcpy(&bits, &dy, sizeof bits);
-    bits &= -(uint32_t)(y > 0.0f);
+    bits &= -(uint32_t)keep;
     memcpy(&dy, &bits, sizeof dy);
     return dy;
 }
 
-/* As bn_lanes_dy, for dy masked by a relu whose output is y. */
-static void bn_lanes_dy_relu(double *l_dy, double *l_dyx, const float *dy, const float *y,
+/* As bn_lanes_dy, for dy masked by a relu (mask as in bn_job). */
+static void bn_lanes_dy_relu(double *l_dy, double *l_dyx, const float *dy, const uint16_t *mask,
                              const float *x, int64_t n, double mean)
 {
-    int64_t q = fm_kernels_avx512() ? bn_avx512_dy(l_dy, l_dyx, dy, y, x, n, mean) : 0;
-    for (; q + BN_LANES <= n; q += BN_LANES)
-        for (int l = 0; l < BN_LANES; l++) {
-            float g = bn_relu_grad(dy[q + l], y[q + l]);
-            l_dy[l] += g;
-            l_dyx[l] += g * (x[q + l] - mean);
-        }
+    int64_t q = fm_kernels_avx512() ? bn_avx512_dy(l_dy, l_dyx, dy, mask, x, n, mean) : 0;
     for (; q < n; q++) {
-        float g = bn_relu_grad(dy[q], y[q]);
+        float g = bn_relu_grad(dy[q], bn_mask_bit(mask, q));
         l_dy[q % BN_LANES] += g;
         l_dyx[q % BN_LANES] += g * (x[q] - mean);
     }
@@ -206,6 +205,24 @@ static void bn_forward_task(void *arg, int c, int thread)
     j->coef[j->c + c] = (float)(b - mean * w * invstd);
 }
 
+/* One plane of the fused op's forward in AVX-512, the mask's words with it:
+ * the portable loop's operations, lane by lane. */
+__attribute__((target("avx512f"))) static void bn_relu_plane_avx512(float *y, uint16_t *mask,
+                                                                   const float *x,
+                                                                   const float *r, float sc,
+                                                                   float sh, int64_t s)
+{
+    const __m512 vsc = _mm512_set1_ps(sc), vsh = _mm512_set1_ps(sh), zero = _mm512_setzero_ps();
+    for (int64_t q = 0; q < s; q += 16) {
+        __mmask16 m = fm_ops_lane_mask((int)(s - q < 16 ? s - q : 16));
+        __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + q), vsc), vsh);
+        if (r) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, r + q));
+        __mmask16 pos = _mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ) & m;
+        _mm512_mask_storeu_ps(y + q, m, _mm512_maskz_mov_ps(pos, t));
+        if (mask) mask[q >> 4] = pos;
+    }
+}
+
 FM_OPS_CLONES static void bn_forward_range(void *arg, int64_t begin, int64_t end)
 {
     const bn_job *j = arg;
@@ -218,19 +235,21 @@ FM_OPS_CLONES static void bn_forward_range(void *arg, int64_t begin, int64_t end
             for (int64_t q = 0; q < j->s; q++) y[q] = x[q] * sc + sh;
             continue;
         }
+        const float *r = j->res ? j->res + pl * j->s : NULL;
+        uint16_t *mask = j->mask ? j->mask + pl * j->mask_words : NULL;
+        if (fm_kernels_avx512()) {
+            bn_relu_plane_avx512(y, mask, x, r, sc, sh, j->s);
+            continue;
+        }
         /* The same roundings as batchnorm, add and relu run one after the
          * other: the fused op's results are bit-identical to theirs. */
-        if (j->res) {
-            const float *r = j->res + pl * j->s;
-            for (int64_t q = 0; q < j->s; q++) {
-                float t = x[q] * sc + sh;
-                t = t + r[q];
-                y[q] = t > 0.0f ? t : 0.0f;
-            }
-        } else {
-            for (int64_t q = 0; q < j->s; q++) {
-                float t = x[q] * sc + sh;
-                y[q] = t > 0.0f ? t : 0.0f;
+        for (int64_t q = 0; q < j->s; q++) {
+            float t = x[q] * sc + sh;
+            if (r) t = t + r[q];
+            y[q] = t > 0.0f ? t : 0.0f;
+            if (mask) {
+                if (q % 16 == 0) mask[q >> 4] = 0;
+                mask[q >> 4] |= (uint16_t)((t > 0.0f) << (q & 15));
             }
         }
     }
@@ -246,7 +265,9 @@ static void bn_backward_task(void *arg, int c, int thread)
     for (int i = 0; i < j->n; i++) {
         size_t off = base + i * cs;
         if (j->relu)
-            bn_lanes_dy_relu(l_dy, l_dyx, j->dy + off, j->yout + off, j->x + off, j->s, mean);
+            bn_lanes_dy_relu(l_dy, l_dyx, j->dy + off, j->mask + (size_t)i * j->c * j->mask_words +
+                                                      (size_t)c * j->mask_words,
+                             j->x + off, j->s, mean);
         else
             bn_lanes_dy(l_dy, l_dyx, j->dy + off, j->x + off, j->s, mean);
     }
@@ -271,39 +292,80 @@ static void bn_backward_task(void *arg, int c, int thread)
     j->coef[3 * j->c + c] = (float)d;
 }
 
-/* One plane of dx += (or, with `store`, =) a * g + b * (x - mu) + d, where g
- * is dy, masked by the relu whose output is y when there is one.  A fresh dx
- * gets the value itself: 0 + v is v (but for the sign of a zero).  The flags
- * are constants in each call below, so every combination is its own loop. */
+/* One plane of dx += (or, with `store`, =) a * dy + b * (x - mu) + d.  A
+ * fresh dx gets the value itself: 0 + v is v (but for the sign of a zero).
+ * The flags are constants in each call below, so every combination is its
+ * own loop. */
 __attribute__((always_inline)) static inline void
 bn_backward_plane_as(float *restrict dx, const float *restrict x, const float *restrict dy,
-                     const float *restrict y, float a, float b, float mu, float d, int64_t s,
-                     const bool relu, const bool affine_only, const bool store)
+                     float a, float b, float mu, float d, int64_t s, const bool affine_only,
+                     const bool store)
 {
     for (int64_t q = 0; q < s; q++) {
-        float g = relu ? bn_relu_grad(dy[q], y[q]) : dy[q];
-        float v = affine_only ? a * g : a * g + b * (x[q] - mu) + d;
+        float v = affine_only ? a * dy[q] : a * dy[q] + b * (x[q] - mu) + d;
         dx[q] = store ? v : dx[q] + v;
     }
 }
 
-FM_OPS_CLONES static void bn_backward_plane(float *dx, const float *x, const float *dy,
-                                            const float *y, float a, float b, float mu, float d,
-                                            int64_t s, bool store)
+FM_OPS_CLONES static void bn_backward_plane(float *dx, const float *x, const float *dy, float a,
+                                            float b, float mu, float d, int64_t s, bool store)
 {
-    const bool affine_only = b == 0.0f && d == 0.0f;
-#define BN_PLANE(relu, affine, st) bn_backward_plane_as(dx, x, dy, y, a, b, mu, d, s, relu, affine, st)
-    if (y) {
-        if (affine_only) store ? BN_PLANE(true, true, true) : BN_PLANE(true, true, false);
-        else store ? BN_PLANE(true, false, true) : BN_PLANE(true, false, false);
-    } else {
-        if (affine_only) store ? BN_PLANE(false, true, true) : BN_PLANE(false, true, false);
-        else store ? BN_PLANE(false, false, true) : BN_PLANE(false, false, false);
-    }
+#define BN_PLANE(affine, st) bn_backward_plane_as(dx, x, dy, a, b, mu, d, s, affine, st)
+    if (b == 0.0f && d == 0.0f) store ? BN_PLANE(true, true) : BN_PLANE(true, false);
+    else store ? BN_PLANE(false, true) : BN_PLANE(false, false);
 #undef BN_PLANE
 }
 
-FM_OPS_CLONES static void bn_backward_range(void *arg, int64_t begin, int64_t end)
+/* The fused op's backward for one plane: g = dy masked by the relu; dx as
+ * bn_backward_plane with g for dy (dx may be NULL), and dres += (or =) g. */
+__attribute__((target("avx512f"))) static void
+bn_backward_relu_avx512(float *dx, float *dres, const float *x, const float *dy,
+                        const uint16_t *mask, float a, float b, float mu, float d, int64_t s,
+                        bool dx_store, bool dres_store)
+{
+    const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vmu = _mm512_set1_ps(mu),
+                 vd = _mm512_set1_ps(d);
+    const bool affine_only = b == 0.0f && d == 0.0f;
+    for (int64_t q = 0; q < s; q += 16) {
+        __mmask16 m = fm_ops_lane_mask((int)(s - q < 16 ? s - q : 16));
+        __m512 g = _mm512_maskz_loadu_ps(mask[q >> 4] & m, dy + q);
+        if (dx) {
+            __m512 v = _mm512_mul_ps(va, g);
+            if (!affine_only)
+                v = _mm512_add_ps(
+                    _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + q),
+                                                                     vmu))),
+                    vd);
+            if (!dx_store) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + q), v);
+            _mm512_mask_storeu_ps(dx + q, m, v);
+        }
+        if (dres) {
+            __m512 r = dres_store ? g : _mm512_add_ps(_mm512_maskz_loadu_ps(m, dres + q), g);
+            _mm512_mask_storeu_ps(dres + q, m, r);
+        }
+    }
+}
+
+static void bn_backward_relu_plane(float *dx, float *dres, const float *x, const float *dy,
+                                   const uint16_t *mask, float a, float b, float mu, float d,
+                                   int64_t s, bool dx_store, bool dres_store)
+{
+    if (fm_kernels_avx512()) {
+        bn_backward_relu_avx512(dx, dres, x, dy, mask, a, b, mu, d, s, dx_store, dres_store);
+        return;
+    }
+    const bool affine_only = b == 0.0f && d == 0.0f;
+    for (int64_t q = 0; q < s; q++) {
+        float g = bn_relu_grad(dy[q], bn_mask_bit(mask, q));
+        if (dx) {
+            float v = affine_only ? a * g : a * g + b * (x[q] - mu) + d;
+            dx[q] = dx_store ? v : dx[q] + v;
+        }
+        if (dres) dres[q] = dres_store ? g : dres[q] + g;
+    }
+}
+
+static void bn_backward_range(void *arg, int64_t begin, int64_t end)
 {
     const bn_job *j = arg;
     const float *a = j->coef, *b = a + j->c, *mu = b + j->c, *d = mu + j->c;
@@ -311,15 +373,12 @@ FM_OPS_CLONES static void bn_backward_range(void *arg, int64_t begin, int64_t en
         int c = (int)(pl % j->c);
         const float *x = j->x + pl * j->s, *dy = j->dy + pl * j->s;
         float *dx = j->dx ? j->dx + pl * j->s : NULL;
-        const float *y = j->relu ? j->yout + pl * j->s : NULL;
-        if (dx) bn_backward_plane(dx, x, dy, y, a[c], b[c], mu[c], d[c], j->s, j->dx_store);
-        if (j->dres) {
-            float *restrict dr = j->dres + pl * j->s;
-            if (j->dres_store)
-                for (int64_t q = 0; q < j->s; q++) dr[q] = bn_relu_grad(dy[q], y[q]);
-            else
-                for (int64_t q = 0; q < j->s; q++) dr[q] += bn_relu_grad(dy[q], y[q]);
-        }
+        if (j->relu)
+            bn_backward_relu_plane(dx, j->dres ? j->dres + pl * j->s : NULL, x, dy,
+                                   j->mask + pl * j->mask_words, a[c], b[c], mu[c], d[c], j->s,
+                                   j->dx_store, j->dres_store);
+        else if (dx)
+            bn_backward_plane(dx, x, dy, a[c], b[c], mu[c], d[c], j->s, j->dx_store);
     }
 }
 
@@ -392,7 +451,22 @@ static bn_job bn_job_make(const fm_node *n)
         .bias = n->in[2] ? n->in[2]->data : NULL,
         .relu = n->op == FM_OP_BATCHNORM_RELU,
         .res = n->op == FM_OP_BATCHNORM_RELU && n->in[6] ? n->in[6]->data : NULL,
+        .mask_words = x->ndim == 4 ? ((int64_t)x->shape[2] * x->shape[3] + 15) / 16 : 1,
     };
+}
+
+/* Floats the forward keeps for the backward: mean and invstd [2, C], then
+ * (the fused op) the relu mask. */
+static size_t bn_saved_floats(const bn_job *j)
+{
+    size_t stats = (2 * (size_t)j->c + 15) / 16 * 16;
+    if (!j->relu) return stats;
+    return stats + ((size_t)j->n * j->c * (size_t)j->mask_words + 1) / 2;
+}
+
+static uint16_t *bn_saved_mask(const bn_job *j, float *saved)
+{
+    return (uint16_t *)(saved + (2 * (size_t)j->c + 15) / 16 * 16);
 }
 
 void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
@@ -409,9 +483,10 @@ void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
     }
     if (j.batch_stats) FM_ASSERT((int64_t)j.n * j.s > 1);  /* as PyTorch: > 1 value per channel */
     if (training && n->in[5]) n->in[5]->i64[0] += 1;
-    float *stats = fm_graph_alloc(g, 2 * (size_t)j.c * sizeof(float));
+    float *stats = fm_graph_alloc(g, bn_saved_floats(&j) * sizeof(float));
     j.mean = stats;
     j.invstd = stats + j.c;
+    if (j.relu && n->record) j.mask = bn_saved_mask(&j, stats);
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
     j.coef = fm_graph_alloc(g, 2 * (size_t)j.c * sizeof(float));
     j.y = n->out->data;
@@ -435,7 +510,7 @@ void fm_op_batchnorm_backward(fm_graph *g, fm_node *n)
     j.dweight = fm_node_wants_grad(n, 1) ? n->in[1]->grad : NULL;
     j.dbias = fm_node_wants_grad(n, 2) ? n->in[2]->grad : NULL;
     if (j.relu) {
-        j.yout = n->out->data;
+        j.mask = bn_saved_mask(&j, stats);
         j.dres = fm_node_wants_grad(n, 6) ? n->in[6]->grad : NULL;
         j.dres_store = j.dres && fm_node_grad_overwrite(n, 6);
     }

@@ -214,10 +214,10 @@ __attribute__((target("avx512f"))) static void bn_relu_plane_avx512(float *y, ui
 {
     const __m512 vsc = _mm512_set1_ps(sc), vsh = _mm512_set1_ps(sh), zero = _mm512_setzero_ps();
     for (int64_t q = 0; q < s; q += 16) {
-        __mmask16 m = fm_ops_lane_mask((int)(s - q < 16 ? s - q : 16));
+        __mmask16 m = s - q >= 16 ? 0xFFFF : fm_ops_lane_mask((int)(s - q));
         __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + q), vsc), vsh);
         if (r) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, r + q));
-        __mmask16 pos = _mm512_cmp_ps_mask(t, zero, _CMP_GT_OQ) & m;
+        __mmask16 pos = _mm512_mask_cmp_ps_mask(m, t, zero, _CMP_GT_OQ);
         _mm512_mask_storeu_ps(y + q, m, _mm512_maskz_mov_ps(pos, t));
         if (mask) mask[q >> 4] = pos;
     }

@@ -788,9 +788,16 @@ static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
         }
         /* Element (o, tap, c) of the parts is (o, c, tap) of dW. */
         const int64_t k = (int64_t)j->c * j->taps;
+        int64_t o = b0 / k, tap = b0 % k / j->c, c = b0 % j->c;
         for (int64_t i = 0; i < len; i++) {
-            int64_t e = b0 + i, o = e / k, tap = e % k / j->c, c = e % j->c;
             j->dw[o * k + c * j->taps + tap] += acc[i];
+            if (++c == j->c) {
+                c = 0;
+                if (++tap == j->taps) {
+                    tap = 0;
+                    o++;
+                }
+            }
         }
     }
 }

@@ -301,7 +301,8 @@ START_TEST(test_transpose)
     fm_kernels_force_portable(false);
     for (int j = 0; j < cols; j++)
         for (size_t i = 0; i < ldd; i++)
-            ck_assert_float_eq(dst[(size_t)j * ldd + i], i < (size_t)rows ? src[i * lds + (size_t)j] : 7.0f);
+            ck_assert_float_eq(dst[(size_t)j * ldd + i],
+                               i < (size_t)rows ? src[i * lds + (size_t)j] : 7.0f);
     free(src);
     free(dst);
 }

@@ -9,7 +9,9 @@
  * and sleep on the condition variables only when nothing comes. */
 #include "fm/fm_base.h"
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -42,7 +44,8 @@ static struct {
     .done_cv = PTHREAD_COND_INITIALIZER,
 };
 
-/* Pause instructions to spin before sleeping: some tens of microseconds. */
+/* Pause instructions to spin before sleeping: tens of microseconds, up to a
+ * hundred or two on processors with a slow pause. */
 #define POOL_SPIN 4000
 
 static inline void pool_pause(void)

@@ -28,14 +28,14 @@ typedef struct bn_job {
     float *coef;          // [4, C] per-channel coefficients of the elementwise pass
     const float *dy;      // [N, C, S]
     float *dx;            // [N, C, S] or NULL
-    bool dx_store;        /* dx (dres) is fresh: store into it rather than add */
+    bool dx_store;        /* dx is fresh: store into it rather than add */
     float *dweight;       // [C] or NULL
     float *dbias;         // [C] or NULL
     /* The fused op relu(bn(x) + res): */
     bool relu;            /* y = max(., 0); backward masks dy where y == 0 */
     const float *res;     // [N, C, S] added before the relu, or NULL
     float *dres;          // [N, C, S] or NULL
-    bool dres_store;
+    bool dres_store;      /* the same for dres */
     /* The relu's mask, y > 0, one bit per element: bit q % 16 of word q / 16
      * of plane (n, c)'s mask_words.  Written by a recorded forward (NULL
      * otherwise), read by the backward in place of y: 1/32 of its bytes. */
@@ -151,7 +151,9 @@ static void bn_lanes_dy(double *l_dy, double *l_dyx, const float *dy, const floa
 }
 
 /* dy masked by a relu: dy where its output was > 0 (`keep`), else +0 --
- * what relu's backward passes on. */
+ * what relu's backward passes on.  An AND with the mask rather than a
+ * select: GCC turns the select into a branch per element, which random
+ * signs make unpredictable. */
 static inline float bn_relu_grad(float dy, bool keep)
 {
     uint32_t bits;
@@ -331,11 +333,10 @@ bn_backward_relu_avx512(float *dx, float *dres, const float *x, const float *dy,
         __m512 g = _mm512_maskz_loadu_ps(mask[q >> 4] & m, dy + q);
         if (dx) {
             __m512 v = _mm512_mul_ps(va, g);
-            if (!affine_only)
-                v = _mm512_add_ps(
-                    _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + q),
-                                                                     vmu))),
-                    vd);
+            if (!affine_only) {
+                __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + q), vmu);
+                v = _mm512_add_ps(_mm512_add_ps(v, _mm512_mul_ps(vb, xc)), vd);
+            }
             if (!dx_store) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + q), v);
             _mm512_mask_storeu_ps(dx + q, m, v);
         }

@@ -855,11 +855,12 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
                 int taps = f.th * f.tw;
                 float *t = wt;
                 for (int c = 0; c < cg->c; c++)
-                    for (int o = 0; o < cg->o; o++)
+                    for (int o = 0; o < cg->o; o++) {
+                        const float *taps_oc = j.w + ((size_t)o * cg->c + c) * cg->kh * cg->kw;
                         for (int m = 0; m < f.th; m++)
                             for (int n = 0; n < f.tw; n++)
-                                *t++ = j.w[(((size_t)o * cg->c + c) * cg->kh + a + st * m) * cg->kw +
-                                           b + st * n];
+                                *t++ = taps_oc[(a + st * m) * cg->kw + b + st * n];
+                    }
                 j.wt[a * st + b] = wt;
                 j.dx_a_packed[a * st + b] = conv_prepack(g, false, cg->c, cg->o * taps, wt,
                                                          cg->o * taps);

@@ -39,24 +39,33 @@ __attribute__((target("avx512f"))) static inline __m256 gemm_upper_half(__m512 v
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
 
+/* The first two rounds of a register transpose of n (8 or 16) rows: after
+ * it, r[4g + j] holds rows 4g .. 4g+3 of column 4l + j in its 128-bit lane
+ * l. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+gemm_transpose_lanes(__m512 *r, int n)
+{
+    __m512 t[16];
+    for (int i = 0; i < n; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < n; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+}
+
 /* dst [16][8] <- the 8 x 16 block of A at src (row stride lda), transposed:
  * a tile of packed A for 16 steps of k, in registers. */
 __attribute__((target("avx512f"))) static void gemm_pack_a_block(float *dst, const float *src,
                                                                  int lda)
 {
-    __m512 r[8], t[8], u[8];
-    for (int i = 0; i < 8; i++) r[i] = _mm512_loadu_ps(src + (size_t)i * lda);
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    /* u[j] (j < 4): rows 0-3 of column 4l + j in lane l; u[4 + j]: rows 4-7. */
-    for (int h = 0; h < 8; h += 4) {
-        u[h] = _mm512_shuffle_ps(t[h], t[h + 2], 0x44);
-        u[h + 1] = _mm512_shuffle_ps(t[h], t[h + 2], 0xEE);
-        u[h + 2] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0x44);
-        u[h + 3] = _mm512_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
-    }
+    __m512 u[8];
+    for (int i = 0; i < 8; i++) u[i] = _mm512_loadu_ps(src + (size_t)i * lda);
+    gemm_transpose_lanes(u, 8);
     for (int j = 0; j < 4; j++) {
         /* Lanes (l, l) of u[j] and u[4 + j] side by side: columns 4l + j. */
         __m512 lo = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
@@ -79,9 +88,11 @@ static void gemm_pack_a(float *dst, const float *a, int lda, bool trans, int i0,
         if (!trans && rows == GEMM_MR && fm_kernels_avx512()) {
             const float *src = a + (size_t)(i0 + ir) * lda + p0;
             int p = 0;
-            for (; p + 16 <= kc; p += 16) gemm_pack_a_block(dst + (size_t)p * GEMM_MR, src + p, lda);
+            for (; p + 16 <= kc; p += 16)
+                gemm_pack_a_block(dst + (size_t)p * GEMM_MR, src + p, lda);
             for (; p < kc; p++)
-                for (int r = 0; r < GEMM_MR; r++) dst[(size_t)p * GEMM_MR + r] = src[(size_t)r * lda + p];
+                for (int r = 0; r < GEMM_MR; r++)
+                    dst[(size_t)p * GEMM_MR + r] = src[(size_t)r * lda + p];
             continue;
         }
         if (trans) {
@@ -131,16 +142,7 @@ __attribute__((target("avx512f"))) static void gemm_transpose16(const gemm_b *gb
 {
     __m512 r[16], t[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(gemm_b_row(gb, row0 + i) + col0);
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
+    gemm_transpose_lanes(r, 16);
     for (int h = 0; h < 16; h += 8)
         for (int i = 0; i < 4; i++) {
             t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
@@ -406,9 +408,11 @@ void fm_transpose(float *dst, size_t ldd, const float *src, size_t lds, int rows
         r16 = rows / 16 * 16;
         c16 = cols / 16 * 16;
         for (int i = 0; i < r16; i += 16)
-            for (int j = 0; j < c16; j += 16) gemm_transpose16(&gb, i, j, dst + (size_t)j * ldd + i, ldd);
+            for (int j = 0; j < c16; j += 16)
+                gemm_transpose16(&gb, i, j, dst + (size_t)j * ldd + i, ldd);
     }
     /* The rest: rows past r16 in full, and columns past c16 of the others. */
     for (int i = 0; i < rows; i++)
-        for (int j = i < r16 ? c16 : 0; j < cols; j++) dst[(size_t)j * ldd + i] = src[(size_t)i * lds + j];
+        for (int j = i < r16 ? c16 : 0; j < cols; j++)
+            dst[(size_t)j * ldd + i] = src[(size_t)i * lds + j];
 }

@@ -207,22 +207,33 @@ static void bn_forward_task(void *arg, int c, int thread)
     j->coef[j->c + c] = (float)(b - mean * w * invstd);
 }
 
-/* One plane of the fused op's forward in AVX-512, the mask's words with it:
- * the portable loop's operations, lane by lane. */
+/* 16 elements (the lanes in m) of the fused op's forward, and their mask
+ * word: the portable loop's operations, lane by lane. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+bn_relu_forward16(float *y, uint16_t *mask_word, const float *x, const float *r, __m512 sc,
+                  __m512 sh, __mmask16 m)
+{
+    __m512 t = _mm512_add_ps(_mm512_mul_ps(fm_ops_load16(x, m), sc), sh);
+    if (r) t = _mm512_add_ps(t, fm_ops_load16(r, m));
+    __mmask16 pos = _mm512_mask_cmp_ps_mask(m, t, _mm512_setzero_ps(), _CMP_GT_OQ);
+    fm_ops_store16(y, _mm512_maskz_mov_ps(pos, t), m);
+    if (mask_word) *mask_word = pos;
+}
+
+/* One plane of the fused op's forward in AVX-512, the mask's words with it. */
 __attribute__((target("avx512f"))) static void bn_relu_plane_avx512(float *y, uint16_t *mask,
                                                                    const float *x,
                                                                    const float *r, float sc,
                                                                    float sh, int64_t s)
 {
-    const __m512 vsc = _mm512_set1_ps(sc), vsh = _mm512_set1_ps(sh), zero = _mm512_setzero_ps();
-    for (int64_t q = 0; q < s; q += 16) {
-        __mmask16 m = s - q >= 16 ? 0xFFFF : fm_ops_lane_mask((int)(s - q));
-        __m512 t = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + q), vsc), vsh);
-        if (r) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(m, r + q));
-        __mmask16 pos = _mm512_mask_cmp_ps_mask(m, t, zero, _CMP_GT_OQ);
-        _mm512_mask_storeu_ps(y + q, m, _mm512_maskz_mov_ps(pos, t));
-        if (mask) mask[q >> 4] = pos;
-    }
+    const __m512 vsc = _mm512_set1_ps(sc), vsh = _mm512_set1_ps(sh);
+    int64_t q = 0;
+    for (; q + 16 <= s; q += 16)
+        bn_relu_forward16(y + q, mask ? mask + (q >> 4) : NULL, x + q, r ? r + q : NULL, vsc, vsh,
+                          0xFFFF);
+    if (q < s)
+        bn_relu_forward16(y + q, mask ? mask + (q >> 4) : NULL, x + q, r ? r + q : NULL, vsc, vsh,
+                          fm_ops_lane_mask((int)(s - q)));
 }
 
 FM_OPS_CLONES static void bn_forward_range(void *arg, int64_t begin, int64_t end)
@@ -320,6 +331,26 @@ FM_OPS_CLONES static void bn_backward_plane(float *dx, const float *x, const flo
 
 /* The fused op's backward for one plane: g = dy masked by the relu; dx as
  * bn_backward_plane with g for dy (dx may be NULL), and dres += (or =) g. */
+/* 16 elements (the lanes in m) of the fused op's backward: g = dy masked by
+ * the relu (bits `keep`); dx as bn_backward_plane with g for dy, dres += g
+ * (= g when fresh). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+bn_relu_backward16(float *dx, float *dres, const float *x, const float *dy, __mmask16 keep,
+                   __m512 a, __m512 b, __m512 mu, __m512 d, bool affine_only, bool dx_store,
+                   bool dres_store, __mmask16 m)
+{
+    __m512 g = _mm512_maskz_mov_ps(keep & m, fm_ops_load16(dy, m));
+    if (dx) {
+        __m512 v = _mm512_mul_ps(a, g);
+        if (!affine_only)
+            v = _mm512_add_ps(_mm512_add_ps(v, _mm512_mul_ps(b, _mm512_sub_ps(fm_ops_load16(x, m), mu))),
+                              d);
+        if (!dx_store) v = _mm512_add_ps(fm_ops_load16(dx, m), v);
+        fm_ops_store16(dx, v, m);
+    }
+    if (dres) fm_ops_store16(dres, dres_store ? g : _mm512_add_ps(fm_ops_load16(dres, m), g), m);
+}
+
 __attribute__((target("avx512f"))) static void
 bn_backward_relu_avx512(float *dx, float *dres, const float *x, const float *dy,
                         const uint16_t *mask, float a, float b, float mu, float d, int64_t s,
@@ -328,23 +359,15 @@ bn_backward_relu_avx512(float *dx, float *dres, const float *x, const float *dy,
     const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vmu = _mm512_set1_ps(mu),
                  vd = _mm512_set1_ps(d);
     const bool affine_only = b == 0.0f && d == 0.0f;
-    for (int64_t q = 0; q < s; q += 16) {
-        __mmask16 m = fm_ops_lane_mask((int)(s - q < 16 ? s - q : 16));
-        __m512 g = _mm512_maskz_loadu_ps(mask[q >> 4] & m, dy + q);
-        if (dx) {
-            __m512 v = _mm512_mul_ps(va, g);
-            if (!affine_only) {
-                __m512 xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + q), vmu);
-                v = _mm512_add_ps(_mm512_add_ps(v, _mm512_mul_ps(vb, xc)), vd);
-            }
-            if (!dx_store) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + q), v);
-            _mm512_mask_storeu_ps(dx + q, m, v);
-        }
-        if (dres) {
-            __m512 r = dres_store ? g : _mm512_add_ps(_mm512_maskz_loadu_ps(m, dres + q), g);
-            _mm512_mask_storeu_ps(dres + q, m, r);
-        }
-    }
+    int64_t q = 0;
+    for (; q + 16 <= s; q += 16)
+        bn_relu_backward16(dx ? dx + q : NULL, dres ? dres + q : NULL, x + q, dy + q,
+                           mask[q >> 4], va, vb, vmu, vd, affine_only, dx_store, dres_store,
+                           0xFFFF);
+    if (q < s)
+        bn_relu_backward16(dx ? dx + q : NULL, dres ? dres + q : NULL, x + q, dy + q,
+                           mask[q >> 4], va, vb, vmu, vd, affine_only, dx_store, dres_store,
+                           fm_ops_lane_mask((int)(s - q)));
 }
 
 static void bn_backward_relu_plane(float *dx, float *dres, const float *x, const float *dy,

@@ -168,25 +168,30 @@ static const float *conv_pad_plane(float *buf, const float *x, const conv_geom *
  * masked load and store per 16 floats (rows are 7 to 28 floats here, which
  * the portable loops copy mostly one at a time).  Same values, same order of
  * additions as the portable loops. */
+/* dst = src (+ dst with `add`, + *bias with a bias) on the lanes in m. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+conv_copy16(float *dst, const float *src, bool add, const float *bias, __mmask16 m)
+{
+    __m512 v = fm_ops_load16(src, m);
+    if (add) v = _mm512_add_ps(fm_ops_load16(dst, m), v);
+    if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
+    fm_ops_store16(dst, v, m);
+}
+
 __attribute__((target("avx512f"))) static void conv_row_copy_avx512(float *dst, const float *src,
                                                                    int n, bool add)
 {
-    for (int x = 0; x < n; x += 16) {
-        __mmask16 m = fm_ops_lane_mask(n - x);
-        __m512 v = _mm512_maskz_loadu_ps(m, src + x);
-        if (add) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + x), v);
-        _mm512_mask_storeu_ps(dst + x, m, v);
-    }
+    int x = 0;
+    for (; x + 16 <= n; x += 16) conv_copy16(dst + x, src + x, add, NULL, 0xFFFF);
+    if (x < n) conv_copy16(dst + x, src + x, add, NULL, fm_ops_lane_mask(n - x));
 }
 
 __attribute__((target("avx512f"))) static void conv_row_bias_avx512(float *dst, const float *src,
                                                                    int n, float bias)
 {
-    __m512 b = _mm512_set1_ps(bias);
-    for (int x = 0; x < n; x += 16) {
-        __mmask16 m = fm_ops_lane_mask(n - x);
-        _mm512_mask_storeu_ps(dst + x, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + x), b));
-    }
+    int x = 0;
+    for (; x + 16 <= n; x += 16) conv_copy16(dst + x, src + x, false, &bias, 0xFFFF);
+    if (x < n) conv_copy16(dst + x, src + x, false, &bias, fm_ops_lane_mask(n - x));
 }
 
 /* dst[0..n) = src + bias, and dst[0..n) += src: one output row. */

@@ -4,6 +4,7 @@
 
 #include "fm_internal.h"
 
+#include <immintrin.h>
 #include <string.h>
 
 /* Elementwise work is split into tasks of this many elements: large enough
@@ -53,6 +54,24 @@ static inline void fm_ops_parallel_range(int64_t n, int64_t grain, fm_ops_range_
 static inline uint16_t fm_ops_lane_mask(int n)
 {
     return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (uint16_t)((1u << n) - 1u);
+}
+
+/* Loads and stores of the lanes in m: plain ones for a whole vector (m a
+ * constant 0xFFFF after inlining), masked ones -- which cost more on some
+ * processors -- only for a ragged end. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+fm_ops_load16(const float *p, __mmask16 m)
+{
+    return m == 0xFFFF ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+fm_ops_store16(float *p, __m512 v, __mmask16 m)
+{
+    if (m == 0xFFFF)
+        _mm512_storeu_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, m, v);
 }
 
 static inline bool fm_ops_is_f32(const fm_tensor *t) { return t && t->dtype == FM_F32; }

@@ -283,8 +283,8 @@ __attribute__((target("avx512f"))) static void conv_row_weave2_avx512(float *dst
         for (int h = 0; h < 2; h++) {
             __mmask16 m = fm_ops_lane_mask(n - x - 16 * h);
             float *d = dst + x + 16 * h;
-            if (!store) v[h] = _mm512_add_ps(_mm512_maskz_loadu_ps(m, d), v[h]);
-            _mm512_mask_storeu_ps(d, m, v[h]);
+            if (!store) v[h] = _mm512_add_ps(fm_ops_load16(d, m), v[h]);
+            fm_ops_store16(d, v[h], m);
         }
     }
 }

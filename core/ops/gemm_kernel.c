@@ -199,7 +199,7 @@ gemm_tile_nv(const int nv, int kc, const float *ap, const float *const *brow, si
         const float *bp = brow[p] + boff;
         __m512 bv[3];
 #pragma GCC unroll 3
-        for (int v = 0; v < nv; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
+        for (int v = 0; v < nv; v++) bv[v] = fm_ops_load16(bp + 16 * v, mask[v]);
 #pragma GCC unroll 8
         for (int r = 0; r < GEMM_MR; r++) {
             __m512 a = _mm512_set1_ps(ap[r]);

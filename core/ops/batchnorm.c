@@ -8,7 +8,6 @@
  * better than walking one channel's N strided runs at a time. */
 #include "ops_util.h"
 
-#include <immintrin.h>
 #include <math.h>
 
 typedef struct bn_job {

@@ -37,8 +37,6 @@
  * kj = b (mod s) alone. */
 #include "ops_util.h"
 
-#include <immintrin.h>
-
 /* Bound on the im2col block of a chunk, in floats (1 MB): im2col writes it and
  * the GEMM reads it right after, so it should stay in the core's L2 cache
  * (2 MB here) rather than go through L3, and the per-thread workspace stays
@@ -164,11 +162,10 @@ static const float *conv_pad_plane(float *buf, const float *x, const conv_geom *
     return buf;
 }
 
-/* Row copies for im2col, col2im and the direct path in AVX-512: a row is one
- * masked load and store per 16 floats (rows are 7 to 28 floats here, which
- * the portable loops copy mostly one at a time).  Same values, same order of
- * additions as the portable loops. */
-/* dst = src (+ dst with `add`, + *bias with a bias) on the lanes in m. */
+/* Row copies for im2col, col2im and the direct path in AVX-512 (rows are 7
+ * to 28 floats here, which the portable loops copy mostly one at a time):
+ * dst[0..n) = src (+ dst with `add`, + *bias with a bias), 16 lanes at a
+ * time.  Same values, same order of additions as the portable loops. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 conv_copy16(float *dst, const float *src, bool add, const float *bias, __mmask16 m)
 {
@@ -179,26 +176,19 @@ conv_copy16(float *dst, const float *src, bool add, const float *bias, __mmask16
 }
 
 __attribute__((target("avx512f"))) static void conv_row_copy_avx512(float *dst, const float *src,
-                                                                   int n, bool add)
+                                                                   int n, bool add,
+                                                                   const float *bias)
 {
     int x = 0;
-    for (; x + 16 <= n; x += 16) conv_copy16(dst + x, src + x, add, NULL, 0xFFFF);
-    if (x < n) conv_copy16(dst + x, src + x, add, NULL, fm_ops_lane_mask(n - x));
+    for (; x + 16 <= n; x += 16) conv_copy16(dst + x, src + x, add, bias, 0xFFFF);
+    if (x < n) conv_copy16(dst + x, src + x, add, bias, fm_ops_lane_mask(n - x));
 }
 
-__attribute__((target("avx512f"))) static void conv_row_bias_avx512(float *dst, const float *src,
-                                                                   int n, float bias)
-{
-    int x = 0;
-    for (; x + 16 <= n; x += 16) conv_copy16(dst + x, src + x, false, &bias, 0xFFFF);
-    if (x < n) conv_copy16(dst + x, src + x, false, &bias, fm_ops_lane_mask(n - x));
-}
-
-/* dst[0..n) = src + bias, and dst[0..n) += src: one output row. */
+/* dst[0..n) = src + bias: one output row. */
 static void conv_row_bias(float *dst, const float *src, int n, float bias, bool simd)
 {
     if (simd) {
-        conv_row_bias_avx512(dst, src, n, bias);
+        conv_row_copy_avx512(dst, src, n, false, &bias);
         return;
     }
     for (int x = 0; x < n; x++) dst[x] = src[x] + bias;
@@ -208,7 +198,7 @@ static void conv_row_bias(float *dst, const float *src, int n, float bias, bool 
 static void conv_row_put(float *dst, const float *src, int n, bool store, bool simd)
 {
     if (simd) {
-        conv_row_copy_avx512(dst, src, n, !store);
+        conv_row_copy_avx512(dst, src, n, !store, NULL);
     } else if (store) {
         memcpy(dst, src, (size_t)n * sizeof *dst);
     } else {
@@ -221,8 +211,7 @@ static void conv_row_put(float *dst, const float *src, int n, bool store, bool s
 __attribute__((target("avx512f"))) static void conv_row_stride2_avx512(float *dst,
                                                                       const float *src, int n)
 {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                           28, 30);
+    const __m512i even = fm_ops_even_lanes();
     for (int x = 0; x < n; x += 16) {
         /* Outputs x.. read inputs 2x .. 2(n-1): in = 2(n-x) - 1 of them. */
         int in = 2 * (n - x) - 1;
@@ -238,10 +227,7 @@ __attribute__((target("avx512f"))) static void conv_row_stride2_avx512(float *ds
 __attribute__((target("avx512f"))) static void conv_row_unweave2_avx512(float *even, float *odd,
                                                                        const float *src, int n)
 {
-    const __m512i ei = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
-                                         30);
-    const __m512i oi = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29,
-                                         31);
+    const __m512i ei = fm_ops_even_lanes(), oi = _mm512_add_epi32(ei, _mm512_set1_epi32(1));
     for (int x = 0; x < n; x += 32) {
         __m512 a = _mm512_maskz_loadu_ps(fm_ops_lane_mask(n - x), src + x);
         __m512 b = _mm512_maskz_loadu_ps(fm_ops_lane_mask(n - x - 16), src + x + 16);
@@ -256,7 +242,7 @@ __attribute__((target("avx512f"))) static void conv_row_unweave2_avx512(float *e
 static void conv_row_gather(float *dst, const float *src, int n, int s, bool simd)
 {
     if (simd && s == 1) {
-        conv_row_copy_avx512(dst, src, n, false);
+        conv_row_copy_avx512(dst, src, n, false, NULL);
     } else if (simd && s == 2) {
         conv_row_stride2_avx512(dst, src, n);
     } else {
@@ -349,12 +335,8 @@ static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, boo
                     const float *src = dcol + (size_t)((c * cg->kh + ki) * cg->kw + kj) * cols +
                                        (size_t)i * cg->p;
                     float *dst = acc + (size_t)ki * wp + kj;
-                    if (s == 1)
-                        for (int oy = 0; oy < oh; oy++, src += ow, dst += wp)
-                            conv_row_put(dst, src, ow, false, simd);
-                    else
-                        for (int oy = 0; oy < oh; oy++, src += ow, dst += (size_t)s * wp)
-                            for (int ox = 0; ox < ow; ox++) dst[ox * s] += src[ox];
+                    for (int oy = 0; oy < oh; oy++, src += ow, dst += (size_t)s * wp)
+                        conv_row_scatter(dst, src, ow, s, false, simd);
                 }
             if (p > 0)
                 for (int y = 0; y < cg->h; y++)
@@ -398,7 +380,8 @@ typedef struct conv_job {
 } conv_job;
 
 /* A thread's region on the direct path: GEMM pack, row table, padded input
- * [C][phases][plane_x] and the same channel-minor [phases][plane_x][C],
+ * [C][phases][plane_x] and (tap_major) the same channel-minor
+ * [phases][plane_x][C],
  * bordered output gradient [O][plane_d], product [O][nw] or
  * [phases][C][Hq*Wg]. */
 typedef struct conv_direct_ws {
@@ -420,7 +403,7 @@ static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float 
         conv_round16(pack),
         conv_round16(2 * conv_max((size_t)cg->k, cg->o * taps)), /* pointers */
         (size_t)cg->c * phases * cg->plane_x,
-        (size_t)cg->c * phases * cg->plane_x,
+        cg->tap_major ? (size_t)cg->c * phases * cg->plane_x : 0,
         (size_t)cg->o * cg->plane_d,
         conv_round16(conv_max((size_t)cg->o * cg->nw, phases * cg->c * hw)),
     };
@@ -501,16 +484,24 @@ static void conv_direct_pad_input(float *xp, const float *x, int nb, const conv_
             }
 }
 
-/* Row (c, ki, kj) of the implicit im2col matrix: phase (ki mod s, kj mod s)
- * of plane c shifted by (ki/s, kj/s). */
-static void conv_direct_input_rows(const float **rows, const float *xp, const conv_geom *cg)
+/* Where tap (ki, kj)'s row starts within one channel's phase planes: phase
+ * (ki mod s, kj mod s) shifted by (ki/s, kj/s). */
+static size_t conv_tap_offset(const conv_geom *cg, int ki, int kj)
 {
     const int s = cg->stride;
+    return (size_t)((ki % s) * s + kj % s) * cg->plane_x + (size_t)(ki / s) * cg->wg +
+           (size_t)(kj / s);
+}
+
+/* Row (c, ki, kj) of the implicit im2col matrix: plane c's phases shifted
+ * by the tap. */
+static void conv_direct_input_rows(const float **rows, const float *xp, const conv_geom *cg)
+{
+    const size_t channel = (size_t)cg->stride * cg->stride * cg->plane_x;
     for (int c = 0; c < cg->c; c++)
         for (int ki = 0; ki < cg->kh; ki++)
             for (int kj = 0; kj < cg->kw; kj++)
-                *rows++ = xp + ((size_t)c * s * s + (size_t)(ki % s) * s + kj % s) * cg->plane_x +
-                          (size_t)(ki / s) * cg->wg + kj / s;
+                *rows++ = xp + (size_t)c * channel + conv_tap_offset(cg, ki, kj);
 }
 
 /* Phase (a, b) of the input gradient: its taps (th x tw of them) and the
@@ -599,8 +590,7 @@ static void conv_direct_weight_grad(const conv_job *j, int task, int i, bool fir
     const float **seg = ws->rows;
     for (int ki = 0; ki < cg->kh; ki++)
         for (int kj = 0; kj < cg->kw; kj++)
-            *seg++ = ws->xt + ((size_t)((ki % s) * s + kj % s) * cg->plane_x +
-                               (size_t)(ki / s) * cg->wg + (size_t)(kj / s)) * cg->c;
+            *seg++ = ws->xt + conv_tap_offset(cg, ki, kj) * cg->c;
     fm_gemm_serial_segs(cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead, (int)cg->plane_d, ws->rows,
                         cg->c, cg->c, first ? 0.0f : 1.0f, dw, cg->k, ws->pack);
 }
@@ -671,79 +661,81 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
     }
 }
 
-static void conv_forward_task(void *arg, int task, int thread)
+/* The im2col path's forward for the chunk of nb images from n0. */
+static void conv_im2col_forward(const conv_job *j, int n0, int nb, const conv_im2col_ws *ws)
 {
-    const conv_job *j = arg;
     const conv_geom *cg = &j->cg;
-    int n0;
-    float *base;
-    int nb = conv_task_span(j, task, thread, &n0, &base);
-    if (cg->direct) {
-        conv_direct_ws ws;
-        conv_direct_floats(cg, &ws, base);
-        conv_direct_forward(j, n0, nb, &ws);
-        return;
-    }
-    conv_im2col_ws ws;
-    conv_im2col_floats(cg, &ws, base);
     int cols = nb * cg->p;
-    conv_im2col(ws.col, ws.padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
+    conv_im2col(ws->col, ws->padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
     /* One image's [O, P] block is its slice of y: no staging copy, the bias
      * is then added in place. */
-    float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : ws.stage;
-    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, ws.col, cols,
-                   0.0f, gemm_out, cols, ws.pack);
+    float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : ws->stage;
+    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, ws->col,
+                   cols, 0.0f, gemm_out, cols, ws->pack);
     if (nb == 1 && !j->b) return;
+    bool simd = fm_kernels_avx512();
     for (int i = 0; i < nb; i++)
-        for (int o = 0; o < cg->o; o++) {
-            float *dst = j->y + ((size_t)(n0 + i) * cg->o + o) * cg->p;
-            const float *src = gemm_out + (size_t)o * cols + (size_t)i * cg->p;
-            float bias = j->b ? j->b[o] : 0.0f;
-            for (int q = 0; q < cg->p; q++) dst[q] = src[q] + bias;
-        }
+        for (int o = 0; o < cg->o; o++)
+            conv_row_bias(j->y + ((size_t)(n0 + i) * cg->o + o) * cg->p,
+                          gemm_out + (size_t)o * cols + (size_t)i * cg->p, cg->p,
+                          j->b ? j->b[o] : 0.0f, simd);
 }
 
-static void conv_backward_task(void *arg, int task, int thread)
+/* The im2col path's backward for chunk `task`, the nb images from n0. */
+static void conv_im2col_backward(const conv_job *j, int task, int n0, int nb,
+                                 const conv_im2col_ws *ws)
 {
-    const conv_job *j = arg;
     const conv_geom *cg = &j->cg;
-    int n0;
-    float *base;
-    int nb = conv_task_span(j, task, thread, &n0, &base);
-    if (cg->direct) {
-        conv_direct_ws ws;
-        conv_direct_floats(cg, &ws, base);
-        conv_direct_backward(j, task, n0, nb, &ws);
-        return;
-    }
-    conv_im2col_ws ws;
-    conv_im2col_floats(cg, &ws, base);
     int cols = nb * cg->p;
-    float *col = ws.col, *padbuf = ws.padbuf, *pack = ws.pack;
-
     /* dy of the chunk as [O, nb*P]; for one image that is its slice of dy. */
     const float *dout = j->dy + (size_t)n0 * cg->o * cg->p;
     if (nb > 1) {
         for (int i = 0; i < nb; i++)
             for (int o = 0; o < cg->o; o++)
-                memcpy(ws.stage + (size_t)o * cols + (size_t)i * cg->p,
+                memcpy(ws->stage + (size_t)o * cols + (size_t)i * cg->p,
                        j->dy + ((size_t)(n0 + i) * cg->o + o) * cg->p,
-                       (size_t)cg->p * sizeof *ws.stage);
-        dout = ws.stage;
+                       (size_t)cg->p * sizeof *ws->stage);
+        dout = ws->stage;
     }
     if (j->db_part)
         for (int o = 0; o < cg->o; o++)
             j->db_part[(size_t)task * cg->o + o] = conv_sum(dout + (size_t)o * cols, cols);
     if (j->dw_part) {
-        conv_im2col(col, padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
-        fm_gemm_serial(false, true, cg->o, cg->k, cols, 1.0f, dout, cols, NULL, col, cols, 0.0f,
-                       j->dw_part + (size_t)task * cg->o * cg->k, cg->k, pack);
+        conv_im2col(ws->col, ws->padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
+        fm_gemm_serial(false, true, cg->o, cg->k, cols, 1.0f, dout, cols, NULL, ws->col, cols,
+                       0.0f, j->dw_part + (size_t)task * cg->o * cg->k, cg->k, ws->pack);
     }
     if (j->dx) {
-        fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, j->dx_a_packed[0], dout,
-                       cols, 0.0f, col, cols, pack);
-        conv_col2im(j->dx + (size_t)n0 * cg->c * cg->h * cg->w, padbuf, col, nb, j->dx_store, cg);
+        fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, j->dx_a_packed[0],
+                       dout, cols, 0.0f, ws->col, cols, ws->pack);
+        conv_col2im(j->dx + (size_t)n0 * cg->c * cg->h * cg->w, ws->padbuf, ws->col, nb,
+                    j->dx_store, cg);
     }
+}
+
+/* Chunk `task` of the forward, or of the backward when the job has dy: the
+ * calling thread's workspace laid out for the path, then the path's work. */
+static void conv_task(void *arg, int task, int thread)
+{
+    const conv_job *j = arg;
+    int n0;
+    float *base;
+    int nb = conv_task_span(j, task, thread, &n0, &base);
+    if (j->cg.direct) {
+        conv_direct_ws ws;
+        conv_direct_floats(&j->cg, &ws, base);
+        if (j->dy)
+            conv_direct_backward(j, task, n0, nb, &ws);
+        else
+            conv_direct_forward(j, n0, nb, &ws);
+        return;
+    }
+    conv_im2col_ws ws;
+    conv_im2col_floats(&j->cg, &ws, base);
+    if (j->dy)
+        conv_im2col_backward(j, task, n0, nb, &ws);
+    else
+        conv_im2col_forward(j, n0, nb, &ws);
 }
 
 fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int stride, int pad)
@@ -827,7 +819,7 @@ void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
     j.w_packed = conv_prepack(g, false, j.cg.o, j.cg.k, j.w, j.cg.k);
     j.ws = conv_ws_alloc(g, &j.cg, &j.ws_stride);
-    fm_parallel_for(j.cg.nchunks, conv_forward_task, &j);
+    fm_parallel_for(j.cg.nchunks, conv_task, &j);
     fm_arena_release(fm_graph_arena(g), mark);
 }
 
@@ -875,7 +867,7 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
         j.dx_a_packed[0] = conv_prepack(g, true, cg->k, cg->o, j.w, cg->k);
     }
     j.ws = conv_ws_alloc(g, cg, &j.ws_stride);
-    fm_parallel_for(cg->nchunks, conv_backward_task, &j);
+    fm_parallel_for(cg->nchunks, conv_task, &j);
 
     if (want_dw) {
         conv_dw_sum_job sj = {j.dw_part, n->in[1]->grad, wsize, cg->nchunks, cg->tap_major,

@@ -19,7 +19,6 @@
 #include "ops_util.h"
 
 #include <cblas.h>
-#include <immintrin.h>
 #include <string.h>
 
 #define GEMM_MR 8

@@ -56,6 +56,13 @@ static inline uint16_t fm_ops_lane_mask(int n)
     return n >= 16 ? 0xFFFF : n <= 0 ? 0 : (uint16_t)((1u << n) - 1u);
 }
 
+/* Lane indices 0, 2, ..., 30: with _mm512_permutex2var_ps, the even elements
+ * of two vectors (a row's pixels at stride 2). */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i fm_ops_even_lanes(void)
+{
+    return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+
 /* Loads and stores of the lanes in m: plain ones for a whole vector (m a
  * constant 0xFFFF after inlining), masked ones -- which cost more on some
  * processors -- only for a ragged end. */

@@ -1,7 +1,6 @@
 /* Pooling: k x k max pooling with stride k, and global average pooling. */
 #include "ops_util.h"
 
-#include <immintrin.h>
 #include <math.h>
 
 /* Planes (one image, one channel) per parallel task: about FM_OPS_GRAIN elements. */
@@ -31,8 +30,7 @@ __attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *
                                                                   float *yr, int32_t *am,
                                                                   int base)
 {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
-                                           28, 30);
+    const __m512i even = fm_ops_even_lanes();
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for (int ox = 0; ox < ow; ox += 16) {
         int left = ow - ox;  /* outputs still to go; the masks saturate at 16 */

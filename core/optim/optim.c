@@ -86,7 +86,6 @@ void fm_optim_free(fm_optim *o)
  * changes no result. */
 #define OPTIM_GRAIN ((int64_t)1 << 15)
 
-
 static void sgd_range(const fm_optim *o, float *restrict p, const float *restrict g,
                       float *restrict buf, int64_t n)
 {

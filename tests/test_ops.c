@@ -408,6 +408,14 @@ static const conv_shape conv_ref_shapes[] = {
     {2, 2, 21, 21, 3, 5, 5, 1, 0, true},    /* im2col path, output rows over 16 floats */
     {2, 3, 40, 38, 4, 3, 3, 2, 1, true},    /* stride 2, output rows over 16 floats */
     {2, 2, 11, 13, 3, 3, 3, 3, 1, false},   /* stride 3 */
+    /* Winograd F(2x2, 3x3) (16+ channels in and out, even maps): one image
+     * per product, several per product with the last group short, and maps
+     * wider than 16 tiles. */
+    {20, 16, 28, 28, 16, 3, 3, 1, 1, true},
+    {9, 16, 14, 14, 32, 3, 3, 1, 1, false},
+    {3, 16, 40, 36, 16, 3, 3, 1, 1, true},
+    {64, 16, 7, 7, 16, 3, 3, 1, 1, true},   /* odd maps: tiles past the edge */
+    {5, 16, 9, 11, 24, 3, 3, 1, 1, false},
 };
 
 #define CONV_REF_NSHAPES ((int)(sizeof conv_ref_shapes / sizeof conv_ref_shapes[0]))
@@ -422,6 +430,12 @@ START_TEST(test_conv2d_vs_reference)
     fm_tensor *w = leaf(4, (int[]){s->o, s->c, s->kh, s->kw}, -1, 1, true);
     fm_tensor *b = s->bias ? leaf(1, (int[]){s->o}, -1, 1, true) : NULL;
     fm_graph *g = fm_graph_new();
+    /* Workspaces come from an arena full of NaN: what a kernel reads
+     * without writing it first (beyond what it may ignore) shows. */
+    size_t poison = (size_t)1 << 22;
+    float *junk = fm_graph_alloc(g, poison * sizeof(float));
+    for (size_t i = 0; i < poison; i++) junk[i] = NAN;
+    fm_graph_reset(g);
     fm_tensor *y = fm_conv2d(g, x, w, b, s->stride, s->pad);
     ck_assert_int_eq(y->shape[2], conv_oh(s));
     ck_assert_int_eq(y->shape[3], conv_ow(s));
@@ -435,6 +449,8 @@ START_TEST(test_conv2d_vs_reference)
     for (int64_t i = 0; i < w->numel; i++) w->grad[i] = 0.5f;
     for (int i = 0; b && i < s->o; i++) b->grad[i] = -0.5f;
     node_backward(g, y, dy);
+    /* (all of it within the poisoned memory) */
+    ck_assert_uint_eq(fm_arena_peak(fm_graph_arena(g)), poison * sizeof(float));
     float *rdx = malloc((size_t)x->numel * sizeof *rdx), *rdw = malloc((size_t)w->numel * sizeof *rdw),
           *rdb = malloc((size_t)s->o * sizeof *rdb);
     ref_conv_backward(s, rdx, rdw, rdb, dy, x->data, w->data);
@@ -536,18 +552,33 @@ START_TEST(test_conv2d_thread_determinism)
 END_TEST
 
 /* Workspaces are handed back when an op returns: what a conv leaves in the
- * arena is its output, whatever its scratch needed. */
+ * arena is its output, whatever its scratch needed -- and, when a backward
+ * will run, the padded input it keeps for the weight gradient (less than
+ * twice the input). */
 START_TEST(test_conv2d_workspace_released)
 {
+    fm_tensor *xc = leaf(4, (int[]){8, 16, 14, 14}, -1, 1, false);
+    fm_tensor *wc = leaf(4, (int[]){16, 16, 3, 3}, -1, 1, false);
+    fm_graph *gc = fm_graph_new();
+    size_t used = fm_arena_used(fm_graph_arena(gc));
+    fm_tensor *yc = fm_conv2d(gc, xc, wc, NULL, 1, 1);
+    size_t out_bytes = (size_t)yc->numel * sizeof(float), in_bytes = out_bytes;
+    used = fm_arena_used(fm_graph_arena(gc)) - used;
+    ck_assert_uint_ge(used, out_bytes);
+    ck_assert_uint_lt(used, out_bytes + 4096);  /* + node and tensor headers */
+    fm_graph_free(gc);
+    fm_tensor_free(xc);
+    fm_tensor_free(wc);
+
     fm_tensor *x = leaf(4, (int[]){8, 16, 14, 14}, -1, 1, true);
     fm_tensor *w = leaf(4, (int[]){16, 16, 3, 3}, -1, 1, true);
     fm_graph *g = fm_graph_new();
     fm_arena *a = fm_graph_arena(g);
     size_t before = fm_arena_used(a);
     fm_tensor *y = fm_conv2d(g, x, w, NULL, 1, 1);
-    size_t after = fm_arena_used(a), out_bytes = (size_t)y->numel * sizeof(float);
-    ck_assert_uint_ge(after - before, out_bytes);
-    ck_assert_uint_lt(after - before, out_bytes + 4096);  /* + node and tensor headers */
+    size_t after = fm_arena_used(a);
+    ck_assert_uint_gt(after - before, out_bytes + in_bytes);
+    ck_assert_uint_lt(after - before, out_bytes + 2 * in_bytes + 4096);
     ck_assert_uint_gt(fm_arena_peak(a), after);         /* the workspace was there */
     float *r = malloc((size_t)y->numel * sizeof *r);
     fm_test_fill(r, (size_t)y->numel, -1, 1, next_seed++);

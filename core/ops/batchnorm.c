@@ -40,6 +40,7 @@ typedef struct bn_job {
      * otherwise), read by the backward in place of y: 1/32 of its bytes. */
     uint16_t *mask;       // [N, C, mask_words]
     int64_t mask_words;
+    int block;            /* channels per reduction task (bn_block) */
 } bn_job;
 
 static inline bool bn_mask_bit(const uint16_t *mask, int64_t q)
@@ -174,19 +175,67 @@ static void bn_lanes_dy_relu(double *l_dy, double *l_dyx, const float *dy, const
     }
 }
 
-static void bn_forward_task(void *arg, int c, int thread)
+/* The reductions run over a block of channels per task, image after image:
+ * each image's share of a block is one contiguous run of memory, where one
+ * channel's is H*W floats (49 on 7x7 maps) a whole image apart, a walk the
+ * prefetchers follow badly.  Each channel still gets its sums in the same
+ * order (images in turn, lane by lane), so the blocks change no bit. */
+#define BN_RUN_FLOATS 4096
+#define BN_MAX_BLOCK 128
+
+/* Channels per reduction task: runs of about BN_RUN_FLOATS, and at least
+ * two tasks per thread where there are channels enough. */
+static int bn_block(const bn_job *j)
+{
+    int64_t tasks = ((int64_t)j->c * j->s + BN_RUN_FLOATS - 1) / BN_RUN_FLOATS;
+    int64_t few = 2 * (int64_t)fm_get_threads();
+    if (tasks < few) tasks = few;
+    int64_t block = ((int64_t)j->c + tasks - 1) / tasks;
+    return block < 1 ? 1 : block > BN_MAX_BLOCK ? BN_MAX_BLOCK : (int)block;
+}
+
+static int bn_block_tasks(const bn_job *j) { return (j->c + j->block - 1) / j->block; }
+
+/* Task t's channels c0 .. c0+*nc-1. */
+static int bn_block_span(const bn_job *j, int task, int *nc)
+{
+    int c0 = task * j->block;
+    *nc = j->c - c0 < j->block ? j->c - c0 : j->block;
+    return c0;
+}
+
+static void bn_forward_channel(const bn_job *j, int c, double mean, double sq);
+
+static void bn_forward_task(void *arg, int task, int thread)
 {
     (void)thread;
     const bn_job *j = arg;
+    int nc, c0 = bn_block_span(j, task, &nc);
+    if (!j->batch_stats) {
+        for (int c = c0; c < c0 + nc; c++) bn_forward_channel(j, c, 0.0, 0.0);
+        return;
+    }
     size_t cs = (size_t)j->c * j->s;
-    const float *x0 = j->x + (size_t)c * j->s;
-    double mean, invstd;
+    const float *x0 = j->x + (size_t)c0 * j->s;
+    double m = (double)j->n * j->s, mean[BN_MAX_BLOCK];
+    double lane[BN_MAX_BLOCK][BN_LANES] = {{0}}, lsq[BN_MAX_BLOCK][BN_LANES] = {{0}};
+    for (int i = 0; i < j->n; i++)
+        for (int c = 0; c < nc; c++) bn_lanes_sum(lane[c], x0 + i * cs + c * j->s, j->s);
+    for (int c = 0; c < nc; c++) mean[c] = bn_lanes_total(lane[c]) / m;
+    for (int i = 0; i < j->n; i++)
+        for (int c = 0; c < nc; c++)
+            bn_lanes_sqdev(lsq[c], x0 + i * cs + c * j->s, j->s, mean[c]);
+    for (int c = 0; c < nc; c++) bn_forward_channel(j, c0 + c, mean[c], bn_lanes_total(lsq[c]));
+}
+
+/* Channel c's statistics (with batch statistics, from the batch's mean and
+ * sum of squared deviations sq), the running ones, and the elementwise
+ * pass's coefficients. */
+static void bn_forward_channel(const bn_job *j, int c, double mean, double sq)
+{
+    double invstd;
     if (j->batch_stats) {
-        double m = (double)j->n * j->s, lane[BN_LANES] = {0}, lsq[BN_LANES] = {0};
-        for (int i = 0; i < j->n; i++) bn_lanes_sum(lane, x0 + i * cs, j->s);
-        mean = bn_lanes_total(lane) / m;
-        for (int i = 0; i < j->n; i++) bn_lanes_sqdev(lsq, x0 + i * cs, j->s, mean);
-        double sq = bn_lanes_total(lsq), var = sq / m;
+        double m = (double)j->n * j->s, var = sq / m;
         invstd = 1.0 / sqrt(var + j->eps);
         if (j->update_running) {
             double mom = j->momentum;
@@ -267,23 +316,35 @@ FM_OPS_CLONES static void bn_forward_range(void *arg, int64_t begin, int64_t end
     }
 }
 
-static void bn_backward_task(void *arg, int c, int thread)
+static void bn_backward_channel(const bn_job *j, int c, double sum_dy, double sum_dy_xmu);
+
+static void bn_backward_task(void *arg, int task, int thread)
 {
     (void)thread;
     const bn_job *j = arg;
-    size_t cs = (size_t)j->c * j->s, base = (size_t)c * j->s;
-    double mean = j->mean[c], invstd = j->invstd[c];
-    double l_dy[BN_LANES] = {0}, l_dyx[BN_LANES] = {0};
-    for (int i = 0; i < j->n; i++) {
-        size_t off = base + i * cs;
-        if (j->relu)
-            bn_lanes_dy_relu(l_dy, l_dyx, j->dy + off, j->mask + (size_t)i * j->c * j->mask_words +
-                                                      (size_t)c * j->mask_words,
-                             j->x + off, j->s, mean);
-        else
-            bn_lanes_dy(l_dy, l_dyx, j->dy + off, j->x + off, j->s, mean);
-    }
-    double sum_dy = bn_lanes_total(l_dy), sum_dy_xmu = bn_lanes_total(l_dyx);
+    int nc, c0 = bn_block_span(j, task, &nc);
+    size_t cs = (size_t)j->c * j->s;
+    double l_dy[BN_MAX_BLOCK][BN_LANES] = {{0}}, l_dyx[BN_MAX_BLOCK][BN_LANES] = {{0}};
+    for (int i = 0; i < j->n; i++)
+        for (int c = 0; c < nc; c++) {
+            size_t off = (size_t)(c0 + c) * j->s + i * cs;
+            double mean = j->mean[c0 + c];
+            if (j->relu)
+                bn_lanes_dy_relu(l_dy[c], l_dyx[c], j->dy + off,
+                                 j->mask + ((size_t)i * j->c + (size_t)(c0 + c)) * j->mask_words,
+                                 j->x + off, j->s, mean);
+            else
+                bn_lanes_dy(l_dy[c], l_dyx[c], j->dy + off, j->x + off, j->s, mean);
+        }
+    for (int c = 0; c < nc; c++)
+        bn_backward_channel(j, c0 + c, bn_lanes_total(l_dy[c]), bn_lanes_total(l_dyx[c]));
+}
+
+/* Channel c's parameter gradients and the elementwise pass's coefficients,
+ * from its sums of dy and dy * (x - mean). */
+static void bn_backward_channel(const bn_job *j, int c, double sum_dy, double sum_dy_xmu)
+{
+    double invstd = j->invstd[c];
     if (j->dweight) j->dweight[c] += (float)(sum_dy_xmu * invstd);
     if (j->dbias) j->dbias[c] += (float)sum_dy;
     if (!j->dx) return;
@@ -300,7 +361,7 @@ static void bn_backward_task(void *arg, int c, int thread)
     }
     j->coef[c] = (float)a;
     j->coef[j->c + c] = (float)b;
-    j->coef[2 * j->c + c] = (float)mean;
+    j->coef[2 * j->c + c] = j->mean[c];
     j->coef[3 * j->c + c] = (float)d;
 }
 
@@ -513,7 +574,8 @@ void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
     j.coef = fm_graph_alloc(g, 2 * (size_t)j.c * sizeof(float));
     j.y = n->out->data;
-    fm_parallel_for(j.c, bn_forward_task, &j);
+    j.block = bn_block(&j);
+    fm_parallel_for(bn_block_tasks(&j), bn_forward_task, &j);
     fm_ops_parallel_range((int64_t)j.n * j.c, bn_grain(j.s), bn_forward_range, &j);
     fm_arena_release(fm_graph_arena(g), mark);
     n->iarg[0] = j.batch_stats;
@@ -540,7 +602,8 @@ void fm_op_batchnorm_backward(fm_graph *g, fm_node *n)
     if (!j.dx && !j.dweight && !j.dbias && !j.dres) return;
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
     j.coef = fm_graph_alloc(g, 4 * (size_t)j.c * sizeof(float));
-    fm_parallel_for(j.c, bn_backward_task, &j);
+    j.block = bn_block(&j);
+    fm_parallel_for(bn_block_tasks(&j), bn_backward_task, &j);
     if (j.dx || j.dres)
         fm_ops_parallel_range((int64_t)j.n * j.c, bn_grain(j.s), bn_backward_range, &j);
     fm_arena_release(fm_graph_arena(g), mark);

@@ -66,6 +66,11 @@ typedef struct conv_geom {
     bool tap_major;  /* weight gradient parts [O][KH*KW][C] (conv_direct_weight_grad) */
     int group, frame, wg, hq, nw;
     size_t plane_x, plane_d, lead;
+    /* Winograd (conv_wino_group): tiles per image th x tw, images per
+     * product, and the most tiles of one product. */
+    bool wino;
+    int th, tw, wsub;
+    size_t wnt;
 } conv_geom;
 
 /* Chunks the direct path cuts a batch into: enough for a few threads, few
@@ -108,6 +113,36 @@ static bool conv_direct_layout(conv_geom *cg)
     return (double)(cg->wg - cg->group * cg->ow) / (cg->group * cg->ow) <= CONV_DIRECT_MAX_WASTE;
 }
 
+/* Winograd F(2x2, 3x3) computes a 3x3, stride-1, pad-1 convolution's 2x2
+ * output tiles from 4x4 input tiles with 16 products of [O, C] by [C,
+ * tiles] -- 2.25 times fewer multiplications than the direct product.  The
+ * transforms are additions on vectors of 16 tiles, so the maps must be at
+ * least WINO_MIN_TW tiles wide to fill them, and even-sized, so that no
+ * tile reads past the padded plane. */
+#define WINO_MIN_TW 4
+/* Tiles per product: the transformed input and output of one product,
+ * 16 * channels * tiles floats each, stay in the core's L2 cache. */
+#define WINO_TILES 256
+/* Floats past the end of each array the transforms read or write whole
+ * vectors in (see conv_wino_input_row). */
+#define WINO_SLACK 64
+
+static void conv_wino_layout(conv_geom *cg)
+{
+    cg->th = (cg->oh + 1) / 2;
+    cg->tw = (cg->ow + 1) / 2;
+    cg->wino = fm_kernels_avx512() && cg->kh == 3 && cg->kw == 3 && cg->stride == 1 &&
+               cg->pad == 1 && cg->tw >= WINO_MIN_TW && cg->c >= 16 && cg->o >= 16;
+    if (!cg->wino) return;
+    /* Tiles of an odd map read one row past the padded plane: a zero one. */
+    if (cg->h % 2) cg->plane_x = conv_round16((size_t)(cg->hq + 1) * cg->wg + (size_t)cg->kw);
+    int per = cg->th * cg->tw;
+    cg->wsub = WINO_TILES / per;
+    if (cg->wsub > cg->group) cg->wsub = cg->group;
+    if (cg->wsub < 1) cg->wsub = 1;
+    cg->wnt = (size_t)cg->wsub * per;
+}
+
 static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stride, int pad)
 {
     conv_geom cg = {
@@ -139,6 +174,7 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
         cg.plane_d = conv_round16(cg.lead + (size_t)rows * cg.wg + 16);
         /* Segments narrower than a vector would make narrow tiles. */
         cg.tap_major = cg.c % 16 == 0;
+        conv_wino_layout(&cg);
     } else {
         cg.chunk = chunk;
     }
@@ -275,11 +311,32 @@ __attribute__((target("avx512f"))) static void conv_row_weave2_avx512(float *dst
     }
 }
 
+/* dst[0], dst[2], ... (n of them) += src[0..n): 16 sources a time spread
+ * to the even lanes of two vectors, the odd lanes left as they are. */
+__attribute__((target("avx512f"))) static void conv_row_scatter2_avx512(float *dst,
+                                                                       const float *src, int n)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    for (int x = 0; x < n; x += 16) {
+        __m512 v = _mm512_maskz_loadu_ps(fm_ops_lane_mask(n - x), src + x);
+        __m512 spread[2] = {_mm512_permutexvar_ps(lo, v), _mm512_permutexvar_ps(hi, v)};
+        for (int h = 0; h < 2; h++) {
+            /* dst[2x + 16h ..]: 2(n - x) - 1 - 16h of them left, even lanes only. */
+            __mmask16 m = fm_ops_lane_mask(2 * (n - x) - 1 - 16 * h) & 0x5555;
+            float *d = dst + 2 * x + 16 * h;
+            _mm512_mask_storeu_ps(d, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d), spread[h]));
+        }
+    }
+}
+
 /* dst[0], dst[s], dst[2s], ... (n of them) += src[0..n), or = with `store`. */
 static void conv_row_scatter(float *dst, const float *src, int n, int s, bool store, bool simd)
 {
     if (s == 1) {
         conv_row_put(dst, src, n, store, simd);
+    } else if (s == 2 && simd && !store) {
+        conv_row_scatter2_avx512(dst, src, n);
     } else if (store) {
         for (int x = 0; x < n; x++) dst[(size_t)x * s] = src[x];
     } else {
@@ -377,6 +434,16 @@ typedef struct conv_job {
     const float *w_packed, *dx_a_packed[CONV_MAX_PHASES];
     float *ws;        // per thread, see conv_ws_floats / conv_direct_ws
     size_t ws_stride; // floats per thread region
+    /* Direct path: every group's padded input [C][phases][plane_x], laid
+     * out by the forward and kept for the weight gradient (NULL: each pass
+     * pads into its workspace). */
+    float *xp_saved;
+    /* im2col path, where the block is no larger than the input (1x1
+     * convolutions): every chunk's col [K, chunk*P], kept the same way. */
+    float *col_saved;
+    /* Winograd: the transformed kernels u [16][O'][C'] of this pass's
+     * product (C' channels in, O' out) and each one packed. */
+    const float *wino_u, *wino_a[16];
 } conv_job;
 
 /* A thread's region on the direct path: GEMM pack, row table, padded input
@@ -388,6 +455,7 @@ typedef struct conv_direct_ws {
     float *pack;
     const float **rows;
     float *xp, *xt, *d, *out;
+    float *wv, *wm;  /* Winograd: transformed input [16][C'][wnt] and output [16][O'][wnt] */
 } conv_direct_ws;
 
 static size_t conv_max(size_t a, size_t b) { return a > b ? a : b; }
@@ -399,22 +467,28 @@ static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float 
     size_t pack = conv_max(fm_gemm_rows_pack_floats(cg->nw, cg->k),
                            conv_max(fm_gemm_rows_pack_floats(cg->k, cg->nw),
                                     fm_gemm_rows_pack_floats((int)hw, (int)(cg->o * taps))));
-    size_t sizes[6] = {
+    size_t wino = 0;
+    if (cg->wino)
+        wino = conv_round16(16 * (conv_max((size_t)cg->c, (size_t)cg->o) * cg->wnt + WINO_SLACK));
+    size_t sizes[8] = {
         conv_round16(pack),
         conv_round16(2 * conv_max((size_t)cg->k, cg->o * taps)), /* pointers */
         (size_t)cg->c * phases * cg->plane_x,
         cg->tap_major ? (size_t)cg->c * phases * cg->plane_x : 0,
         (size_t)cg->o * cg->plane_d,
         conv_round16(conv_max((size_t)cg->o * cg->nw, phases * cg->c * hw)),
+        wino,
+        wino,
     };
-    size_t at[6], total = 0;
-    for (int i = 0; i < 6; i++) {
+    size_t at[8], total = 0;
+    for (int i = 0; i < 8; i++) {
         at[i] = total;
         total += sizes[i];
     }
     if (ws)
         *ws = (conv_direct_ws){base + at[0], (const float **)(base + at[1]), base + at[2],
-                               base + at[3], base + at[4], base + at[5]};
+                               base + at[3], base + at[4], base + at[5], base + at[6],
+                               base + at[7]};
     return total;
 }
 
@@ -529,14 +603,307 @@ static int conv_group_size(int i, int n0, int nb, const conv_geom *cg)
     return n0 + nb - i < cg->group ? n0 + nb - i : cg->group;
 }
 
+/* Floats of one group's padded input, and of every group's of the batch
+ * (groups start afresh in each chunk). */
+static size_t conv_group_floats(const conv_geom *cg)
+{
+    return (size_t)cg->c * cg->stride * cg->stride * cg->plane_x;
+}
+
+static size_t conv_saved_floats(const conv_geom *cg)
+{
+    size_t per_chunk = (size_t)(cg->chunk + cg->group - 1) / cg->group;
+    /* + what Winograd's input transform reads past the last plane */
+    return (size_t)cg->nchunks * per_chunk * conv_group_floats(cg) + WINO_SLACK;
+}
+
+/* Where the group of images from i on keeps its padded input: its slot of
+ * the saved planes, or the thread's workspace. */
+static float *conv_group_planes(const conv_job *j, int i, const conv_direct_ws *ws)
+{
+    const conv_geom *cg = &j->cg;
+    if (!j->xp_saved) return ws->xp;
+    size_t per_chunk = (size_t)(cg->chunk + cg->group - 1) / cg->group;
+    size_t group = (size_t)(i / cg->chunk) * per_chunk + (size_t)(i % cg->chunk / cg->group);
+    return j->xp_saved + group * conv_group_floats(cg);
+}
+
+/* u[xi] (xi = 4a + b, `stride` apart) = (G k G^T)[a][b] for one 3x3 kernel
+ * k (rotated by 180 degrees with `flip`), G = [1 0 0; 1/2 1/2 1/2;
+ * 1/2 -1/2 1/2; 0 0 1]. */
+static void conv_wino_kernel(float *u, size_t stride, const float *k3, bool flip)
+{
+    float k[3][3], t[4][3];
+    for (int i = 0; i < 3; i++)
+        for (int jj = 0; jj < 3; jj++) k[i][jj] = flip ? k3[(2 - i) * 3 + 2 - jj] : k3[i * 3 + jj];
+    for (int jj = 0; jj < 3; jj++) {
+        t[0][jj] = k[0][jj];
+        t[1][jj] = 0.5f * ((k[0][jj] + k[1][jj]) + k[2][jj]);
+        t[2][jj] = 0.5f * ((k[0][jj] - k[1][jj]) + k[2][jj]);
+        t[3][jj] = k[2][jj];
+    }
+    for (int a = 0; a < 4; a++) {
+        float *r = u + (size_t)a * 4 * stride;
+        r[0] = t[a][0];
+        r[stride] = 0.5f * ((t[a][0] + t[a][1]) + t[a][2]);
+        r[2 * stride] = 0.5f * ((t[a][0] - t[a][1]) + t[a][2]);
+        r[3 * stride] = t[a][2];
+    }
+}
+
+/* u [16][O'][C'], the transformed kernels of the forward's product (w is
+ * [O][C][3][3], O' = O, C' = C) or, with `flip`, of the input gradient's:
+ * the correlation of dy with the rotated kernels, O' = C, C' = O. */
+static void conv_wino_weights(float *u, const float *w, int o, int c, bool flip)
+{
+    size_t xi = (size_t)o * c;
+    for (int oo = 0; oo < o; oo++)
+        for (int cc = 0; cc < c; cc++) {
+            size_t at = flip ? (size_t)cc * o + oo : (size_t)oo * c + cc;
+            conv_wino_kernel(u + at, xi, w + ((size_t)oo * c + cc) * 9, flip);
+        }
+}
+
+/* One row of tiles: v[xi * stride + tx] = (B^T d B)[xi] of the 4x4 input
+ * tile d at rows 0..3, columns 2tx .. 2tx+3 of src (row stride ld), for tx
+ * < tw; B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].  Lanes are tiles:
+ * d's columns are the elements 2tx, 2tx+1, 2tx+2, 2tx+3 of each row,
+ * gathered from two vectors by permutes (three when all 16 lanes are
+ * tiles).  Whole vectors are loaded and stored: the lanes past tw read
+ * and write what the caller leaves room for (WINO_SLACK floats past src's
+ * rows and v's last row), and a later row overwrites them. */
+__attribute__((target("avx512f"))) static void conv_wino_input_row(float *v, size_t stride,
+                                                                  const float *src, size_t ld,
+                                                                  int tw)
+{
+    const __m512i ei = fm_ops_even_lanes(), one = _mm512_set1_epi32(1);
+    const __m512i oi = _mm512_add_epi32(ei, one), ei2 = _mm512_add_epi32(oi, one),
+                  oi2 = _mm512_add_epi32(ei2, one);
+    for (int t0 = 0; t0 < tw; t0 += 16) {
+        __m512 d[4][4], t[4][4];
+        for (int i = 0; i < 4; i++) {
+            const float *r = src + (size_t)i * ld + 2 * t0;
+            __m512 a = _mm512_loadu_ps(r), b = _mm512_loadu_ps(r + 16);
+            d[i][0] = _mm512_permutex2var_ps(a, ei, b);
+            d[i][1] = _mm512_permutex2var_ps(a, oi, b);
+            if (tw - t0 < 16) {
+                /* Elements 2tx+2, 2tx+3 of tx <= 14 are still in a, b. */
+                d[i][2] = _mm512_permutex2var_ps(a, ei2, b);
+                d[i][3] = _mm512_permutex2var_ps(a, oi2, b);
+            } else {
+                __m512 a2 = _mm512_loadu_ps(r + 2), b2 = _mm512_loadu_ps(r + 18);
+                d[i][2] = _mm512_permutex2var_ps(a2, ei, b2);
+                d[i][3] = _mm512_permutex2var_ps(a2, oi, b2);
+            }
+        }
+        for (int jj = 0; jj < 4; jj++) {
+            t[0][jj] = _mm512_sub_ps(d[0][jj], d[2][jj]);
+            t[1][jj] = _mm512_add_ps(d[1][jj], d[2][jj]);
+            t[2][jj] = _mm512_sub_ps(d[2][jj], d[1][jj]);
+            t[3][jj] = _mm512_sub_ps(d[1][jj], d[3][jj]);
+        }
+        for (int a = 0; a < 4; a++) {
+            float *r = v + (size_t)a * 4 * stride + t0;
+            _mm512_storeu_ps(r, _mm512_sub_ps(t[a][0], t[a][2]));
+            _mm512_storeu_ps(r + stride, _mm512_add_ps(t[a][1], t[a][2]));
+            _mm512_storeu_ps(r + 2 * stride, _mm512_sub_ps(t[a][2], t[a][1]));
+            _mm512_storeu_ps(r + 3 * stride, _mm512_sub_ps(t[a][1], t[a][3]));
+        }
+    }
+}
+
+/* One row of tiles back: rows 0 and 1 (`rows` of them) of dst (row stride
+ * ld, w columns) = A^T M A of the tiles' products m[xi * stride + tx],
+ * A^T = [1 1 1 0; 0 1 -1 -1]; + *bias if any, and added to dst unless
+ * `store`.
+ * m's lanes past tw are read (WINO_SLACK) and not used; dst is written in
+ * its w columns only. */
+__attribute__((target("avx512f"))) static void conv_wino_output_row(float *dst, size_t ld,
+                                                                   int rows, const float *m,
+                                                                   size_t stride, int tw, int w,
+                                                                   const float *bias, bool store)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                         15, 31);
+    const __m512 vb = _mm512_set1_ps(bias ? *bias : 0.0f);
+    for (int t0 = 0; t0 < tw; t0 += 16) {
+        __m512 s[2][4];
+        for (int jj = 0; jj < 4; jj++) {
+            __m512 q[4];
+            for (int i = 0; i < 4; i++) q[i] = _mm512_loadu_ps(m + (size_t)(4 * i + jj) * stride + t0);
+            s[0][jj] = _mm512_add_ps(_mm512_add_ps(q[0], q[1]), q[2]);
+            s[1][jj] = _mm512_sub_ps(_mm512_sub_ps(q[1], q[2]), q[3]);
+        }
+        for (int i = 0; i < rows; i++) {
+            __m512 y0 = _mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]);
+            __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3]);
+            __m512 out[2] = {_mm512_permutex2var_ps(y0, lo, y1), _mm512_permutex2var_ps(y0, hi, y1)};
+            for (int h = 0; h < 2; h++) {
+                float *d = dst + (size_t)i * ld + 2 * t0 + 16 * h;
+                __mmask16 mw = fm_ops_lane_mask(w - 2 * t0 - 16 * h);
+                __m512 x = bias ? _mm512_add_ps(out[h], vb) : out[h];
+                if (!store) x = _mm512_add_ps(fm_ops_load16(d, mw), x);
+                fm_ops_store16(d, x, mw);
+            }
+        }
+    }
+}
+
+/* One row of tiles of an output gradient: m[xi * stride + tx] = (A dY
+ * A^T)[xi] of the 2x2 tile dY at rows 0..1, columns 2tx, 2tx+1 of src (row
+ * stride ld) -- the adjoint of conv_wino_output_row.  As the input
+ * transform, whole vectors are read and written (WINO_SLACK). */
+__attribute__((target("avx512f"))) static void conv_wino_grad_row(float *m, size_t stride,
+                                                                 const float *src, size_t ld,
+                                                                 int tw)
+{
+    const __m512i ei = fm_ops_even_lanes(), oi = _mm512_add_epi32(ei, _mm512_set1_epi32(1));
+    const __m512 zero = _mm512_setzero_ps();
+    for (int t0 = 0; t0 < tw; t0 += 16) {
+        __m512 r[4][2];
+        for (int jj = 0; jj < 2; jj++) {
+            /* A dY: rows y0, y0 + y1, y0 - y1, -y1 of column jj. */
+            __m512 y[2];
+            for (int i = 0; i < 2; i++) {
+                const float *row = src + (size_t)i * ld + 2 * t0;
+                __m512 a = _mm512_loadu_ps(row), b = _mm512_loadu_ps(row + 16);
+                y[i] = _mm512_permutex2var_ps(a, jj ? oi : ei, b);
+            }
+            r[0][jj] = y[0];
+            r[1][jj] = _mm512_add_ps(y[0], y[1]);
+            r[2][jj] = _mm512_sub_ps(y[0], y[1]);
+            r[3][jj] = _mm512_sub_ps(zero, y[1]);
+        }
+        for (int a = 0; a < 4; a++) {
+            float *d = m + (size_t)a * 4 * stride + t0;
+            _mm512_storeu_ps(d, r[a][0]);
+            _mm512_storeu_ps(d + stride, _mm512_add_ps(r[a][0], r[a][1]));
+            _mm512_storeu_ps(d + 2 * stride, _mm512_sub_ps(r[a][0], r[a][1]));
+            _mm512_storeu_ps(d + 3 * stride, _mm512_sub_ps(zero, r[a][1]));
+        }
+    }
+}
+
+/* The gn images' share of the transformed weight gradient, summed into
+ * chunk `task`'s part du [16][O][C] (overwritten for the chunk's first
+ * group): du[xi] = dM[xi] V[xi]^T over the tiles, dM the transformed output
+ * gradient (from the bordered ws->d), V the transformed input (from the
+ * padded planes xp). */
+static void conv_wino_weight_grad(const conv_job *j, int task, bool first, int gn,
+                                  const float *xp, const conv_direct_ws *ws)
+{
+    const conv_geom *cg = &j->cg;
+    const int per = cg->th * cg->tw;
+    float *du = j->dw_part + (size_t)task * 16 * cg->o * cg->c;
+    for (int g0 = 0; g0 < gn; g0 += cg->wsub) {
+        int sub = gn - g0 < cg->wsub ? gn - g0 : cg->wsub;
+        size_t nt = (size_t)sub * per;
+        size_t vstride = (size_t)cg->c * nt + WINO_SLACK, mstride = (size_t)cg->o * nt + WINO_SLACK;
+        /* Row after row of tiles, each channel's in turn: a row's lanes
+         * past tw spill into the next, written after it. */
+        for (int c = 0; c < cg->c; c++)
+            for (int g = 0; g < sub; g++)
+                for (int ty = 0; ty < cg->th; ty++)
+                    conv_wino_input_row(ws->wv + c * nt + (size_t)(g * cg->th + ty) * cg->tw,
+                                        vstride,
+                                        xp + c * cg->plane_x + (size_t)(2 * ty) * cg->wg +
+                                            (size_t)(g0 + g) * cg->frame,
+                                        (size_t)cg->wg, cg->tw);
+        for (int o = 0; o < cg->o; o++)
+            for (int g = 0; g < sub; g++)
+                for (int ty = 0; ty < cg->th; ty++)
+                    conv_wino_grad_row(ws->wm + o * nt + (size_t)(g * cg->th + ty) * cg->tw,
+                                       mstride,
+                                       ws->d + o * cg->plane_d + cg->lead +
+                                           (size_t)(2 * ty) * cg->wg + (size_t)(g0 + g) * cg->frame,
+                                       (size_t)cg->wg, cg->tw);
+        float beta = first && g0 == 0 ? 0.0f : 1.0f;
+        for (int xi = 0; xi < 16; xi++)
+            fm_gemm_serial(false, true, cg->o, cg->c, (int)nt, 1.0f, ws->wm + xi * mstride,
+                           (int)nt, NULL, ws->wv + xi * vstride, (int)nt, beta,
+                           du + (size_t)xi * cg->o * cg->c, cg->c, ws->pack);
+    }
+}
+
+/* dW [O][C][3][3] += G^T du G for every (o, c), du [16][O][C] the summed
+ * transformed gradient (the adjoint of conv_wino_kernel). */
+static void conv_wino_weight_grad_fold(float *dw, const float *du, int o, int c)
+{
+    size_t xi = (size_t)o * c;
+    for (size_t oc = 0; oc < xi; oc++) {
+        float u[4][4], t[3][4];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++) u[a][b] = du[(size_t)(4 * a + b) * xi + oc];
+        for (int b = 0; b < 4; b++) {
+            t[0][b] = u[0][b] + 0.5f * (u[1][b] + u[2][b]);
+            t[1][b] = 0.5f * (u[1][b] - u[2][b]);
+            t[2][b] = 0.5f * (u[1][b] + u[2][b]) + u[3][b];
+        }
+        float *k = dw + oc * 9;
+        for (int i = 0; i < 3; i++) {
+            k[3 * i] += t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+            k[3 * i + 1] += 0.5f * (t[i][1] - t[i][2]);
+            k[3 * i + 2] += 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+        }
+    }
+}
+
+/* The gn images of a group by Winograd: cin channels of padded images in
+ * src (padded pixel (r, c) of image g, channel ch at
+ * src + ch*cstride + r*Wg + g*F + c) to cout channels of dst [gn, cout, H, W]
+ * (+ bias, stored or added).  wino_u and wino_a are the job's transformed
+ * kernels [16][cout][cin]. */
+static void conv_wino_group(const conv_job *j, const float *src, size_t cstride, int cin,
+                            int cout, float *dst, const float *bias, bool store, int gn,
+                            const conv_direct_ws *ws)
+{
+    const conv_geom *cg = &j->cg;
+    const int per = cg->th * cg->tw;
+    const size_t plane = (size_t)cg->h * cg->w;
+    for (int g0 = 0; g0 < gn; g0 += cg->wsub) {
+        int sub = gn - g0 < cg->wsub ? gn - g0 : cg->wsub;
+        size_t nt = (size_t)sub * per;
+        size_t vstride = (size_t)cin * nt + WINO_SLACK, mstride = (size_t)cout * nt + WINO_SLACK;
+        for (int c = 0; c < cin; c++)
+            for (int g = 0; g < sub; g++)
+                for (int ty = 0; ty < cg->th; ty++)
+                    conv_wino_input_row(ws->wv + c * nt + (size_t)(g * cg->th + ty) * cg->tw,
+                                        vstride,
+                                        src + c * cstride + (size_t)(2 * ty) * cg->wg +
+                                            (size_t)(g0 + g) * cg->frame,
+                                        (size_t)cg->wg, cg->tw);
+        for (int xi = 0; xi < 16; xi++)
+            fm_gemm_serial(false, false, cout, (int)nt, cin, 1.0f,
+                           j->wino_u + (size_t)xi * cout * cin, cin, j->wino_a[xi],
+                           ws->wv + xi * vstride, (int)nt, 0.0f, ws->wm + xi * mstride, (int)nt,
+                           ws->pack);
+        for (int g = 0; g < sub; g++)
+            for (int o = 0; o < cout; o++) {
+                float *out = dst + ((size_t)(g0 + g) * cout + o) * plane;
+                for (int ty = 0; ty < cg->th; ty++)
+                    conv_wino_output_row(out + (size_t)(2 * ty) * cg->w, (size_t)cg->w,
+                                         cg->h - 2 * ty < 2 ? 1 : 2,
+                                         ws->wm + o * nt + (size_t)(g * cg->th + ty) * cg->tw,
+                                         mstride, cg->tw, cg->w, bias ? bias + o : NULL, store);
+            }
+    }
+}
+
 static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_direct_ws *ws)
 {
     const conv_geom *cg = &j->cg;
     bool simd = fm_kernels_avx512();
     for (int i = n0, gn; i < n0 + nb; i += gn) {
         gn = conv_group_size(i, n0, nb, cg);
-        conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
-        conv_direct_input_rows(ws->rows, ws->xp, cg);
+        float *xp = conv_group_planes(j, i, ws);
+        conv_direct_pad_input(xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
+        if (cg->wino) {
+            conv_wino_group(j, xp, cg->plane_x, cg->c, cg->o, j->y + (size_t)i * cg->o * cg->p,
+                            j->b, true, gn, ws);
+            continue;
+        }
+        conv_direct_input_rows(ws->rows, xp, cg);
         fm_gemm_serial_rows(false, false, cg->o, cg->nw, cg->k, 1.0f, j->w, cg->k, j->w_packed,
                             ws->rows, 0.0f, ws->out, cg->nw, ws->pack);
         for (int g = 0; g < gn; g++)
@@ -578,21 +945,26 @@ static void conv_direct_weight_grad(const conv_job *j, int task, int i, bool fir
     const int s = cg->stride;
     const size_t positions = (size_t)s * s * cg->plane_x;
     float *dw = j->dw_part + (size_t)task * cg->o * cg->k;
-    conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
+    const float *xp = conv_group_planes(j, i, ws);
+    if (!j->xp_saved)
+        conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
     if (!cg->tap_major) {
-        conv_direct_input_rows(ws->rows, ws->xp, cg);
+        conv_direct_input_rows(ws->rows, xp, cg);
         fm_gemm_serial_rows(false, true, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead,
                             (int)cg->plane_d, NULL, ws->rows, first ? 0.0f : 1.0f, dw, cg->k,
                             ws->pack);
         return;
     }
-    fm_transpose(ws->xt, (size_t)cg->c, ws->xp, positions, cg->c, (int)positions);
+    fm_transpose(ws->xt, (size_t)cg->c, xp, positions, cg->c, (int)positions);
+    /* With stride 1 a row of taps (ki, 0 .. KW-1) reads consecutive
+     * positions: one segment KW*C wide, so the tiles are wide too. */
+    const int run = s == 1 ? cg->kw : 1;
     const float **seg = ws->rows;
     for (int ki = 0; ki < cg->kh; ki++)
-        for (int kj = 0; kj < cg->kw; kj++)
+        for (int kj = 0; kj < cg->kw; kj += run)
             *seg++ = ws->xt + conv_tap_offset(cg, ki, kj) * cg->c;
     fm_gemm_serial_segs(cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead, (int)cg->plane_d, ws->rows,
-                        cg->c, cg->c, first ? 0.0f : 1.0f, dw, cg->k, ws->pack);
+                        run * cg->c, cg->c, first ? 0.0f : 1.0f, dw, cg->k, ws->pack);
 }
 
 /* dx of the gn images from i on, from the bordered output gradient in ws->d:
@@ -656,22 +1028,53 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
             for (int o = 0; o < cg->o; o++)
                 j->db_part[(size_t)task * cg->o + o] +=
                     conv_sum(ws->d + (size_t)o * cg->plane_d + cg->lead, cg->nw);
-        if (j->dw_part) conv_direct_weight_grad(j, task, i, i == n0, gn, ws);
-        if (j->dx) conv_direct_input_grad(j, i, gn, ws);
+        if (j->dw_part && cg->wino) {
+            const float *xp = conv_group_planes(j, i, ws);
+            if (!j->xp_saved)
+                conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
+            conv_wino_weight_grad(j, task, i == n0, gn, xp, ws);
+        } else if (j->dw_part) {
+            conv_direct_weight_grad(j, task, i, i == n0, gn, ws);
+        }
+        if (j->dx && cg->wino)
+            /* dy with one zero around: padded (r, c) is dy (r-1, c-1). */
+            conv_wino_group(j, ws->d + cg->lead - cg->wg - 1, cg->plane_d, cg->o, cg->c,
+                            j->dx + (size_t)i * cg->c * cg->h * cg->w, NULL, j->dx_store, gn,
+                            ws);
+        else if (j->dx)
+            conv_direct_input_grad(j, i, gn, ws);
     }
 }
 
-/* The im2col path's forward for the chunk of nb images from n0. */
-static void conv_im2col_forward(const conv_job *j, int n0, int nb, const conv_im2col_ws *ws)
+/* Whether the im2col path keeps its blocks for the backward: when they are
+ * no larger than the input. */
+static bool conv_saves_col(const conv_geom *cg)
+{
+    return !cg->direct && (size_t)cg->k * cg->p <= (size_t)cg->c * cg->h * cg->w;
+}
+
+/* Chunk `task`'s im2col block: its slot of the saved blocks, or the
+ * thread's workspace. */
+static float *conv_chunk_col(const conv_job *j, int task, const conv_im2col_ws *ws)
+{
+    const conv_geom *cg = &j->cg;
+    if (!j->col_saved) return ws->col;
+    return j->col_saved + (size_t)task * cg->k * cg->chunk * cg->p;
+}
+
+/* The im2col path's forward for chunk `task`, the nb images from n0. */
+static void conv_im2col_forward(const conv_job *j, int task, int n0, int nb,
+                                const conv_im2col_ws *ws)
 {
     const conv_geom *cg = &j->cg;
     int cols = nb * cg->p;
-    conv_im2col(ws->col, ws->padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
+    float *col = conv_chunk_col(j, task, ws);
+    conv_im2col(col, ws->padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
     /* One image's [O, P] block is its slice of y: no staging copy, the bias
      * is then added in place. */
     float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : ws->stage;
-    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, ws->col,
-                   cols, 0.0f, gemm_out, cols, ws->pack);
+    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, col, cols,
+                   0.0f, gemm_out, cols, ws->pack);
     if (nb == 1 && !j->b) return;
     bool simd = fm_kernels_avx512();
     for (int i = 0; i < nb; i++)
@@ -701,9 +1104,11 @@ static void conv_im2col_backward(const conv_job *j, int task, int n0, int nb,
         for (int o = 0; o < cg->o; o++)
             j->db_part[(size_t)task * cg->o + o] = conv_sum(dout + (size_t)o * cols, cols);
     if (j->dw_part) {
-        conv_im2col(ws->col, ws->padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
-        fm_gemm_serial(false, true, cg->o, cg->k, cols, 1.0f, dout, cols, NULL, ws->col, cols,
-                       0.0f, j->dw_part + (size_t)task * cg->o * cg->k, cg->k, ws->pack);
+        const float *col = conv_chunk_col(j, task, ws);
+        if (!j->col_saved)
+            conv_im2col(ws->col, ws->padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
+        fm_gemm_serial(false, true, cg->o, cg->k, cols, 1.0f, dout, cols, NULL, col, cols, 0.0f,
+                       j->dw_part + (size_t)task * cg->o * cg->k, cg->k, ws->pack);
     }
     if (j->dx) {
         fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, j->dx_a_packed[0],
@@ -735,7 +1140,7 @@ static void conv_task(void *arg, int task, int thread)
     if (j->dy)
         conv_im2col_backward(j, task, n0, nb, &ws);
     else
-        conv_im2col_forward(j, n0, nb, &ws);
+        conv_im2col_forward(j, task, n0, nb, &ws);
 }
 
 fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int stride, int pad)
@@ -764,6 +1169,7 @@ typedef struct conv_dw_sum_job {
     int nchunks;
     bool tap_major;
     int c, taps;
+    bool store;         /* dw = the sum (Winograd's du), rather than += */
 } conv_dw_sum_job;
 
 static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
@@ -778,6 +1184,10 @@ static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
         for (int c = 1; c < j->nchunks; c++) {
             const float *p = j->part + (size_t)c * j->wsize + (size_t)b0;
             for (int64_t i = 0; i < len; i++) acc[i] += p[i];
+        }
+        if (j->store) {
+            memcpy(j->dw + b0, acc, (size_t)len * sizeof *acc);
+            continue;
         }
         if (!j->tap_major) {
             for (int64_t i = 0; i < len; i++) j->dw[b0 + i] += acc[i];
@@ -808,6 +1218,19 @@ static const float *conv_prepack(fm_graph *g, bool trans, int m, int k, const fl
     return fm_gemm_prepack_a(trans, m, k, a, lda, fm_graph_alloc(g, floats * sizeof(float)));
 }
 
+/* The job's Winograd kernels for the forward (flip false) or the input
+ * gradient, in the arena. */
+static void conv_wino_prepare(fm_graph *g, conv_job *j, bool flip)
+{
+    const conv_geom *cg = &j->cg;
+    int cout = flip ? cg->c : cg->o, cin = flip ? cg->o : cg->c;
+    float *u = fm_graph_alloc(g, 16 * (size_t)cout * cin * sizeof(float));
+    conv_wino_weights(u, j->w, cg->o, cg->c, flip);
+    j->wino_u = u;
+    for (int xi = 0; xi < 16; xi++)
+        j->wino_a[xi] = conv_prepack(g, false, cout, cin, u + (size_t)xi * cout * cin, cin);
+}
+
 void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
 {
     const fm_tensor *b = n->in[2];
@@ -816,8 +1239,20 @@ void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
         .x = n->in[0]->data, .w = n->in[1]->data, .b = b ? b->data : NULL,
         .y = n->out->data,
     };
+    /* Kept past the mark, for the backward's weight gradient. */
+    if (j.cg.direct && n->record && n->in[1]->requires_grad) {
+        j.xp_saved = fm_graph_alloc(g, conv_saved_floats(&j.cg) * sizeof(float));
+        n->saved = j.xp_saved;
+    } else if (conv_saves_col(&j.cg) && n->record && n->in[1]->requires_grad) {
+        size_t floats = (size_t)j.cg.nchunks * j.cg.chunk * j.cg.k * j.cg.p;
+        j.col_saved = fm_graph_alloc(g, floats * sizeof(float));
+        n->saved = j.col_saved;
+    }
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
-    j.w_packed = conv_prepack(g, false, j.cg.o, j.cg.k, j.w, j.cg.k);
+    if (j.cg.wino)
+        conv_wino_prepare(g, &j, false);
+    else
+        j.w_packed = conv_prepack(g, false, j.cg.o, j.cg.k, j.w, j.cg.k);
     j.ws = conv_ws_alloc(g, &j.cg, &j.ws_stride);
     fm_parallel_for(j.cg.nchunks, conv_task, &j);
     fm_arena_release(fm_graph_arena(g), mark);
@@ -835,14 +1270,22 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
         .dx_store = want_dx && fm_node_grad_overwrite(n, 0),
     };
     const conv_geom *cg = &j.cg;
+    if (cg->direct)
+        j.xp_saved = n->saved;
+    else
+        j.col_saved = n->saved;
     size_t wsize = (size_t)cg->o * cg->k;
+    /* Winograd's parts are of the transformed gradient [16][O][C]. */
+    size_t psize = cg->wino ? 16 * (size_t)cg->o * cg->c : wsize;
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
-    if (want_dw) j.dw_part = fm_graph_alloc(g, (size_t)cg->nchunks * wsize * sizeof(float));
+    if (want_dw) j.dw_part = fm_graph_alloc(g, (size_t)cg->nchunks * psize * sizeof(float));
     if (want_db) {
         j.db_part = fm_graph_alloc(g, (size_t)cg->nchunks * cg->o * sizeof(double));
         memset(j.db_part, 0, (size_t)cg->nchunks * cg->o * sizeof(double));
     }
-    if (cg->direct && want_dx) {
+    if (cg->wino && want_dx) {
+        conv_wino_prepare(g, &j, true);
+    } else if (cg->direct && want_dx) {
         /* Per phase, wt [C, O*taps]: the direct input gradient's A operands. */
         const int st = cg->stride;
         float *wt = fm_graph_alloc(g, wsize * sizeof(float));
@@ -869,9 +1312,14 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
     j.ws = conv_ws_alloc(g, cg, &j.ws_stride);
     fm_parallel_for(cg->nchunks, conv_task, &j);
 
-    if (want_dw) {
+    if (want_dw && cg->wino) {
+        float *du = fm_graph_alloc(g, psize * sizeof(float));
+        conv_dw_sum_job sj = {j.dw_part, du, psize, cg->nchunks, false, 0, 0, true};
+        fm_ops_parallel_range((int64_t)psize, FM_OPS_GRAIN / 4, conv_dw_sum_range, &sj);
+        conv_wino_weight_grad_fold(n->in[1]->grad, du, cg->o, cg->c);
+    } else if (want_dw) {
         conv_dw_sum_job sj = {j.dw_part, n->in[1]->grad, wsize, cg->nchunks, cg->tap_major,
-                              cg->c, cg->kh * cg->kw};
+                              cg->c, cg->kh * cg->kw, false};
         fm_ops_parallel_range((int64_t)wsize, FM_OPS_GRAIN / 4, conv_dw_sum_range, &sj);
     }
     if (want_db) {

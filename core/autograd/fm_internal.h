@@ -111,6 +111,9 @@ static inline bool fm_node_grad_overwrite(const fm_node *n, int i)
 void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
               const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
+/* The reduction dimension of a product is taken FM_GEMM_KC at a time (see
+ * fm_gemm_prepack_a for how that shapes a packed A). */
+#define FM_GEMM_KC 256
 /* Floats of packing workspace fm_gemm_serial needs (64-byte aligned). */
 #define FM_GEMM_PACK_FLOATS ((size_t)256 * (128 + 480 + 2))
 

@@ -68,7 +68,7 @@ typedef struct conv_geom {
     size_t plane_x, plane_d, lead;
     /* Winograd (conv_wino_group): tiles per image th x tw, images per
      * product, and the most tiles of one product. */
-    bool wino;
+    bool wino, wino_dw;  /* wino_dw: the weight gradient too (channels by 16) */
     int th, tw, wsub;
     size_t wnt;
 } conv_geom;
@@ -141,6 +141,7 @@ static void conv_wino_layout(conv_geom *cg)
     if (cg->wsub > cg->group) cg->wsub = cg->group;
     if (cg->wsub < 1) cg->wsub = 1;
     cg->wnt = (size_t)cg->wsub * per;
+    cg->wino_dw = cg->c % 16 == 0 && cg->o % 16 == 0;
 }
 
 static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stride, int pad)
@@ -476,7 +477,8 @@ static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float 
         (size_t)cg->c * phases * cg->plane_x,
         cg->tap_major ? (size_t)cg->c * phases * cg->plane_x : 0,
         (size_t)cg->o * cg->plane_d,
-        conv_round16(conv_max((size_t)cg->o * cg->nw, phases * cg->c * hw)),
+        conv_round16(conv_max(conv_max((size_t)cg->o * cg->nw, phases * cg->c * hw),
+                              cg->wino_dw ? (size_t)cg->o * cg->plane_d : 0)),
         wino,
         wino,
     };
@@ -628,39 +630,37 @@ static float *conv_group_planes(const conv_job *j, int i, const conv_direct_ws *
     return j->xp_saved + group * conv_group_floats(cg);
 }
 
-/* u[xi] (xi = 4a + b, `stride` apart) = (G k G^T)[a][b] for one 3x3 kernel
- * k (rotated by 180 degrees with `flip`), G = [1 0 0; 1/2 1/2 1/2;
+/* Row a of G applied to three values: G = [1 0 0; 1/2 1/2 1/2;
  * 1/2 -1/2 1/2; 0 0 1]. */
-static void conv_wino_kernel(float *u, size_t stride, const float *k3, bool flip)
+static float conv_wino_g(int a, float k0, float k1, float k2)
 {
-    float k[3][3], t[4][3];
-    for (int i = 0; i < 3; i++)
-        for (int jj = 0; jj < 3; jj++) k[i][jj] = flip ? k3[(2 - i) * 3 + 2 - jj] : k3[i * 3 + jj];
-    for (int jj = 0; jj < 3; jj++) {
-        t[0][jj] = k[0][jj];
-        t[1][jj] = 0.5f * ((k[0][jj] + k[1][jj]) + k[2][jj]);
-        t[2][jj] = 0.5f * ((k[0][jj] - k[1][jj]) + k[2][jj]);
-        t[3][jj] = k[2][jj];
-    }
-    for (int a = 0; a < 4; a++) {
-        float *r = u + (size_t)a * 4 * stride;
-        r[0] = t[a][0];
-        r[stride] = 0.5f * ((t[a][0] + t[a][1]) + t[a][2]);
-        r[2 * stride] = 0.5f * ((t[a][0] - t[a][1]) + t[a][2]);
-        r[3 * stride] = t[a][2];
+    switch (a) {
+    case 0: return k0;
+    case 1: return 0.5f * ((k0 + k1) + k2);
+    case 2: return 0.5f * ((k0 - k1) + k2);
+    default: return k2;
     }
 }
 
-/* u [16][O'][C'], the transformed kernels of the forward's product (w is
- * [O][C][3][3], O' = O, C' = C) or, with `flip`, of the input gradient's:
- * the correlation of dy with the rotated kernels, O' = C, C' = O. */
-static void conv_wino_weights(float *u, const float *w, int o, int c, bool flip)
+/* u [O'][C'] = (G k G^T)[a][b] (xi = 4a + b) of every kernel: of w [O][C][3][3]
+ * (O' = O, C' = C) for the forward's product, or, with `flip`, of the
+ * kernels rotated by 180 degrees and transposed (O' = C, C' = O) -- the
+ * input gradient is the correlation of dy with those. */
+static void conv_wino_weights(float *u, int xi, const float *w, int o, int c, bool flip)
 {
-    size_t xi = (size_t)o * c;
+    const int a = xi / 4, b = xi % 4;
     for (int oo = 0; oo < o; oo++)
         for (int cc = 0; cc < c; cc++) {
-            size_t at = flip ? (size_t)cc * o + oo : (size_t)oo * c + cc;
-            conv_wino_kernel(u + at, xi, w + ((size_t)oo * c + cc) * 9, flip);
+            const float *k = w + ((size_t)oo * c + cc) * 9;
+            float t[3];
+            for (int jj = 0; jj < 3; jj++) {
+                /* column jj of k, rotated with flip */
+                if (flip)
+                    t[jj] = conv_wino_g(a, k[8 - jj], k[5 - jj], k[2 - jj]);
+                else
+                    t[jj] = conv_wino_g(a, k[jj], k[3 + jj], k[6 + jj]);
+            }
+            u[flip ? (size_t)cc * o + oo : (size_t)oo * c + cc] = conv_wino_g(b, t[0], t[1], t[2]);
         }
 }
 
@@ -672,9 +672,8 @@ static void conv_wino_weights(float *u, const float *w, int o, int c, bool flip)
  * tiles).  Whole vectors are loaded and stored: the lanes past tw read
  * and write what the caller leaves room for (WINO_SLACK floats past src's
  * rows and v's last row), and a later row overwrites them. */
-__attribute__((target("avx512f"))) static void conv_wino_input_row(float *v, size_t stride,
-                                                                  const float *src, size_t ld,
-                                                                  int tw)
+__attribute__((target("avx512f"), always_inline)) static inline void
+conv_wino_input_row(float *v, size_t stride, const float *src, size_t ld, int tw)
 {
     const __m512i ei = fm_ops_even_lanes(), one = _mm512_set1_epi32(1);
     const __m512i oi = _mm512_add_epi32(ei, one), ei2 = _mm512_add_epi32(oi, one),
@@ -718,10 +717,9 @@ __attribute__((target("avx512f"))) static void conv_wino_input_row(float *v, siz
  * `store`.
  * m's lanes past tw are read (WINO_SLACK) and not used; dst is written in
  * its w columns only. */
-__attribute__((target("avx512f"))) static void conv_wino_output_row(float *dst, size_t ld,
-                                                                   int rows, const float *m,
-                                                                   size_t stride, int tw, int w,
-                                                                   const float *bias, bool store)
+__attribute__((target("avx512f"), always_inline)) static inline void
+conv_wino_output_row(float *dst, size_t ld, int rows, const float *m, size_t stride, int tw, int w,
+                     const float *bias, bool store)
 {
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
@@ -735,7 +733,8 @@ __attribute__((target("avx512f"))) static void conv_wino_output_row(float *dst, 
             s[0][jj] = _mm512_add_ps(_mm512_add_ps(q[0], q[1]), q[2]);
             s[1][jj] = _mm512_sub_ps(_mm512_sub_ps(q[1], q[2]), q[3]);
         }
-        for (int i = 0; i < rows; i++) {
+        for (int i = 0; i < 2; i++) {
+            if (i == rows) break;
             __m512 y0 = _mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]);
             __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3]);
             __m512 out[2] = {_mm512_permutex2var_ps(y0, lo, y1), _mm512_permutex2var_ps(y0, hi, y1)};
@@ -750,78 +749,144 @@ __attribute__((target("avx512f"))) static void conv_wino_output_row(float *dst, 
     }
 }
 
-/* One row of tiles of an output gradient: m[xi * stride + tx] = (A dY
- * A^T)[xi] of the 2x2 tile dY at rows 0..1, columns 2tx, 2tx+1 of src (row
- * stride ld) -- the adjoint of conv_wino_output_row.  As the input
- * transform, whole vectors are read and written (WINO_SLACK). */
-__attribute__((target("avx512f"))) static void conv_wino_grad_row(float *m, size_t stride,
-                                                                 const float *src, size_t ld,
-                                                                 int tw)
+/* The th rows of tiles of one plane: src a padded image (row stride ld),
+ * v its first tile's transforms (tiles row after row, tw to a row). */
+__attribute__((target("avx512f"))) static void conv_wino_input_plane(float *v, size_t stride,
+                                                                    const float *src, size_t ld,
+                                                                    int th, int tw)
 {
-    const __m512i ei = fm_ops_even_lanes(), oi = _mm512_add_epi32(ei, _mm512_set1_epi32(1));
-    const __m512 zero = _mm512_setzero_ps();
-    for (int t0 = 0; t0 < tw; t0 += 16) {
-        __m512 r[4][2];
-        for (int jj = 0; jj < 2; jj++) {
-            /* A dY: rows y0, y0 + y1, y0 - y1, -y1 of column jj. */
-            __m512 y[2];
-            for (int i = 0; i < 2; i++) {
-                const float *row = src + (size_t)i * ld + 2 * t0;
-                __m512 a = _mm512_loadu_ps(row), b = _mm512_loadu_ps(row + 16);
-                y[i] = _mm512_permutex2var_ps(a, jj ? oi : ei, b);
-            }
-            r[0][jj] = y[0];
-            r[1][jj] = _mm512_add_ps(y[0], y[1]);
-            r[2][jj] = _mm512_sub_ps(y[0], y[1]);
-            r[3][jj] = _mm512_sub_ps(zero, y[1]);
+    for (int ty = 0; ty < th; ty++)
+        conv_wino_input_row(v + (size_t)ty * tw, stride, src + (size_t)(2 * ty) * ld, ld, tw);
+}
+
+/* The h x w plane dst from its tiles' products (m: the first tile's); the
+ * flags are constants in each call below, so each is its own loop. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+conv_wino_output_plane_as(float *dst, const float *m, size_t stride, int th, int tw, int h,
+                          int w, const float *bias, const bool store)
+{
+    for (int ty = 0; ty < th; ty++)
+        conv_wino_output_row(dst + (size_t)(2 * ty) * w, (size_t)w, h - 2 * ty < 2 ? 1 : 2,
+                             m + (size_t)ty * tw, stride, tw, w, bias, store);
+}
+
+__attribute__((target("avx512f"))) static void conv_wino_output_plane(float *dst, const float *m,
+                                                                     size_t stride, int th,
+                                                                     int tw, int h, int w,
+                                                                     const float *bias,
+                                                                     bool store)
+{
+    if (store)
+        conv_wino_output_plane_as(dst, m, stride, th, tw, h, w, bias, true);
+    else
+        conv_wino_output_plane_as(dst, m, stride, th, tw, h, w, bias, false);
+}
+
+/* Where element (o, t) of a [rows][nt] matrix sits once packed as
+ * fm_gemm_prepack_a lays out A (passes of up to GEMM_KC columns, tiles of
+ * 8 rows, each [kc][8]) -- for a packed length of 16 rows o0 .. o0+15
+ * (o0 a multiple of 16): the first 8 here, the next 8 at the returned
+ * offset + 8 * kc of this pass. */
+static size_t conv_wino_packed_at(int o0, size_t t, size_t nt, size_t rows, size_t *kc)
+{
+    size_t p0 = t / FM_GEMM_KC * FM_GEMM_KC;
+    *kc = nt - p0 < FM_GEMM_KC ? nt - p0 : FM_GEMM_KC;
+    return p0 * rows + (size_t)o0 * *kc + (t - p0) * 8;
+}
+
+/* One tile of the weight gradient's operands, 16 channels at a time
+ * (lanes are channels, read from channel-minor planes): v[xi*vstride +
+ * c] = (B^T d B)[xi] for the 4x4 input tile d at x (position stride ldx,
+ * row stride rx positions), c < cin; and the output gradient's (A dY
+ * A^T)[xi] for the 2x2 tile at dy (likewise ldy, ry), o < cout, stored
+ * packed (conv_wino_packed_at) at m + xi*mstride. */
+__attribute__((target("avx512f"))) static void
+conv_wino_grad_tile(float *v, size_t vstride, const float *x, size_t ldx, size_t rx, int cin,
+                    float *m, size_t mstride, const float *dy, size_t ldy, size_t ry, int cout,
+                    size_t t, size_t nt)
+{
+    for (int c = 0; c < cin; c += 16) {
+        __m512 d[4][4], u[4][4];
+        for (int i = 0; i < 4; i++)
+            for (int jj = 0; jj < 4; jj++)
+                d[i][jj] = _mm512_loadu_ps(x + ((size_t)i * rx + (size_t)jj) * ldx + c);
+        for (int jj = 0; jj < 4; jj++) {
+            u[0][jj] = _mm512_sub_ps(d[0][jj], d[2][jj]);
+            u[1][jj] = _mm512_add_ps(d[1][jj], d[2][jj]);
+            u[2][jj] = _mm512_sub_ps(d[2][jj], d[1][jj]);
+            u[3][jj] = _mm512_sub_ps(d[1][jj], d[3][jj]);
         }
         for (int a = 0; a < 4; a++) {
-            float *d = m + (size_t)a * 4 * stride + t0;
-            _mm512_storeu_ps(d, r[a][0]);
-            _mm512_storeu_ps(d + stride, _mm512_add_ps(r[a][0], r[a][1]));
-            _mm512_storeu_ps(d + 2 * stride, _mm512_sub_ps(r[a][0], r[a][1]));
-            _mm512_storeu_ps(d + 3 * stride, _mm512_sub_ps(zero, r[a][1]));
+            float *r = v + (size_t)a * 4 * vstride + c;
+            _mm512_storeu_ps(r, _mm512_sub_ps(u[a][0], u[a][2]));
+            _mm512_storeu_ps(r + vstride, _mm512_add_ps(u[a][1], u[a][2]));
+            _mm512_storeu_ps(r + 2 * vstride, _mm512_sub_ps(u[a][2], u[a][1]));
+            _mm512_storeu_ps(r + 3 * vstride, _mm512_sub_ps(u[a][1], u[a][3]));
+        }
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    for (int o = 0; o < cout; o += 16) {
+        __m512 y[2][2], r[4][2], q[16];
+        for (int i = 0; i < 2; i++)
+            for (int jj = 0; jj < 2; jj++)
+                y[i][jj] = _mm512_loadu_ps(dy + ((size_t)i * ry + (size_t)jj) * ldy + o);
+        /* A dY: rows y0, y0 + y1, y0 - y1, -y1; then the same along columns. */
+        for (int jj = 0; jj < 2; jj++) {
+            r[0][jj] = y[0][jj];
+            r[1][jj] = _mm512_add_ps(y[0][jj], y[1][jj]);
+            r[2][jj] = _mm512_sub_ps(y[0][jj], y[1][jj]);
+            r[3][jj] = _mm512_sub_ps(zero, y[1][jj]);
+        }
+        for (int a = 0; a < 4; a++) {
+            q[4 * a] = r[a][0];
+            q[4 * a + 1] = _mm512_add_ps(r[a][0], r[a][1]);
+            q[4 * a + 2] = _mm512_sub_ps(r[a][0], r[a][1]);
+            q[4 * a + 3] = _mm512_sub_ps(zero, r[a][1]);
+        }
+        size_t kc, at = conv_wino_packed_at(o, t, nt, (size_t)cout, &kc);
+        for (int xi = 0; xi < 16; xi++) {
+            float *dst = m + (size_t)xi * mstride + at;
+            _mm256_storeu_ps(dst, _mm512_castps512_ps256(q[xi]));
+            _mm256_storeu_ps(dst + 8 * kc, fm_ops_upper_half(q[xi]));
         }
     }
 }
 
 /* The gn images' share of the transformed weight gradient, summed into
  * chunk `task`'s part du [16][O][C] (overwritten for the chunk's first
- * group): du[xi] = dM[xi] V[xi]^T over the tiles, dM the transformed output
- * gradient (from the bordered ws->d), V the transformed input (from the
- * padded planes xp). */
+ * group): du[xi] = dM[xi] V[xi] over the tiles, dM [O][tiles] the
+ * transformed output gradient (from the bordered ws->d), V [tiles][C] the
+ * transformed input (from the padded planes xp).  Both come from
+ * channel-minor copies of the planes, so that dM is written packed and V
+ * as plain rows: the products pack nothing. */
 static void conv_wino_weight_grad(const conv_job *j, int task, bool first, int gn,
                                   const float *xp, const conv_direct_ws *ws)
 {
     const conv_geom *cg = &j->cg;
     const int per = cg->th * cg->tw;
     float *du = j->dw_part + (size_t)task * 16 * cg->o * cg->c;
+    float *dt = ws->out;  /* the bordered gradient channel-minor [plane_d][O] */
+    fm_transpose(ws->xt, (size_t)cg->c, xp, cg->plane_x, cg->c, (int)cg->plane_x);
+    fm_transpose(dt, (size_t)cg->o, ws->d, cg->plane_d, cg->o, (int)cg->plane_d);
     for (int g0 = 0; g0 < gn; g0 += cg->wsub) {
         int sub = gn - g0 < cg->wsub ? gn - g0 : cg->wsub;
         size_t nt = (size_t)sub * per;
-        size_t vstride = (size_t)cg->c * nt + WINO_SLACK, mstride = (size_t)cg->o * nt + WINO_SLACK;
-        /* Row after row of tiles, each channel's in turn: a row's lanes
-         * past tw spill into the next, written after it. */
-        for (int c = 0; c < cg->c; c++)
-            for (int g = 0; g < sub; g++)
-                for (int ty = 0; ty < cg->th; ty++)
-                    conv_wino_input_row(ws->wv + c * nt + (size_t)(g * cg->th + ty) * cg->tw,
-                                        vstride,
-                                        xp + c * cg->plane_x + (size_t)(2 * ty) * cg->wg +
-                                            (size_t)(g0 + g) * cg->frame,
-                                        (size_t)cg->wg, cg->tw);
-        for (int o = 0; o < cg->o; o++)
-            for (int g = 0; g < sub; g++)
-                for (int ty = 0; ty < cg->th; ty++)
-                    conv_wino_grad_row(ws->wm + o * nt + (size_t)(g * cg->th + ty) * cg->tw,
-                                       mstride,
-                                       ws->d + o * cg->plane_d + cg->lead +
-                                           (size_t)(2 * ty) * cg->wg + (size_t)(g0 + g) * cg->frame,
-                                       (size_t)cg->wg, cg->tw);
+        size_t vstride = nt * cg->c, mstride = nt * cg->o;
+        for (int g = 0; g < sub; g++)
+            for (int ty = 0; ty < cg->th; ty++)
+                for (int tx = 0; tx < cg->tw; tx++) {
+                    size_t t = (size_t)(g * cg->th + ty) * cg->tw + tx;
+                    size_t pos = (size_t)(2 * ty) * cg->wg + (size_t)(g0 + g) * cg->frame +
+                                 (size_t)(2 * tx);
+                    conv_wino_grad_tile(ws->wv + t * cg->c, vstride, ws->xt + pos * cg->c,
+                                        (size_t)cg->c, (size_t)cg->wg, cg->c, ws->wm, mstride,
+                                        dt + (cg->lead + pos) * cg->o, (size_t)cg->o,
+                                        (size_t)cg->wg, cg->o, t, nt);
+                }
         float beta = first && g0 == 0 ? 0.0f : 1.0f;
         for (int xi = 0; xi < 16; xi++)
-            fm_gemm_serial(false, true, cg->o, cg->c, (int)nt, 1.0f, ws->wm + xi * mstride,
-                           (int)nt, NULL, ws->wv + xi * vstride, (int)nt, beta,
+            fm_gemm_serial(false, false, cg->o, cg->c, (int)nt, 1.0f, ws->wm + xi * mstride,
+                           (int)nt, ws->wm + xi * mstride, ws->wv + xi * vstride, cg->c, beta,
                            du + (size_t)xi * cg->o * cg->c, cg->c, ws->pack);
     }
 }
@@ -867,26 +932,19 @@ static void conv_wino_group(const conv_job *j, const float *src, size_t cstride,
         size_t vstride = (size_t)cin * nt + WINO_SLACK, mstride = (size_t)cout * nt + WINO_SLACK;
         for (int c = 0; c < cin; c++)
             for (int g = 0; g < sub; g++)
-                for (int ty = 0; ty < cg->th; ty++)
-                    conv_wino_input_row(ws->wv + c * nt + (size_t)(g * cg->th + ty) * cg->tw,
-                                        vstride,
-                                        src + c * cstride + (size_t)(2 * ty) * cg->wg +
-                                            (size_t)(g0 + g) * cg->frame,
-                                        (size_t)cg->wg, cg->tw);
+                conv_wino_input_plane(ws->wv + c * nt + (size_t)g * per, vstride,
+                                      src + c * cstride + (size_t)(g0 + g) * cg->frame,
+                                      (size_t)cg->wg, cg->th, cg->tw);
         for (int xi = 0; xi < 16; xi++)
             fm_gemm_serial(false, false, cout, (int)nt, cin, 1.0f,
                            j->wino_u + (size_t)xi * cout * cin, cin, j->wino_a[xi],
                            ws->wv + xi * vstride, (int)nt, 0.0f, ws->wm + xi * mstride, (int)nt,
                            ws->pack);
         for (int g = 0; g < sub; g++)
-            for (int o = 0; o < cout; o++) {
-                float *out = dst + ((size_t)(g0 + g) * cout + o) * plane;
-                for (int ty = 0; ty < cg->th; ty++)
-                    conv_wino_output_row(out + (size_t)(2 * ty) * cg->w, (size_t)cg->w,
-                                         cg->h - 2 * ty < 2 ? 1 : 2,
-                                         ws->wm + o * nt + (size_t)(g * cg->th + ty) * cg->tw,
-                                         mstride, cg->tw, cg->w, bias ? bias + o : NULL, store);
-            }
+            for (int o = 0; o < cout; o++)
+                conv_wino_output_plane(dst + ((size_t)(g0 + g) * cout + o) * plane,
+                                       ws->wm + o * nt + (size_t)g * per, mstride, cg->th,
+                                       cg->tw, cg->h, cg->w, bias ? bias + o : NULL, store);
     }
 }
 
@@ -1028,7 +1086,7 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
             for (int o = 0; o < cg->o; o++)
                 j->db_part[(size_t)task * cg->o + o] +=
                     conv_sum(ws->d + (size_t)o * cg->plane_d + cg->lead, cg->nw);
-        if (j->dw_part && cg->wino) {
+        if (j->dw_part && cg->wino_dw) {
             const float *xp = conv_group_planes(j, i, ws);
             if (!j->xp_saved)
                 conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
@@ -1220,15 +1278,36 @@ static const float *conv_prepack(fm_graph *g, bool trans, int m, int k, const fl
 
 /* The job's Winograd kernels for the forward (flip false) or the input
  * gradient, in the arena. */
+typedef struct conv_wino_prep {
+    const conv_job *j;
+    float *u, *packed[16];
+    int cout, cin;
+    bool flip;
+} conv_wino_prep;
+
+static void conv_wino_prepare_task(void *arg, int xi, int thread)
+{
+    (void)thread;
+    const conv_wino_prep *p = arg;
+    float *u = p->u + (size_t)xi * p->cout * p->cin;
+    conv_wino_weights(u, xi, p->j->w, p->j->cg.o, p->j->cg.c, p->flip);
+    fm_gemm_prepack_a(false, p->cout, p->cin, u, p->cin, p->packed[xi]);
+}
+
 static void conv_wino_prepare(fm_graph *g, conv_job *j, bool flip)
 {
     const conv_geom *cg = &j->cg;
-    int cout = flip ? cg->c : cg->o, cin = flip ? cg->o : cg->c;
-    float *u = fm_graph_alloc(g, 16 * (size_t)cout * cin * sizeof(float));
-    conv_wino_weights(u, j->w, cg->o, cg->c, flip);
-    j->wino_u = u;
+    conv_wino_prep p = {.j = j, .cout = flip ? cg->c : cg->o, .cin = flip ? cg->o : cg->c,
+                        .flip = flip};
+    size_t floats = (size_t)p.cout * p.cin;
+    p.u = fm_graph_alloc(g, 16 * floats * sizeof(float));
     for (int xi = 0; xi < 16; xi++)
-        j->wino_a[xi] = conv_prepack(g, false, cout, cin, u + (size_t)xi * cout * cin, cin);
+        p.packed[xi] = fm_graph_alloc(g, fm_gemm_prepacked_floats(p.cout, p.cin) * sizeof(float));
+    /* Sixteen transforms and packings of up to 128 x 128 floats: a pass too
+     * long to leave to one thread. */
+    fm_parallel_for(16, conv_wino_prepare_task, &p);
+    j->wino_u = p.u;
+    for (int xi = 0; xi < 16; xi++) j->wino_a[xi] = p.packed[xi];
 }
 
 void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
@@ -1276,7 +1355,7 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
         j.col_saved = n->saved;
     size_t wsize = (size_t)cg->o * cg->k;
     /* Winograd's parts are of the transformed gradient [16][O][C]. */
-    size_t psize = cg->wino ? 16 * (size_t)cg->o * cg->c : wsize;
+    size_t psize = cg->wino_dw ? 16 * (size_t)cg->o * cg->c : wsize;
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
     if (want_dw) j.dw_part = fm_graph_alloc(g, (size_t)cg->nchunks * psize * sizeof(float));
     if (want_db) {
@@ -1312,7 +1391,7 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
     j.ws = conv_ws_alloc(g, cg, &j.ws_stride);
     fm_parallel_for(cg->nchunks, conv_task, &j);
 
-    if (want_dw && cg->wino) {
+    if (want_dw && cg->wino_dw) {
         float *du = fm_graph_alloc(g, psize * sizeof(float));
         conv_dw_sum_job sj = {j.dw_part, du, psize, cg->nchunks, false, 0, 0, true};
         fm_ops_parallel_range((int64_t)psize, FM_OPS_GRAIN / 4, conv_dw_sum_range, &sj);

@@ -23,7 +23,7 @@
 
 #define GEMM_MR 8
 #define GEMM_NR 48
-#define GEMM_KC 256
+#define GEMM_KC FM_GEMM_KC
 #define GEMM_MC 128
 #define GEMM_NC 480
 
@@ -31,12 +31,6 @@ _Static_assert(GEMM_MC % GEMM_MR == 0 && GEMM_NC % GEMM_NR == 0, "panels hold wh
 _Static_assert(FM_GEMM_PACK_FLOATS * sizeof(float) >=
                    GEMM_KC * (GEMM_MC + GEMM_NC) * sizeof(float) + GEMM_KC * sizeof(float *),
                "pack workspace too small");
-
-/* The upper eight floats of v (AVX-512F has no float-typed extract). */
-__attribute__((target("avx512f"))) static inline __m256 gemm_upper_half(__m512 v)
-{
-    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-}
 
 /* The first two rounds of a register transpose of n (8 or 16) rows: after
  * it, r[4g + j] holds rows 4g .. 4g+3 of column 4l + j in its 128-bit lane
@@ -72,9 +66,9 @@ __attribute__((target("avx512f"))) static void gemm_pack_a_block(float *dst, con
         lo = _mm512_shuffle_f32x4(lo, lo, 0xD8);
         hi = _mm512_shuffle_f32x4(hi, hi, 0xD8);
         _mm256_storeu_ps(dst + (size_t)j * 8, _mm512_castps512_ps256(lo));
-        _mm256_storeu_ps(dst + (size_t)(4 + j) * 8, gemm_upper_half(lo));
+        _mm256_storeu_ps(dst + (size_t)(4 + j) * 8, fm_ops_upper_half(lo));
         _mm256_storeu_ps(dst + (size_t)(8 + j) * 8, _mm512_castps512_ps256(hi));
-        _mm256_storeu_ps(dst + (size_t)(12 + j) * 8, gemm_upper_half(hi));
+        _mm256_storeu_ps(dst + (size_t)(12 + j) * 8, fm_ops_upper_half(hi));
     }
 }
 

@@ -81,6 +81,12 @@ fm_ops_store16(float *p, __m512 v, __mmask16 m)
         _mm512_mask_storeu_ps(p, m, v);
 }
 
+/* The upper eight floats of v (AVX-512F has no float-typed extract). */
+__attribute__((target("avx512f"), always_inline)) static inline __m256 fm_ops_upper_half(__m512 v)
+{
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
 static inline bool fm_ops_is_f32(const fm_tensor *t) { return t && t->dtype == FM_F32; }
 
 #endif /* FM_OPS_UTIL_H */

@@ -318,15 +318,17 @@ static fm_tensor *fresh_param(fresh_net *f, int ndim, const int *shape)
     return f->p[f->np++];
 }
 
+/* 16 channels out: the 3x3 stride-1 convolutions on 16 channels run by
+ * Winograd where the AVX-512 kernels do. */
 static fm_tensor *fresh_conv(fresh_net *f, fm_tensor *x, int k, int stride, int pad)
 {
-    fm_tensor *w = fresh_param(f, 4, (int[]){4, x->shape[1], k, k});
+    fm_tensor *w = fresh_param(f, 4, (int[]){16, x->shape[1], k, k});
     return fresh_node(f, fm_conv2d(f->g, x, w, NULL, stride, pad));
 }
 
 static fm_tensor *fresh_bn(fresh_net *f, fm_tensor *x, bool relu, fm_tensor *res)
 {
-    fm_tensor *w = fresh_param(f, 1, (int[]){4}), *b = fresh_param(f, 1, (int[]){4});
+    fm_tensor *w = fresh_param(f, 1, (int[]){16}), *b = fresh_param(f, 1, (int[]){16});
     return fresh_node(f, relu ? fm_batchnorm_relu(f->g, x, w, b, NULL, NULL, NULL, 0.1f, 1e-5f, res)
                               : fm_batchnorm(f->g, x, w, b, NULL, NULL, NULL, 0.1f, 1e-5f));
 }
@@ -336,7 +338,8 @@ static fm_tensor *fresh_loss(fresh_net *f, fm_tensor *x)
     f->np = f->nn = 0;
     fm_tensor *b = fresh_bn(f, fresh_conv(f, x, 3, 1, 1), true, NULL);  /* 16x16: direct */
     /* Identity block: b's gradient is first stored by the batch norm's
-     * residual branch, then added to by a direct conv. */
+     * residual branch, then added to by a Winograd conv; d's is stored by
+     * one. */
     fm_tensor *d = fresh_bn(f, fresh_conv(f, b, 3, 1, 1), true, NULL);
     fm_tensor *d2 = fresh_bn(f, fresh_conv(f, d, 3, 1, 1), true, b);
     /* Downsampling block: d2's gradient is stored by the unpadded 1x1 conv,

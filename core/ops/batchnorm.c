@@ -1,11 +1,12 @@
 /* Batch normalisation over N, H, W per channel, as PyTorch's BatchNorm2d (and
  * BatchNorm1d for [N, C] input).
  *
- * Each op runs in two phases: per-channel reductions (one parallel task per
- * channel, summing in a fixed order in double, so statistics and gradients do
- * not depend on the thread count) that end in a few coefficients per channel,
- * then an elementwise pass over the tensor in memory order, which streams far
- * better than walking one channel's N strided runs at a time. */
+ * Each op runs in two phases: per-channel reductions (parallel tasks over
+ * blocks of channels, each channel summed in a fixed order in double, so
+ * statistics and gradients do not depend on the thread count) that end in a
+ * few coefficients per channel, then an elementwise pass over the tensor in
+ * memory order, which streams far better than walking one channel's N
+ * strided runs at a time. */
 #include "ops_util.h"
 
 #include <math.h>
@@ -204,30 +205,6 @@ static int bn_block_span(const bn_job *j, int task, int *nc)
     return c0;
 }
 
-static void bn_forward_channel(const bn_job *j, int c, double mean, double sq);
-
-static void bn_forward_task(void *arg, int task, int thread)
-{
-    (void)thread;
-    const bn_job *j = arg;
-    int nc, c0 = bn_block_span(j, task, &nc);
-    if (!j->batch_stats) {
-        for (int c = c0; c < c0 + nc; c++) bn_forward_channel(j, c, 0.0, 0.0);
-        return;
-    }
-    size_t cs = (size_t)j->c * j->s;
-    const float *x0 = j->x + (size_t)c0 * j->s;
-    double m = (double)j->n * j->s, mean[BN_MAX_BLOCK];
-    double lane[BN_MAX_BLOCK][BN_LANES] = {{0}}, lsq[BN_MAX_BLOCK][BN_LANES] = {{0}};
-    for (int i = 0; i < j->n; i++)
-        for (int c = 0; c < nc; c++) bn_lanes_sum(lane[c], x0 + i * cs + c * j->s, j->s);
-    for (int c = 0; c < nc; c++) mean[c] = bn_lanes_total(lane[c]) / m;
-    for (int i = 0; i < j->n; i++)
-        for (int c = 0; c < nc; c++)
-            bn_lanes_sqdev(lsq[c], x0 + i * cs + c * j->s, j->s, mean[c]);
-    for (int c = 0; c < nc; c++) bn_forward_channel(j, c0 + c, mean[c], bn_lanes_total(lsq[c]));
-}
-
 /* Channel c's statistics (with batch statistics, from the batch's mean and
  * sum of squared deviations sq), the running ones, and the elementwise
  * pass's coefficients. */
@@ -253,6 +230,28 @@ static void bn_forward_channel(const bn_job *j, int c, double mean, double sq)
     double w = j->weight ? j->weight[c] : 1.0, b = j->bias ? j->bias[c] : 0.0;
     j->coef[c] = (float)(w * invstd);
     j->coef[j->c + c] = (float)(b - mean * w * invstd);
+}
+
+static void bn_forward_task(void *arg, int task, int thread)
+{
+    (void)thread;
+    const bn_job *j = arg;
+    int nc, c0 = bn_block_span(j, task, &nc);
+    if (!j->batch_stats) {
+        for (int c = c0; c < c0 + nc; c++) bn_forward_channel(j, c, 0.0, 0.0);
+        return;
+    }
+    size_t cs = (size_t)j->c * j->s;
+    const float *x0 = j->x + (size_t)c0 * j->s;
+    double m = (double)j->n * j->s, mean[BN_MAX_BLOCK];
+    double lane[BN_MAX_BLOCK][BN_LANES] = {{0}}, lsq[BN_MAX_BLOCK][BN_LANES] = {{0}};
+    for (int i = 0; i < j->n; i++)
+        for (int c = 0; c < nc; c++) bn_lanes_sum(lane[c], x0 + i * cs + c * j->s, j->s);
+    for (int c = 0; c < nc; c++) mean[c] = bn_lanes_total(lane[c]) / m;
+    for (int i = 0; i < j->n; i++)
+        for (int c = 0; c < nc; c++)
+            bn_lanes_sqdev(lsq[c], x0 + i * cs + c * j->s, j->s, mean[c]);
+    for (int c = 0; c < nc; c++) bn_forward_channel(j, c0 + c, mean[c], bn_lanes_total(lsq[c]));
 }
 
 /* 16 elements (the lanes in m) of the fused op's forward, and their mask
@@ -316,30 +315,6 @@ FM_OPS_CLONES static void bn_forward_range(void *arg, int64_t begin, int64_t end
     }
 }
 
-static void bn_backward_channel(const bn_job *j, int c, double sum_dy, double sum_dy_xmu);
-
-static void bn_backward_task(void *arg, int task, int thread)
-{
-    (void)thread;
-    const bn_job *j = arg;
-    int nc, c0 = bn_block_span(j, task, &nc);
-    size_t cs = (size_t)j->c * j->s;
-    double l_dy[BN_MAX_BLOCK][BN_LANES] = {{0}}, l_dyx[BN_MAX_BLOCK][BN_LANES] = {{0}};
-    for (int i = 0; i < j->n; i++)
-        for (int c = 0; c < nc; c++) {
-            size_t off = (size_t)(c0 + c) * j->s + i * cs;
-            double mean = j->mean[c0 + c];
-            if (j->relu)
-                bn_lanes_dy_relu(l_dy[c], l_dyx[c], j->dy + off,
-                                 j->mask + ((size_t)i * j->c + (size_t)(c0 + c)) * j->mask_words,
-                                 j->x + off, j->s, mean);
-            else
-                bn_lanes_dy(l_dy[c], l_dyx[c], j->dy + off, j->x + off, j->s, mean);
-        }
-    for (int c = 0; c < nc; c++)
-        bn_backward_channel(j, c0 + c, bn_lanes_total(l_dy[c]), bn_lanes_total(l_dyx[c]));
-}
-
 /* Channel c's parameter gradients and the elementwise pass's coefficients,
  * from its sums of dy and dy * (x - mean). */
 static void bn_backward_channel(const bn_job *j, int c, double sum_dy, double sum_dy_xmu)
@@ -363,6 +338,28 @@ static void bn_backward_channel(const bn_job *j, int c, double sum_dy, double su
     j->coef[j->c + c] = (float)b;
     j->coef[2 * j->c + c] = j->mean[c];
     j->coef[3 * j->c + c] = (float)d;
+}
+
+static void bn_backward_task(void *arg, int task, int thread)
+{
+    (void)thread;
+    const bn_job *j = arg;
+    int nc, c0 = bn_block_span(j, task, &nc);
+    size_t cs = (size_t)j->c * j->s;
+    double l_dy[BN_MAX_BLOCK][BN_LANES] = {{0}}, l_dyx[BN_MAX_BLOCK][BN_LANES] = {{0}};
+    for (int i = 0; i < j->n; i++)
+        for (int c = 0; c < nc; c++) {
+            size_t off = (size_t)(c0 + c) * j->s + i * cs;
+            double mean = j->mean[c0 + c];
+            if (j->relu)
+                bn_lanes_dy_relu(l_dy[c], l_dyx[c], j->dy + off,
+                                 j->mask + ((size_t)i * j->c + (size_t)(c0 + c)) * j->mask_words,
+                                 j->x + off, j->s, mean);
+            else
+                bn_lanes_dy(l_dy[c], l_dyx[c], j->dy + off, j->x + off, j->s, mean);
+        }
+    for (int c = 0; c < nc; c++)
+        bn_backward_channel(j, c0 + c, bn_lanes_total(l_dy[c]), bn_lanes_total(l_dyx[c]));
 }
 
 /* One plane of dx += (or, with `store`, =) a * dy + b * (x - mu) + d.  A

@@ -34,7 +34,19 @@
  * shifted by (ki/s, kj/s) -- again a contiguous slice per output row.  The
  * input gradient is computed per phase: phase (a, b) of dx is the
  * correlation of the output gradient with the taps ki = a (mod s),
- * kj = b (mod s) alone. */
+ * kj = b (mod s) alone.
+ *
+ * 3x3 stride-1 convolutions with 16 channels or more (where the AVX-512
+ * kernels run) go by Winograd's F(2x2, 3x3) instead, on the same padded
+ * planes: 16 products per group of images, of transformed kernels [O, C]
+ * by transformed 4x4 input tiles [C, tiles], 2.25 times fewer
+ * multiplications.  The input gradient is the same computation on the
+ * bordered output gradient with the kernels rotated, and on even maps the
+ * weight gradient is its adjoint: du[xi] = dM[xi] V[xi]^T summed over the
+ * tiles, folded back to 3x3 kernels.  Each result is still summed in an
+ * order fixed by the shapes.  The forward's padded planes (and a 1x1
+ * convolution's im2col blocks) are kept for the backward when it will run,
+ * so the weight gradient does not lay them out again. */
 #include "ops_util.h"
 
 /* Bound on the im2col block of a chunk, in floats (1 MB): im2col writes it and
@@ -117,8 +129,7 @@ static bool conv_direct_layout(conv_geom *cg)
  * output tiles from 4x4 input tiles with 16 products of [O, C] by [C,
  * tiles] -- 2.25 times fewer multiplications than the direct product.  The
  * transforms are additions on vectors of 16 tiles, so the maps must be at
- * least WINO_MIN_TW tiles wide to fill them, and even-sized, so that no
- * tile reads past the padded plane. */
+ * least WINO_MIN_TW tiles wide for them to pay. */
 #define WINO_MIN_TW 4
 /* Tiles per product: the transformed input and output of one product,
  * 16 * channels * tiles floats each, stay in the core's L2 cache. */
@@ -668,9 +679,29 @@ static void conv_wino_weights(float *u, int xi, const float *w, int o, int c, bo
         }
 }
 
+/* v[xi] = (B^T d B)[xi] (xi = 4a + b) of 16 input tiles d (lanes),
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+conv_wino_bt_d_b(__m512 v[16], __m512 d[4][4])
+{
+    __m512 t[4][4];
+    for (int jj = 0; jj < 4; jj++) {
+        t[0][jj] = _mm512_sub_ps(d[0][jj], d[2][jj]);
+        t[1][jj] = _mm512_add_ps(d[1][jj], d[2][jj]);
+        t[2][jj] = _mm512_sub_ps(d[2][jj], d[1][jj]);
+        t[3][jj] = _mm512_sub_ps(d[1][jj], d[3][jj]);
+    }
+    for (int a = 0; a < 4; a++) {
+        v[4 * a] = _mm512_sub_ps(t[a][0], t[a][2]);
+        v[4 * a + 1] = _mm512_add_ps(t[a][1], t[a][2]);
+        v[4 * a + 2] = _mm512_sub_ps(t[a][2], t[a][1]);
+        v[4 * a + 3] = _mm512_sub_ps(t[a][1], t[a][3]);
+    }
+}
+
 /* One row of tiles: v[xi * stride + tx] = (B^T d B)[xi] of the 4x4 input
  * tile d at rows 0..3, columns 2tx .. 2tx+3 of src (row stride ld), for tx
- * < tw; B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].  Lanes are tiles:
+ * < tw.  Lanes are tiles:
  * d's columns are the elements 2tx, 2tx+1, 2tx+2, 2tx+3 of each row,
  * gathered from two vectors by permutes (three when all 16 lanes are
  * tiles).  Whole vectors are loaded and stored: the lanes past tw read
@@ -683,7 +714,7 @@ conv_wino_input_row(float *v, size_t stride, const float *src, size_t ld, int tw
     const __m512i oi = _mm512_add_epi32(ei, one), ei2 = _mm512_add_epi32(oi, one),
                   oi2 = _mm512_add_epi32(ei2, one);
     for (int t0 = 0; t0 < tw; t0 += 16) {
-        __m512 d[4][4], t[4][4];
+        __m512 d[4][4], q[16];
         for (int i = 0; i < 4; i++) {
             const float *r = src + (size_t)i * ld + 2 * t0;
             __m512 a = _mm512_loadu_ps(r), b = _mm512_loadu_ps(r + 16);
@@ -699,19 +730,8 @@ conv_wino_input_row(float *v, size_t stride, const float *src, size_t ld, int tw
                 d[i][3] = _mm512_permutex2var_ps(a2, oi, b2);
             }
         }
-        for (int jj = 0; jj < 4; jj++) {
-            t[0][jj] = _mm512_sub_ps(d[0][jj], d[2][jj]);
-            t[1][jj] = _mm512_add_ps(d[1][jj], d[2][jj]);
-            t[2][jj] = _mm512_sub_ps(d[2][jj], d[1][jj]);
-            t[3][jj] = _mm512_sub_ps(d[1][jj], d[3][jj]);
-        }
-        for (int a = 0; a < 4; a++) {
-            float *r = v + (size_t)a * 4 * stride + t0;
-            _mm512_storeu_ps(r, _mm512_sub_ps(t[a][0], t[a][2]));
-            _mm512_storeu_ps(r + stride, _mm512_add_ps(t[a][1], t[a][2]));
-            _mm512_storeu_ps(r + 2 * stride, _mm512_sub_ps(t[a][2], t[a][1]));
-            _mm512_storeu_ps(r + 3 * stride, _mm512_sub_ps(t[a][1], t[a][3]));
-        }
+        conv_wino_bt_d_b(q, d);
+        for (int xi = 0; xi < 16; xi++) _mm512_storeu_ps(v + (size_t)xi * stride + t0, q[xi]);
     }
 }
 
@@ -819,23 +839,12 @@ conv_wino_grad_tile(float *v, size_t vstride, const float *x, size_t ldx, size_t
                     size_t t, size_t nt)
 {
     for (int c = 0; c < cin; c += 16) {
-        __m512 d[4][4], u[4][4];
+        __m512 d[4][4], q[16];
         for (int i = 0; i < 4; i++)
             for (int jj = 0; jj < 4; jj++)
                 d[i][jj] = _mm512_loadu_ps(x + ((size_t)i * rx + (size_t)jj) * ldx + c);
-        for (int jj = 0; jj < 4; jj++) {
-            u[0][jj] = _mm512_sub_ps(d[0][jj], d[2][jj]);
-            u[1][jj] = _mm512_add_ps(d[1][jj], d[2][jj]);
-            u[2][jj] = _mm512_sub_ps(d[2][jj], d[1][jj]);
-            u[3][jj] = _mm512_sub_ps(d[1][jj], d[3][jj]);
-        }
-        for (int a = 0; a < 4; a++) {
-            float *r = v + (size_t)a * 4 * vstride + c;
-            _mm512_storeu_ps(r, _mm512_sub_ps(u[a][0], u[a][2]));
-            _mm512_storeu_ps(r + vstride, _mm512_add_ps(u[a][1], u[a][2]));
-            _mm512_storeu_ps(r + 2 * vstride, _mm512_sub_ps(u[a][2], u[a][1]));
-            _mm512_storeu_ps(r + 3 * vstride, _mm512_sub_ps(u[a][1], u[a][3]));
-        }
+        conv_wino_bt_d_b(q, d);
+        for (int xi = 0; xi < 16; xi++) _mm512_storeu_ps(v + (size_t)xi * vstride + c, q[xi]);
     }
     const __m512 zero = _mm512_setzero_ps();
     for (int o = 0; o < cout; o += 16) {
@@ -897,6 +906,7 @@ static void conv_wino_weight_grad(const conv_job *j, int task, bool first, int g
                                         (size_t)cg->wg, cg->o, t, nt);
                 }
         float beta = first && g0 == 0 ? 0.0f : 1.0f;
+        /* (A is only there packed: this path runs where the own kernel does.) */
         for (int xi = 0; xi < 16; xi++)
             fm_gemm_serial(false, false, cg->o, cg->c, (int)nt, 1.0f, ws->wm + xi * mstride,
                            (int)nt, ws->wm + xi * mstride, ws->wv + xi * vstride, cg->c, beta,
@@ -905,7 +915,7 @@ static void conv_wino_weight_grad(const conv_job *j, int task, bool first, int g
 }
 
 /* dW [O][C][3][3] += G^T du G for every (o, c), du [16][O][C] the summed
- * transformed gradient (the adjoint of conv_wino_kernel). */
+ * transformed gradient (the adjoint of conv_wino_weights). */
 static void conv_wino_weight_grad_fold(float *dw, const float *du, int o, int c)
 {
     size_t xi = (size_t)o * c;

@@ -65,17 +65,6 @@ static double bn_lanes_total(const double *lane)
  * order (convert, subtract, multiply, add; nothing fused), so the sums are
  * bit-identical to the portable path.  Each returns how many elements it
  * took (whole groups of eight); the scalar loop finishes the rest. */
-__attribute__((target("avx512f"))) static int64_t bn_avx512_sum(double *lane, const float *a,
-                                                                int64_t n)
-{
-    __m512d acc = _mm512_loadu_pd(lane);
-    int64_t q = 0;
-    for (; q + BN_LANES <= n; q += BN_LANES)
-        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_loadu_ps(a + q)));
-    _mm512_storeu_pd(lane, acc);
-    return q;
-}
-
 __attribute__((target("avx512f"))) static int64_t bn_avx512_sqdev(double *lane, const float *a,
                                                                   int64_t n, double mean)
 {
@@ -115,7 +104,7 @@ __attribute__((target("avx512f"))) static int64_t bn_avx512_dy(double *l_dy, dou
 
 static void bn_lanes_sum(double *lane, const float *a, int64_t n)
 {
-    int64_t q = fm_kernels_avx512() ? bn_avx512_sum(lane, a, n) : 0;
+    int64_t q = fm_kernels_avx512() ? fm_ops_lane_sums_avx512(lane, a, n) : 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
         for (int l = 0; l < BN_LANES; l++) lane[l] += a[q + l];
     for (; q < n; q++) lane[q % BN_LANES] += a[q];

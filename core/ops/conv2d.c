@@ -423,7 +423,7 @@ static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, boo
 static double conv_sum(const float *a, int n)
 {
     double lane[8] = {0};
-    int q = 0;
+    int q = fm_kernels_avx512() ? (int)fm_ops_lane_sums_avx512(lane, a, n) : 0;
     for (; q + 8 <= n; q += 8)
         for (int l = 0; l < 8; l++) lane[l] += a[q + l];
     for (; q < n; q++) lane[0] += a[q];

@@ -13,7 +13,7 @@
 __attribute__((visibility("default"))) const fm_op_def fm_op_table[FM_OP_COUNT] = {
     ROW(FM_OP_LINEAR, "linear", linear),
     ROW_OVERWRITES(FM_OP_CONV2D, "conv2d", conv2d),
-    ROW(FM_OP_MAXPOOL2D, "maxpool2d", maxpool2d),
+    ROW_OVERWRITES(FM_OP_MAXPOOL2D, "maxpool2d", maxpool2d),
     ROW(FM_OP_GLOBAL_AVGPOOL, "global_avgpool", global_avgpool),
     ROW_OVERWRITES(FM_OP_BATCHNORM, "batchnorm", batchnorm),
     ROW(FM_OP_RELU, "relu", relu),

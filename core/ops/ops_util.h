@@ -87,6 +87,20 @@ __attribute__((target("avx512f"), always_inline)) static inline __m256 fm_ops_up
     return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
 }
 
+/* lane[l] += a[q] for q = l (mod 8), q < n rounded down to whole groups of
+ * eight, in order: eight double sums in one register, bit-identical to the
+ * scalar loop.  Returns how many elements it took. */
+__attribute__((target("avx512f"))) static inline int64_t fm_ops_lane_sums_avx512(double *lane,
+                                                                                const float *a,
+                                                                                int64_t n)
+{
+    __m512d acc = _mm512_loadu_pd(lane);
+    int64_t q = 0;
+    for (; q + 8 <= n; q += 8) acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_loadu_ps(a + q)));
+    _mm512_storeu_pd(lane, acc);
+    return q;
+}
+
 static inline bool fm_ops_is_f32(const fm_tensor *t) { return t && t->dtype == FM_F32; }
 
 #endif /* FM_OPS_UTIL_H */

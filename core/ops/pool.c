@@ -18,6 +18,7 @@ typedef struct maxpool_job {
     int32_t *arg;    // [N*C, OH, OW] index into the input plane, or NULL
     const float *dy; // [N*C, OH, OW]
     float *dx;       // [N*C, H, W]
+    bool dx_store;   /* dx is fresh: each plane is zeroed before the scatter */
     int h, w, oh, ow, k;
 } maxpool_job;
 
@@ -38,10 +39,8 @@ __attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *
         /* 2*left inputs from each row, in two halves of up to 16. */
         __mmask16 lo_mask = fm_ops_lane_mask(2 * left), hi_mask = fm_ops_lane_mask(2 * left - 16);
         const float *a = r0 + 2 * ox, *b = r1 + 2 * ox;
-        __m512 a_lo = _mm512_maskz_loadu_ps(lo_mask, a);
-        __m512 a_hi = _mm512_maskz_loadu_ps(hi_mask, a + 16);
-        __m512 b_lo = _mm512_maskz_loadu_ps(lo_mask, b);
-        __m512 b_hi = _mm512_maskz_loadu_ps(hi_mask, b + 16);
+        __m512 a_lo = fm_ops_load16(a, lo_mask), a_hi = fm_ops_load16(a + 16, hi_mask);
+        __m512 b_lo = fm_ops_load16(b, lo_mask), b_hi = fm_ops_load16(b + 16, hi_mask);
         __m512 v[4] = {
             _mm512_permutex2var_ps(a_lo, even, a_hi), _mm512_permutex2var_ps(a_lo, odd, a_hi),
             _mm512_permutex2var_ps(b_lo, even, b_hi), _mm512_permutex2var_ps(b_lo, odd, b_hi),
@@ -55,7 +54,7 @@ __attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *
             best = _mm512_mask_mov_ps(best, win, v[t]);
             off = _mm512_mask_mov_epi32(off, win, _mm512_set1_epi32(offs[t]));
         }
-        _mm512_mask_storeu_ps(yr + ox, out_mask, best);
+        fm_ops_store16(yr + ox, best, out_mask);
         if (am) {
             /* Input column 2*(ox + lane): the even indices again. */
             __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(base + 2 * ox), even);
@@ -135,6 +134,9 @@ static void maxpool_backward_range(void *arg, int64_t begin, int64_t end)
         float *dx = j->dx + (size_t)pl * in_plane;
         const float *dy = j->dy + (size_t)pl * out_plane;
         const int32_t *am = j->arg + (size_t)pl * out_plane;
+        /* A plane at a time, while it is in cache: cheaper than a separate
+         * pass zeroing the whole gradient first. */
+        if (j->dx_store) memset(dx, 0, in_plane * sizeof *dx);
         for (size_t q = 0; q < out_plane; q++) dx[am[q]] += dy[q];
     }
 }
@@ -180,6 +182,7 @@ void fm_op_maxpool2d_backward(fm_graph *g, fm_node *n)
     j.arg = n->saved;
     j.dy = n->out->grad;
     j.dx = n->in[0]->grad;
+    j.dx_store = fm_node_grad_overwrite(n, 0);
     int64_t planes = (int64_t)n->in[0]->shape[0] * n->in[0]->shape[1];
     fm_ops_parallel_range(planes, pool_grain((int64_t)j.h * j.w), maxpool_backward_range, &j);
 }

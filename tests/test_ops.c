@@ -408,13 +408,13 @@ static const conv_shape conv_ref_shapes[] = {
     {2, 2, 21, 21, 3, 5, 5, 1, 0, true},    /* im2col path, output rows over 16 floats */
     {2, 3, 40, 38, 4, 3, 3, 2, 1, true},    /* stride 2, output rows over 16 floats */
     {2, 2, 11, 13, 3, 3, 3, 3, 1, false},   /* stride 3 */
-    /* Winograd F(2x2, 3x3) (16+ channels in and out, even maps): one image
-     * per product, several per product with the last group short, and maps
-     * wider than 16 tiles. */
+    /* Winograd F(2x2, 3x3) (16+ channels in and out): one image per
+     * product, several per product with the last group short, maps wider
+     * than 16 tiles; odd maps, whose weight gradient stays direct. */
     {20, 16, 28, 28, 16, 3, 3, 1, 1, true},
     {9, 16, 14, 14, 32, 3, 3, 1, 1, false},
     {3, 16, 40, 36, 16, 3, 3, 1, 1, true},
-    {64, 16, 7, 7, 16, 3, 3, 1, 1, true},   /* odd maps: tiles past the edge */
+    {64, 16, 7, 7, 16, 3, 3, 1, 1, true},   /* tiles past the edge */
     {5, 16, 9, 11, 24, 3, 3, 1, 1, false},
 };
 
@@ -554,18 +554,24 @@ END_TEST
 /* Workspaces are handed back when an op returns: what a conv leaves in the
  * arena is its output, whatever its scratch needed -- and, when a backward
  * will run, the padded input it keeps for the weight gradient (less than
- * twice the input). */
+ * twice the input).  Without a backward (evaluation) the forward pads into
+ * its workspace instead, and gives the same values. */
 START_TEST(test_conv2d_workspace_released)
 {
+    const conv_shape s = {8, 16, 14, 14, 16, 3, 3, 1, 1, false};
     fm_tensor *xc = leaf(4, (int[]){8, 16, 14, 14}, -1, 1, false);
     fm_tensor *wc = leaf(4, (int[]){16, 16, 3, 3}, -1, 1, false);
     fm_graph *gc = fm_graph_new();
     size_t used = fm_arena_used(fm_graph_arena(gc));
     fm_tensor *yc = fm_conv2d(gc, xc, wc, NULL, 1, 1);
+    /* (the output has the input's shape) */
     size_t out_bytes = (size_t)yc->numel * sizeof(float), in_bytes = out_bytes;
     used = fm_arena_used(fm_graph_arena(gc)) - used;
     ck_assert_uint_ge(used, out_bytes);
     ck_assert_uint_lt(used, out_bytes + 4096);  /* + node and tensor headers */
+    float *ref = ref_conv_forward(&s, xc->data, wc->data, NULL);
+    ck_assert_double_lt(fm_test_max_rel_diff(yc->data, ref, (size_t)yc->numel), 1e-4);
+    free(ref);
     fm_graph_free(gc);
     fm_tensor_free(xc);
     fm_tensor_free(wc);

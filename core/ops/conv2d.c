@@ -464,9 +464,9 @@ typedef struct conv_job {
 
 /* A thread's region on the direct path: GEMM pack, row table, padded input
  * [C][phases][plane_x] and (tap_major) the same channel-minor
- * [phases][plane_x][C],
- * bordered output gradient [O][plane_d], product [O][nw] or
- * [phases][C][Hq*Wg]. */
+ * [phases][plane_x][C], bordered output gradient [O][plane_d], product
+ * [O][nw] or [phases][C][Hq*Wg] (or, for Winograd's weight gradient, the
+ * bordered gradient channel-minor [plane_d][O]), and Winograd's transforms. */
 typedef struct conv_direct_ws {
     float *pack;
     const float **rows;

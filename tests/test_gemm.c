@@ -19,11 +19,23 @@ typedef struct gemm_case {
     float alpha, beta;
 } gemm_case;
 
-static float *pack_buf(void)
+/* Room for `floats` floats (at least one vector), 64-byte aligned. */
+static float *aligned_floats(size_t floats)
 {
-    float *p = aligned_alloc(64, FM_GEMM_PACK_FLOATS * sizeof(float));
+    float *p = aligned_alloc(64, (floats * sizeof(float) + 64) / 64 * 64);
     ck_assert_ptr_nonnull(p);
     return p;
+}
+
+static float *pack_buf(void) { return aligned_floats(FM_GEMM_PACK_FLOATS); }
+
+/* The packing space of a row-table or segment product, and c1 and c2 [m, n]
+ * filled alike for two products that add to them. */
+static float *twin_products_setup(float *c1, float *c2, int m, int n, int k, uint64_t seed)
+{
+    fm_test_fill(c1, (size_t)m * n, -1.0f, 1.0f, seed);
+    memcpy(c2, c1, (size_t)m * n * sizeof(float));
+    return aligned_floats(fm_gemm_rows_pack_floats(n, k));
 }
 
 /* Runs one case with leading dimensions `pad` wider than needed; returns the
@@ -190,10 +202,7 @@ START_TEST(test_gemm_rows_matches_plain)
         memcpy(plain + (size_t)r * len, rows[r], (size_t)len * sizeof(float));
     }
     fm_kernels_force_portable(blas);
-    size_t floats = fm_gemm_rows_pack_floats(n, k);
-    float *pack = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
-    fm_test_fill(c1, (size_t)m * n, -1.0f, 1.0f, 13);
-    memcpy(c2, c1, (size_t)m * n * sizeof(float));
+    float *pack = twin_products_setup(c1, c2, m, n, k, 13);
     fm_gemm_serial(false, tb, m, n, k, 1.0f, a, k, NULL, plain, len, 1.0f, c1, n, pack);
     fm_gemm_serial_rows(false, tb, m, n, k, 1.0f, a, k, NULL, rows, 1.0f, c2, n, pack);
     fm_kernels_force_portable(false);
@@ -223,7 +232,7 @@ START_TEST(test_gemm_prepacked_a)
     for (int p = 0; p < k; p++) rows[p] = b + (size_t)p * n;
     size_t floats = fm_gemm_prepacked_floats(m, k);
     ck_assert_uint_eq(floats > 0, fm_kernels_avx512());
-    float *packed = aligned_alloc(64, (floats * sizeof(float) + 64) / 64 * 64);
+    float *packed = aligned_floats(floats);
     const float *ap = fm_gemm_prepack_a(ta, m, k, a, lda, packed);
     ck_assert(ap == (fm_kernels_avx512() ? packed : NULL));
     float *pack = pack_buf();
@@ -266,10 +275,7 @@ START_TEST(test_gemm_segs_matches_plain)
                    (size_t)seg * sizeof(float));
     }
     fm_kernels_force_portable(blas);
-    size_t floats = fm_gemm_rows_pack_floats(n, k);
-    float *pack = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
-    fm_test_fill(c1, (size_t)m * n, -1.0f, 1.0f, 33);
-    memcpy(c2, c1, (size_t)m * n * sizeof(float));
+    float *pack = twin_products_setup(c1, c2, m, n, k, 33);
     fm_gemm_serial(false, false, m, n, k, 1.0f, a, k, NULL, plain, n, 1.0f, c1, n, pack);
     fm_gemm_serial_segs(m, n, k, 1.0f, a, k, b_segs, seg, ldb, 1.0f, c2, n, pack);
     fm_kernels_force_portable(false);

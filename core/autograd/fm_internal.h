@@ -115,7 +115,7 @@ void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, floa
  * fm_gemm_prepack_a for how that shapes a packed A). */
 #define FM_GEMM_KC 256
 /* Floats of packing workspace fm_gemm_serial needs (64-byte aligned). */
-#define FM_GEMM_PACK_FLOATS ((size_t)256 * (128 + 480 + 2))
+#define FM_GEMM_PACK_FLOATS ((size_t)FM_GEMM_KC * (128 + 480 + 2))
 
 /* One thread's GEMM (core/ops/gemm_kernel.c): fmhost's AVX-512 kernel where
  * the processor has it, cblas_sgemm otherwise.  Each element of C is summed

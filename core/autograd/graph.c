@@ -1,5 +1,6 @@
 /* The tape and the backward driver. */
 #include "fm_internal.h"
+#include "../ops/ops_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -94,28 +95,12 @@ fm_tensor *fm_graph_apply(fm_graph *g, fm_node *n)
     return n->out;
 }
 
-/* Floats zeroed per task: gradient buffers of activations run to megabytes,
- * and one core alone does not saturate the memory bus. */
-#define GRAPH_ZERO_GRAIN ((size_t)1 << 16)
-
-typedef struct graph_zero_job {
-    float *p;
-    size_t n;
-} graph_zero_job;
-
-static void graph_zero_task(void *arg, int task, int thread)
+/* Zeroes floats [begin, end) of arg: gradient buffers of activations run to
+ * megabytes, and one core alone does not saturate the memory bus, so the
+ * pool shares the work like any elementwise op's. */
+static void graph_zero_range(void *arg, int64_t begin, int64_t end)
 {
-    (void)thread;
-    const graph_zero_job *j = arg;
-    size_t begin = (size_t)task * GRAPH_ZERO_GRAIN;
-    size_t len = j->n - begin < GRAPH_ZERO_GRAIN ? j->n - begin : GRAPH_ZERO_GRAIN;
-    memset(j->p + begin, 0, len * sizeof *j->p);
-}
-
-static void graph_zero(float *p, size_t n)
-{
-    graph_zero_job j = {p, n};
-    fm_parallel_for((int)((n + GRAPH_ZERO_GRAIN - 1) / GRAPH_ZERO_GRAIN), graph_zero_task, &j);
+    memset((float *)arg + begin, 0, (size_t)(end - begin) * sizeof(float));
 }
 
 void fm_backward(fm_graph *g, fm_tensor *loss)
@@ -144,7 +129,7 @@ void fm_backward(fm_graph *g, fm_tensor *loss)
                 in->node->grad_fresh = true;
             }
             if (!overwrites && in->node && in->node->grad_fresh) {
-                graph_zero(in->grad, (size_t)in->numel);
+                fm_ops_parallel_range(in->numel, FM_OPS_GRAIN, graph_zero_range, in->grad);
                 in->node->grad_fresh = false;
             }
         }

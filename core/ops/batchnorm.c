@@ -375,8 +375,6 @@ FM_OPS_CLONES static void bn_backward_plane(float *dx, const float *x, const flo
 #undef BN_PLANE
 }
 
-/* The fused op's backward for one plane: g = dy masked by the relu; dx as
- * bn_backward_plane with g for dy (dx may be NULL), and dres += (or =) g. */
 /* 16 elements (the lanes in m) of the fused op's backward: g = dy masked by
  * the relu (bits `keep`); dx as bn_backward_plane with g for dy, dres += g
  * (= g when fresh). */
@@ -416,6 +414,8 @@ bn_backward_relu_avx512(float *dx, float *dres, const float *x, const float *dy,
                            fm_ops_lane_mask((int)(s - q)));
 }
 
+/* The fused op's backward for one plane: g = dy masked by the relu; dx as
+ * bn_backward_plane with g for dy (dx may be NULL), and dres += (or =) g. */
 static void bn_backward_relu_plane(float *dx, float *dres, const float *x, const float *dy,
                                    const uint16_t *mask, float a, float b, float mu, float d,
                                    int64_t s, bool dx_store, bool dres_store)
@@ -525,18 +525,19 @@ static bn_job bn_job_make(const fm_node *n)
     };
 }
 
-/* Floats the forward keeps for the backward: mean and invstd [2, C], then
- * (the fused op) the relu mask. */
+/* Floats the forward keeps for the backward: mean and invstd [2, C]
+ * (rounded up to 64 bytes), then (the fused op) the relu mask. */
+static size_t bn_stats_floats(const bn_job *j) { return (2 * (size_t)j->c + 15) / 16 * 16; }
+
 static size_t bn_saved_floats(const bn_job *j)
 {
-    size_t stats = (2 * (size_t)j->c + 15) / 16 * 16;
-    if (!j->relu) return stats;
-    return stats + ((size_t)j->n * j->c * (size_t)j->mask_words + 1) / 2;
+    if (!j->relu) return bn_stats_floats(j);
+    return bn_stats_floats(j) + ((size_t)j->n * j->c * (size_t)j->mask_words + 1) / 2;
 }
 
 static uint16_t *bn_saved_mask(const bn_job *j, float *saved)
 {
-    return (uint16_t *)(saved + (2 * (size_t)j->c + 15) / 16 * 16);
+    return (uint16_t *)(saved + bn_stats_floats(j));
 }
 
 void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)

@@ -145,9 +145,6 @@ static void conv_wino_layout(conv_geom *cg)
     cg->wino = fm_kernels_avx512() && cg->kh == 3 && cg->kw == 3 && cg->stride == 1 &&
                cg->pad == 1 && cg->tw >= WINO_MIN_TW && cg->c >= 16 && cg->o >= 16;
     if (!cg->wino) return;
-    /* Tiles of an odd map read a row past the padded plane (for outputs
-     * that are dropped): one more zero row keeps the reads inside. */
-    if (cg->h % 2) cg->plane_x = conv_round16((size_t)(cg->hq + 1) * cg->wg + (size_t)cg->kw);
     int per = cg->th * cg->tw;
     cg->wsub = WINO_TILES / per;
     if (cg->wsub > cg->group) cg->wsub = cg->group;
@@ -179,9 +176,13 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
     cg.direct = conv_direct_layout(&cg);
     if (cg.direct) {
         cg.nw = cg.oh * cg.wg;
+        conv_wino_layout(&cg);
         /* A tap's row runs OH*Wg elements from offset (ki/s)*Wg + kj/s: up
-         * to kw - 1 past the plane, into zeros of its own. */
-        cg.plane_x = conv_round16((size_t)cg.hq * cg.wg + (size_t)cg.kw);
+         * to kw - 1 past the plane, into zeros of its own.  Winograd's tiles
+         * on an odd map read a row past the plane (for outputs that are
+         * dropped): one more zero row keeps the reads inside. */
+        int xrows = cg.hq + (cg.wino && cg.h % 2);
+        cg.plane_x = conv_round16((size_t)xrows * cg.wg + (size_t)cg.kw);
         /* The output gradient sits `lead` zeros in, so that rows shifted back
          * by up to ((kh-1)/s)*Wg + (kw-1)/s stay inside, and is followed by
          * zero rows up to the last phase row the input gradient reads. */
@@ -190,7 +191,6 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
         cg.plane_d = conv_round16(cg.lead + (size_t)rows * cg.wg + 16);
         /* Segments narrower than a vector would make narrow tiles. */
         cg.tap_major = cg.c % 16 == 0;
-        conv_wino_layout(&cg);
     } else {
         cg.chunk = chunk;
     }
@@ -627,11 +627,15 @@ static size_t conv_group_floats(const conv_geom *cg)
     return (size_t)cg->c * cg->stride * cg->stride * cg->plane_x;
 }
 
+static size_t conv_groups_per_chunk(const conv_geom *cg)
+{
+    return (size_t)(cg->chunk + cg->group - 1) / cg->group;
+}
+
 static size_t conv_saved_floats(const conv_geom *cg)
 {
-    size_t per_chunk = (size_t)(cg->chunk + cg->group - 1) / cg->group;
     /* + what Winograd's input transform reads past the last plane */
-    return (size_t)cg->nchunks * per_chunk * conv_group_floats(cg) + WINO_SLACK;
+    return (size_t)cg->nchunks * conv_groups_per_chunk(cg) * conv_group_floats(cg) + WINO_SLACK;
 }
 
 /* Where the group of images from i on keeps its padded input: its slot of
@@ -640,8 +644,8 @@ static float *conv_group_planes(const conv_job *j, int i, const conv_direct_ws *
 {
     const conv_geom *cg = &j->cg;
     if (!j->xp_saved) return ws->xp;
-    size_t per_chunk = (size_t)(cg->chunk + cg->group - 1) / cg->group;
-    size_t group = (size_t)(i / cg->chunk) * per_chunk + (size_t)(i % cg->chunk / cg->group);
+    size_t group = (size_t)(i / cg->chunk) * conv_groups_per_chunk(cg) +
+                   (size_t)(i % cg->chunk / cg->group);
     return j->xp_saved + group * conv_group_floats(cg);
 }
 
@@ -1012,23 +1016,20 @@ static void conv_direct_border_grad(float *d, const float *dy, int nb, const con
         }
 }
 
-/* The gn images' share of the weight gradient, summed into chunk `task`'s
- * part (overwriting it for the chunk's first group): dW = dout_wide [O, nw]
- * . rows^T, where row (c, tap) of the implicit im2col matrix is the padded
- * input shifted by the tap.  With tap_major, the part is [O][KH*KW][C] and
+/* A group's share of the weight gradient, summed into chunk `task`'s part
+ * (overwriting it for the chunk's first group): dW = dout_wide [O, nw] .
+ * rows^T, where row (c, tap) of the implicit im2col matrix is the group's
+ * padded input xp shifted by the tap.  With tap_major, the part is [O][KH*KW][C] and
  * the planes are first laid out channel-minor: then a tap's rows are one
  * contiguous segment per position and B needs no packing -- one transpose
  * of the planes instead of transposing every tap's rows. */
-static void conv_direct_weight_grad(const conv_job *j, int task, int i, bool first, int gn,
+static void conv_direct_weight_grad(const conv_job *j, int task, bool first, const float *xp,
                                     const conv_direct_ws *ws)
 {
     const conv_geom *cg = &j->cg;
     const int s = cg->stride;
     const size_t positions = (size_t)s * s * cg->plane_x;
     float *dw = j->dw_part + (size_t)task * cg->o * cg->k;
-    const float *xp = conv_group_planes(j, i, ws);
-    if (!j->xp_saved)
-        conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
     if (!cg->tap_major) {
         conv_direct_input_rows(ws->rows, xp, cg);
         fm_gemm_serial_rows(false, true, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead,
@@ -1109,13 +1110,15 @@ static void conv_direct_backward(const conv_job *j, int task, int n0, int nb,
             for (int o = 0; o < cg->o; o++)
                 j->db_part[(size_t)task * cg->o + o] +=
                     conv_sum(ws->d + (size_t)o * cg->plane_d + cg->lead, cg->nw);
-        if (j->dw_part && cg->wino_dw) {
-            const float *xp = conv_group_planes(j, i, ws);
+        if (j->dw_part) {
+            /* The group's padded input: the forward's, or laid out again. */
             if (!j->xp_saved)
                 conv_direct_pad_input(ws->xp, j->x + (size_t)i * cg->c * cg->h * cg->w, gn, cg);
-            conv_wino_weight_grad(j, task, i == n0, gn, xp, ws);
-        } else if (j->dw_part) {
-            conv_direct_weight_grad(j, task, i, i == n0, gn, ws);
+            const float *xp = conv_group_planes(j, i, ws);
+            if (cg->wino_dw)
+                conv_wino_weight_grad(j, task, i == n0, gn, xp, ws);
+            else
+                conv_direct_weight_grad(j, task, i == n0, xp, ws);
         }
         if (j->dx && cg->wino)
             /* dy with one zero around: padded (r, c) is dy (r-1, c-1). */

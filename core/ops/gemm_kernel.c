@@ -321,9 +321,9 @@ const float *fm_gemm_prepack_a(bool trans_a, int m, int k, const float *a, int l
     return dst;
 }
 
-/* Either entry point: the own kernel where it runs, else cblas_sgemm on B as
+/* Every entry point: the own kernel where it runs, else cblas_sgemm on B as
  * stored (gathered first into pack, past its FM_GEMM_PACK_FLOATS, when B
- * comes as a table of rows). */
+ * comes as a table of rows or of column segments). */
 static void gemm_product(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *a_packed, const gemm_b *gb,
                          float beta, float *c, int ldc, float *pack)

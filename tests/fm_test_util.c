@@ -11,12 +11,119 @@
 
 int fm_test_run(Suite *s)
 {
+    /* A mistyped FMHOST_KERNELS would otherwise leave the default set
+     * running and a run that checked the wrong kernels passing. */
+    if (fm_kernels_use_env() != FM_OK) {
+        fprintf(stderr, "%s\nno test ran\n", fm_error_message());
+        srunner_free(srunner_create(s));  /* (frees the suite) */
+        return EXIT_FAILURE;
+    }
+    /* How much this run checks depends on the processor: say so in the log. */
+    fm_kernels sets[FM_KERNELS_COUNT];
+    int n = fm_test_kernel_sets(sets);
+    printf("kernel sets tested:");
+    for (int i = 0; i < n; i++) printf(" %s", fm_kernels_name(sets[i]));
+    printf("; default: %s\n", fm_test_kernels_name());
+    fflush(stdout);  /* before Check forks, or each child repeats it */
+
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+int fm_test_kernel_sets(fm_kernels out[FM_KERNELS_COUNT])
+{
+    int n = 0;
+    for (int k = 0; k < FM_KERNELS_COUNT; k++)
+        if (fm_kernels_supported((fm_kernels)k)) {
+            if (out) out[n] = (fm_kernels)k;
+            n++;
+        }
+    return n;
+}
+
+int fm_test_vector_sets(fm_kernels out[FM_KERNELS_COUNT])
+{
+    int n = 0;
+    for (int k = 0; k < FM_KERNELS_COUNT; k++)
+        if (k != FM_KERNELS_PORTABLE && fm_kernels_supported((fm_kernels)k)) {
+            if (out) out[n] = (fm_kernels)k;
+            n++;
+        }
+    return n;
+}
+
+int fm_test_vector_pairs(fm_kernels out[FM_TEST_MAX_PAIRS][2])
+{
+    fm_kernels v[FM_KERNELS_COUNT];
+    int nv = fm_test_vector_sets(v), n = 0;
+    for (int a = 0; a < nv; a++)
+        for (int b = a + 1; b < nv; b++) {
+            if (out) {
+                out[n][0] = v[a];
+                out[n][1] = v[b];
+            }
+            n++;
+        }
+    return n;
+}
+
+void fm_test_use_kernels(fm_kernels k)
+{
+    fm_status st = fm_kernels_use(k);
+    ck_assert_msg(st == FM_OK, "cannot use the %s kernels: %s", fm_kernels_name(k),
+                  fm_error_message());
+    ck_assert_int_eq(fm_kernels_active(), k);
+}
+
+void fm_test_restore_kernels(void)
+{
+    /* fm_test_run checked $FMHOST_KERNELS already: it is valid here. */
+    fm_status st = fm_kernels_use_env();
+    ck_assert_msg(st == FM_OK, "%s", fm_error_message());
+}
+
+/* Set i / ncases of the `n` in sets, made active; the case i % ncases. */
+static int each_of(const fm_kernels *sets, int n, int i, int ncases)
+{
+    ck_assert_int_gt(ncases, 0);
+    ck_assert_msg(i >= 0 && i / ncases < n,
+                  "iteration %d of %d cases: only %d sets (registered with the wrong count)", i,
+                  ncases, n);
+    fm_test_use_kernels(sets[i / ncases]);
+    return i % ncases;
+}
+
+int fm_test_each_set(int i, int ncases)
+{
+    fm_kernels sets[FM_KERNELS_COUNT];
+    int n = fm_test_kernel_sets(sets);
+    return each_of(sets, n, i, ncases);
+}
+
+int fm_test_each_vector_set(int i, int ncases)
+{
+    fm_kernels sets[FM_KERNELS_COUNT];
+    int n = fm_test_vector_sets(sets);
+    return each_of(sets, n, i, ncases);
+}
+
+int fm_test_each_pair(int i, int ncases, fm_kernels pair[2])
+{
+    fm_kernels pairs[FM_TEST_MAX_PAIRS][2];
+    int n = fm_test_vector_pairs(pairs);
+    ck_assert_int_gt(ncases, 0);
+    ck_assert_msg(i >= 0 && i / ncases < n,
+                  "iteration %d of %d cases: only %d pairs (registered with the wrong count)", i,
+                  ncases, n);
+    pair[0] = pairs[i / ncases][0];
+    pair[1] = pairs[i / ncases][1];
+    return i % ncases;
+}
+
+const char *fm_test_kernels_name(void) { return fm_kernels_name(fm_kernels_active()); }
 
 void fm_test_fill(float *a, size_t n, float lo, float hi, uint64_t seed)
 {
@@ -35,6 +142,20 @@ fm_tensor *fm_test_leaf(int ndim, const int *shape, float lo, float hi, uint64_t
         t->requires_grad = true;
     }
     return t;
+}
+
+ptrdiff_t fm_test_first_diff(const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) return (ptrdiff_t)i;
+    return -1;
+}
+
+void fm_test_assert_same_bits(const float *a, const float *b, size_t n, const char *what)
+{
+    ptrdiff_t at = fm_test_first_diff(a, b, n);
+    ck_assert_msg(at < 0, "%s: element %td of %zu differs: %.9g vs %.9g", what, at, n,
+                  at < 0 ? 0.0 : (double)a[at], at < 0 ? 0.0 : (double)b[at]);
 }
 
 double fm_test_max_rel_diff(const float *a, const float *b, size_t n)

@@ -10,9 +10,55 @@
 #include "fm/fm_base.h"
 #include "fm/fm_tensor.h"
 
-/* Runs every test of the suite (forking, as Check does by default) and
- * returns the process exit status: 0 when all passed. */
+/* Applies $FMHOST_KERNELS (failing loudly, with a non-zero status, when it
+ * names no set this processor runs), prints which kernel sets the per-set
+ * tests compare against the references and which one the others run, then
+ * runs every test of the suite (forking, as Check does by default).
+ * Returns the process exit status: 0 when all passed. */
 int fm_test_run(Suite *s);
+
+/* ---- kernel sets ------------------------------------------------------------
+ *
+ * A test that must hold on every kernel set is a loop test with ncases
+ * iterations per set, registered at suite creation with exactly as many
+ * iterations as this processor has sets to run, so that none passes without
+ * checking anything:
+ *
+ *     tcase_add_loop_test(tc, test_x, 0, NCASES * fm_test_kernel_sets(NULL));
+ *
+ * and iteration _i runs case fm_test_each_set(_i, NCASES) (which makes that
+ * iteration's set active) and ends with fm_test_restore_kernels().  The
+ * same with fm_test_vector_sets / fm_test_each_vector_set for what only
+ * fmhost's own kernels promise, and fm_test_vector_pairs / fm_test_each_pair
+ * for the bit-identity of two vector sets. */
+
+/* Most pairs of distinct kernel sets. */
+#define FM_TEST_MAX_PAIRS (FM_KERNELS_COUNT * (FM_KERNELS_COUNT - 1) / 2)
+
+/* The sets this processor and build run, in the enum's order (portable
+ * first), into out (may be NULL); returns how many. */
+int fm_test_kernel_sets(fm_kernels out[FM_KERNELS_COUNT]);
+/* Of those, the vector sets: fmhost's own kernels (every set but portable). */
+int fm_test_vector_sets(fm_kernels out[FM_KERNELS_COUNT]);
+/* Every pair {a, b}, a before b, of supported vector sets: the sets whose
+ * results must agree bit for bit.  out may be NULL; returns how many. */
+int fm_test_vector_pairs(fm_kernels out[FM_TEST_MAX_PAIRS][2]);
+
+/* Makes k the kernel set in use; fails the test if it cannot. */
+void fm_test_use_kernels(fm_kernels k);
+/* Makes the default set (the one fm_kernels_use_env picks) active again. */
+void fm_test_restore_kernels(void);
+
+/* Iteration i of a loop test over ncases cases per supported set (or per
+ * supported vector set): makes set i / ncases active and returns the case,
+ * i % ncases. */
+int fm_test_each_set(int i, int ncases);
+int fm_test_each_vector_set(int i, int ncases);
+/* Iteration i of a loop test over ncases cases per pair of vector sets:
+ * stores pair i / ncases in pair (activating neither) and returns the case. */
+int fm_test_each_pair(int i, int ncases, fm_kernels pair[2]);
+/* The name of the set in use, for failure messages. */
+const char *fm_test_kernels_name(void);
 
 /* Fills a[0..n) uniformly in [lo, hi) from a PCG stream seeded with `seed`. */
 void fm_test_fill(float *a, size_t n, float lo, float hi, uint64_t seed);
@@ -20,6 +66,14 @@ void fm_test_fill(float *a, size_t n, float lo, float hi, uint64_t seed);
 /* A heap float tensor filled by fm_test_fill; with `grad`, it requires grad
  * and owns a zeroed heap gradient (freed by fm_tensor_free). */
 fm_tensor *fm_test_leaf(int ndim, const int *shape, float lo, float hi, uint64_t seed, bool grad);
+
+/* The index of the first element where a and b differ in their bits, or
+ * -1 when all n are identical (for messages that say where). */
+ptrdiff_t fm_test_first_diff(const float *a, const float *b, size_t n);
+
+/* Fails the test unless a and b [n] are bit-identical, naming `what`, the
+ * first differing element and both values. */
+void fm_test_assert_same_bits(const float *a, const float *b, size_t n, const char *what);
 
 /* Largest |a-b| / max(1, |b|) over n elements. */
 double fm_test_max_rel_diff(const float *a, const float *b, size_t n);

@@ -319,7 +319,7 @@ static fm_tensor *fresh_param(fresh_net *f, int ndim, const int *shape)
 }
 
 /* 16 channels out: the 3x3 stride-1 convolutions on 16 channels run by
- * Winograd where the AVX-512 kernels do. */
+ * Winograd on the vector sets. */
 static fm_tensor *fresh_conv(fresh_net *f, fm_tensor *x, int k, int stride, int pad)
 {
     fm_tensor *w = fresh_param(f, 4, (int[]){16, x->shape[1], k, k});
@@ -359,10 +359,11 @@ static fm_tensor *fresh_loss(fresh_net *f, fm_tensor *x)
     return loss;
 }
 
-/* With the AVX-512 kernels where the processor has them, then the portable ones. */
+/* On each kernel set this processor runs: each has its own fresh-gradient
+ * stores (Winograd's only on the vector sets). */
 START_TEST(test_fresh_grads_match_accumulation)
 {
-    fm_kernels_force_portable(_i == 1);
+    fm_test_each_set(_i, 1);
     fm_tensor *x = input(4, (int[]){2, 3, 16, 16}, 70);
     fresh_net f = {.g = fm_graph_new()};
     float *want[FRESH_LEAVES];
@@ -396,8 +397,9 @@ START_TEST(test_fresh_grads_match_accumulation)
     for (int i = 0; i < FRESH_LEAVES; i++) {
         double norm = 0.0;
         for (int64_t q = 0; q < f.p[i]->numel; q++) {
-            ck_assert_msg(f.p[i]->grad[q] == want[i][q], "leaf %d element %lld: %g, want %g", i,
-                          (long long)q, (double)f.p[i]->grad[q], (double)want[i][q]);
+            ck_assert_msg(f.p[i]->grad[q] == want[i][q], "%s: leaf %d element %lld: %g, want %g",
+                          fm_test_kernels_name(), i, (long long)q, (double)f.p[i]->grad[q],
+                          (double)want[i][q]);
             norm += fabs(want[i][q]);
         }
         ck_assert_double_gt(norm, 1e-6);
@@ -406,7 +408,7 @@ START_TEST(test_fresh_grads_match_accumulation)
     }
     fm_graph_free(f.g);
     fm_tensor_free(x);
-    fm_kernels_force_portable(false);
+    fm_test_restore_kernels();
 }
 END_TEST
 
@@ -429,6 +431,7 @@ static fm_tensor *diamond_loss(fm_graph *g, const diamond *d)
 
 START_TEST(test_backward_matches_finite_differences)
 {
+    fm_test_each_set(_i, 1);
     diamond d = {
         .x = leaf(2, (int[]){4, 6}, -1.0f, 1.0f, 11),
         .w1 = leaf(2, (int[]){7, 6}, -0.8f, 0.8f, 12),
@@ -459,14 +462,15 @@ START_TEST(test_backward_matches_finite_differences)
             double fd = (up - down) / (2.0 * eps);
             double an = p->grad[i];
             ck_assert_msg(fabs(fd - an) <= 2e-3 + 2e-2 * fabs(an),
-                          "tensor %d element %lld: backward %.6g, finite difference %.6g", t,
-                          (long long)i, an, fd);
+                          "%s: tensor %d element %lld: backward %.6g, finite difference %.6g",
+                          fm_test_kernels_name(), t, (long long)i, an, fd);
             checked++;
         }
     }
     ck_assert_int_gt(checked, 40);
     for (int t = 0; t < 7; t++) fm_tensor_free(all[t]);
     fm_graph_free(g);
+    fm_test_restore_kernels();
 }
 END_TEST
 
@@ -745,8 +749,10 @@ static Suite *autograd_suite(void)
     tcase_add_test(tc, test_backward_twice_same_tape);
     tcase_add_test(tc, test_second_forward_without_reset);
     tcase_add_test(tc, test_unused_branch_gets_no_grad);
-    tcase_add_test(tc, test_backward_matches_finite_differences);
-    tcase_add_loop_test(tc, test_fresh_grads_match_accumulation, 0, 2);
+    /* The comparisons against a reference, once per kernel set. */
+    int sets = fm_test_kernel_sets(NULL);
+    tcase_add_loop_test(tc, test_backward_matches_finite_differences, 0, sets);
+    tcase_add_loop_test(tc, test_fresh_grads_match_accumulation, 0, sets);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("training");

@@ -220,7 +220,7 @@ START_TEST(test_fm_preloaded)
               "assert(#fm.class_names == 10 and fm.class_names[1] == 'T-shirt/top'\n"
               "       and fm.class_names[10] == 'Ankle boot')\n"
               "for _, f in ipairs{'plugin', 'dataset', 'train', 'table', 'write_csv',\n"
-              "                   'write_markdown', 'plot', 'mkdir', 'now'} do\n"
+              "                   'write_markdown', 'plot', 'mkdir', 'now', 'kernels'} do\n"
               "  assert(type(fm[f]) == 'function', f)\n"
               "end\n"
               "assert(type(fm.args) == 'table' and next(fm.args) == nil)\n"
@@ -705,6 +705,83 @@ START_TEST(test_train_bad_options)
 }
 END_TEST
 
+/* ---- kernel sets ------------------------------------------------------------------ */
+
+/* fm.kernels() reports what the core does; fm.train{kernels = ...} runs one
+ * set for one run, records it, and puts the previous set back whatever
+ * happens. */
+START_TEST(test_kernels)
+{
+    ck_assert(fm_kernels_use_env() == FM_OK);
+    const fm_kernels before = fm_kernels_active();
+    lua_State *L = new_state();
+    lua_pushstring(L, fm_kernels_name(before));
+    lua_setglobal(L, "ACTIVE");
+    lua_newtable(L);
+    for (int k = 0, n = 0; k < FM_KERNELS_COUNT; k++)
+        if (fm_kernels_supported((fm_kernels)k)) {
+            lua_pushstring(L, fm_kernels_name((fm_kernels)k));
+            lua_rawseti(L, -2, ++n);
+        }
+    lua_setglobal(L, "SUPPORTED");
+    run_ok(L, "fm = require 'fm'\n"
+              "local name, sup = fm.kernels()\n"
+              "assert(name == ACTIVE, name)\n"
+              "assert(#sup == #SUPPORTED and sup[1] == 'portable')\n"
+              "for i = 1, #sup do assert(sup[i] == SUPPORTED[i], sup[i]) end\n"
+              "data = fm.dataset{dir = DATA}\n"
+              /* The run trains, evaluates and reports on portable; before and after, the set
+               * in use is the one it was. */
+              "local seen\n"
+              "local run = fm.train{plugin = PLUGIN, data = data, epochs = 2, out = TMP, quiet = true,\n"
+              "  kernels = 'portable', on_epoch = function() seen = fm.kernels() end}\n"
+              "assert(seen == 'portable' and run.kernels == 'portable')\n"
+              "assert(fm.kernels() == ACTIVE)\n"
+              "local summary = io.open(run.results_dir .. '/summary.json'):read('a')\n"
+              "assert(summary:find('\"kernels\": \"portable\"', 1, true), summary)\n"
+              "local ckpt = io.open(run.checkpoint, 'rb'):read('a')\n"
+              "assert(ckpt:find('\"kernels\":%s*\"portable\"'), 'checkpoint metadata')\n"
+              "assert(run:evaluate('test').acc == run:evaluate('test').acc)\n"
+              "assert(run:evaluate('val').n == 40 and fm.kernels() == ACTIVE)\n"
+              /* Without the option a run takes the set in use. */
+              "local plain = fm.train{plugin = PLUGIN, data = data, epochs = 1, artifacts = false,\n"
+              "  quiet = true}\n"
+              "assert(plain.kernels == ACTIVE)\n"
+              /* Every supported set trains, and is put back. */
+              "for _, k in ipairs(sup) do\n"
+              "  local r = fm.train{plugin = PLUGIN, data = data, epochs = 1, artifacts = false,\n"
+              "                     quiet = true, kernels = k}\n"
+              "  assert(r.kernels == k and fm.kernels() == ACTIVE)\n"
+              "end\n");
+    /* Errors name the value; the set in use stays. */
+    run_fails(L, "fm.train{plugin = PLUGIN, data = data, artifacts = false, kernels = 'bogus'}",
+              "fm.train: unknown kernel set 'bogus'", "portable");
+    run_fails(L, "fm.train{plugin = PLUGIN, data = data, artifacts = false, kernels = 2}",
+              "option 'kernels' must be a string", NULL);
+    /* An error after the switch (no data here; a callback that fails) restores it too. */
+    run_fails(L, "fm.train{plugin = PLUGIN, data_dir = TMP, artifacts = false, kernels = 'portable'}",
+              "fm.train: data directory", NULL);
+    ck_assert_int_eq(fm_kernels_active(), before);
+    run_fails(L, "fm.train{plugin = PLUGIN, data = data, epochs = 2, artifacts = false, quiet = true,\n"
+                 "  kernels = 'portable', on_epoch = function() error('stop here') end}",
+              "on_epoch callback failed", "stop here");
+    ck_assert_int_eq(fm_kernels_active(), before);
+    run_ok(L, "assert(fm.kernels() == ACTIVE)");
+    /* A set this processor cannot run: only checkable where one is missing
+     * (on a processor with AVX-512 every set runs and this loop is empty). */
+    for (int k = 0; k < FM_KERNELS_COUNT; k++) {
+        if (fm_kernels_supported((fm_kernels)k)) continue;
+        char code[256];
+        snprintf(code, sizeof code,
+                 "fm.train{plugin = PLUGIN, data = data, artifacts = false, kernels = '%s'}",
+                 fm_kernels_name((fm_kernels)k));
+        run_fails(L, code, "fm.train:", "cannot run");
+        ck_assert_int_eq(fm_kernels_active(), before);
+    }
+    fm_lua_free(L);
+}
+END_TEST
+
 START_TEST(test_gc_and_close)
 {
     lua_State *L = new_state();
@@ -759,6 +836,7 @@ static Suite *lua_suite(void)
     tcase_add_test(tc, test_train_callbacks);
     tcase_add_test(tc, test_train_callback_error);
     tcase_add_test(tc, test_train_bad_options);
+    tcase_add_test(tc, test_kernels);
     tcase_add_test(tc, test_gc_and_close);
     suite_add_tcase(s, tc);
     return s;

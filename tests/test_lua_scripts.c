@@ -193,6 +193,32 @@ START_TEST(test_script_error_exit_status)
 }
 END_TEST
 
+/* fmhost script --kernels NAME: the script's runs use the set (fm.kernels()
+ * says so); what follows the file belongs to the script, even --kernels. */
+START_TEST(test_script_kernels)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/kernels.lua", g_out);
+    const char *src = "local fm = require 'fm'\n"
+                      "local name, supported = fm.kernels()\n"
+                      "print('kernels=' .. name .. ' supported=' .. table.concat(supported, ','))\n"
+                      "print('args=' .. table.concat(arg, ' '))\n";
+    fm_test_write_file(path, src, strlen(src));
+    const char *args[] = {"--kernels", "portable", path, "--kernels", "avx512", NULL};
+    int rc = fmhost_script(args);
+    const char *log = slurp("log.txt");
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, log);
+    ck_assert_msg(strstr(log, "kernels=portable supported=portable"), "%s", log);
+    ck_assert_msg(strstr(log, "args=--kernels avx512"), "%s", log);
+
+    const char *bad[] = {"--kernels", "bogus", path, NULL};
+    ck_assert_int_eq(fmhost_script(bad), 2);
+    log = slurp("log.txt");
+    ck_assert_msg(strstr(log, "--kernels 'bogus'") && strstr(log, "portable"), "%s", log);
+    ck_assert_msg(!strstr(log, "kernels="), "the script ran: %s", log);
+}
+END_TEST
+
 static Suite *scripts_suite(void)
 {
     Suite *s = suite_create("lua_scripts");
@@ -204,6 +230,7 @@ static Suite *scripts_suite(void)
     tcase_add_test(tc, test_seeds_quick);
     tcase_add_test(tc, test_schedules_quick);
     tcase_add_test(tc, test_script_error_exit_status);
+    tcase_add_test(tc, test_script_kernels);
     suite_add_tcase(s, tc);
     return s;
 }

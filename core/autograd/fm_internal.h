@@ -111,56 +111,56 @@ static inline bool fm_node_grad_overwrite(const fm_node *n, int i)
 void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
               const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
-/* The reduction dimension of a product is taken FM_GEMM_KC at a time (see
- * fm_gemm_prepack_a for how that shapes a packed A). */
-#define FM_GEMM_KC 256
-/* Floats of packing workspace fm_gemm_serial needs (64-byte aligned). */
-#define FM_GEMM_PACK_FLOATS ((size_t)FM_GEMM_KC * (128 + 480 + 2))
+/* Floats of workspace (`pack`, 64-byte aligned) that one product of
+ * fm_gemm_serial (b_table false) or of fm_gemm_serial_rows/_segs (b_table
+ * true: B [k, n] given as a table) needs on the kernel set in use: the own
+ * GEMM's packing panels on the vector sets; on the portable one, room to
+ * gather a table's B into one matrix for cblas_sgemm.  Every caller sizes
+ * its workspace with it. */
+FM_API size_t fm_gemm_pack_floats(int n, int k, bool b_table);
 
-/* One thread's GEMM (core/ops/gemm_kernel.c): fmhost's AVX-512 kernel where
- * the processor has it, cblas_sgemm otherwise.  Each element of C is summed
- * in an order fixed by the shapes, wherever it lies in C.  `pack` is
- * FM_GEMM_PACK_FLOATS of the caller's, 64-byte aligned.  a_packed, if not
- * NULL, is op(A) from fm_gemm_prepack_a (for an A shared by many products;
- * a and lda must still describe it).  Exported for the tests, which compare
- * it against a naive product. */
+/* One thread's GEMM (core/ops/gemm.c): fmhost's own kernel on the vector
+ * sets, cblas_sgemm on the portable one.  On the vector sets each element of
+ * C is summed in an order fixed by the shapes, wherever it lies in C; on the
+ * portable one the result depends on the whole product's shape.  a_packed,
+ * if not NULL, is op(A) from fm_gemm_prepack_a (for an A shared by many
+ * products; a and lda must still describe it).  Exported for the tests,
+ * which compare it against a naive product. */
 FM_API void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                            const float *a, int lda, const float *a_packed, const float *b,
                            int ldb, float beta, float *c, int ldc, float *pack);
 /* Packs op(A) [m, k] once into dst (fm_gemm_prepacked_floats(m, k) floats,
- * 64-byte aligned) and returns dst; returns NULL, packing nothing, where the
- * portable kernels run (the size is then 0). */
+ * 64-byte aligned) and returns dst; returns NULL, packing nothing, on the
+ * portable set (the size is then 0). */
 FM_API size_t fm_gemm_prepacked_floats(int m, int k);
 FM_API const float *fm_gemm_prepack_a(bool trans_a, int m, int k, const float *a, int lda,
                                       float *dst);
 /* The same product with B given row by row, for operands that are views
  * into other arrays (a convolution's shifted input planes): stored row r of
- * B — row r of op(B), or column r when trans_b — starts at b_rows[r].
- * `pack` holds fm_gemm_rows_pack_floats(n, k) floats, 64-byte aligned (the
- * BLAS fallback gathers B into it). */
+ * B — row r of op(B), or column r when trans_b — starts at b_rows[r]. */
 FM_API void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                                 const float *a, int lda, const float *a_packed,
                                 const float *const *b_rows, float beta, float *c, int ldc,
                                 float *pack);
-FM_API size_t fm_gemm_rows_pack_floats(int n, int k);
 /* The product (A and B not transposed) with B [k, n] given in n/seg column
  * segments of seg columns: element (p, j) of segment t at
  * b_segs[t][p*ldb + j].  A convolution's weight gradient: segment t is the
- * channel-minor padded input shifted by tap t.  `pack` as for
- * fm_gemm_serial_rows(n, k). */
+ * channel-minor padded input shifted by tap t. */
 FM_API void fm_gemm_serial_segs(int m, int n, int k, float alpha, const float *a, int lda,
                                 const float *const *b_segs, int seg, int ldb, float beta,
                                 float *c, int ldc, float *pack);
-/* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols; 16 x 16 blocks in
- * registers where the AVX-512 kernels run. */
+/* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols; blocks transposed
+ * in registers on the vector sets. */
 FM_API void fm_transpose(float *dst, size_t ldd, const float *src, size_t lds, int rows,
                          int cols);
-/* core/ops/simd.c: true when the AVX-512 kernels run (the processor has
- * AVX-512 and the portable ones were not forced). */
-FM_API bool fm_kernels_avx512(void);
-/* true: run the portable kernels (cblas_sgemm, plain loops) even where
- * AVX-512 exists — the tests check both paths; false: decide by the
- * processor again. */
-FM_API void fm_kernels_force_portable(bool portable);
+
+/* The kernels OpenBLAS chose for this processor ("Haswell", "SkylakeX", ...;
+ * $OPENBLAS_CORETYPE overrides its choice). */
+FM_API const char *fm_gemm_blas_core(void);
+
+/* core/ops/kernels.c: the multiply-add rate of the set in use, in GFLOP/s on
+ * the calling thread, measured over about `seconds` (0 on the portable set,
+ * whose products are OpenBLAS's).  For fmhost bench --gemm. */
+FM_API double fm_kernels_peak_gflops(double seconds);
 
 #endif /* FM_INTERNAL_H */

@@ -22,6 +22,12 @@ bool fm_cli_double(const char *s, double *out);
 #define FM_CLI_MAX_SETS 64
 bool fm_cli_add_set(const char *cmd, const char *value, const char **sets, int *n);
 
+/* Applies --kernels NAME (fm_kernels_use); false after printing the usage
+ * error, which names the value, the sets this processor runs and the fix. */
+bool fm_cli_use_kernels(const char *cmd, const char *name);
+/* The sets this processor runs, "portable, avx2, avx512", into buf. */
+const char *fm_cli_supported_kernels(char *buf, size_t size);
+
 /* Loads the plugin named by --plugin PATH or --model NAME. */
 fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name);
 
@@ -31,5 +37,9 @@ int fm_cmd_plugins(int argc, char **argv);
 int fm_cmd_report(int argc, char **argv);
 int fm_cmd_bench(int argc, char **argv);
 int fm_cmd_script(int argc, char **argv);
+
+/* fmhost bench --gemm: ResCNN's matrix products on the kernel set in use
+ * beside OpenBLAS, each timed for about `seconds` (cmd_bench_gemm.c). */
+int fm_cli_bench_gemm(double seconds);
 
 #endif /* FM_CLI_H */

@@ -10,29 +10,39 @@
 
 static const char bench_usage[] =
     "usage: fmhost bench (--model NAME | --plugin PATH) [options]\n"
+    "       fmhost bench --gemm [--kernels NAME]\n"
     "\n"
     "Times --batches training steps (Adam, after 10 warm-up steps) and the evaluation\n"
     "of 5,000 test images, then prints one JSON line:\n"
     "  {\"model\", \"params\", \"threads\", \"batch\", \"train_img_s\", \"eval_img_s\",\n"
     "   \"gflops\", \"peak_rss_mb\", \"arena_mb\", \"eval_batch\", \"eval_peak_rss_mb\",\n"
-    "   \"kernel\"}\n"
+    "   \"kernels\"}\n"
     "gflops is the training arithmetic rate (3x the plugin's forward flops export).\n"
     "peak_rss_mb is the process's peak resident memory when the timed training steps\n"
     "end (before evaluation); arena_mb is the per-step arena's capacity at that point;\n"
     "eval_peak_rss_mb is the peak after evaluation, which runs --eval-batch images per\n"
     "forward pass (256, as fmhost train evaluates; torch_ref.py evaluates with 1000).\n"
-    "kernel is the matrix-product kernel in use: \"avx512\" (fmhost's own, on processors\n"
-    "with AVX-512) or \"blas\" (OpenBLAS).\n"
+    "kernels is the kernel set that ran: \"portable\" (C loops and OpenBLAS), \"avx2\" or\n"
+    "\"avx512\" (fmhost's own kernels for AVX2 + FMA or AVX-512).  To compare like with\n"
+    "like, restrict PyTorch the same way (tools/bench_side_by_side.sh does both).\n"
     "\n"
     "  --batches N      timed training steps (200)\n"
     "  --batch-size N   images per step (64)\n"
     "  --eval-batch N   images per evaluation forward pass (256)\n"
     "  --threads N      worker threads, 0 = one per core (2)\n"
+    "  --kernels NAME   kernel set: portable, avx2 or avx512 (default: $FMHOST_KERNELS,\n"
+    "                   else the best this processor runs)\n"
     "  --set KEY=VALUE  a hyper-parameter of the plugin (repeatable)\n"
     "  --profile        also print time per op type, forward and backward, to stderr\n"
-    "  --data-dir DIR   FashionMNIST IDX files\n";
+    "  --data-dir DIR   FashionMNIST IDX files\n"
+    "  --gemm           instead: time ResCNN's matrix products, one thread, on the kernel\n"
+    "                   set in use (avx2 or avx512) beside OpenBLAS, as GFLOP/s and share\n"
+    "                   of the set's measured peak (a Markdown table)\n";
 
-enum { B_MODEL = 256, B_PLUGIN, B_BATCHES, B_BATCH, B_THREADS, B_SET, B_PROFILE, B_DATA, B_HELP, B_EVAL_BATCH };
+enum {
+    B_MODEL = 256, B_PLUGIN, B_BATCHES, B_BATCH, B_THREADS, B_SET, B_PROFILE, B_DATA, B_HELP,
+    B_EVAL_BATCH, B_KERNELS, B_GEMM,
+};
 
 static const struct option bench_options[] = {
     {"model", required_argument, NULL, B_MODEL},
@@ -41,6 +51,8 @@ static const struct option bench_options[] = {
     {"batch-size", required_argument, NULL, B_BATCH},
     {"eval-batch", required_argument, NULL, B_EVAL_BATCH},
     {"threads", required_argument, NULL, B_THREADS},
+    {"kernels", required_argument, NULL, B_KERNELS},
+    {"gemm", no_argument, NULL, B_GEMM},
     {"set", required_argument, NULL, B_SET},
     {"profile", no_argument, NULL, B_PROFILE},
     {"data-dir", required_argument, NULL, B_DATA},
@@ -90,7 +102,7 @@ int fm_cmd_bench(int argc, char **argv)
     const char *cmd = "bench", *model = NULL, *plugin_path = NULL, *data_dir = NULL;
     const char *sets[FM_CLI_MAX_SETS];
     int n_sets = 0, batches = 200, batch = 64, threads = 2, eval_batch = 256;
-    bool profile = false;
+    bool profile = false, gemm = false;
     opterr = 0;
     optind = 1;
     /* The leading ':' makes a missing value come back as ':', not '?'. */
@@ -117,7 +129,11 @@ int fm_cmd_bench(int argc, char **argv)
         case B_SET:
             if (!fm_cli_add_set(cmd, optarg, sets, &n_sets)) return FM_EXIT_USAGE;
             break;
+        case B_KERNELS:
+            if (!fm_cli_use_kernels(cmd, optarg)) return FM_EXIT_USAGE;
+            break;
         case B_PROFILE: profile = true; break;
+        case B_GEMM: gemm = true; break;
         case B_DATA: data_dir = optarg; break;
         case B_HELP: fputs(bench_usage, stdout); return FM_EXIT_OK;
         case ':': return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
@@ -125,12 +141,23 @@ int fm_cmd_bench(int argc, char **argv)
         }
     }
     if (optind < argc) return fm_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    if (gemm) {
+        if (plugin_path || model)
+            return fm_cli_usage_error(cmd, "--gemm times matrix products alone: drop --model/--plugin");
+        return fm_cli_bench_gemm(1.0);
+    }
     if (!plugin_path == !model)
         return fm_cli_usage_error(cmd, "give exactly one of --model NAME or --plugin PATH");
 
     fm_fashion data;
     fm_status st = fm_fashion_load(&data, data_dir);
     if (st != FM_OK) return fm_cli_fail(cmd, st);
+    if (data.train.n <= batch) {
+        fprintf(stderr, "fmhost bench: %s holds only %d training images; --batch-size %d needs "
+                "more\n", data.dir, data.train.n, batch);
+        fm_fashion_free(&data);
+        return FM_EXIT_FAIL;
+    }
     fm_plugin *plugin = fm_cli_open_plugin(cmd, plugin_path, model);
     if (!plugin) {
         fm_fashion_free(&data);
@@ -153,10 +180,6 @@ int fm_cmd_bench(int argc, char **argv)
     fm_graph *g = fm_graph_new();
     int32_t *y = fm_xcalloc((size_t)batch, sizeof *y);
     const int span = data.train.n - batch;
-    if (span <= 0) {
-        fprintf(stderr, "fmhost bench: %s holds only %d training images\n", data.dir, data.train.n);
-        return FM_EXIT_FAIL;
-    }
 
     for (int i = 0; i < 10; i++) train_step(m, g, opt, &data.train, (i * batch) % span, batch, y);
     fm_graph_set_profile(g, profile);
@@ -185,10 +208,10 @@ int fm_cmd_bench(int argc, char **argv)
     }
     printf("{\"model\": \"%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, "
            "\"train_img_s\": %.1f, \"eval_img_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mb\": %.1f, "
-           "\"arena_mb\": %.1f, \"eval_batch\": %d, \"eval_peak_rss_mb\": %.1f, \"kernel\": \"%s\"}\n",
+           "\"arena_mb\": %.1f, \"eval_batch\": %d, \"eval_peak_rss_mb\": %.1f, \"kernels\": \"%s\"}\n",
            fm_plugin_descriptor_of(plugin)->name, (long long)fm_model_num_params(m),
            fm_get_threads(), batch, (double)batches * batch / train_s, eval_set.n / eval_s, gflops,
-           train_rss_mb, arena_mb, eval_batch, peak_rss_mb(), fm_gemm_kernel_name());
+           train_rss_mb, arena_mb, eval_batch, peak_rss_mb(), fm_kernels_name(fm_kernels_active()));
 
     fm_subset_free(&eval_set);
     free(y);

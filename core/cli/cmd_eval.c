@@ -20,9 +20,12 @@ static const char eval_usage[] =
     "  --set KEY=VALUE  a hyper-parameter of the plugin (repeatable)\n"
     "  --data-dir DIR   FashionMNIST IDX files\n"
     "  --out DIR        where artifacts/ and results/ are (.)\n"
-    "  --threads N      worker threads, 0 = one per core (0)\n";
+    "  --threads N      worker threads, 0 = one per core (0)\n"
+    "  --kernels NAME   kernel set: portable, avx2 or avx512 (default: $FMHOST_KERNELS,\n"
+    "                   else the best this processor runs).  A checkpoint evaluates on\n"
+    "                   any set; its metadata names the set that trained it\n";
 
-enum { E_MODEL = 256, E_PLUGIN, E_WEIGHTS, E_SET, E_DATA, E_OUT, E_THREADS, E_HELP };
+enum { E_MODEL = 256, E_PLUGIN, E_WEIGHTS, E_SET, E_DATA, E_OUT, E_THREADS, E_KERNELS, E_HELP };
 
 static const struct option eval_options[] = {
     {"model", required_argument, NULL, E_MODEL},
@@ -32,6 +35,7 @@ static const struct option eval_options[] = {
     {"data-dir", required_argument, NULL, E_DATA},
     {"out", required_argument, NULL, E_OUT},
     {"threads", required_argument, NULL, E_THREADS},
+    {"kernels", required_argument, NULL, E_KERNELS},
     {"help", no_argument, NULL, E_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -70,6 +74,9 @@ int fm_cmd_eval(int argc, char **argv)
             if (!fm_cli_int(optarg, 0, 256, &threads))
                 return fm_cli_usage_error(cmd, "--threads '%s': expected an integer from 0 to 256", optarg);
             break;
+        case E_KERNELS:
+            if (!fm_cli_use_kernels(cmd, optarg)) return FM_EXIT_USAGE;
+            break;
         case E_HELP: fputs(eval_usage, stdout); return FM_EXIT_OK;
         case ':': return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         default: return fm_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
@@ -106,6 +113,13 @@ int fm_cmd_eval(int argc, char **argv)
     if (!same_plugin)
         fm_log(FM_LOG_WARN, "%s was saved by plugin '%s', evaluating it with '%s'", weights,
                ckpt_plugin, name);
+    const char *ckpt_kernels = fm_meta_get(meta, "kernels");
+    const char *own_kernels = fm_kernels_name(fm_kernels_active());
+    /* avx2 and avx512 agree bit for bit; portable rounds otherwise. */
+    if (ckpt_kernels && (strcmp(ckpt_kernels, "portable") == 0) != (strcmp(own_kernels, "portable") == 0))
+        fm_log(FM_LOG_INFO, "%s was trained with the %s kernels and is evaluated with %s, which "
+               "round differently: the last digits may differ from the training run's report "
+               "(--kernels %s reproduces it)", weights, ckpt_kernels, own_kernels, ckpt_kernels);
     /* Another plugin's hyper-parameters would be refused as unknown keys the
      * user never typed; the tensor check below names the real mismatch. */
     if (n_sets == 0 && same_plugin && fm_meta_get(meta, "hparams")) {
@@ -130,8 +144,8 @@ int fm_cmd_eval(int argc, char **argv)
         rc = fm_cli_fail(cmd, st);
         goto done;
     }
-    printf("%s: test loss %.4f, test accuracy %.4f on %d images (%s); report in %s\n", name,
-           res.loss, res.acc, res.n, weights, results);
+    printf("%s: test loss %.4f, test accuracy %.4f on %d images (%s, %s kernels); report in %s\n",
+           name, res.loss, res.acc, res.n, weights, fm_kernels_name(fm_kernels_active()), results);
     rc = FM_EXIT_OK;
 done:
     free(pred);

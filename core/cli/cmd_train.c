@@ -39,19 +39,22 @@ static const char train_usage[] =
     "  --warmup N           linear warm-up over the first N epochs (0)\n"
     "run:\n"
     "  --threads N          worker threads, 0 = one per core (0); results do not depend on it\n"
+    "  --kernels NAME       kernel set: portable, avx2 or avx512 (default: $FMHOST_KERNELS, else\n"
+    "                       the best this processor runs); results are reproducible per set\n"
     "  --data-dir DIR       FashionMNIST IDX files (else $FMHOST_DATA, else " FM_DATA_SYSTEM_DIR ")\n"
     "  --out DIR            write artifacts/ and results/ under DIR (.)\n"
     "  --quiet              no progress output\n"
     "\n"
     "writes: DIR/artifacts/<model>_best.safetensors, DIR/results/<model>/{metrics.csv,\n"
     "loss.png, acc.png, confusion_matrix.png, confusion_matrix.csv,\n"
-    "classification_report.txt, per_class.csv, errors.png, summary.json}\n";
+    "classification_report.txt, per_class.csv, errors.png, summary.json}; the checkpoint's\n"
+    "metadata and summary.json record the kernel set.\n";
 
 enum {
     OPT_PLUGIN = 256, OPT_MODEL, OPT_SET, OPT_EPOCHS, OPT_BATCH, OPT_PATIENCE, OPT_VAL_SPLIT,
     OPT_SEED, OPT_AUGMENT, OPT_LIMIT, OPT_OPTIMIZER, OPT_LR, OPT_MOMENTUM, OPT_NESTEROV,
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
-    OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP,
+    OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP,
 };
 
 static const struct option train_options[] = {
@@ -76,6 +79,7 @@ static const struct option train_options[] = {
     {"min-lr", required_argument, NULL, OPT_MIN_LR},
     {"warmup", required_argument, NULL, OPT_WARMUP},
     {"threads", required_argument, NULL, OPT_THREADS},
+    {"kernels", required_argument, NULL, OPT_KERNELS},
     {"data-dir", required_argument, NULL, OPT_DATA_DIR},
     {"out", required_argument, NULL, OPT_OUT},
     {"quiet", no_argument, NULL, OPT_QUIET},
@@ -172,6 +176,9 @@ int fm_cmd_train(int argc, char **argv)
             if (!fm_cli_int(v, 0, 256, &cfg.threads))
                 return fm_cli_usage_error(cmd, "--threads '%s': expected an integer from 0 to 256", v);
             break;
+        case OPT_KERNELS:
+            if (!fm_cli_use_kernels(cmd, v)) return FM_EXIT_USAGE;
+            break;
         case OPT_DATA_DIR: cfg.data_dir = v; break;
         case OPT_OUT: cfg.out_dir = v; break;
         case OPT_QUIET: cfg.quiet = true; break;
@@ -213,11 +220,12 @@ int fm_cmd_train(int argc, char **argv)
     }
     if (!cfg.quiet) {
         char hs[512];
-        fm_log(FM_LOG_INFO, "%s: %lld parameters (%s), %s lr %g, batch %d, up to %d epochs, seed %llu%s",
+        fm_log(FM_LOG_INFO, "%s: %lld parameters (%s), %s lr %g, batch %d, up to %d epochs, seed %llu%s, "
+               "%s kernels",
                fm_run_name(run), (long long)fm_model_num_params(fm_run_model(run)),
                fm_hparams_to_string(hp, hs, sizeof hs), fm_optim_kind_name(cfg.optim.kind),
                (double)cfg.optim.lr, cfg.batch_size, cfg.epochs, (unsigned long long)cfg.seed,
-               cfg.augment ? ", augmented" : "");
+               cfg.augment ? ", augmented" : "", fm_kernels_name(fm_run_kernels(run)));
     }
     if ((st = fm_run_train(run)) != FM_OK) {
         rc = fm_cli_fail(cmd, st);

@@ -58,6 +58,36 @@ bool fm_cli_add_set(const char *cmd, const char *value, const char **sets, int *
     return true;
 }
 
+const char *fm_cli_supported_kernels(char *buf, size_t size)
+{
+    buf[0] = '\0';
+    for (int k = 0; k < FM_KERNELS_COUNT; k++)
+        if (fm_kernels_supported((fm_kernels)k)) {
+            size_t len = strlen(buf);
+            snprintf(buf + len, size - len, "%s%s", len ? ", " : "", fm_kernels_name((fm_kernels)k));
+        }
+    return buf;
+}
+
+bool fm_cli_use_kernels(const char *cmd, const char *name)
+{
+    char list[64];
+    fm_cli_supported_kernels(list, sizeof list);
+    fm_kernels k;
+    if (fm_kernels_parse(name, &k) != FM_OK) {
+        fm_cli_usage_error(cmd, "--kernels '%s': no such kernel set; this processor runs %s: give "
+                           "one of those, or leave out --kernels for the best", name, list);
+        return false;
+    }
+    if (fm_kernels_use(k) != FM_OK) {
+        fm_cli_usage_error(cmd, "--kernels %s: this processor (or build) cannot run the %s kernels; "
+                           "it runs %s: give one of those, or leave out --kernels for the best",
+                           name, name, list);
+        return false;
+    }
+    return true;
+}
+
 fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name)
 {
     char path[4096];

@@ -24,7 +24,12 @@ static const char usage[] =
     "  fmhost script scripts/compare_all.lua epochs=1 limit=2000\n"
     "\n"
     "Data is read from --data-dir, else $FMHOST_DATA, else " FM_DATA_SYSTEM_DIR "\n"
-    "(apt-get install dataset-fashion-mnist).\n";
+    "(apt-get install dataset-fashion-mnist).\n"
+    "\n"
+    "Kernels: one set runs the whole process: portable (C + OpenBLAS, any processor),\n"
+    "avx2 (AVX2 + FMA) or avx512.  train, eval, bench and script take --kernels NAME;\n"
+    "else $FMHOST_KERNELS names it; else the best this processor runs is used.\n"
+    "fmhost --version shows the set in use and the ones this processor runs.\n";
 
 /* PLplot's cairo driver draws text with Pango, whose font map and
  * fontconfig's caches live until the process ends; LeakSanitizer (an
@@ -55,9 +60,16 @@ int main(int argc, char **argv)
         fputs(usage, stdout);
         return FM_EXIT_OK;
     }
+    /* Before --version, which reports the set this choice makes. */
+    if (fm_kernels_use_env() != FM_OK) {
+        fprintf(stderr, "fmhost: %s\n", fm_error_message());
+        return FM_EXIT_USAGE;
+    }
     if (!strcmp(cmd, "--version")) {
-        printf("fmhost %s (plugin ABI %d.%d)\n", FM_VERSION_STRING, FM_PLUGIN_ABI_MAJOR,
-               FM_PLUGIN_ABI_MINOR);
+        char list[64];
+        printf("fmhost %s (plugin ABI %d.%d)\nkernels: %s (this processor runs: %s)\n",
+               FM_VERSION_STRING, FM_PLUGIN_ABI_MAJOR, FM_PLUGIN_ABI_MINOR,
+               fm_kernels_name(fm_kernels_active()), fm_cli_supported_kernels(list, sizeof list));
         return FM_EXIT_OK;
     }
     static const struct {

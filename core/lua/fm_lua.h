@@ -9,6 +9,11 @@
  * fm.version, fm.class_names (the 10 names), fm.args (the script's KEY=VALUE
  * arguments), fm.now() (seconds, monotonic), fm.mkdir(path) (mkdir -p).
  *
+ * fm.kernels() -> name, supported.  The kernel set in use ("portable",
+ *   "avx2" or "avx512": `fmhost script --kernels NAME`, else $FMHOST_KERNELS,
+ *   else the best the processor runs) and an array of the sets this
+ *   processor runs, slowest first (supported[#supported] is the best).
+ *
  * fm.plugin(name_or_path) -> plugin.  A model name ("rescnn") or a path,
  *   found as `fmhost train --plugin` finds it.
  *   p.name, p.description, p.path
@@ -37,8 +42,11 @@
  *   (hyper-parameters, {width = 64}), the options of `fmhost train` with
  *   underscores — epochs, batch_size, lr, seed, optimizer, momentum,
  *   weight_decay, nesterov, patience, val_split, scheduler, step_size, gamma,
- *   min_lr, warmup, augment, threads, limit, data_dir, out, quiet — and the
- *   callbacks:
+ *   min_lr, warmup, augment, threads, limit, data_dir, out, quiet, kernels
+ *   (a kernel set's name: the run trains, evaluates and reports with it, and
+ *   the set in use before is restored when fm.train returns or raises; an
+ *   unknown set, or one the processor cannot run, is an error naming it) —
+ *   and the callbacks:
  *     schedule = function(epoch, step, base_lr) return lr end
  *                (epoch from 1, step within the epoch from 0; before every step)
  *     on_step  = function(s) end  s: epoch, step, steps_per_epoch, global_step, loss, lr
@@ -49,9 +57,11 @@
  *   run.name, run.plugin, run.data, run.history (array of m), run.epochs
  *   (epochs run), run.best_epoch, run.best (m of the best epoch), run.params,
  *   run.hparams, run.seconds, run.checkpoint, run.results_dir (nil without
- *   artifacts); run:evaluate("test"|"val"|"train") -> {split, loss, acc, n,
- *   confusion = [true][predicted] counts} of the best weights;
- *   run:save(path); run:report(); run:call(name, ...); run:close()
+ *   artifacts), run.kernels (the run's kernel set, recorded in its checkpoint
+ *   and summary.json); run:evaluate("test"|"val"|"train") -> {split, loss,
+ *   acc, n, confusion = [true][predicted] counts} of the best weights;
+ *   run:save(path); run:report(); run:call(name, ...); run:close().
+ *   evaluate and report run on the run's kernel set, whatever is in use.
  *
  * fm.table(rows, [columns]) -> Markdown text.  rows: an array of tables.
  *   columns: an array of "key", {"key", "Title", format} or {key =, title =,

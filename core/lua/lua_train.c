@@ -117,6 +117,54 @@ static void opt_function(lua_State *L, int t, const char *what, const char *key)
     if (type != LUA_TNIL && type != LUA_TFUNCTION) opt_type_error(L, what, key, "a function");
 }
 
+/* ---- kernel sets ------------------------------------------------------------------- */
+
+#define KERNELS_SCOPE "fm.kernels_scope"
+
+/* A to-be-closed value that puts the previous kernel set back. */
+typedef struct kernels_scope {
+    fm_kernels previous;
+    bool switched;
+} kernels_scope;
+
+static int kernels_scope_close(lua_State *L)
+{
+    kernels_scope *s = luaL_checkudata(L, 1, KERNELS_SCOPE);
+    if (s->switched) {
+        s->switched = false;
+        fm_kernels_use(s->previous);  /* it was in use, so it is supported */
+    }
+    return 0;
+}
+
+/* Makes k the set in use until the calling C function returns or raises:
+ * pushes a to-be-closed slot that restores the set in use before.  Raises
+ * "<what>: <the core's message>" when the processor cannot run k. */
+static void push_kernels_scope(lua_State *L, fm_kernels k, const char *what)
+{
+    kernels_scope *s = lua_newuserdatauv(L, sizeof *s, 0);
+    s->previous = fm_kernels_active();
+    s->switched = false;
+    luaL_setmetatable(L, KERNELS_SCOPE);
+    lua_toclose(L, -1);
+    if (k == s->previous) return;
+    if (fm_kernels_use(k) != FM_OK) fm_lua_core_error(L, what);
+    s->switched = true;
+}
+
+/* fm.kernels() -> the set in use, {the sets this processor runs, slowest first} */
+static int l_kernels(lua_State *L)
+{
+    lua_pushstring(L, fm_kernels_name(fm_kernels_active()));
+    lua_createtable(L, FM_KERNELS_COUNT, 0);
+    for (int k = 0, n = 0; k < FM_KERNELS_COUNT; k++)
+        if (fm_kernels_supported((fm_kernels)k)) {
+            lua_pushstring(L, fm_kernels_name((fm_kernels)k));
+            lua_rawseti(L, -2, ++n);
+        }
+    return 2;
+}
+
 /* ---- fm.dataset ------------------------------------------------------------------- */
 
 static fm_lua_dataset *check_dataset(lua_State *L, int idx)
@@ -465,7 +513,7 @@ static int l_train(lua_State *L)
         "plugin", "data", "set", "schedule", "on_step", "on_epoch", "epochs", "batch_size",
         "lr", "seed", "optimizer", "momentum", "weight_decay", "nesterov", "patience",
         "val_split", "scheduler", "step_size", "gamma", "min_lr", "warmup", "augment", "threads",
-        "limit", "data_dir", "out", "quiet", "artifacts", "report", NULL,
+        "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);
@@ -535,6 +583,15 @@ static int l_train(lua_State *L)
     u->hp = fm_lua_hparams(L, T_SET, p->plugin, what);
     fm_hparams_to_string(u->hp, u->hparams, sizeof u->hparams);
 
+    /* The run's kernel set, in use from here until fm.train returns or raises. */
+    fm_kernels kernels = fm_kernels_active();
+    const char *kname = opt_str(L, T_OPTS, what, "kernels");
+    if (kname) {
+        if (fm_kernels_parse(kname, &kernels) != FM_OK) fm_lua_core_error(L, what);
+        lua_pop(L, 1);
+    }
+    push_kernels_scope(L, kernels, what);
+
     if (fm_run_new(&u->run, p->plugin, u->hp, ds ? ds->data : NULL, &cfg) != FM_OK)
         return fm_lua_core_error(L, what);
     if (ds) {
@@ -543,11 +600,12 @@ static int l_train(lua_State *L)
     }
     if (!cfg.quiet)
         fm_log(FM_LOG_INFO, "%s: %lld parameters (%s), %s lr %g, %s schedule, batch %d, up to %d "
-               "epochs, seed %llu%s", fm_run_name(u->run),
+               "epochs, seed %llu%s, %s kernels", fm_run_name(u->run),
                (long long)fm_model_num_params(fm_run_model(u->run)), u->hparams,
                fm_optim_kind_name(cfg.optim.kind), (double)cfg.optim.lr,
                hooks.schedule ? "Lua" : fm_sched_kind_name(cfg.scheduler), cfg.batch_size,
-               cfg.epochs, (unsigned long long)cfg.seed, cfg.augment ? ", augmented" : "");
+               cfg.epochs, (unsigned long long)cfg.seed, cfg.augment ? ", augmented" : "",
+               fm_kernels_name(kernels));
 
     fm_status st = fm_run_train(u->run);
     if (hooks.error == -1)
@@ -649,6 +707,8 @@ static int run_index(lua_State *L)
         lua_pushinteger(L, (lua_Integer)fm_model_num_params(fm_run_model(r)));
     } else if (!strcmp(k, "hparams")) {
         lua_pushstring(L, u->hparams);
+    } else if (!strcmp(k, "kernels")) {
+        lua_pushstring(L, fm_kernels_name(fm_run_kernels(r)));
     } else if (!strcmp(k, "seconds")) {
         lua_pushnumber(L, fm_run_seconds(r));
     } else if (!strcmp(k, "checkpoint")) {
@@ -668,6 +728,8 @@ static int run_evaluate(lua_State *L)
     static const fm_split_id ids[] = {FM_SPLIT_TRAIN, FM_SPLIT_VAL, FM_SPLIT_TEST};
     fm_lua_run *u = check_run(L, 1);
     int which = luaL_checkoption(L, 2, "test", names);
+    lua_settop(L, 2);
+    push_kernels_scope(L, fm_run_kernels(u->run), "evaluate");
     const fm_eval_result *res = &u->test;
     if (ids[which] != FM_SPLIT_TEST || !u->have_test) {
         fm_eval_result *fresh = lua_newuserdatauv(L, sizeof *fresh, 0);  /* 10×10 counts */
@@ -713,6 +775,8 @@ static int run_report(lua_State *L)
     if (!fm_run_results_dir(u->run)[0])
         return luaL_error(L, "report: this run was trained with artifacts = false: there is no "
                           "results directory to write to");
+    lua_settop(L, 1);
+    push_kernels_scope(L, fm_run_kernels(u->run), "report");
     if (fm_run_report(u->run) != FM_OK) return fm_lua_core_error(L, "report");
     lua_pushstring(L, fm_run_results_dir(u->run));
     return 1;
@@ -742,6 +806,12 @@ void fm_lua_open_train(lua_State *L)
     };
     fm_lua_class(L, FM_LUA_DATASET, dataset_meta, dataset_methods, dataset_index);
     fm_lua_class(L, FM_LUA_RUN, run_meta, run_methods, run_index);
+    luaL_newmetatable(L, KERNELS_SCOPE);
+    lua_pushcfunction(L, kernels_scope_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_kernels);
+    lua_setfield(L, -2, "kernels");
     lua_pushcfunction(L, l_dataset);
     lua_setfield(L, -2, "dataset");
     lua_pushcfunction(L, l_train);

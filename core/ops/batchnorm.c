@@ -60,51 +60,13 @@ static double bn_lanes_total(const double *lane)
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-/* The lane loops below in AVX-512: the eight lanes are the eight doubles of
- * one register, each gets exactly the scalar loop's operations in the same
- * order (convert, subtract, multiply, add; nothing fused), so the sums are
- * bit-identical to the portable path.  Each returns how many elements it
- * took (whole groups of eight); the scalar loop finishes the rest. */
-__attribute__((target("avx512f"))) static int64_t bn_avx512_sqdev(double *lane, const float *a,
-                                                                  int64_t n, double mean)
-{
-    __m512d acc = _mm512_loadu_pd(lane), mu = _mm512_set1_pd(mean);
-    int64_t q = 0;
-    for (; q + BN_LANES <= n; q += BN_LANES) {
-        __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + q)), mu);
-        acc = _mm512_add_pd(acc, _mm512_mul_pd(d, d));
-    }
-    _mm512_storeu_pd(lane, acc);
-    return q;
-}
-
-/* dy and dy * (x - mean) sums; with a relu mask, dy is first masked to
- * where y > 0. */
-__attribute__((target("avx512f"))) static int64_t bn_avx512_dy(double *l_dy, double *l_dyx,
-                                                               const float *dy,
-                                                               const uint16_t *mask,
-                                                               const float *x, int64_t n,
-                                                               double mean)
-{
-    __m512d acc = _mm512_loadu_pd(l_dy), accx = _mm512_loadu_pd(l_dyx);
-    __m512d mu = _mm512_set1_pd(mean);
-    int64_t q = 0;
-    for (; q + BN_LANES <= n; q += BN_LANES) {
-        __m512d gd = _mm512_cvtps_pd(_mm256_loadu_ps(dy + q));
-        /* Masked-out lanes become +0, as bn_relu_grad gives. */
-        if (mask) gd = _mm512_maskz_mov_pd((__mmask8)(mask[q >> 4] >> (q & 15)), gd);
-        acc = _mm512_add_pd(acc, gd);
-        __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(x + q)), mu);
-        accx = _mm512_add_pd(accx, _mm512_mul_pd(gd, d));
-    }
-    _mm512_storeu_pd(l_dy, acc);
-    _mm512_storeu_pd(l_dyx, accx);
-    return q;
-}
-
+/* The lane loops: the vector sets' kernels (core/kernels/norm.c) take
+ * whole groups of eight with exactly these loops' operations, the loops
+ * below finish the rest, so the sums are the same bits on every set. */
 static void bn_lanes_sum(double *lane, const float *a, int64_t n)
 {
-    int64_t q = fm_kernels_avx512() ? fm_ops_lane_sums_avx512(lane, a, n) : 0;
+    fm_k_lane_sums_fn *vec = fm_kset_active()->lane_sums;
+    int64_t q = vec ? vec(lane, a, n) : 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
         for (int l = 0; l < BN_LANES; l++) lane[l] += a[q + l];
     for (; q < n; q++) lane[q % BN_LANES] += a[q];
@@ -112,7 +74,8 @@ static void bn_lanes_sum(double *lane, const float *a, int64_t n)
 
 static void bn_lanes_sqdev(double *lane, const float *a, int64_t n, double mean)
 {
-    int64_t q = fm_kernels_avx512() ? bn_avx512_sqdev(lane, a, n, mean) : 0;
+    fm_k_bn_sqdev_fn *vec = fm_kset_active()->bn_sqdev;
+    int64_t q = vec ? vec(lane, a, n, mean) : 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
         for (int l = 0; l < BN_LANES; l++) {
             double d = a[q + l] - mean;
@@ -128,7 +91,8 @@ static void bn_lanes_sqdev(double *lane, const float *a, int64_t n, double mean)
 static void bn_lanes_dy(double *l_dy, double *l_dyx, const float *dy, const float *x, int64_t n,
                         double mean)
 {
-    int64_t q = fm_kernels_avx512() ? bn_avx512_dy(l_dy, l_dyx, dy, NULL, x, n, mean) : 0;
+    fm_k_bn_dy_fn *vec = fm_kset_active()->bn_dy;
+    int64_t q = vec ? vec(l_dy, l_dyx, dy, NULL, x, n, mean) : 0;
     for (; q + BN_LANES <= n; q += BN_LANES)
         for (int l = 0; l < BN_LANES; l++) {
             l_dy[l] += dy[q + l];
@@ -157,7 +121,8 @@ static inline float bn_relu_grad(float dy, bool keep)
 static void bn_lanes_dy_relu(double *l_dy, double *l_dyx, const float *dy, const uint16_t *mask,
                              const float *x, int64_t n, double mean)
 {
-    int64_t q = fm_kernels_avx512() ? bn_avx512_dy(l_dy, l_dyx, dy, mask, x, n, mean) : 0;
+    fm_k_bn_dy_fn *vec = fm_kset_active()->bn_dy;
+    int64_t q = vec ? vec(l_dy, l_dyx, dy, mask, x, n, mean) : 0;
     for (; q < n; q++) {
         float g = bn_relu_grad(dy[q], bn_mask_bit(mask, q));
         l_dy[q % BN_LANES] += g;
@@ -243,51 +208,23 @@ static void bn_forward_task(void *arg, int task, int thread)
     for (int c = 0; c < nc; c++) bn_forward_channel(j, c0 + c, mean[c], bn_lanes_total(lsq[c]));
 }
 
-/* 16 elements (the lanes in m) of the fused op's forward, and their mask
- * word: the portable loop's operations, lane by lane. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-bn_relu_forward16(float *y, uint16_t *mask_word, const float *x, const float *r, __m512 sc,
-                  __m512 sh, __mmask16 m)
-{
-    __m512 t = _mm512_add_ps(_mm512_mul_ps(fm_ops_load16(x, m), sc), sh);
-    if (r) t = _mm512_add_ps(t, fm_ops_load16(r, m));
-    __mmask16 pos = _mm512_mask_cmp_ps_mask(m, t, _mm512_setzero_ps(), _CMP_GT_OQ);
-    fm_ops_store16(y, _mm512_maskz_mov_ps(pos, t), m);
-    if (mask_word) *mask_word = pos;
-}
-
-/* One plane of the fused op's forward in AVX-512, the mask's words with it. */
-__attribute__((target("avx512f"))) static void bn_relu_plane_avx512(float *y, uint16_t *mask,
-                                                                   const float *x,
-                                                                   const float *r, float sc,
-                                                                   float sh, int64_t s)
-{
-    const __m512 vsc = _mm512_set1_ps(sc), vsh = _mm512_set1_ps(sh);
-    int64_t q = 0;
-    for (; q + 16 <= s; q += 16)
-        bn_relu_forward16(y + q, mask ? mask + (q >> 4) : NULL, x + q, r ? r + q : NULL, vsc, vsh,
-                          0xFFFF);
-    if (q < s)
-        bn_relu_forward16(y + q, mask ? mask + (q >> 4) : NULL, x + q, r ? r + q : NULL, vsc, vsh,
-                          fm_ops_lane_mask((int)(s - q)));
-}
-
-FM_OPS_CLONES static void bn_forward_range(void *arg, int64_t begin, int64_t end)
+static void bn_forward_range(void *arg, int64_t begin, int64_t end)
 {
     const bn_job *j = arg;
+    const fm_kset *ks = fm_kset_active();
     const float *scale = j->coef, *shift = j->coef + j->c;
     for (int64_t pl = begin; pl < end; pl++) {
         int c = (int)(pl % j->c);
         const float *x = j->x + pl * j->s;
         float *y = j->y + pl * j->s, sc = scale[c], sh = shift[c];
         if (!j->relu) {
-            for (int64_t q = 0; q < j->s; q++) y[q] = x[q] * sc + sh;
+            ks->bn_plane(y, x, sc, sh, j->s);
             continue;
         }
         const float *r = j->res ? j->res + pl * j->s : NULL;
         uint16_t *mask = j->mask ? j->mask + pl * j->mask_words : NULL;
-        if (fm_kernels_avx512()) {
-            bn_relu_plane_avx512(y, mask, x, r, sc, sh, j->s);
+        if (ks->bn_relu_plane) {
+            ks->bn_relu_plane(y, mask, x, r, sc, sh, j->s);
             continue;
         }
         /* The same roundings as batchnorm, add and relu run one after the
@@ -351,77 +288,15 @@ static void bn_backward_task(void *arg, int task, int thread)
         bn_backward_channel(j, c0 + c, bn_lanes_total(l_dy[c]), bn_lanes_total(l_dyx[c]));
 }
 
-/* One plane of dx += (or, with `store`, =) a * dy + b * (x - mu) + d.  A
- * fresh dx gets the value itself: 0 + v is v (but for the sign of a zero).
- * The flags are constants in each call below, so every combination is its
- * own loop. */
-__attribute__((always_inline)) static inline void
-bn_backward_plane_as(float *restrict dx, const float *restrict x, const float *restrict dy,
-                     float a, float b, float mu, float d, int64_t s, const bool affine_only,
-                     const bool store)
-{
-    for (int64_t q = 0; q < s; q++) {
-        float v = affine_only ? a * dy[q] : a * dy[q] + b * (x[q] - mu) + d;
-        dx[q] = store ? v : dx[q] + v;
-    }
-}
-
-FM_OPS_CLONES static void bn_backward_plane(float *dx, const float *x, const float *dy, float a,
-                                            float b, float mu, float d, int64_t s, bool store)
-{
-#define BN_PLANE(affine, st) bn_backward_plane_as(dx, x, dy, a, b, mu, d, s, affine, st)
-    if (b == 0.0f && d == 0.0f) store ? BN_PLANE(true, true) : BN_PLANE(true, false);
-    else store ? BN_PLANE(false, true) : BN_PLANE(false, false);
-#undef BN_PLANE
-}
-
-/* 16 elements (the lanes in m) of the fused op's backward: g = dy masked by
- * the relu (bits `keep`); dx as bn_backward_plane with g for dy, dres += g
- * (= g when fresh). */
-__attribute__((target("avx512f"), always_inline)) static inline void
-bn_relu_backward16(float *dx, float *dres, const float *x, const float *dy, __mmask16 keep,
-                   __m512 a, __m512 b, __m512 mu, __m512 d, bool affine_only, bool dx_store,
-                   bool dres_store, __mmask16 m)
-{
-    __m512 g = _mm512_maskz_mov_ps(keep & m, fm_ops_load16(dy, m));
-    if (dx) {
-        __m512 v = _mm512_mul_ps(a, g);
-        if (!affine_only)
-            v = _mm512_add_ps(_mm512_add_ps(v, _mm512_mul_ps(b, _mm512_sub_ps(fm_ops_load16(x, m), mu))),
-                              d);
-        if (!dx_store) v = _mm512_add_ps(fm_ops_load16(dx, m), v);
-        fm_ops_store16(dx, v, m);
-    }
-    if (dres) fm_ops_store16(dres, dres_store ? g : _mm512_add_ps(fm_ops_load16(dres, m), g), m);
-}
-
-__attribute__((target("avx512f"))) static void
-bn_backward_relu_avx512(float *dx, float *dres, const float *x, const float *dy,
-                        const uint16_t *mask, float a, float b, float mu, float d, int64_t s,
-                        bool dx_store, bool dres_store)
-{
-    const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vmu = _mm512_set1_ps(mu),
-                 vd = _mm512_set1_ps(d);
-    const bool affine_only = b == 0.0f && d == 0.0f;
-    int64_t q = 0;
-    for (; q + 16 <= s; q += 16)
-        bn_relu_backward16(dx ? dx + q : NULL, dres ? dres + q : NULL, x + q, dy + q,
-                           mask[q >> 4], va, vb, vmu, vd, affine_only, dx_store, dres_store,
-                           0xFFFF);
-    if (q < s)
-        bn_relu_backward16(dx ? dx + q : NULL, dres ? dres + q : NULL, x + q, dy + q,
-                           mask[q >> 4], va, vb, vmu, vd, affine_only, dx_store, dres_store,
-                           fm_ops_lane_mask((int)(s - q)));
-}
-
 /* The fused op's backward for one plane: g = dy masked by the relu; dx as
  * bn_backward_plane with g for dy (dx may be NULL), and dres += (or =) g. */
 static void bn_backward_relu_plane(float *dx, float *dres, const float *x, const float *dy,
                                    const uint16_t *mask, float a, float b, float mu, float d,
                                    int64_t s, bool dx_store, bool dres_store)
 {
-    if (fm_kernels_avx512()) {
-        bn_backward_relu_avx512(dx, dres, x, dy, mask, a, b, mu, d, s, dx_store, dres_store);
+    fm_k_bn_relu_backward_fn *vec = fm_kset_active()->bn_relu_backward;
+    if (vec) {
+        vec(dx, dres, x, dy, mask, a, b, mu, d, s, dx_store, dres_store);
         return;
     }
     const bool affine_only = b == 0.0f && d == 0.0f;
@@ -448,7 +323,8 @@ static void bn_backward_range(void *arg, int64_t begin, int64_t end)
                                    j->mask + pl * j->mask_words, a[c], b[c], mu[c], d[c], j->s,
                                    j->dx_store, j->dres_store);
         else if (dx)
-            bn_backward_plane(dx, x, dy, a[c], b[c], mu[c], d[c], j->s, j->dx_store);
+            fm_kset_active()->bn_backward_plane(dx, x, dy, a[c], b[c], mu[c], d[c], j->s,
+                                                j->dx_store);
     }
 }
 

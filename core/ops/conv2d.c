@@ -36,8 +36,9 @@
  * correlation of the output gradient with the taps ki = a (mod s),
  * kj = b (mod s) alone.
  *
- * 3x3 stride-1 convolutions with 16 channels or more (where the AVX-512
- * kernels run) go by Winograd's F(2x2, 3x3) instead, on the same padded
+ * 3x3 stride-1 convolutions with 16 channels or more (on the vector kernel
+ * sets, avx2 and avx512, which decide alike) go by Winograd's F(2x2, 3x3)
+ * instead, on the same padded
  * planes: 16 products per group of images, of transformed kernels [O, C]
  * by transformed 4x4 input tiles [C, tiles], 2.25 times fewer
  * multiplications.  The input gradient is the same computation on the
@@ -142,7 +143,7 @@ static void conv_wino_layout(conv_geom *cg)
 {
     cg->th = (cg->oh + 1) / 2;
     cg->tw = (cg->ow + 1) / 2;
-    cg->wino = fm_kernels_avx512() && cg->kh == 3 && cg->kw == 3 && cg->stride == 1 &&
+    cg->wino = fm_kset_active()->gemm && cg->kh == 3 && cg->kw == 3 && cg->stride == 1 &&
                cg->pad == 1 && cg->tw >= WINO_MIN_TW && cg->c >= 16 && cg->o >= 16;
     if (!cg->wino) return;
     int per = cg->th * cg->tw;
@@ -152,7 +153,10 @@ static void conv_wino_layout(conv_geom *cg)
     cg->wnt = (size_t)cg->wsub * per;
     /* The weight gradient's products run over every tile: on odd maps the
      * tiles past the edge (31% more on 7x7) cost more than the direct path
-     * saves there (measured on ResCNN's 7x7 stage). */
+     * saves there (measured on ResCNN's 7x7 stage).  Its operands go
+     * channel-minor, a vector of channels at a time: channels by 16
+     * (AVX-512's lanes, twice AVX2's), so that both vector sets take the
+     * same path and agree bit for bit. */
     cg->wino_dw = cg->c % 16 == 0 && cg->o % 16 == 0 && cg->h % 2 == 0 && cg->w % 2 == 0;
 }
 
@@ -214,43 +218,25 @@ static const float *conv_pad_plane(float *buf, const float *x, const conv_geom *
     return buf;
 }
 
-/* Row copies for im2col, col2im and the direct path in AVX-512 (rows are 7
- * to 28 floats here, which the portable loops copy mostly one at a time):
- * dst[0..n) = src (+ dst with `add`, + *bias with a bias), 16 lanes at a
- * time.  Same values, same order of additions as the portable loops. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-conv_copy16(float *dst, const float *src, bool add, const float *bias, __mmask16 m)
-{
-    __m512 v = fm_ops_load16(src, m);
-    if (add) v = _mm512_add_ps(fm_ops_load16(dst, m), v);
-    if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
-    fm_ops_store16(dst, v, m);
-}
-
-__attribute__((target("avx512f"))) static void conv_row_copy_avx512(float *dst, const float *src,
-                                                                   int n, bool add,
-                                                                   const float *bias)
-{
-    int x = 0;
-    for (; x + 16 <= n; x += 16) conv_copy16(dst + x, src + x, add, bias, 0xFFFF);
-    if (x < n) conv_copy16(dst + x, src + x, add, bias, fm_ops_lane_mask(n - x));
-}
+/* Row copies for im2col, col2im and the direct path: the vector sets'
+ * kernels (core/kernels/conv_rows.c) where the set has them, else these
+ * loops -- same values, same order of additions. */
 
 /* dst[0..n) = src + bias: one output row. */
-static void conv_row_bias(float *dst, const float *src, int n, float bias, bool simd)
+static void conv_row_bias(float *dst, const float *src, int n, float bias, const fm_kset *ks)
 {
-    if (simd) {
-        conv_row_copy_avx512(dst, src, n, false, &bias);
+    if (ks->row_copy) {
+        ks->row_copy(dst, src, n, false, &bias);
         return;
     }
     for (int x = 0; x < n; x++) dst[x] = src[x] + bias;
 }
 
 /* dst[0..n) += src, or = src when `store`. */
-static void conv_row_put(float *dst, const float *src, int n, bool store, bool simd)
+static void conv_row_put(float *dst, const float *src, int n, bool store, const fm_kset *ks)
 {
-    if (simd) {
-        conv_row_copy_avx512(dst, src, n, !store, NULL);
+    if (ks->row_copy) {
+        ks->row_copy(dst, src, n, !store, NULL);
     } else if (store) {
         memcpy(dst, src, (size_t)n * sizeof *dst);
     } else {
@@ -258,101 +244,26 @@ static void conv_row_put(float *dst, const float *src, int n, bool store, bool s
     }
 }
 
-/* dst[0..n) = src[0], src[2], ...: 16 outputs from two masked loads and
- * one permute. */
-__attribute__((target("avx512f"))) static void conv_row_stride2_avx512(float *dst,
-                                                                      const float *src, int n)
-{
-    const __m512i even = fm_ops_even_lanes();
-    for (int x = 0; x < n; x += 16) {
-        /* Outputs x.. read inputs 2x .. 2(n-1): in = 2(n-x) - 1 of them. */
-        int in = 2 * (n - x) - 1;
-        const float *s = src + 2 * x;
-        __m512 a = _mm512_maskz_loadu_ps(fm_ops_lane_mask(in), s);
-        __m512 b = _mm512_maskz_loadu_ps(fm_ops_lane_mask(in - 16), s + 16);
-        _mm512_mask_storeu_ps(dst + x, fm_ops_lane_mask(n - x), _mm512_permutex2var_ps(a, even, b));
-    }
-}
-
-/* even[0..) = src[0], src[2], ...; odd[0..) = src[1], src[3], ...: a row
- * of n pixels split into its two phases, 32 pixels per two loads. */
-__attribute__((target("avx512f"))) static void conv_row_unweave2_avx512(float *even, float *odd,
-                                                                       const float *src, int n)
-{
-    const __m512i ei = fm_ops_even_lanes(), oi = _mm512_add_epi32(ei, _mm512_set1_epi32(1));
-    for (int x = 0; x < n; x += 32) {
-        __m512 a = _mm512_maskz_loadu_ps(fm_ops_lane_mask(n - x), src + x);
-        __m512 b = _mm512_maskz_loadu_ps(fm_ops_lane_mask(n - x - 16), src + x + 16);
-        _mm512_mask_storeu_ps(even + x / 2, fm_ops_lane_mask((n - x + 1) / 2),
-                              _mm512_permutex2var_ps(a, ei, b));
-        _mm512_mask_storeu_ps(odd + x / 2, fm_ops_lane_mask((n - x) / 2),
-                              _mm512_permutex2var_ps(a, oi, b));
-    }
-}
-
 /* dst[0..n) = src[0], src[s], src[2s], ...: one output row of a tap. */
-static void conv_row_gather(float *dst, const float *src, int n, int s, bool simd)
+static void conv_row_gather(float *dst, const float *src, int n, int s, const fm_kset *ks)
 {
-    if (simd && s == 1) {
-        conv_row_copy_avx512(dst, src, n, false, NULL);
-    } else if (simd && s == 2) {
-        conv_row_stride2_avx512(dst, src, n);
+    if (ks->row_copy && s == 1) {
+        ks->row_copy(dst, src, n, false, NULL);
+    } else if (ks->row_stride2 && s == 2) {
+        ks->row_stride2(dst, src, n);
     } else {
         for (int x = 0; x < n; x++) dst[x] = src[(size_t)x * s];
     }
 }
 
-/* dst[0..n) += (or, with `store`, =) even[0], odd[0], even[1], odd[1], ...:
- * 32 outputs from two loads and two permutes. */
-__attribute__((target("avx512f"))) static void conv_row_weave2_avx512(float *dst,
-                                                                     const float *even,
-                                                                     const float *odd, int n,
-                                                                     bool store)
-{
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
-                                         15, 31);
-    for (int x = 0; x < n; x += 32) {
-        /* Outputs x.. take even[x/2 ..] ((n-x+1)/2 of them) and odd[x/2 ..]
-         * ((n-x)/2). */
-        __m512 e = _mm512_maskz_loadu_ps(fm_ops_lane_mask((n - x + 1) / 2), even + x / 2);
-        __m512 o = _mm512_maskz_loadu_ps(fm_ops_lane_mask((n - x) / 2), odd + x / 2);
-        __m512 v[2] = {_mm512_permutex2var_ps(e, lo, o), _mm512_permutex2var_ps(e, hi, o)};
-        for (int h = 0; h < 2; h++) {
-            __mmask16 m = fm_ops_lane_mask(n - x - 16 * h);
-            float *d = dst + x + 16 * h;
-            if (!store) v[h] = _mm512_add_ps(fm_ops_load16(d, m), v[h]);
-            fm_ops_store16(d, v[h], m);
-        }
-    }
-}
-
-/* dst[0], dst[2], ... (n of them) += src[0..n): 16 sources a time spread
- * to the even lanes of two vectors, the odd lanes left as they are. */
-__attribute__((target("avx512f"))) static void conv_row_scatter2_avx512(float *dst,
-                                                                       const float *src, int n)
-{
-    const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-    for (int x = 0; x < n; x += 16) {
-        __m512 v = _mm512_maskz_loadu_ps(fm_ops_lane_mask(n - x), src + x);
-        __m512 spread[2] = {_mm512_permutexvar_ps(lo, v), _mm512_permutexvar_ps(hi, v)};
-        for (int h = 0; h < 2; h++) {
-            /* dst[2x + 16h ..]: 2(n - x) - 1 - 16h of them left, even lanes only. */
-            __mmask16 m = fm_ops_lane_mask(2 * (n - x) - 1 - 16 * h) & 0x5555;
-            float *d = dst + 2 * x + 16 * h;
-            _mm512_mask_storeu_ps(d, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d), spread[h]));
-        }
-    }
-}
-
 /* dst[0], dst[s], dst[2s], ... (n of them) += src[0..n), or = with `store`. */
-static void conv_row_scatter(float *dst, const float *src, int n, int s, bool store, bool simd)
+static void conv_row_scatter(float *dst, const float *src, int n, int s, bool store,
+                             const fm_kset *ks)
 {
     if (s == 1) {
-        conv_row_put(dst, src, n, store, simd);
-    } else if (s == 2 && simd && !store) {
-        conv_row_scatter2_avx512(dst, src, n);
+        conv_row_put(dst, src, n, store, ks);
+    } else if (s == 2 && ks->row_scatter2 && !store) {
+        ks->row_scatter2(dst, src, n);
     } else if (store) {
         for (int x = 0; x < n; x++) dst[(size_t)x * s] = src[x];
     } else {
@@ -364,7 +275,7 @@ static void conv_row_scatter(float *dst, const float *src, int n, int s, bool st
  * padbuf holds one padded plane. */
 static void conv_im2col(float *col, float *padbuf, const float *x, int nb, const conv_geom *cg)
 {
-    bool simd = fm_kernels_avx512();
+    const fm_kset *ks = fm_kset_active();
     size_t cols = (size_t)nb * cg->p, plane = (size_t)cg->h * cg->w;
     int s = cg->stride, wp = cg->w + 2 * cg->pad, oh = cg->oh, ow = cg->ow;
     for (int i = 0; i < nb; i++)
@@ -376,7 +287,7 @@ static void conv_im2col(float *col, float *padbuf, const float *x, int nb, const
                                  (size_t)i * cg->p;
                     const float *src = xp + (size_t)ki * wp + kj;
                     for (int oy = 0; oy < oh; oy++, dst += ow, src += (size_t)s * wp)
-                        conv_row_gather(dst, src, ow, s, simd);
+                        conv_row_gather(dst, src, ow, s, ks);
                 }
         }
 }
@@ -390,7 +301,7 @@ static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, boo
     size_t cols = (size_t)nb * cg->p, plane = (size_t)cg->h * cg->w;
     int s = cg->stride, p = cg->pad, wp = cg->w + 2 * p, oh = cg->oh, ow = cg->ow;
     size_t padded = (size_t)(cg->h + 2 * p) * wp;
-    bool simd = fm_kernels_avx512();
+    const fm_kset *ks = fm_kset_active();
     for (int i = 0; i < nb; i++)
         for (int c = 0; c < cg->c; c++) {
             float *xp = dx + ((size_t)i * cg->c + c) * plane;
@@ -409,12 +320,12 @@ static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, boo
                                        (size_t)i * cg->p;
                     float *dst = acc + (size_t)ki * wp + kj;
                     for (int oy = 0; oy < oh; oy++, src += ow, dst += (size_t)s * wp)
-                        conv_row_scatter(dst, src, ow, s, false, simd);
+                        conv_row_scatter(dst, src, ow, s, false, ks);
                 }
             if (p > 0)
                 for (int y = 0; y < cg->h; y++)
                     conv_row_put(xp + (size_t)y * cg->w, acc + (size_t)(y + p) * wp + p, cg->w,
-                                 store, simd);
+                                 store, ks);
         }
 }
 
@@ -423,7 +334,8 @@ static void conv_col2im(float *dx, float *padbuf, const float *dcol, int nb, boo
 static double conv_sum(const float *a, int n)
 {
     double lane[8] = {0};
-    int q = fm_kernels_avx512() ? (int)fm_ops_lane_sums_avx512(lane, a, n) : 0;
+    fm_k_lane_sums_fn *vec = fm_kset_active()->lane_sums;
+    int q = vec ? (int)vec(lane, a, n) : 0;
     for (; q + 8 <= n; q += 8)
         for (int l = 0; l < 8; l++) lane[l] += a[q + l];
     for (; q < n; q++) lane[0] += a[q];
@@ -480,9 +392,9 @@ static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float 
 {
     size_t taps = (size_t)cg->kh * cg->kw, hw = (size_t)cg->hq * cg->wg;
     size_t phases = (size_t)cg->stride * cg->stride;
-    size_t pack = conv_max(fm_gemm_rows_pack_floats(cg->nw, cg->k),
-                           conv_max(fm_gemm_rows_pack_floats(cg->k, cg->nw),
-                                    fm_gemm_rows_pack_floats((int)hw, (int)(cg->o * taps))));
+    size_t pack = conv_max(fm_gemm_pack_floats(cg->nw, cg->k, true),
+                           conv_max(fm_gemm_pack_floats(cg->k, cg->nw, true),
+                                    fm_gemm_pack_floats((int)hw, (int)(cg->o * taps), true)));
     size_t wino = 0;
     if (cg->wino)
         wino = conv_round16(16 * (conv_max((size_t)cg->c, (size_t)cg->o) * cg->wnt + WINO_SLACK));
@@ -520,10 +432,12 @@ static size_t conv_im2col_floats(const conv_geom *cg, conv_im2col_ws *ws, float 
 {
     size_t cols = (size_t)cg->chunk * cg->p;
     size_t padded = (size_t)(cg->h + 2 * cg->pad) * (size_t)(cg->w + 2 * cg->pad);
-    float *col = base + FM_GEMM_PACK_FLOATS;
+    /* The products' B are plain matrices: the pack does not depend on them. */
+    size_t pack = conv_round16(fm_gemm_pack_floats(0, 0, false));
+    float *col = base + pack;
     if (ws) *ws = (conv_im2col_ws){base, col, col + cg->k * cols, col + (cg->k + cg->o) * cols};
     /* Rounded so that every thread's region stays 64-byte aligned. */
-    return conv_round16(FM_GEMM_PACK_FLOATS + ((size_t)cg->k + (size_t)cg->o) * cols + padded);
+    return conv_round16(pack + ((size_t)cg->k + (size_t)cg->o) * cols + padded);
 }
 
 static size_t conv_ws_floats(const conv_geom *cg)
@@ -553,7 +467,7 @@ static void conv_direct_pad_input(float *xp, const float *x, int nb, const conv_
 {
     const int s = cg->stride, p = cg->pad;
     const size_t plane = (size_t)cg->h * cg->w;
-    bool simd = fm_kernels_avx512();
+    const fm_kset *ks = fm_kset_active();
     memset(xp, 0, (size_t)cg->c * s * s * cg->plane_x * sizeof *xp);
     for (int i = 0; i < nb; i++)
         for (int c = 0; c < cg->c; c++)
@@ -566,12 +480,12 @@ static void conv_direct_pad_input(float *xp, const float *x, int nb, const conv_
                 for (int r = 0; r < s && r < cg->w; r++)
                     dst[r] = xp + ((size_t)c * s * s + (size_t)a * s + (r + p) % s) * cg->plane_x +
                              (size_t)u * cg->wg + (size_t)i * cg->frame + (r + p) / s;
-                if (s == 2 && simd && cg->w > 1) {
-                    conv_row_unweave2_avx512(dst[0], dst[1], src, cg->w);
+                if (s == 2 && ks->row_unweave2 && cg->w > 1) {
+                    ks->row_unweave2(dst[0], dst[1], src, cg->w);
                     continue;
                 }
                 for (int r = 0; r < s && r < cg->w; r++)
-                    conv_row_gather(dst[r], src + r, (cg->w - r + s - 1) / s, s, simd);
+                    conv_row_gather(dst[r], src + r, (cg->w - r + s - 1) / s, s, ks);
             }
 }
 
@@ -683,200 +597,9 @@ static void conv_wino_weights(float *u, int xi, const float *w, int o, int c, bo
         }
 }
 
-/* v[xi] = (B^T d B)[xi] (xi = 4a + b) of 16 input tiles d (lanes),
- * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-conv_wino_bt_d_b(__m512 v[16], __m512 d[4][4])
-{
-    __m512 t[4][4];
-    for (int jj = 0; jj < 4; jj++) {
-        t[0][jj] = _mm512_sub_ps(d[0][jj], d[2][jj]);
-        t[1][jj] = _mm512_add_ps(d[1][jj], d[2][jj]);
-        t[2][jj] = _mm512_sub_ps(d[2][jj], d[1][jj]);
-        t[3][jj] = _mm512_sub_ps(d[1][jj], d[3][jj]);
-    }
-    for (int a = 0; a < 4; a++) {
-        v[4 * a] = _mm512_sub_ps(t[a][0], t[a][2]);
-        v[4 * a + 1] = _mm512_add_ps(t[a][1], t[a][2]);
-        v[4 * a + 2] = _mm512_sub_ps(t[a][2], t[a][1]);
-        v[4 * a + 3] = _mm512_sub_ps(t[a][1], t[a][3]);
-    }
-}
-
-/* One row of tiles: v[xi * stride + tx] = (B^T d B)[xi] of the 4x4 input
- * tile d at rows 0..3, columns 2tx .. 2tx+3 of src (row stride ld), for tx
- * < tw.  Lanes are tiles:
- * d's columns are the elements 2tx, 2tx+1, 2tx+2, 2tx+3 of each row,
- * gathered from two vectors by permutes (three when all 16 lanes are
- * tiles).  Whole vectors are loaded and stored: the lanes past tw read
- * and write what the caller leaves room for (WINO_SLACK floats past src's
- * rows and v's last row), and a later row overwrites them. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-conv_wino_input_row(float *v, size_t stride, const float *src, size_t ld, int tw)
-{
-    const __m512i ei = fm_ops_even_lanes(), one = _mm512_set1_epi32(1);
-    const __m512i oi = _mm512_add_epi32(ei, one), ei2 = _mm512_add_epi32(oi, one),
-                  oi2 = _mm512_add_epi32(ei2, one);
-    for (int t0 = 0; t0 < tw; t0 += 16) {
-        __m512 d[4][4], q[16];
-        for (int i = 0; i < 4; i++) {
-            const float *r = src + (size_t)i * ld + 2 * t0;
-            __m512 a = _mm512_loadu_ps(r), b = _mm512_loadu_ps(r + 16);
-            d[i][0] = _mm512_permutex2var_ps(a, ei, b);
-            d[i][1] = _mm512_permutex2var_ps(a, oi, b);
-            if (tw - t0 < 16) {
-                /* Elements 2tx+2, 2tx+3 of tx <= 14 are still in a, b. */
-                d[i][2] = _mm512_permutex2var_ps(a, ei2, b);
-                d[i][3] = _mm512_permutex2var_ps(a, oi2, b);
-            } else {
-                __m512 a2 = _mm512_loadu_ps(r + 2), b2 = _mm512_loadu_ps(r + 18);
-                d[i][2] = _mm512_permutex2var_ps(a2, ei, b2);
-                d[i][3] = _mm512_permutex2var_ps(a2, oi, b2);
-            }
-        }
-        conv_wino_bt_d_b(q, d);
-        for (int xi = 0; xi < 16; xi++) _mm512_storeu_ps(v + (size_t)xi * stride + t0, q[xi]);
-    }
-}
-
-/* The th rows of tiles of one plane: src a padded image (row stride ld),
- * v its first tile's transforms (tiles row after row, tw to a row). */
-__attribute__((target("avx512f"))) static void conv_wino_input_plane(float *v, size_t stride,
-                                                                    const float *src, size_t ld,
-                                                                    int th, int tw)
-{
-    for (int ty = 0; ty < th; ty++)
-        conv_wino_input_row(v + (size_t)ty * tw, stride, src + (size_t)(2 * ty) * ld, ld, tw);
-}
-
-/* A^T M A of 16 tiles (lanes) of products m[xi * stride], A^T = [1 1 1 0;
- * 0 1 -1 -1]: the tiles' two output rows, each as two vectors of 16 pixels
- * (tiles 0..7, 8..15, their two columns side by side). */
-__attribute__((target("avx512f"), always_inline)) static inline void
-conv_wino_output_tiles(__m512 out[2][2], const float *m, size_t stride)
-{
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
-                                         15, 31);
-    __m512 s[2][4];
-    for (int jj = 0; jj < 4; jj++) {
-        __m512 q[4];
-        for (int i = 0; i < 4; i++) q[i] = _mm512_loadu_ps(m + (size_t)(4 * i + jj) * stride);
-        s[0][jj] = _mm512_add_ps(_mm512_add_ps(q[0], q[1]), q[2]);
-        s[1][jj] = _mm512_sub_ps(_mm512_sub_ps(q[1], q[2]), q[3]);
-    }
-    for (int i = 0; i < 2; i++) {
-        __m512 y0 = _mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]);
-        __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3]);
-        out[i][0] = _mm512_permutex2var_ps(y0, lo, y1);
-        out[i][1] = _mm512_permutex2var_ps(y0, hi, y1);
-    }
-}
-
-/* dst[0..) = v + bias (if any), added to what is there unless `store`,
- * the lanes in mask m only. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-conv_wino_put(float *dst, __m512 v, const float *bias, const bool store, __mmask16 m)
-{
-    if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(*bias));
-    if (!store) v = _mm512_add_ps(fm_ops_load16(dst, m), v);
-    fm_ops_store16(dst, v, m);
-}
-
-/* The h x w plane dst from its tiles' products (m: the first tile's; tw
- * to a row of tiles, read as whole vectors, lanes past tw unused -- see
- * WINO_SLACK); + *bias if any, added to dst unless `store`.  The flag is
- * a constant in each call below, so each is its own loop. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-conv_wino_output_plane_as(float *dst, const float *m, size_t stride, int th, int tw, int h,
-                          int w, const float *bias, const bool store)
-{
-    for (int ty = 0; ty < th; ty++, m += tw) {
-        int rows = h - 2 * ty < 2 ? 1 : 2;
-        for (int t0 = 0; t0 < tw; t0 += 16) {
-            __m512 out[2][2];
-            conv_wino_output_tiles(out, m + t0, stride);
-            for (int i = 0; i < rows; i++)
-                for (int half = 0; half < 2; half++) {
-                    int x = 2 * t0 + 16 * half;
-                    if (x >= w) break;
-                    conv_wino_put(dst + (size_t)(2 * ty + i) * w + x, out[i][half], bias, store,
-                                  fm_ops_lane_mask(w - x));
-                }
-        }
-    }
-}
-
-__attribute__((target("avx512f"))) static void conv_wino_output_plane(float *dst, const float *m,
-                                                                     size_t stride, int th,
-                                                                     int tw, int h, int w,
-                                                                     const float *bias,
-                                                                     bool store)
-{
-    if (store)
-        conv_wino_output_plane_as(dst, m, stride, th, tw, h, w, bias, true);
-    else
-        conv_wino_output_plane_as(dst, m, stride, th, tw, h, w, bias, false);
-}
-
-/* Where element (o, t) of a [rows][nt] matrix sits once packed as
- * fm_gemm_prepack_a lays out A (passes of up to GEMM_KC columns, tiles of
- * 8 rows, each [kc][8]) -- for a packed length of 16 rows o0 .. o0+15
- * (o0 a multiple of 16): the first 8 here, the next 8 at the returned
- * offset + 8 * kc of this pass. */
-static size_t conv_wino_packed_at(int o0, size_t t, size_t nt, size_t rows, size_t *kc)
-{
-    size_t p0 = t / FM_GEMM_KC * FM_GEMM_KC;
-    *kc = nt - p0 < FM_GEMM_KC ? nt - p0 : FM_GEMM_KC;
-    return p0 * rows + (size_t)o0 * *kc + (t - p0) * 8;
-}
-
-/* One tile of the weight gradient's operands, 16 channels at a time
- * (lanes are channels, read from channel-minor planes): v[xi*vstride +
- * c] = (B^T d B)[xi] for the 4x4 input tile d at x (position stride ldx,
- * row stride rx positions), c < cin; and the output gradient's (A dY
- * A^T)[xi] for the 2x2 tile at dy (likewise ldy, ry), o < cout, stored
- * packed (conv_wino_packed_at) at m + xi*mstride. */
-__attribute__((target("avx512f"))) static void
-conv_wino_grad_tile(float *v, size_t vstride, const float *x, size_t ldx, size_t rx, int cin,
-                    float *m, size_t mstride, const float *dy, size_t ldy, size_t ry, int cout,
-                    size_t t, size_t nt)
-{
-    for (int c = 0; c < cin; c += 16) {
-        __m512 d[4][4], q[16];
-        for (int i = 0; i < 4; i++)
-            for (int jj = 0; jj < 4; jj++)
-                d[i][jj] = _mm512_loadu_ps(x + ((size_t)i * rx + (size_t)jj) * ldx + c);
-        conv_wino_bt_d_b(q, d);
-        for (int xi = 0; xi < 16; xi++) _mm512_storeu_ps(v + (size_t)xi * vstride + c, q[xi]);
-    }
-    const __m512 zero = _mm512_setzero_ps();
-    for (int o = 0; o < cout; o += 16) {
-        __m512 y[2][2], r[4][2], q[16];
-        for (int i = 0; i < 2; i++)
-            for (int jj = 0; jj < 2; jj++)
-                y[i][jj] = _mm512_loadu_ps(dy + ((size_t)i * ry + (size_t)jj) * ldy + o);
-        /* A dY: rows y0, y0 + y1, y0 - y1, -y1; then the same along columns. */
-        for (int jj = 0; jj < 2; jj++) {
-            r[0][jj] = y[0][jj];
-            r[1][jj] = _mm512_add_ps(y[0][jj], y[1][jj]);
-            r[2][jj] = _mm512_sub_ps(y[0][jj], y[1][jj]);
-            r[3][jj] = _mm512_sub_ps(zero, y[1][jj]);
-        }
-        for (int a = 0; a < 4; a++) {
-            q[4 * a] = r[a][0];
-            q[4 * a + 1] = _mm512_add_ps(r[a][0], r[a][1]);
-            q[4 * a + 2] = _mm512_sub_ps(r[a][0], r[a][1]);
-            q[4 * a + 3] = _mm512_sub_ps(zero, r[a][1]);
-        }
-        size_t kc, at = conv_wino_packed_at(o, t, nt, (size_t)cout, &kc);
-        for (int xi = 0; xi < 16; xi++) {
-            float *dst = m + (size_t)xi * mstride + at;
-            _mm256_storeu_ps(dst, _mm512_castps512_ps256(q[xi]));
-            _mm256_storeu_ps(dst + 8 * kc, fm_ops_upper_half(q[xi]));
-        }
-    }
-}
+/* The transforms themselves run in the vector sets' kernels
+ * (core/kernels/winograd.c), as do the products: Winograd runs on those
+ * sets only. */
 
 /* The gn images' share of the transformed weight gradient, summed into
  * chunk `task`'s part du [16][O][C] (overwritten for the chunk's first
@@ -892,6 +615,7 @@ static void conv_wino_weight_grad(const conv_job *j, int task, bool first, int g
     const int per = cg->th * cg->tw;
     float *du = j->dw_part + (size_t)task * 16 * cg->o * cg->c;
     float *dt = ws->out;  /* the bordered gradient channel-minor [plane_d][O] */
+    const fm_kset *ks = fm_kset_active();
     fm_transpose(ws->xt, (size_t)cg->c, xp, cg->plane_x, cg->c, (int)cg->plane_x);
     fm_transpose(dt, (size_t)cg->o, ws->d, cg->plane_d, cg->o, (int)cg->plane_d);
     for (int g0 = 0; g0 < gn; g0 += cg->wsub) {
@@ -904,10 +628,10 @@ static void conv_wino_weight_grad(const conv_job *j, int task, bool first, int g
                     size_t t = (size_t)(g * cg->th + ty) * cg->tw + tx;
                     size_t pos = (size_t)(2 * ty) * cg->wg + (size_t)(g0 + g) * cg->frame +
                                  (size_t)(2 * tx);
-                    conv_wino_grad_tile(ws->wv + t * cg->c, vstride, ws->xt + pos * cg->c,
-                                        (size_t)cg->c, (size_t)cg->wg, cg->c, ws->wm, mstride,
-                                        dt + (cg->lead + pos) * cg->o, (size_t)cg->o,
-                                        (size_t)cg->wg, cg->o, t, nt);
+                    ks->wino_grad_tile(ws->wv + t * cg->c, vstride, ws->xt + pos * cg->c,
+                                       (size_t)cg->c, (size_t)cg->wg, cg->c, ws->wm, mstride,
+                                       dt + (cg->lead + pos) * cg->o, (size_t)cg->o,
+                                       (size_t)cg->wg, cg->o, t, nt);
                 }
         float beta = first && g0 == 0 ? 0.0f : 1.0f;
         /* (A is only there packed: this path runs where the own kernel does.) */
@@ -951,6 +675,7 @@ static void conv_wino_group(const conv_job *j, const float *src, size_t cstride,
                             const conv_direct_ws *ws)
 {
     const conv_geom *cg = &j->cg;
+    const fm_kset *ks = fm_kset_active();
     const int per = cg->th * cg->tw;
     const size_t plane = (size_t)cg->h * cg->w;
     for (int g0 = 0; g0 < gn; g0 += cg->wsub) {
@@ -959,9 +684,9 @@ static void conv_wino_group(const conv_job *j, const float *src, size_t cstride,
         size_t vstride = (size_t)cin * nt + WINO_SLACK, mstride = (size_t)cout * nt + WINO_SLACK;
         for (int c = 0; c < cin; c++)
             for (int g = 0; g < sub; g++)
-                conv_wino_input_plane(ws->wv + c * nt + (size_t)g * per, vstride,
-                                      src + c * cstride + (size_t)(g0 + g) * cg->frame,
-                                      (size_t)cg->wg, cg->th, cg->tw);
+                ks->wino_input_plane(ws->wv + c * nt + (size_t)g * per, vstride,
+                                     src + c * cstride + (size_t)(g0 + g) * cg->frame,
+                                     (size_t)cg->wg, cg->th, cg->tw);
         for (int xi = 0; xi < 16; xi++)
             fm_gemm_serial(false, false, cout, (int)nt, cin, 1.0f,
                            j->wino_u + (size_t)xi * cout * cin, cin, j->wino_a[xi],
@@ -969,16 +694,16 @@ static void conv_wino_group(const conv_job *j, const float *src, size_t cstride,
                            ws->pack);
         for (int g = 0; g < sub; g++)
             for (int o = 0; o < cout; o++)
-                conv_wino_output_plane(dst + ((size_t)(g0 + g) * cout + o) * plane,
-                                       ws->wm + o * nt + (size_t)g * per, mstride, cg->th,
-                                       cg->tw, cg->h, cg->w, bias ? bias + o : NULL, store);
+                ks->wino_output_plane(dst + ((size_t)(g0 + g) * cout + o) * plane,
+                                      ws->wm + o * nt + (size_t)g * per, mstride, cg->th,
+                                      cg->tw, cg->h, cg->w, bias ? bias + o : NULL, store);
     }
 }
 
 static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_direct_ws *ws)
 {
     const conv_geom *cg = &j->cg;
-    bool simd = fm_kernels_avx512();
+    const fm_kset *ks = fm_kset_active();
     for (int i = n0, gn; i < n0 + nb; i += gn) {
         gn = conv_group_size(i, n0, nb, cg);
         float *xp = conv_group_planes(j, i, ws);
@@ -997,7 +722,7 @@ static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_di
                 const float *src = ws->out + (size_t)o * cg->nw + (size_t)g * cg->frame;
                 float bias = j->b ? j->b[o] : 0.0f;
                 for (int oy = 0; oy < cg->oh; oy++, dst += cg->ow, src += cg->wg)
-                    conv_row_bias(dst, src, cg->ow, bias, simd);
+                    conv_row_bias(dst, src, cg->ow, bias, ks);
             }
     }
 }
@@ -1074,7 +799,7 @@ static void conv_direct_input_grad(const conv_job *j, int i, int gn, const conv_
                                 cg->o * taps, j->dx_a_packed[a * s + b], ws->rows, 0.0f,
                                 ws->out + (size_t)(a * s + b) * phase_out, wide, ws->pack);
         }
-    bool simd = fm_kernels_avx512();
+    const fm_kset *ks = fm_kset_active();
     for (int g = 0; g < gn; g++)
         for (int c = 0; c < cg->c; c++)
             for (int y = 0; y < cg->h; y++) {
@@ -1089,13 +814,13 @@ static void conv_direct_input_grad(const conv_job *j, int i, int gn, const conv_
                              ((size_t)c * f->rows + (size_t)(u - f->u0)) * cg->wg +
                              (size_t)g * cg->frame + (size_t)((r + p) / s);
                 }
-                if (s == 2 && simd && cg->w > 1) {
-                    conv_row_weave2_avx512(dst, src[0], src[1], cg->w, j->dx_store);
+                if (s == 2 && ks->row_weave2 && cg->w > 1) {
+                    ks->row_weave2(dst, src[0], src[1], cg->w, j->dx_store);
                     continue;
                 }
                 for (int r = 0; r < s && r < cg->w; r++)
                     conv_row_scatter(dst + r, src[r], (cg->w - r + s - 1) / s, s, j->dx_store,
-                                     simd);
+                                     ks);
             }
 }
 
@@ -1160,12 +885,12 @@ static void conv_im2col_forward(const conv_job *j, int task, int n0, int nb,
     fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, col, cols,
                    0.0f, gemm_out, cols, ws->pack);
     if (nb == 1 && !j->b) return;
-    bool simd = fm_kernels_avx512();
+    const fm_kset *ks = fm_kset_active();
     for (int i = 0; i < nb; i++)
         for (int o = 0; o < cg->o; o++)
             conv_row_bias(j->y + ((size_t)(n0 + i) * cg->o + o) * cg->p,
                           gemm_out + (size_t)o * cols + (size_t)i * cg->p, cg->p,
-                          j->b ? j->b[o] : 0.0f, simd);
+                          j->b ? j->b[o] : 0.0f, ks);
 }
 
 /* The im2col path's backward for chunk `task`, the nb images from n0. */
@@ -1293,8 +1018,8 @@ static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
     }
 }
 
-/* op(A) [m, k] packed once in the arena for all chunks; NULL where the
- * portable kernels run. */
+/* op(A) [m, k] packed once in the arena for all chunks; NULL on the
+ * portable set. */
 static const float *conv_prepack(fm_graph *g, bool trans, int m, int k, const float *a, int lda)
 {
     size_t floats = fm_gemm_prepacked_floats(m, k);

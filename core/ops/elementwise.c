@@ -12,26 +12,17 @@ typedef struct unary_job {
     float scale;
 } unary_job;
 
-/* The range functions copy the job's pointers to locals: through `j` the
- * compiler must assume every store may change them, and would neither hoist
- * nor vectorise the loops. */
+/* Each range runs the kernel set's loop on its slice. */
 static void relu_forward_range(void *arg, int64_t begin, int64_t end)
 {
     const unary_job *j = arg;
-    const float *x = j->x;
-    float *y = j->y;
-    for (int64_t i = begin; i < end; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    fm_kset_active()->relu_forward(j->y + begin, j->x + begin, end - begin);
 }
 
 static void relu_backward_range(void *arg, int64_t begin, int64_t end)
 {
     const unary_job *j = arg;
-    const float *x = j->x, *dy = j->dy;
-    float *dx = j->dx;
-    for (int64_t i = begin; i < end; i++) {
-        float g = dy[i];
-        dx[i] += x[i] > 0.0f ? g : 0.0f;
-    }
+    fm_kset_active()->relu_backward(j->dx + begin, j->x + begin, j->dy + begin, end - begin);
 }
 
 fm_tensor *fm_relu(fm_graph *g, fm_tensor *x)
@@ -62,20 +53,15 @@ void fm_op_relu_backward(fm_graph *g, fm_node *n)
 static void dropout_forward_range(void *arg, int64_t begin, int64_t end)
 {
     const unary_job *j = arg;
-    const float *x = j->x, scale = j->scale;
-    const uint8_t *mask = j->mask;
-    float *y = j->y;
-    /* x * (mask * scale), as PyTorch computes it (a NaN stays NaN). */
-    for (int64_t i = begin; i < end; i++) y[i] = x[i] * ((float)mask[i] * scale);
+    fm_kset_active()->dropout_forward(j->y + begin, j->x + begin, j->mask + begin, j->scale,
+                                      end - begin);
 }
 
 static void dropout_backward_range(void *arg, int64_t begin, int64_t end)
 {
     const unary_job *j = arg;
-    const float *dy = j->dy, scale = j->scale;
-    const uint8_t *mask = j->mask;
-    float *dx = j->dx;
-    for (int64_t i = begin; i < end; i++) dx[i] += dy[i] * ((float)mask[i] * scale);
+    fm_kset_active()->dropout_backward(j->dx + begin, j->dy + begin, j->mask + begin, j->scale,
+                                       end - begin);
 }
 
 static void copy_range(void *arg, int64_t begin, int64_t end)
@@ -87,9 +73,7 @@ static void copy_range(void *arg, int64_t begin, int64_t end)
 static void accumulate_range(void *arg, int64_t begin, int64_t end)
 {
     const unary_job *j = arg;
-    const float *dy = j->dy;
-    float *dx = j->dx;
-    for (int64_t i = begin; i < end; i++) dx[i] += dy[i];
+    fm_kset_active()->accumulate(j->dx + begin, j->dy + begin, end - begin);
 }
 
 fm_tensor *fm_dropout(fm_graph *g, fm_tensor *x, float p)
@@ -144,9 +128,7 @@ typedef struct add_job {
 static void add_forward_range(void *arg, int64_t begin, int64_t end)
 {
     const add_job *j = arg;
-    const float *a = j->a, *b = j->b;
-    float *y = j->y;
-    for (int64_t i = begin; i < end; i++) y[i] = a[i] + b[i];
+    fm_kset_active()->add(j->y + begin, j->a + begin, j->b + begin, end - begin);
 }
 
 fm_tensor *fm_add(fm_graph *g, fm_tensor *a, fm_tensor *b)

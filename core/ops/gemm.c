@@ -1,11 +1,22 @@
-/* fm_sgemm: a row-major GEMM split over the host's pool.
+/* Matrix products for the kernels: fm_gemm_serial and its variants (one
+ * thread's product, by the kernel set in use) and fm_sgemm (a product split
+ * over the pool).
  *
- * C is cut into fixed-size blocks of rows or columns (whichever dimension is
- * larger), the block size depending on the shape only; each block is one
- * fm_gemm_serial.  The reduction dimension k is never split, so
- * every element of C is summed by the same kernel in the same order whatever
- * the thread count: results are bit-identical for 1, 2 or 64 threads. */
-#include "fm_internal.h"
+ * The vector sets run fmhost's own GEMM (core/kernels/gemm.c), which sums
+ * every element of C in an order fixed by the shapes, wherever the element
+ * lies in C.  The portable set calls cblas_sgemm on B as stored, gathered
+ * first into the caller's workspace when B comes as a table of rows or of
+ * column segments; OpenBLAS promises no such independence (its kernels may
+ * round an element differently in a product cut differently), so
+ * everything above cuts products by their shapes alone.
+ *
+ * fm_sgemm cuts C into fixed-size blocks of rows or columns (whichever
+ * dimension is larger), the block size depending on the shape only; each
+ * block is one fm_gemm_serial.  The reduction dimension k is never split:
+ * results are bit-identical for 1, 2 or 64 threads, on every set. */
+#include "ops_util.h"
+
+#include <cblas.h>
 
 /* Below this many multiply-adds the pool's dispatch costs more than it saves. */
 #define GEMM_PARALLEL_MIN ((int64_t)1 << 18)
@@ -14,6 +25,108 @@
 /* Blocks narrower than this make the kernels inefficient. */
 #define GEMM_MIN_BLOCK 32
 
+const char *fm_gemm_blas_core(void) { return openblas_get_corename(); }
+
+size_t fm_gemm_pack_floats(int n, int k, bool b_table)
+{
+    if (fm_kset_active()->gemm) return FM_GEMM_OWN_PACK_FLOATS;
+    /* Room to gather a B given as a table; a cache line at least, so that
+     * regions laid out one after another stay 64-byte aligned. */
+    size_t gather = b_table ? (size_t)n * (size_t)k : 0;
+    return gather < 16 ? 16 : (gather + 15) / 16 * 16;
+}
+
+static void gemm_product(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                         const float *a, int lda, const float *a_packed, const fm_gemm_b *gb,
+                         float beta, float *c, int ldc, float *pack)
+{
+    FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                float *e = c + (size_t)i * ldc + j;
+                *e = beta == 0.0f ? 0.0f : beta * *e;
+            }
+        return;
+    }
+    const fm_kset *ks = fm_kset_active();
+    if (ks->gemm) {
+        ks->gemm(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, gb, beta, c, ldc, pack);
+        return;
+    }
+    const float *b = gb->b;
+    int ldb = gb->ldb;
+    if (gb->segs) {
+        for (int p = 0; p < k; p++)
+            for (int t = 0; t < n / gb->seg; t++)
+                memcpy(pack + (size_t)p * n + (size_t)t * gb->seg,
+                       gb->segs[t] + (size_t)p * gb->ldb, (size_t)gb->seg * sizeof *pack);
+        b = pack;
+        ldb = n;
+    } else if (gb->rows) {
+        int nrows = trans_b ? n : k;
+        ldb = trans_b ? k : n;
+        for (int r = 0; r < nrows; r++)
+            memcpy(pack + (size_t)r * ldb, gb->rows[r], (size_t)ldb * sizeof *pack);
+        b = pack;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                ldc);
+}
+
+void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                    const float *a, int lda, const float *a_packed, const float *b, int ldb,
+                    float beta, float *c, int ldc, float *pack)
+{
+    fm_gemm_b gb = {.b = b, .ldb = ldb};
+    gemm_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
+}
+
+void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                         const float *a, int lda, const float *a_packed,
+                         const float *const *b_rows, float beta, float *c, int ldc, float *pack)
+{
+    fm_gemm_b gb = {.rows = b_rows};
+    gemm_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
+}
+
+void fm_gemm_serial_segs(int m, int n, int k, float alpha, const float *a, int lda,
+                         const float *const *b_segs, int seg, int ldb, float beta, float *c,
+                         int ldc, float *pack)
+{
+    FM_ASSERT(seg > 0 && n % seg == 0);
+    fm_gemm_b gb = {.segs = b_segs, .seg = seg, .ldb = ldb};
+    gemm_product(false, false, m, n, k, alpha, a, lda, NULL, &gb, beta, c, ldc, pack);
+}
+
+size_t fm_gemm_prepacked_floats(int m, int k)
+{
+    int mr = fm_kset_active()->gemm_mr;
+    if (mr == 0) return 0;
+    return (size_t)(m + mr - 1) / (size_t)mr * (size_t)mr * (size_t)k;
+}
+
+const float *fm_gemm_prepack_a(bool trans_a, int m, int k, const float *a, int lda, float *dst)
+{
+    const fm_kset *ks = fm_kset_active();
+    if (!ks->gemm_prepack) return NULL;
+    ks->gemm_prepack(trans_a, m, k, a, lda, dst);
+    return dst;
+}
+
+void fm_transpose(float *dst, size_t ldd, const float *src, size_t lds, int rows, int cols)
+{
+    const fm_kset *ks = fm_kset_active();
+    if (ks->transpose) {
+        ks->transpose(dst, ldd, src, lds, rows, cols);
+        return;
+    }
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++) dst[(size_t)j * ldd + i] = src[(size_t)i * lds + j];
+}
+
 typedef struct gemm_job {
     bool trans_a, trans_b, split_rows;
     int m, n, k, block;
@@ -21,7 +134,8 @@ typedef struct gemm_job {
     const float *a, *b;
     int lda, ldb, ldc;
     float *c;
-    float *pack;  /* FM_GEMM_PACK_FLOATS per thread */
+    float *pack;         /* pack_floats per thread */
+    size_t pack_floats;
 } gemm_job;
 
 static void gemm_block(void *arg, int task, int thread)
@@ -44,7 +158,7 @@ static void gemm_block(void *arg, int task, int thread)
         n = len;
     }
     fm_gemm_serial(j->trans_a, j->trans_b, m, n, j->k, j->alpha, a, j->lda, NULL, b, j->ldb,
-                   j->beta, c, j->ldc, j->pack + (size_t)thread * FM_GEMM_PACK_FLOATS);
+                   j->beta, c, j->ldc, j->pack + (size_t)thread * j->pack_floats);
 }
 
 void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
@@ -72,7 +186,8 @@ void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, floa
     /* One block runs here as thread 0 (also inside another op's task, whose
      * thread index could exceed a single pack); more get a pack per thread. */
     int packs = blocks == 1 ? 1 : fm_get_threads();
-    j.pack = fm_graph_alloc(g, FM_GEMM_PACK_FLOATS * (size_t)packs * sizeof(float));
+    j.pack_floats = fm_gemm_pack_floats(0, 0, false);
+    j.pack = fm_graph_alloc(g, j.pack_floats * (size_t)packs * sizeof(float));
     if (blocks == 1)
         gemm_block(&j, 0, 0);
     else

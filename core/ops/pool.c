@@ -22,49 +22,9 @@ typedef struct maxpool_job {
     int h, w, oh, ow, k;
 } maxpool_job;
 
-/* One output row of 2x2 pooling, 16 outputs per step: the even and odd
- * columns of both input rows are split apart with two permutes each, then
- * the same comparisons as the scalar path run as masks.  am may be NULL;
- * base is the index of r0[0] in the input plane. */
-__attribute__((target("avx512f"))) static void maxpool2_row_avx512(const float *r0,
-                                                                  const float *r1, int w, int ow,
-                                                                  float *yr, int32_t *am,
-                                                                  int base)
-{
-    const __m512i even = fm_ops_even_lanes();
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    for (int ox = 0; ox < ow; ox += 16) {
-        int left = ow - ox;  /* outputs still to go; the masks saturate at 16 */
-        __mmask16 out_mask = fm_ops_lane_mask(left);
-        /* 2*left inputs from each row, in two halves of up to 16. */
-        __mmask16 lo_mask = fm_ops_lane_mask(2 * left), hi_mask = fm_ops_lane_mask(2 * left - 16);
-        const float *a = r0 + 2 * ox, *b = r1 + 2 * ox;
-        __m512 a_lo = fm_ops_load16(a, lo_mask), a_hi = fm_ops_load16(a + 16, hi_mask);
-        __m512 b_lo = fm_ops_load16(b, lo_mask), b_hi = fm_ops_load16(b + 16, hi_mask);
-        __m512 v[4] = {
-            _mm512_permutex2var_ps(a_lo, even, a_hi), _mm512_permutex2var_ps(a_lo, odd, a_hi),
-            _mm512_permutex2var_ps(b_lo, even, b_hi), _mm512_permutex2var_ps(b_lo, odd, b_hi),
-        };
-        const int offs[4] = {0, 1, w, w + 1};
-        __m512 best = v[0];
-        __m512i off = _mm512_setzero_si512();
-        for (int t = 1; t < 4; t++) {
-            __mmask16 win = _mm512_cmp_ps_mask(v[t], best, _CMP_GT_OQ) |
-                            _mm512_cmp_ps_mask(v[t], v[t], _CMP_UNORD_Q);
-            best = _mm512_mask_mov_ps(best, win, v[t]);
-            off = _mm512_mask_mov_epi32(off, win, _mm512_set1_epi32(offs[t]));
-        }
-        fm_ops_store16(yr + ox, best, out_mask);
-        if (am) {
-            /* Input column 2*(ox + lane): the even indices again. */
-            __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(base + 2 * ox), even);
-            _mm512_mask_storeu_epi32(am + ox, out_mask, _mm512_add_epi32(idx, off));
-        }
-    }
-}
-
-/* Both paths compare with a strict >, so ties keep the first maximum in
- * row-major order, and let a NaN win, as PyTorch does. */
+/* Every path compares with a strict >, so ties keep the first maximum in
+ * row-major order, and lets a NaN win, as PyTorch does; 2x2 windows run the
+ * vector sets' row kernel (core/kernels/pool.c) where there is one. */
 static void maxpool_forward_range(void *arg, int64_t begin, int64_t end)
 {
     const maxpool_job *j = arg;
@@ -73,11 +33,12 @@ static void maxpool_forward_range(void *arg, int64_t begin, int64_t end)
         const float *x = j->x + (size_t)pl * in_plane;
         float *y = j->y + (size_t)pl * out_plane;
         int32_t *am = j->arg ? j->arg + (size_t)pl * out_plane : NULL;
-        if (j->k == 2 && fm_kernels_avx512()) {
+        fm_k_maxpool2_row_fn *row2 = fm_kset_active()->maxpool2_row;
+        if (j->k == 2 && row2) {
             for (int oy = 0; oy < j->oh; oy++) {
                 const float *r0 = x + (size_t)2 * oy * j->w;
-                maxpool2_row_avx512(r0, r0 + j->w, j->w, j->ow, y + (size_t)oy * j->ow,
-                                    am ? am + (size_t)oy * j->ow : NULL, 2 * oy * j->w);
+                row2(r0, r0 + j->w, j->w, j->ow, y + (size_t)oy * j->ow,
+                     am ? am + (size_t)oy * j->ow : NULL, 2 * oy * j->w);
             }
             continue;
         }

@@ -1,6 +1,7 @@
 /* Optimisers, following torch.optim's single-tensor code paths (1.13) step
  * for step, so that fmhost and PyTorch move the same weights the same way. */
 #include "fm/fm_optim.h"
+#include "kset.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -86,45 +87,24 @@ void fm_optim_free(fm_optim *o)
  * changes no result. */
 #define OPTIM_GRAIN ((int64_t)1 << 15)
 
-static void sgd_range(const fm_optim *o, float *restrict p, const float *restrict g,
-                      float *restrict buf, int64_t n)
-{
-    const fm_optim_config *c = &o->cfg;
-    const bool first = o->steps == 1;
-    for (int64_t i = 0; i < n; i++) {
-        float d = g[i];
-        if (c->weight_decay != 0.0f) d = d + c->weight_decay * p[i];
-        if (c->momentum != 0.0f) {
-            buf[i] = first ? d : buf[i] * c->momentum + (1.0f - c->dampening) * d;
-            d = c->nesterov ? d + c->momentum * buf[i] : buf[i];
-        }
-        p[i] = p[i] + (-c->lr) * d;
-    }
-}
-
-/* The scalars torch.optim.Adam derives from the step count, once per step. */
-typedef struct adam_consts {
-    float step_size, bias2_sqrt, b1, b2, one_b1, one_b2, decay, weight_decay, eps;
-    bool adamw;
-} adam_consts;
-
 typedef struct optim_job {
-    const fm_optim *o;
-    const adam_consts *adam;  /* NULL for SGD */
+    const fm_adam_consts *adam;  /* NULL for SGD */
+    const fm_sgd_consts *sgd;
     float *p;
     const float *g;
     float *s1, *s2;
     int64_t n;
 } optim_job;
 
-static adam_consts adam_consts_make(const fm_optim *o)
+/* The scalars torch.optim.Adam derives from the step count, once per step. */
+static fm_adam_consts adam_consts_make(const fm_optim *o)
 {
     const fm_optim_config *c = &o->cfg;
     const double t = (double)o->steps;
     const double bias1 = 1.0 - pow((double)c->beta1, t);
     const double bias2 = 1.0 - pow((double)c->beta2, t);
     const bool adamw = c->kind == FM_OPTIM_ADAMW;
-    return (adam_consts){
+    return (fm_adam_consts){
         .step_size = (float)((double)c->lr / bias1),
         .bias2_sqrt = (float)sqrt(bias2),
         .b1 = c->beta1, .b2 = c->beta2,
@@ -134,46 +114,33 @@ static adam_consts adam_consts_make(const fm_optim *o)
     };
 }
 
-static void adam_range(const adam_consts *k, float *restrict p, const float *restrict g,
-                       float *restrict m, float *restrict v, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
-        if (k->adamw)
-            p[i] = p[i] * k->decay;
-        else if (k->weight_decay != 0.0f)
-            gi = gi + k->weight_decay * p[i];
-        m[i] = m[i] * k->b1 + k->one_b1 * gi;
-        v[i] = v[i] * k->b2 + k->one_b2 * (gi * gi);
-        float denom = sqrtf(v[i]) / k->bias2_sqrt + k->eps;
-        p[i] = p[i] + (-k->step_size) * (m[i] / denom);
-    }
-}
-
 static void optim_task(void *arg, int task, int thread)
 {
     (void)thread;
     const optim_job *j = arg;
     int64_t begin = (int64_t)task * OPTIM_GRAIN;
     int64_t n = j->n - begin < OPTIM_GRAIN ? j->n - begin : OPTIM_GRAIN;
-    if (j->adam) {
-        /* A local copy: the loop then reads its constants from registers and
-         * vectorises (through the pointer it did not). */
-        adam_consts k = *j->adam;
-        adam_range(&k, j->p + begin, j->g + begin, j->s1 + begin, j->s2 + begin, n);
-    } else
-        sgd_range(j->o, j->p + begin, j->g + begin, j->s1 ? j->s1 + begin : NULL, n);
+    const fm_kset *ks = fm_kset_active();
+    if (j->adam)
+        ks->adam(j->adam, j->p + begin, j->g + begin, j->s1 + begin, j->s2 + begin, n);
+    else
+        ks->sgd(j->sgd, j->p + begin, j->g + begin, j->s1 ? j->s1 + begin : NULL, n);
 }
 
 void fm_optim_step(fm_optim *o)
 {
     o->steps++;
-    adam_consts k;
-    if (o->cfg.kind != FM_OPTIM_SGD) k = adam_consts_make(o);
+    const fm_optim_config *c = &o->cfg;
+    fm_adam_consts ak;
+    fm_sgd_consts sk = {.lr = c->lr, .weight_decay = c->weight_decay, .momentum = c->momentum,
+                        .dampening = c->dampening, .nesterov = c->nesterov,
+                        .first = o->steps == 1};
+    bool sgd = c->kind == FM_OPTIM_SGD;
+    if (!sgd) ak = adam_consts_make(o);
     for (int i = 0; i < o->n; i++) {
         fm_tensor *t = o->params[i];
-        optim_job j = {o, o->cfg.kind == FM_OPTIM_SGD ? NULL : &k, t->data, t->grad,
-                       o->state1[i], o->state2[i], t->numel};
+        optim_job j = {sgd ? NULL : &ak, &sk, t->data, t->grad, o->state1[i], o->state2[i],
+                       t->numel};
         fm_parallel_for((int)((t->numel + OPTIM_GRAIN - 1) / OPTIM_GRAIN), optim_task, &j);
     }
 }

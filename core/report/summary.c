@@ -59,6 +59,8 @@ fm_status fm_summary_write(const char *path, const fm_summary *s)
     FM_ASSERT(s->n_options == 0 || s->options != NULL);
     json_t *o = json_object();
     json_object_set_new(o, "fmhost_version", json_string(FM_VERSION_STRING));
+    json_object_set_new(o, "kernels",
+                        json_string(s->kernels ? s->kernels : fm_kernels_name(fm_kernels_active())));
     json_object_set_new(o, "model", string_or_null(s->model));
     json_object_set_new(o, "plugin_path", string_or_null(s->plugin_path));
     json_object_set_new(o, "hyperparameters", pairs_object(s->hparams, s->n_hparams));

@@ -14,6 +14,7 @@
 
 struct fm_run {
     fm_train_config cfg;
+    fm_kernels kernels;      /* the set in use when the run was made */
     fm_plugin *plugin;
     char name[64];
     char hparams[512];       /* "width=32 blocks=1" */
@@ -77,6 +78,7 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
 
     fm_run *r = fm_xcalloc(1, sizeof *r);
     r->cfg = *cfg;
+    r->kernels = fm_kernels_active();
     r->plugin = plugin;
     fm_plugin_retain(plugin);
     snprintf(r->name, sizeof r->name, "%s", fm_plugin_descriptor_of(plugin)->name);
@@ -280,6 +282,7 @@ fm_status fm_run_save(fm_run *r, const char *path)
         "seed", seed,
         "params", nparams,
         "fmhost_version", FM_VERSION_STRING,
+        "kernels", fm_kernels_name(r->kernels),
     };
     return fm_safetensors_save(path, r->model, meta, (int)(sizeof meta / sizeof meta[0] / 2));
 }
@@ -411,6 +414,7 @@ fm_status fm_run_train(fm_run *r)
 }
 
 fm_model *fm_run_model(fm_run *r) { return r->model; }
+fm_kernels fm_run_kernels(const fm_run *r) { return r->kernels; }
 const char *fm_run_name(const fm_run *r) { return r->name; }
 int fm_run_best_epoch(const fm_run *r) { return r->best_epoch; }
 double fm_run_seconds(const fm_run *r) { return r->seconds; }
@@ -500,6 +504,7 @@ fm_status fm_run_report(fm_run *r)
         .num_params = fm_model_num_params(r->model),
         .wall_seconds = r->seconds,
         .checkpoint = r->checkpoint,
+        .kernels = fm_kernels_name(r->kernels),
     };
     char path[4200];
     path_in(r->results_dir, "summary.json", path, sizeof path);

@@ -128,9 +128,44 @@ FM_API int fm_get_threads(void);
 typedef void (*fm_task_fn)(void *arg, int task, int thread);
 FM_API void fm_parallel_for(int ntasks, fm_task_fn fn, void *arg);
 
-/* The matrix-product kernel this process runs: "avx512" (fmhost's own, on
- * processors with AVX-512) or "blas" (OpenBLAS's cblas_sgemm). */
-FM_API const char *fm_gemm_kernel_name(void);
+/* ---- kernel sets ---------------------------------------------------------- */
+
+/* The kernels a process runs, one set chosen at run time:
+ *   portable  plain C loops and OpenBLAS's cblas_sgemm: any processor;
+ *   avx2      fmhost's own kernels for AVX2 + FMA (x86-64 from 2013 on);
+ *   avx512    the same kernels, from the same source, for AVX-512F.
+ * avx2 and avx512 compute every element in the same order with the same
+ * operations, so they give bit-identical results; portable rounds
+ * differently (OpenBLAS sums in its own order, and 3x3 convolutions run
+ * without Winograd).  Each set is deterministic for any thread count.
+ *
+ * The default is $FMHOST_KERNELS when set, else the best set the processor
+ * runs.  Change the set only between runs, never while work is in flight. */
+typedef enum fm_kernels {
+    FM_KERNELS_PORTABLE,
+    FM_KERNELS_AVX2,
+    FM_KERNELS_AVX512,
+    FM_KERNELS_COUNT
+} fm_kernels;
+
+/* "portable", "avx2" or "avx512". */
+FM_API const char *fm_kernels_name(fm_kernels k);
+/* The set called `name`; FM_ERR_ARG (naming the choices) for another name. */
+FM_API fm_status fm_kernels_parse(const char *name, fm_kernels *out);
+/* true when this build has the set and this processor runs it. */
+FM_API bool fm_kernels_supported(fm_kernels k);
+/* The fastest supported set. */
+FM_API fm_kernels fm_kernels_best(void);
+/* The set in use. */
+FM_API fm_kernels fm_kernels_active(void);
+/* Makes k the set in use; FM_ERR_ARG (naming the processor's sets) when
+ * it is not supported. */
+FM_API fm_status fm_kernels_use(fm_kernels k);
+/* Applies $FMHOST_KERNELS (the best set when unset or empty); an unknown or
+ * unsupported value is FM_ERR_ARG with a message naming the variable, the
+ * value and the sets this processor runs.  Programs call it once at start;
+ * until they do, an invalid value is ignored (the best set runs). */
+FM_API fm_status fm_kernels_use_env(void);
 
 /* Seconds from a monotonic clock. */
 FM_API double fm_now(void);

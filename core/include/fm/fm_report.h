@@ -159,10 +159,11 @@ typedef struct fm_summary {
     int64_t num_params;           /* trainable */
     double wall_seconds;
     const char *checkpoint;       /* path of the best weights; may be NULL */
+    const char *kernels;          /* kernel set of the run; NULL: the set in use */
 } fm_summary;
 
 /* Writes s as a JSON object (indented, keys in a fixed order) with
- * "fmhost_version": FM_VERSION_STRING. */
+ * "fmhost_version": FM_VERSION_STRING and "kernels". */
 FM_API fm_status fm_summary_write(const char *path, const fm_summary *s);
 
 #ifdef __cplusplus

@@ -127,7 +127,8 @@ FM_API fm_status fm_run_evaluate(fm_run *r, fm_split_id split, fm_eval_result *o
  * the test set if needed). */
 FM_API fm_status fm_run_report(fm_run *r);
 
-/* Saves the current weights as safetensors with the run's metadata. */
+/* Saves the current weights as safetensors with the run's metadata: plugin,
+ * hparams, epoch, val_loss, seed, params, fmhost_version, kernels. */
 FM_API fm_status fm_run_save(fm_run *r, const char *path);
 
 FM_API fm_model *fm_run_model(fm_run *r);
@@ -137,6 +138,11 @@ FM_API int fm_run_best_epoch(const fm_run *r);  /* 1-based; 0 before any epoch *
 FM_API double fm_run_seconds(const fm_run *r);  /* training wall time */
 FM_API const char *fm_run_results_dir(const fm_run *r);
 FM_API const char *fm_run_checkpoint_path(const fm_run *r);
+/* The kernel set in use when fm_run_new made the run; recorded in its
+ * checkpoints ("kernels" in the metadata) and summary.json.  Keep it in use
+ * while the run trains and evaluates: the run does not switch sets itself
+ * (fm_kernels_use is process-wide). */
+FM_API fm_kernels fm_run_kernels(const fm_run *r);
 
 /* Writes the test-set files of SPEC §4 into dir: confusion_matrix.png and
  * .csv, classification_report.txt, per_class.csv and errors.png.  `res`

@@ -106,6 +106,8 @@ local function write_results(data)
         "Recipe on top of it (see scripts/compare_all.lua): a cosine learning-rate schedule "
             .. "stepped per epoch for every model; random crop and horizontal flip for cnn and "
             .. "rescnn.",
+        string.format("Kernels: %s (results are reproducible on the same kernel set; avx2 and "
+                      .. "avx512 agree bit for bit).", (fm.kernels())),
         "",
         fm.table(rows, COLUMNS),
         "'original table' is the original project's test accuracy for the same model.",

@@ -257,6 +257,42 @@ START_TEST(test_trailing_bytes)
 }
 END_TEST
 
+/* What a header promises is bounded by what the file can hold before any
+ * of it is allocated: a tiny gzip file claiming ten million images (7.8 GB)
+ * is refused at once; a stream that inflates far past its promise is read
+ * no further than one chunk past it. */
+START_TEST(test_payload_bounded_by_file)
+{
+    const char *lab = tpath("claims-lab");
+    write_labels(lab, false, 0x801, 10000000, good_labels, 5);
+    const char *bomb = tpath("claims.gz");
+    write_images(bomb, true, 0x803, 10000000, 28, 28, 1, 0);
+    expect_refused(bomb, lab, FM_ERR_FORMAT, bomb, "more than a");
+    const char *plain = tpath("claims");
+    write_images(plain, false, 0x803, 10000000, 28, 28, 1, 0);
+    expect_refused(plain, lab, FM_ERR_FORMAT, plain, "-byte file can hold");
+
+    /* Five images promised, then 32 MB of zeros in the stream. */
+    write_labels(lab, false, 0x801, 5, good_labels, 5);
+    const char *big = tpath("inflates.gz");
+    write_images(big, true, 0x803, 5, 28, 28, 5, 32 << 20);
+    double t0 = fm_now();
+    expect_refused(big, lab, FM_ERR_FORMAT, big, "at least 4096 trailing bytes");
+    ck_assert_double_lt(fm_now() - t0, 2.0);
+}
+END_TEST
+
+/* A FIFO named as a data file is refused, not waited on. */
+START_TEST(test_fifo_refused)
+{
+    const char *img, *lab;
+    write_good_pair(false, &img, &lab);
+    const char *fifo = tpath("fifo");
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    expect_refused(fifo, lab, FM_ERR_IO, fifo, "not a regular file");
+}
+END_TEST
+
 START_TEST(test_empty_file)
 {
     const char *img, *lab;
@@ -876,6 +912,8 @@ static Suite *data_suite(void)
     tcase_add_test(reader, test_truncated);
     tcase_add_test(reader, test_truncated_gzip_stream);
     tcase_add_test(reader, test_trailing_bytes);
+    tcase_add_test(reader, test_payload_bounded_by_file);
+    tcase_add_test(reader, test_fifo_refused);
     tcase_add_test(reader, test_empty_file);
     tcase_add_test(reader, test_random_bytes);
     tcase_add_test(reader, test_corrupt_gzip);

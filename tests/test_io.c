@@ -64,6 +64,26 @@ static const char *in_dir(const char *name)
     return p;
 }
 
+/* True when a temporary file of path's ("<path>.tmp.*") is left in its
+ * directory. */
+static bool tmp_left(const char *path)
+{
+    char dirname[4300];
+    snprintf(dirname, sizeof dirname, "%s", path);
+    char *slash = strrchr(dirname, '/');
+    ck_assert_ptr_nonnull(slash);
+    *slash = '\0';
+    char prefix[4300];
+    snprintf(prefix, sizeof prefix, "%s.tmp.", slash + 1);
+    DIR *d = opendir(dirname);
+    ck_assert_ptr_nonnull(d);
+    bool found = false;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) found = true;
+    closedir(d);
+    return found;
+}
+
 static void setup(void)
 {
     snprintf(dir, sizeof dir, "%s", fm_test_tmpdir());
@@ -84,38 +104,51 @@ static void write_st(const char *path, const char *header, const void *data, siz
     free(buf);
 }
 
-/* The four tensors of tiny_model with one entry replaced by `override`
- * (name given) or dropped (override ""), plus `extra` appended. */
-static void write_tiny_header(const char *path, const char *which, const char *override,
-                              const char *extra)
+static const char *const tiny_names[4] = {"fc1.weight", "fc1.bias", "bn.running_mean",
+                                          "bn.num_batches_tracked"};
+static const char *const tiny_descs[4] = {
+    "{\"dtype\":\"F32\",\"shape\":[3,4],\"data_offsets\":[0,48]}",
+    "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[48,60]}",
+    "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[60,72]}",
+    "{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[72,80]}",
+};
+
+/* A file with tiny_model's four tensor names described by descs ("" drops
+ * one), `extra` entries appended, and data_len bytes of data. */
+static void write_tiny_entries(const char *path, const char *const descs[4], const char *extra,
+                               size_t data_len)
 {
-    static const char *const names[4] = {"fc1.weight", "fc1.bias", "bn.running_mean",
-                                         "bn.num_batches_tracked"};
-    static const char *const descs[4] = {
-        "{\"dtype\":\"F32\",\"shape\":[3,4],\"data_offsets\":[0,48]}",
-        "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[48,60]}",
-        "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[60,72]}",
-        "{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[72,80]}",
-    };
     char header[4096] = "{\"__metadata__\":{\"format\":\"pt\"}";
     for (int i = 0; i < 4; i++) {
-        const char *d = which && strcmp(which, names[i]) == 0 ? override : descs[i];
-        if (*d == '\0')
+        if (*descs[i] == '\0')
             continue;
         strcat(header, ",\"");
-        strcat(header, names[i]);
+        strcat(header, tiny_names[i]);
         strcat(header, "\":");
-        strcat(header, d);
+        strcat(header, descs[i]);
     }
     if (extra) {
         strcat(header, ",");
         strcat(header, extra);
     }
     strcat(header, "}");
-    unsigned char data[80];
-    for (int i = 0; i < 80; i++)
+    unsigned char data[128];
+    ck_assert_uint_le(data_len, sizeof data);
+    for (size_t i = 0; i < data_len; i++)
         data[i] = (unsigned char)(i * 7);
-    write_st(path, header, data, sizeof data);
+    write_st(path, header, data, data_len);
+}
+
+/* The four tensors of tiny_model with one entry replaced by `override`
+ * (name given) or dropped (override ""), plus `extra` appended; 80 bytes of
+ * data, which the four fill exactly. */
+static void write_tiny_header(const char *path, const char *which, const char *override,
+                              const char *extra)
+{
+    const char *descs[4];
+    for (int i = 0; i < 4; i++)
+        descs[i] = which && strcmp(which, tiny_names[i]) == 0 ? override : tiny_descs[i];
+    write_tiny_entries(path, descs, extra, 80);
 }
 
 /* Loads path into a fresh tiny model, expects refusal with status st and a
@@ -192,9 +225,7 @@ START_TEST(test_write_atomic_failure_keeps_old)
     char *data = read_file(path, &len);
     ck_assert_str_eq(data, "old!");
     free(data);
-    char tmp[4300];
-    fm_atomic_tmp_name(path, tmp, sizeof tmp);
-    ck_assert_int_ne(access(tmp, F_OK), 0);
+    ck_assert(!tmp_left(path));
 }
 END_TEST
 
@@ -457,9 +488,11 @@ START_TEST(test_st_refuses_wrong_dtype)
     write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[48,54]}",
                       NULL);
     REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "F16");
-    /* A known dtype, but not the model's. */
-    write_tiny_header(path, "bn.running_mean",
-                      "{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[48,72]}", NULL);
+    /* A known dtype, but not the model's (the layout moved to fit). */
+    const char *descs[4] = {tiny_descs[0], tiny_descs[1],
+                            "{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[60,84]}",
+                            "{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[84,92]}"};
+    write_tiny_entries(path, descs, NULL, 92);
     REFUSED(path, FM_ERR_FORMAT, "bn.running_mean", "dtype I64", "expects F32");
 }
 END_TEST
@@ -485,10 +518,12 @@ END_TEST
 START_TEST(test_st_refuses_missing_and_extra)
 {
     const char *path = in_dir("me.safetensors");
-    write_tiny_header(path, "bn.running_mean", "", NULL);
-    REFUSED(path, FM_ERR_FORMAT, "'bn.running_mean'", "missing");
-    write_tiny_header(path, NULL, NULL,
-                      "\"fc2.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}");
+    const char *descs[4] = {tiny_descs[0], tiny_descs[1], tiny_descs[2], ""};
+    write_tiny_entries(path, descs, NULL, 72);
+    REFUSED(path, FM_ERR_FORMAT, "'bn.num_batches_tracked'", "missing");
+    write_tiny_entries(path, tiny_descs,
+                       "\"fc2.bias\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[80,88]}",
+                       88);
     REFUSED(path, FM_ERR_FORMAT, "'fc2.bias'", "not in the model");
 }
 END_TEST
@@ -541,11 +576,58 @@ END_TEST
 
 /* The last tensor is wrong: nothing of the earlier, valid ones may have
  * been copied. */
+/* The reference implementation's layout rules: the tensors' byte ranges,
+ * sorted, tile the data section exactly. */
+START_TEST(test_st_refuses_gaps_overlaps_trailing)
+{
+    const char *path = in_dir("layout.safetensors");
+    write_tiny_header(path, "fc1.bias", "", NULL);
+    REFUSED(path, FM_ERR_FORMAT, "bn.running_mean", "starts at byte 60", "gap");
+    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[40,52]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "starts at byte 40", "overlapping");
+    write_tiny_entries(path, tiny_descs, NULL, 88);
+    REFUSED(path, FM_ERR_FORMAT, "8 bytes follow the last tensor");
+    /* A zero-size tensor anywhere in the order is no gap. */
+    write_tiny_entries(path, tiny_descs,
+                       "\"empty\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[48,48]}", 80);
+    REFUSED(path, FM_ERR_FORMAT, "'empty'", "not in the model");
+}
+END_TEST
+
+/* A header whose object count its length cannot hold is refused before
+ * it is parsed (millions of keys would cost gigabytes of JSON objects). */
+START_TEST(test_st_refuses_header_of_many_objects)
+{
+    const char *path = in_dir("many.safetensors");
+    size_t n = 20000, len = 0;
+    char *header = malloc(16 * n + 16);
+    len += (size_t)sprintf(header + len, "{");
+    for (size_t i = 0; i < n; i++) len += (size_t)sprintf(header + len, "%s\"%zx\":{}", i ? "," : "", i % 4096);
+    sprintf(header + len, "}");
+    write_st(path, header, NULL, 0);
+    free(header);
+    REFUSED(path, FM_ERR_FORMAT, "JSON objects", "not a safetensors file");
+}
+END_TEST
+
+/* A FIFO given as a checkpoint is refused at once, not waited on. */
+START_TEST(test_st_refuses_fifo)
+{
+    const char *path = in_dir("fifo.safetensors");
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    double t0 = fm_now();
+    REFUSED(path, FM_ERR_IO, "not a regular file");
+    ck_assert_double_lt(fm_now() - t0, 5.0);
+}
+END_TEST
+
 START_TEST(test_st_refused_load_leaves_model)
 {
     const char *path = in_dir("late.safetensors");
-    write_tiny_header(path, "bn.num_batches_tracked",
-                      "{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[64,80]}", NULL);
+    const char *descs[4] = {tiny_descs[0], tiny_descs[1], tiny_descs[2],
+                            "{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[72,88]}"};
+    write_tiny_entries(path, descs, NULL, 88);
     REFUSED(path, FM_ERR_FORMAT, "bn.num_batches_tracked", "[2]", "[1]");
     REFUSED(in_dir("does-not-exist.safetensors"), FM_ERR_IO, "does-not-exist");
 }
@@ -619,6 +701,9 @@ int main(void)
     tcase_add_test(tc, test_st_refuses_shape_mismatch);
     tcase_add_test(tc, test_st_refuses_missing_and_extra);
     tcase_add_test(tc, test_st_refuses_bad_offsets);
+    tcase_add_test(tc, test_st_refuses_gaps_overlaps_trailing);
+    tcase_add_test(tc, test_st_refuses_header_of_many_objects);
+    tcase_add_test(tc, test_st_refuses_fifo);
     tcase_add_test(tc, test_st_refuses_size_mismatch);
     tcase_add_test(tc, test_st_refused_load_leaves_model);
     tcase_add_test(tc, test_st_mutations);

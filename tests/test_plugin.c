@@ -137,6 +137,28 @@ START_TEST(test_directory)
 }
 END_TEST
 
+/* A bare file name is the file in the current directory, not a name for
+ * dlopen to look up on the library path (where no such plugin is). */
+START_TEST(test_bare_name_in_cwd)
+{
+    const char *dir = fm_test_tmpdir();
+    size_t len;
+    char *so = fm_test_read_file(TEST_PLUGIN("old_minor"), &len);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/localtiny.so", dir);
+    fm_test_write_file(path, so, len);
+    free(so);
+    char cwd[4200];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+    ck_assert_int_eq(chdir(dir), 0);
+    fm_plugin *p = fm_plugin_open("localtiny.so");
+    ck_assert_int_eq(chdir(cwd), 0);
+    ck_assert_msg(p != NULL, "%s", fm_error_message());
+    ck_assert_str_eq(fm_plugin_descriptor_of(p)->name, "tiny");
+    fm_plugin_release(p);
+}
+END_TEST
+
 START_TEST(test_broken_plugins)
 {
     char abi_major[128], newer_minor[128];
@@ -570,6 +592,7 @@ static Suite *plugin_suite(void)
     tcase_add_test(load, test_not_elf);
     tcase_add_test(load, test_elf_object_file);
     tcase_add_test(load, test_directory);
+    tcase_add_test(load, test_bare_name_in_cwd);
     tcase_add_test(load, test_broken_plugins);
     tcase_add_test(load, test_old_minor_loads);
     tcase_add_test(load, test_refcount_keeps_loaded);

@@ -1,9 +1,13 @@
 /* idx.c — the IDX reader, dataset loading and finding the data directory.
  *
- * Every file is treated as hostile: each header field is checked before it
- * is used, counts are bounded before anything is allocated, and the buffer
- * grows only as bytes actually arrive, so a 16-byte file that claims
- * millions of images costs a few kilobytes, not gigabytes.
+ * Every file is treated as hostile: only regular files are opened (a FIFO
+ * is refused, not waited on), each header field is checked before it is
+ * used, the promised payload is bounded by what the file can hold (its
+ * size, or for gzip deflate's largest ratio) before anything is allocated,
+ * the buffer grows only as bytes actually arrive, and nothing is inflated
+ * past the promised payload but one chunk to tell that more follows.  So a
+ * 16-byte file that claims millions of images costs a few kilobytes, and a
+ * gzip bomb no more than its header promised.
  */
 #include "fm/fm_data.h"
 
@@ -12,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define IDX_IMAGE_MAGIC 0x00000803u  /* unsigned bytes, 3 dimensions */
@@ -25,8 +31,11 @@
 /* gzread takes an unsigned int length: read in chunks well below that. */
 #define IDX_CHUNK (1u << 30)
 #define IDX_FIRST_ALLOC ((size_t)1 << 20)
-/* Past the promised data we only count extra bytes for the message. */
-#define IDX_MAX_TRAILING_COUNT ((size_t)64 << 20)
+/* Past the promised data we read one chunk more, to tell that there is more
+ * (and, for gzip, to reach the trailer of a stream that ends there). */
+#define IDX_TRAILING_CHUNK 4096
+/* Deflate's largest expansion: 258 bytes from 2 bits, about 1032 to 1. */
+#define IDX_MAX_INFLATE 1032u
 
 static const char *const class_names[FM_NUM_CLASSES] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -49,6 +58,7 @@ const char *fm_class_name(int label)
 typedef struct idx_file {
     gzFile gz;
     const char *path;
+    uint64_t size;    /* bytes of the file as stored */
     bool stream_cut;  /* the gzip stream ended before its trailer */
 } idx_file;
 
@@ -61,12 +71,22 @@ static fm_status idx_open(idx_file *f, const char *path)
 {
     f->path = path;
     f->stream_cut = false;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return fm_error_set(FM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fm_error_set(FM_ERR_IO, "%s: cannot read: %s", path,
+                            S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+    }
+    f->size = (uint64_t)st.st_size;
     errno = 0;
-    /* gzopen reads plain files transparently, so both forms are accepted. */
-    f->gz = gzopen(path, "rb");
-    if (!f->gz)
-        return fm_error_set(FM_ERR_IO, "%s: cannot open: %s", path,
-                            errno ? strerror(errno) : "out of memory");
+    /* gzdopen reads plain files transparently, so both forms are accepted. */
+    f->gz = gzdopen(fd, "rb");
+    if (!f->gz) {
+        close(fd);
+        return fm_error_set(FM_ERR_NOMEM, "%s: cannot open: out of memory", path);
+    }
     gzbuffer(f->gz, 1u << 17);
     return FM_OK;
 }
@@ -168,6 +188,15 @@ static fm_status idx_read_header(idx_file *f, uint32_t *out, int fields, uint32_
 static fm_status idx_read_payload(idx_file *f, size_t bytes, const char *promise, uint8_t **out)
 {
     *out = NULL;
+    /* What the file can hold at most after its header, before allocating
+     * for what the header claims. */
+    uint64_t room = gzdirect(f->gz) ? f->size : f->size * IDX_MAX_INFLATE;
+    if ((uint64_t)bytes > room)
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: header promises %s (%zu bytes), more than a %llu-byte %s can "
+                            "hold: corrupt header or truncated file",
+                            f->path, promise, bytes, (unsigned long long)f->size,
+                            gzdirect(f->gz) ? "file" : "gzip file");
     size_t cap = bytes < IDX_FIRST_ALLOC ? bytes : IDX_FIRST_ALLOC;
     uint8_t *buf = malloc(cap ? cap : 1);
     if (!buf)
@@ -203,13 +232,9 @@ static fm_status idx_read_payload(idx_file *f, size_t bytes, const char *promise
 
     /* One more read: finds trailing bytes and, for gzip, reaches the trailer
      * so a bad CRC or a cut-off trailer is noticed. */
-    uint8_t extra[4096];
-    size_t got, trailing = 0;
-    fm_status st;
-    do {
-        st = idx_read(f, extra, sizeof extra, &got);
-        trailing += got;
-    } while (st == FM_OK && got == sizeof extra && trailing < IDX_MAX_TRAILING_COUNT);
+    uint8_t extra[IDX_TRAILING_CHUNK];
+    size_t trailing;
+    fm_status st = idx_read(f, extra, sizeof extra, &trailing);
     if (st != FM_OK) {
         free(buf);
         return st;
@@ -219,8 +244,8 @@ static fm_status idx_read_payload(idx_file *f, size_t bytes, const char *promise
         return fm_error_set(FM_ERR_FORMAT,
                             "%s: %s%zu trailing byte%s after the %s (%zu bytes) its header "
                             "promises",
-                            f->path, trailing >= IDX_MAX_TRAILING_COUNT ? "at least " : "",
-                            trailing, trailing == 1 ? "" : "s", promise, bytes);
+                            f->path, trailing == sizeof extra ? "at least " : "", trailing,
+                            trailing == 1 ? "" : "s", promise, bytes);
     }
     if (f->stream_cut) {
         free(buf);

@@ -6,13 +6,69 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-void fm_atomic_tmp_name(const char *path, char *out, size_t out_len)
+/* Temporary files not yet committed or removed, for fm_atomic_cleanup():
+ * a slot is 0 (free), 1 (being filled) or 2 (holds a name). */
+#define TMP_SLOTS 32
+static struct {
+    int state;
+    char name[PATH_MAX + 64];
+} tmp_slots[TMP_SLOTS];
+
+static void tmp_track(const char *name)
 {
-    FM_ASSERT(path != NULL && out != NULL && out_len > 0);
-    snprintf(out, out_len, "%s.tmp.%ld", path, (long)getpid());
+    for (int i = 0; i < TMP_SLOTS; i++) {
+        int free_slot = 0;
+        if (__atomic_compare_exchange_n(&tmp_slots[i].state, &free_slot, 1, false,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+            snprintf(tmp_slots[i].name, sizeof tmp_slots[i].name, "%s", name);
+            __atomic_store_n(&tmp_slots[i].state, 2, __ATOMIC_RELEASE);
+            return;
+        }
+    }
+    /* More than TMP_SLOTS writes at once: this one goes untracked. */
+}
+
+static void tmp_forget(const char *name)
+{
+    for (int i = 0; i < TMP_SLOTS; i++)
+        if (__atomic_load_n(&tmp_slots[i].state, __ATOMIC_ACQUIRE) == 2 &&
+            strcmp(tmp_slots[i].name, name) == 0) {
+            __atomic_store_n(&tmp_slots[i].state, 0, __ATOMIC_RELEASE);
+            return;
+        }
+}
+
+void fm_atomic_cleanup(void)
+{
+    /* Only unlink() here: this runs in signal handlers. */
+    for (int i = 0; i < TMP_SLOTS; i++)
+        if (__atomic_load_n(&tmp_slots[i].state, __ATOMIC_ACQUIRE) == 2) unlink(tmp_slots[i].name);
+}
+
+/* Creates "<path>.tmp.<pid>.<random>" anew (never an existing file, never
+ * through a symbolic link) and returns its descriptor, or -1 with errno. */
+static int tmp_create(const char *path, char *out, size_t out_len)
+{
+    for (int attempt = 0; attempt < 16; attempt++) {
+        uint32_t r;
+        if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r) {
+            static uint32_t counter;
+            r = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) * 2654435761u ^ (uint32_t)time(NULL);
+        }
+        int n = snprintf(out, out_len, "%s.tmp.%ld.%08x", path, (long)getpid(), r);
+        if (n < 0 || (size_t)n >= out_len) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST) return fd;
+    }
+    return -1;
 }
 
 /* The rename is only durable once the directory entry is on disk too; a
@@ -43,12 +99,7 @@ static void sync_parent_dir(const char *path)
 FILE *fm_atomic_open(const char *path, char *tmp_path_out, size_t tmp_len)
 {
     FM_ASSERT(path != NULL && tmp_path_out != NULL);
-    fm_atomic_tmp_name(path, tmp_path_out, tmp_len);
-    if (strlen(path) + 32 > tmp_len) {
-        fm_error_set(FM_ERR_IO, "cannot write %s: path too long", path);
-        return NULL;
-    }
-    int fd = open(tmp_path_out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    int fd = tmp_create(path, tmp_path_out, tmp_len);
     if (fd < 0) {
         fm_error_set(FM_ERR_IO, "cannot write %s (temporary file %s): %s", path, tmp_path_out,
                      strerror(errno));
@@ -62,6 +113,7 @@ FILE *fm_atomic_open(const char *path, char *tmp_path_out, size_t tmp_len)
         fm_error_set(FM_ERR_IO, "cannot write %s: %s", path, strerror(e));
         return NULL;
     }
+    tmp_track(tmp_path_out);
     return f;
 }
 
@@ -69,14 +121,17 @@ void fm_atomic_abort(FILE *f, const char *tmp_path)
 {
     if (f != NULL)
         fclose(f);
-    if (tmp_path != NULL)
+    if (tmp_path != NULL) {
         unlink(tmp_path);
+        tmp_forget(tmp_path);
+    }
 }
 
 /* The end of every atomic write, once the temporary file is flushed, synced
  * and closed with error `e` (0: none): rename it over `path`, or remove it. */
 static fm_status finish_commit(int e, const char *tmp_path, const char *path)
 {
+    tmp_forget(tmp_path);
     if (e != 0) {
         unlink(tmp_path);
         return fm_error_set(FM_ERR_IO, "cannot write %s: %s", path, strerror(e));
@@ -110,6 +165,7 @@ fm_status fm_file_commit(const char *tmp_path, const char *path)
     if (fd < 0) {
         int e = errno;
         unlink(tmp_path);
+        tmp_forget(tmp_path);
         return fm_error_set(FM_ERR_IO, "cannot write %s (temporary file %s): %s", path, tmp_path,
                             strerror(e));
     }

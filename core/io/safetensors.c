@@ -5,22 +5,32 @@
  * then the data section; offsets are relative to its start.  The reader
  * assumes nothing about a file it is given: every length, offset and shape is
  * checked before use, and the model is written only once all checks passed.
+ * It follows the reference implementation's rules: the tensors' byte ranges,
+ * in order, tile the data section exactly (no gap, no overlap, nothing
+ * after the last); and it bounds what a header may cost before parsing it.
  */
 #include "fm/fm_io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fm/fm_tensor.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "safetensors data is little-endian; this code copies it as is");
 
-#define ST_MAX_HEADER (100u * 1000u * 1000u)
+/* The reference implementation accepts headers up to 100 MB; parsing one
+ * that size can cost a gigabyte of JSON objects.  A tensor's entry takes at
+ * least ST_MIN_ENTRY bytes ({"dtype":"F32","shape":[],"data_offsets":[0,0]}
+ * and a key), so 16 MB still describes over 300,000 tensors. */
+#define ST_MAX_HEADER (16u * 1000u * 1000u)
+#define ST_MIN_ENTRY 48u
 #define ST_MAX_DIMS 16
 
 /* ---- fm_meta ---------------------------------------------------------------- */
@@ -36,13 +46,22 @@ static fm_meta *meta_new(void)
     return fm_xcalloc(1, sizeof(fm_meta));
 }
 
-static void meta_add(fm_meta *meta, const char *key, const char *value)
+/* false when out of memory (the header's size bounds how often). */
+static bool meta_add(fm_meta *meta, const char *key, const char *value)
 {
-    meta->keys = fm_xrealloc(meta->keys, (size_t)(meta->n + 1) * sizeof(char *));
-    meta->values = fm_xrealloc(meta->values, (size_t)(meta->n + 1) * sizeof(char *));
-    meta->keys[meta->n] = fm_xstrdup(key);
-    meta->values[meta->n] = fm_xstrdup(value);
+    char **keys = realloc(meta->keys, (size_t)(meta->n + 1) * sizeof(char *));
+    if (keys) meta->keys = keys;
+    char **values = keys ? realloc(meta->values, (size_t)(meta->n + 1) * sizeof(char *)) : NULL;
+    if (values) meta->values = values;
+    char *k = values ? strdup(key) : NULL, *v = k ? strdup(value) : NULL;
+    if (!v) {
+        free(k);
+        return false;
+    }
+    meta->keys[meta->n] = k;
+    meta->values[meta->n] = v;
     meta->n++;
+    return true;
 }
 
 const char *fm_meta_get(const fm_meta *meta, const char *key)
@@ -222,7 +241,8 @@ static fm_status parse_metadata(st_file *s, json_t *md)
                                 "%s: metadata value for \"%s\" is not a string (safetensors "
                                 "metadata maps strings to strings)",
                                 s->path, key);
-        meta_add(s->meta, key, json_string_value(value));
+        if (!meta_add(s->meta, key, json_string_value(value)))
+            return fm_error_set(FM_ERR_NOMEM, "%s: out of memory reading the metadata", s->path);
     }
     return FM_OK;
 }
@@ -300,6 +320,64 @@ static fm_status parse_tensor(st_file *s, const char *name, json_t *desc, st_ten
     return FM_OK;
 }
 
+/* JSON objects in the header text, braces inside strings not counted: an
+ * upper bound on the entries, known before the parser allocates them. */
+static size_t header_objects(const char *text, size_t len)
+{
+    size_t objects = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{') {
+            objects++;
+        }
+    }
+    return objects;
+}
+
+static int offsets_cmp(const void *pa, const void *pb)
+{
+    const st_tensor *a = *(const st_tensor *const *)pa, *b = *(const st_tensor *const *)pb;
+    if (a->begin != b->begin) return a->begin < b->begin ? -1 : 1;
+    return a->end < b->end ? -1 : a->end > b->end;
+}
+
+/* The tensors' byte ranges, sorted, must tile the data section: each starts
+ * where the previous one ended, the first at 0, the last ends the file. */
+static fm_status check_layout(st_file *s)
+{
+    const st_tensor **order = malloc(((size_t)s->n_tensors + 1) * sizeof *order);
+    if (!order) return fm_error_set(FM_ERR_NOMEM, "%s: out of memory checking offsets", s->path);
+    for (int i = 0; i < s->n_tensors; i++) order[i] = &s->tensors[i];
+    qsort(order, (size_t)s->n_tensors, sizeof *order, offsets_cmp);
+    uint64_t at = 0;
+    fm_status st = FM_OK;
+    for (int i = 0; i < s->n_tensors && st == FM_OK; i++) {
+        if (order[i]->begin != at)
+            st = fm_error_set(FM_ERR_FORMAT,
+                              "%s: tensor '%s' starts at byte %llu of the data section, %s "
+                              "(tensors must be packed without gaps or overlaps)",
+                              s->path, order[i]->name, (unsigned long long)order[i]->begin,
+                              order[i]->begin > at ? "leaving a gap after the tensor before it"
+                                                   : "overlapping the tensor before it");
+        at = order[i]->end;
+    }
+    if (st == FM_OK && at != s->data_len)
+        st = fm_error_set(FM_ERR_FORMAT,
+                          "%s: %llu bytes follow the last tensor (the data section must end "
+                          "where the last tensor does): truncated or corrupt file",
+                          s->path, (unsigned long long)(s->data_len - at));
+    free(order);
+    return st;
+}
+
 /* Opens path and validates its header; on success s holds the open file, the
  * tensors and the metadata. */
 static fm_status st_open(st_file *s, const char *path)
@@ -307,12 +385,20 @@ static fm_status st_open(st_file *s, const char *path)
     memset(s, 0, sizeof *s);
     s->path = path;
     s->meta = meta_new();
-    s->f = fopen(path, "rb");
-    if (s->f == NULL)
-        return fm_error_set(FM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    /* Not blocking, and checked to be a regular file before any read: a
+     * FIFO or a device given as a checkpoint is refused, not waited on. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return fm_error_set(FM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(s->f), &st) != 0 || !S_ISREG(st.st_mode))
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return fm_error_set(FM_ERR_IO, "cannot read %s: not a regular file", path);
+    }
+    s->f = fdopen(fd, "rb");
+    if (s->f == NULL) {
+        close(fd);
+        return fm_error_set(FM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    }
     uint64_t size = (uint64_t)st.st_size;
     uint64_t hlen;
     if (size < 8 || fread(&hlen, 8, 1, s->f) != 1)
@@ -324,9 +410,9 @@ static fm_status st_open(st_file *s, const char *path)
                             "%s: header length %llu is larger than the file (%llu bytes): "
                             "truncated or not a safetensors file",
                             path, (unsigned long long)hlen, (unsigned long long)size);
-    if (hlen >= ST_MAX_HEADER)
-        return fm_error_set(FM_ERR_FORMAT, "%s: header length %llu exceeds the 100 MB limit", path,
-                            (unsigned long long)hlen);
+    if (hlen > ST_MAX_HEADER)
+        return fm_error_set(FM_ERR_FORMAT, "%s: header length %llu exceeds the %u-byte limit",
+                            path, (unsigned long long)hlen, ST_MAX_HEADER);
     s->data_start = 8 + hlen;
     s->data_len = size - s->data_start;
 
@@ -339,6 +425,14 @@ static fm_status st_open(st_file *s, const char *path)
         return fm_error_set(FM_ERR_IO, "cannot read %s: %s", path,
                             ferror(s->f) ? strerror(errno) : "file changed while reading");
     }
+    size_t objects = header_objects(text, hlen);
+    if (objects > 2 + hlen / ST_MIN_ENTRY) {  /* + the root and the metadata */
+        free(text);
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: the header holds %zu JSON objects in %llu bytes, more than "
+                            "tensor descriptions fit: not a safetensors file",
+                            path, objects, (unsigned long long)hlen);
+    }
     json_error_t jerr;
     s->root = json_loadb(text, hlen, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
@@ -350,7 +444,10 @@ static fm_status st_open(st_file *s, const char *path)
     if (!json_is_object(s->root))
         return fm_error_set(FM_ERR_FORMAT, "%s: the header is not a JSON object", path);
 
-    s->tensors = fm_xcalloc(json_object_size(s->root) + 1, sizeof(st_tensor));
+    s->tensors = calloc(json_object_size(s->root) + 1, sizeof(st_tensor));
+    if (s->tensors == NULL)
+        return fm_error_set(FM_ERR_NOMEM, "%s: out of memory for %zu header entries", path,
+                            json_object_size(s->root));
     const char *key;
     json_t *value;
     json_object_foreach(s->root, key, value) {
@@ -360,7 +457,7 @@ static fm_status st_open(st_file *s, const char *path)
         if (st_ != FM_OK)
             return st_;
     }
-    return FM_OK;
+    return check_layout(s);
 }
 
 static const st_tensor *st_find(const st_file *s, const char *name)

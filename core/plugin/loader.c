@@ -224,7 +224,13 @@ fm_plugin *fm_plugin_open(const char *path)
     fm_plugin *p = fm_xcalloc(1, sizeof *p);
     p->refs = 1;
     p->path = fm_xstrdup(path);
-    p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    /* dlopen searches the library path for a name without a slash: the
+     * file checked above is the one in the current directory. */
+    char local[PATH_MAX];
+    const char *open_as = path;
+    if (!strchr(path, '/') && snprintf(local, sizeof local, "./%s", path) < (int)sizeof local)
+        open_as = local;
+    p->dl = dlopen(open_as, RTLD_NOW | RTLD_LOCAL);
     if (!p->dl) {
         const char *err = dlerror();
         refuse(path, "cannot load: %s", err ? err : "unknown dlopen error");

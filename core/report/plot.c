@@ -106,7 +106,7 @@ fm_status fm_plot_end(fm_plot *p)
     plsstrm(p->prev_stream);
     pthread_mutex_unlock(&plot_lock);
     if (!png_complete(p->tmp)) {
-        remove(p->tmp);
+        fm_atomic_abort(NULL, p->tmp);
         return fm_error_set(FM_ERR_IO,
                             "cannot write %s: PLplot produced an incomplete PNG (disk full?)",
                             p->path);

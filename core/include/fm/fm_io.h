@@ -27,18 +27,20 @@ extern "C" {
 /* Writes len bytes to path atomically (temporary file, fsync, rename). */
 FM_API fm_status fm_file_write_atomic(const char *path, const void *data, size_t len);
 
-/* For writers that produce output piece by piece: opens "<path>.tmp.<pid>"
- * for writing and stores its name in tmp_path_out (tmp_len bytes; 4096 is
- * always enough).  Returns NULL with the error set when the temporary file
- * cannot be created.  End with exactly one of fm_atomic_commit (flushes,
+/* For writers that produce output piece by piece: creates a new temporary
+ * file "<path>.tmp.<pid>.<random>" beside path (exclusively: never an
+ * existing file, never through a symbolic link), opens it for writing and
+ * stores its name in tmp_path_out (tmp_len bytes; PATH_MAX + 64 is always
+ * enough).  Returns NULL with the error set when it cannot be created.  End with exactly one of fm_atomic_commit (flushes,
  * fsyncs, closes, renames; on any failure removes the temporary file and
  * leaves `path` as it was) or fm_atomic_abort (closes and removes it). */
 FM_API FILE *fm_atomic_open(const char *path, char *tmp_path_out, size_t tmp_len);
 FM_API fm_status fm_atomic_commit(FILE *f, const char *tmp_path, const char *path);
 FM_API void fm_atomic_abort(FILE *f, const char *tmp_path);
 
-/* The name fm_atomic_open would use for path ("<path>.tmp.<pid>"). */
-FM_API void fm_atomic_tmp_name(const char *path, char *out, size_t out_len);
+/* Removes every temporary file of this process not yet committed or
+ * aborted.  Async-signal-safe: for a signal handler that exits at once. */
+FM_API void fm_atomic_cleanup(void);
 /* Commits a temporary file that something else wrote and closed (PLplot
  * writes its PNGs itself): fsyncs tmp_path and renames it to path; on
  * failure removes tmp_path. */
@@ -87,10 +89,13 @@ FM_API void fm_meta_free(fm_meta *meta);
 FM_API fm_status fm_safetensors_save(const char *path, const fm_model *m, const char *const *meta,
                                      int n_meta);
 
-/* Loads a safetensors file into m.  The file is treated as hostile: header
- * length within the file and below 100 MB, header parsed by jansson, every
- * tensor with a known dtype (F32 or I64), a shape of non-negative integers
- * and data offsets inside the data section matching its size.  Then the file
+/* Loads a safetensors file into m.  The file is treated as hostile: only a
+ * regular file is read (a FIFO or device is refused without blocking),
+ * header length within the file and at most 16 MB, its object count bounded
+ * by its length before jansson parses it, every tensor with a known dtype
+ * (F32 or I64), a shape of non-negative integers and data offsets matching
+ * its size, the tensors' byte ranges tiling the data section exactly (no
+ * gap, overlap or trailing bytes).  Then the file
  * must hold exactly the model's tensors: each with the model's dtype and
  * shape (a 0-d tensor matches a model shape [1]); a missing or an extra
  * tensor is an error naming it.  Nothing is copied into m until all of this

@@ -25,8 +25,10 @@ local fm = require "fm"
 -- patience 5, and the test accuracy of the checkpoint with the lowest
 -- validation loss — plus what serves it:
 --   * a cosine learning-rate schedule, stepped once per epoch, from 1e-3 down
---     to 0 at the last epoch, for all three models: big steps while the loss
---     falls fast, small ones to settle into a minimum at the end;
+--     toward 0 (reached one epoch after the last, as PyTorch's
+--     CosineAnnealingLR with T_max = the epochs), for all three models: big
+--     steps while the loss falls fast, small ones to settle into a minimum at
+--     the end;
 --   * random crops (28x28 out of the image zero-padded by 2) and horizontal
 --     flips for the two convolutional models, which otherwise start to overfit
 --     after a few epochs.  A shift is a small change for a convolution but a

@@ -44,7 +44,7 @@ local SCHEDULES = {
     {name = "constant", options = {scheduler = "constant"}, about = "the base rate throughout"},
     {name = "step", options = {scheduler = "step", step_size = math.max(1, epochs // 3), gamma = 0.2},
      about = string.format("x0.2 every %d epochs", math.max(1, epochs // 3))},
-    {name = "cosine", options = {scheduler = "cosine"}, about = "to 0 at the last epoch"},
+    {name = "cosine", options = {scheduler = "cosine"}, about = "toward 0, reached one epoch after the last"},
     {name = "lua", options = {schedule = exponential}, about = "x0.8 per epoch, a Lua function"},
 }
 

@@ -1,11 +1,15 @@
 #define _GNU_SOURCE  /* memrchr */
 #include "fm_test_util.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "fm/fm_io.h"
 
@@ -226,4 +230,64 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
 void fm_test_rmtree(const char *dir)
 {
     nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void fm_test_spawn(fm_test_proc *r, char *const *argv, const char *env, unsigned timeout)
+{
+    static int counter;
+    char out_path[4096], err_path[4096];
+    const char *tmp = getenv("TMPDIR");
+    tmp = tmp && *tmp ? tmp : "/tmp";
+    snprintf(out_path, sizeof out_path, "%s/fmproc.%d.%d.out", tmp, (int)getpid(), counter);
+    snprintf(err_path, sizeof err_path, "%s/fmproc.%d.%d.err", tmp, (int)getpid(), counter++);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fi = open("/dev/null", O_RDONLY);
+        if (fo < 0 || fe < 0 || fi < 0) _exit(126);
+        dup2(fi, 0);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        close(fi), close(fo), close(fe);
+        unsetenv("FMHOST_DATA");
+        if (env) putenv((char *)env);
+        alarm(timeout);  /* kept across execv */
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int ws;
+    ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
+    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+    r->out = fm_test_read_file(out_path, NULL);
+    r->err = fm_test_read_file(err_path, NULL);
+    unlink(out_path);
+    unlink(err_path);
+    ck_assert_msg(r->status != 127, "cannot run %s", argv[0]);
+}
+
+void fm_test_proc_free(fm_test_proc *r)
+{
+    free(r->out);
+    free(r->err);
+    r->out = r->err = NULL;
+}
+
+bool fm_test_tmp_left(const char *path)
+{
+    char dirname[4300];
+    snprintf(dirname, sizeof dirname, "%s", path);
+    char *slash = strrchr(dirname, '/');
+    ck_assert_ptr_nonnull(slash);
+    *slash = '\0';
+    char prefix[4300];
+    snprintf(prefix, sizeof prefix, "%s.tmp.", slash + 1);
+    DIR *d = opendir(dirname);
+    ck_assert_ptr_nonnull(d);
+    bool found = false;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) found = true;
+    closedir(d);
+    return found;
 }

@@ -97,4 +97,25 @@ char *fm_test_metrics_without_seconds(const char *path, int *lines);
 /* rm -rf dir (errors ignored). */
 void fm_test_rmtree(const char *dir);
 
+/* True when a temporary file of path's ("<path>.tmp.*") is left in its
+ * directory. */
+bool fm_test_tmp_left(const char *path);
+
+/* ---- running a program --------------------------------------------------------- */
+
+typedef struct fm_test_proc {
+    int status;     /* exit status, or 128 + the signal that ended it */
+    char *out, *err;  /* what it wrote, NUL-terminated (free with fm_test_proc_free) */
+} fm_test_proc;
+
+/* Runs argv[0] with argv (NULL-terminated), stdin from /dev/null, stdout and
+ * stderr captured in files (so a chatty child never blocks on a pipe, and
+ * stderr is not a terminal), $FMHOST_DATA unset, and `env` ("NAME=VALUE",
+ * or NULL) added to its environment.  A child still running after
+ * `timeout` seconds (0: no limit) gets SIGALRM (status 128 + 14): a hang
+ * fails the test that asserts the status rather than the whole run.  Fails the test when
+ * argv[0] cannot be run (127). */
+void fm_test_spawn(fm_test_proc *r, char *const *argv, const char *env, unsigned timeout);
+void fm_test_proc_free(fm_test_proc *r);
+
 #endif /* FM_TEST_UTIL_H */

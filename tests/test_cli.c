@@ -39,42 +39,12 @@ static bool exists(const char *path)
     return stat(path, &sb) == 0;
 }
 
-/* Runs fmhost with argv[1..] = the NULL-terminated list, stdout and stderr
- * captured in files (so a chatty child can never block on a pipe, and stderr
- * is not a terminal). */
+/* Runs fmhost with argv[1..] = the NULL-terminated list (fm_test_spawn). */
 static void run_argv(cli_result *r, char *const *args)
 {
-    static int counter;
-    char out_path[4096], err_path[4096];
-    const char *tmp = getenv("TMPDIR");
-    snprintf(out_path, sizeof out_path, "%s/fmcli.%d.%d.out", tmp && *tmp ? tmp : "/tmp", (int)getpid(),
-             counter);
-    snprintf(err_path, sizeof err_path, "%s/fmcli.%d.%d.err", tmp && *tmp ? tmp : "/tmp", (int)getpid(),
-             counter++);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int fi = open("/dev/null", O_RDONLY);
-        if (fo < 0 || fe < 0 || fi < 0) _exit(126);
-        dup2(fi, 0);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        close(fi), close(fo), close(fe);
-        unsetenv("FMHOST_DATA");
-        if (child_env) putenv((char *)child_env);
-        execv(FMHOST, args);
-        _exit(127);
-    }
-    int ws;
-    ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
-    r->status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
-    r->out = fm_test_read_file(out_path, NULL);
-    r->err = fm_test_read_file(err_path, NULL);
-    unlink(out_path);
-    unlink(err_path);
-    ck_assert_msg(r->status != 127, "cannot run %s", FMHOST);
+    fm_test_proc p;
+    fm_test_spawn(&p, args, child_env, 0);  /* no time limit: the Check timeout applies */
+    *r = (cli_result){p.status, p.out, p.err};
     ck_assert_msg(r->status < 128, "fmhost died of signal %d; stderr:\n%s", r->status - 128, r->err);
 }
 

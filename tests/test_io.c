@@ -64,26 +64,6 @@ static const char *in_dir(const char *name)
     return p;
 }
 
-/* True when a temporary file of path's ("<path>.tmp.*") is left in its
- * directory. */
-static bool tmp_left(const char *path)
-{
-    char dirname[4300];
-    snprintf(dirname, sizeof dirname, "%s", path);
-    char *slash = strrchr(dirname, '/');
-    ck_assert_ptr_nonnull(slash);
-    *slash = '\0';
-    char prefix[4300];
-    snprintf(prefix, sizeof prefix, "%s.tmp.", slash + 1);
-    DIR *d = opendir(dirname);
-    ck_assert_ptr_nonnull(d);
-    bool found = false;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) found = true;
-    closedir(d);
-    return found;
-}
-
 static void setup(void)
 {
     snprintf(dir, sizeof dir, "%s", fm_test_tmpdir());
@@ -225,7 +205,7 @@ START_TEST(test_write_atomic_failure_keeps_old)
     char *data = read_file(path, &len);
     ck_assert_str_eq(data, "old!");
     free(data);
-    ck_assert(!tmp_left(path));
+    ck_assert(!fm_test_tmp_left(path));
 }
 END_TEST
 

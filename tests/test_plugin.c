@@ -159,6 +159,29 @@ START_TEST(test_bare_name_in_cwd)
 }
 END_TEST
 
+/* A plugin whose forward returns no logits is refused by the host's
+ * checked call, naming the plugin and what came back, rather than crashing
+ * or aborting on an assertion. */
+START_TEST(test_forward_result_checked)
+{
+    static const char *const paths[2] = {TEST_PLUGIN("broken_forward_null"),
+                                         TEST_PLUGIN("broken_forward_shape")};
+    static const char *const want[2] = {"returned NULL", "[4, 784]"};
+    fm_plugin *p = open_ok(paths[_i]);
+    fm_model *m = model_ok(p, NULL, 0);
+    fm_graph *g = fm_graph_new();
+    fm_tensor *x = fm_graph_tensor(g, 4, (int[]){4, 1, 28, 28});
+    memset(x->data, 0, (size_t)x->numel * sizeof(float));
+    fm_tensor *logits = (fm_tensor *)1;
+    ck_assert_int_eq(fm_model_forward_checked(m, g, x, "tiny", &logits), FM_ERR_PLUGIN);
+    const char *msg = fm_error_message();
+    ck_assert_msg(strstr(msg, "plugin tiny") && strstr(msg, want[_i]), "%s", msg);
+    fm_graph_free(g);
+    fm_model_free(m);
+    fm_plugin_release(p);
+}
+END_TEST
+
 START_TEST(test_broken_plugins)
 {
     char abi_major[128], newer_minor[128];
@@ -593,6 +616,7 @@ static Suite *plugin_suite(void)
     tcase_add_test(load, test_elf_object_file);
     tcase_add_test(load, test_directory);
     tcase_add_test(load, test_bare_name_in_cwd);
+    tcase_add_loop_test(load, test_forward_result_checked, 0, 2);
     tcase_add_test(load, test_broken_plugins);
     tcase_add_test(load, test_old_minor_loads);
     tcase_add_test(load, test_refcount_keeps_loaded);

@@ -1,7 +1,6 @@
 /* test_report.c — classification report, CSV tables, metrics.csv, PNG plots,
  * summary.json. */
 #include <check.h>
-#include <dirent.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -117,26 +116,6 @@ static char *slurp(const char *path)
     return data;
 }
 
-/* True when a temporary file of path's ("<path>.tmp.*") is left in its
- * directory. */
-static bool tmp_left(const char *path)
-{
-    char dirname[4300];
-    snprintf(dirname, sizeof dirname, "%s", path);
-    char *slash = strrchr(dirname, '/');
-    ck_assert_ptr_nonnull(slash);
-    *slash = '\0';
-    char prefix[4300];
-    snprintf(prefix, sizeof prefix, "%s.tmp.", slash + 1);
-    DIR *d = opendir(dirname);
-    ck_assert_ptr_nonnull(d);
-    bool found = false;
-    for (struct dirent *e; (e = readdir(d)) != NULL;)
-        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) found = true;
-    closedir(d);
-    return found;
-}
-
 /* Checks the PNG signature and reads width and height from the IHDR chunk. */
 static void check_png(const char *path, uint32_t want_w, uint32_t want_h)
 {
@@ -156,7 +135,7 @@ static void check_png(const char *path, uint32_t want_w, uint32_t want_h)
     ck_assert_uint_eq(ht, want_h);
     /* A blank page compresses to almost nothing; a drawn one does not. */
     ck_assert_int_gt(size, 5000);
-    ck_assert_msg(!tmp_left(path), "temporary file of %s left behind", path);
+    ck_assert_msg(!fm_test_tmp_left(path), "temporary file of %s left behind", path);
 }
 
 /* ---- confusion matrix and classification report ------------------------------- */

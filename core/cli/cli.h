@@ -5,8 +5,18 @@
 #include "fm/fm_train.h"
 
 /* Exit statuses: 0 success, 1 the work failed (bad data, bad file, failed
- * write), 2 the command line is wrong. */
-enum { FM_EXIT_OK = 0, FM_EXIT_FAIL = 1, FM_EXIT_USAGE = 2 };
+ * write), 2 the command line is wrong, 3 training diverged; 128 + the
+ * signal (130 SIGINT, 143 SIGTERM) when a signal stopped the work. */
+enum { FM_EXIT_OK = 0, FM_EXIT_FAIL = 1, FM_EXIT_USAGE = 2, FM_EXIT_DIVERGED = 3 };
+
+/* Signal handling for a command.  `graceful`: the first SIGINT or SIGTERM
+ * asks the work to stop after its current step (fm_stop_request); a second
+ * one exits at once.  Otherwise the first one exits at once.  Exiting at
+ * once removes the process's temporary files first, so every artifact
+ * already written stays whole. */
+void fm_cli_signals(bool graceful);
+/* 128 + the signal that asked to stop. */
+int fm_cli_signal_exit(void);
 
 /* Prints "fmhost <cmd>: <message>" and a hint to run --help; returns 2. */
 int fm_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -60,9 +60,10 @@ static const struct option bench_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* One training step on images [first, first + b) of the dataset. */
-static void train_step(fm_model *m, fm_graph *g, fm_optim *o, const fm_dataset *d, int first,
-                       int b, int32_t *y)
+/* One training step on images [first, first + b) of the dataset; an error
+ * when the plugin's forward returns no logits. */
+static fm_status train_step(fm_model *m, const char *name, fm_graph *g, fm_optim *o,
+                            const fm_dataset *d, int first, int b, int32_t *y)
 {
     fm_graph_reset(g);
     fm_tensor *x = fm_graph_tensor(g, 4, (int[]){b, 1, FM_IMAGE_H, FM_IMAGE_W});
@@ -71,10 +72,14 @@ static void train_step(fm_model *m, fm_graph *g, fm_optim *o, const fm_dataset *
                            x->data + (size_t)i * FM_IMAGE_PIXELS);
         y[i] = d->labels[first + i];
     }
-    fm_tensor *loss = fm_cross_entropy(g, fm_model_forward(m, g, x), y);
+    fm_tensor *logits;
+    fm_status st = fm_model_forward_checked(m, g, x, name, &logits);
+    if (st != FM_OK) return st;
+    fm_tensor *loss = fm_cross_entropy(g, logits, y);
     fm_model_zero_grad(m);
     fm_backward(g, loss);
     fm_optim_step(o);
+    return FM_OK;
 }
 
 static double peak_rss_mb(void)
@@ -181,10 +186,13 @@ int fm_cmd_bench(int argc, char **argv)
     int32_t *y = fm_xcalloc((size_t)batch, sizeof *y);
     const int span = data.train.n - batch;
 
-    for (int i = 0; i < 10; i++) train_step(m, g, opt, &data.train, (i * batch) % span, batch, y);
+    const char *name = fm_plugin_descriptor_of(plugin)->name;
+    for (int i = 0; i < 10 && st == FM_OK; i++)
+        st = train_step(m, name, g, opt, &data.train, (i * batch) % span, batch, y);
     fm_graph_set_profile(g, profile);
     double t0 = fm_now();
-    for (int i = 0; i < batches; i++) train_step(m, g, opt, &data.train, (i * batch) % span, batch, y);
+    for (int i = 0; i < batches && st == FM_OK; i++)
+        st = train_step(m, name, g, opt, &data.train, (i * batch) % span, batch, y);
     double train_s = fm_now() - t0;
     if (profile) print_profile(g, train_s);
     /* Training's footprint on its own: evaluation's larger batches and its
@@ -196,8 +204,13 @@ int fm_cmd_bench(int argc, char **argv)
     fm_subset_all(&eval_set, &data.test, 5000);
     fm_eval_result res;
     t0 = fm_now();
-    fm_evaluate(m, &eval_set, eval_batch, &res, NULL, NULL);
+    if (st == FM_OK) st = fm_evaluate(m, &eval_set, eval_batch, &res, NULL, NULL);
     double eval_s = fm_now() - t0;
+    int rc = FM_EXIT_OK;
+    if (st != FM_OK) {
+        rc = fm_cli_fail(cmd, st);
+        goto done;
+    }
 
     double gflops = 0.0;
     int fi = fm_plugin_export_find(plugin, "flops");
@@ -212,7 +225,7 @@ int fm_cmd_bench(int argc, char **argv)
            fm_plugin_descriptor_of(plugin)->name, (long long)fm_model_num_params(m),
            fm_get_threads(), batch, (double)batches * batch / train_s, eval_set.n / eval_s, gflops,
            train_rss_mb, arena_mb, eval_batch, peak_rss_mb(), fm_kernels_name(fm_kernels_active()));
-
+done:
     fm_subset_free(&eval_set);
     free(y);
     fm_graph_free(g);
@@ -221,5 +234,5 @@ int fm_cmd_bench(int argc, char **argv)
     fm_hparams_free(hp);
     fm_plugin_release(plugin);
     fm_fashion_free(&data);
-    return FM_EXIT_OK;
+    return rc;
 }

@@ -48,6 +48,8 @@ int fm_cmd_script(int argc, char **argv)
     }
     if (optind >= argc) return fm_cli_usage_error(cmd, "missing the script file");
 #ifdef FM_HAVE_LUA
+    /* A signal stops the run in progress cleanly, then the script. */
+    fm_cli_signals(true);
     return fm_lua_main(argv[optind], argc - optind - 1, argv + optind + 1);
 #else
     fprintf(stderr, "fmhost script: this fmhost was built without Lua\n");

@@ -35,9 +35,14 @@ static const char train_usage[] =
     "  --scheduler NAME     constant, step or cosine (constant)\n"
     "  --step-size N        step: epochs between decays (10)\n"
     "  --gamma F            step: decay factor (0.1)\n"
-    "  --min-lr F           cosine: learning rate reached at the last epoch (0)\n"
+    "  --min-lr F           cosine: rate annealed toward; the last epoch runs just\n"
+    "                       above it, as CosineAnnealingLR (T_max = epochs - warmup) (0)\n"
     "  --warmup N           linear warm-up over the first N epochs (0)\n"
+    "  --clip-grad-norm F   clip the gradients' total L2 norm to F each step (off)\n"
     "run:\n"
+    "  --resume             continue the run saved in DIR/artifacts/<model>_last.safetensors\n"
+    "                       (written at every epoch end and on Ctrl-C), with the same options:\n"
+    "                       it ends exactly as the run would have, never stopped\n"
     "  --threads N          worker threads, 0 = one per core (0); results do not depend on it\n"
     "  --kernels NAME       kernel set: portable, avx2 or avx512 (default: $FMHOST_KERNELS, else\n"
     "                       the best this processor runs); results are reproducible per set\n"
@@ -45,16 +50,21 @@ static const char train_usage[] =
     "  --out DIR            write artifacts/ and results/ under DIR (.)\n"
     "  --quiet              no progress output\n"
     "\n"
-    "writes: DIR/artifacts/<model>_best.safetensors, DIR/results/<model>/{metrics.csv,\n"
-    "loss.png, acc.png, confusion_matrix.png, confusion_matrix.csv,\n"
-    "classification_report.txt, per_class.csv, errors.png, summary.json}; the checkpoint's\n"
-    "metadata and summary.json record the kernel set.\n";
+    "writes: DIR/artifacts/<model>_best.safetensors and <model>_last.safetensors (the run's\n"
+    "state), DIR/results/<model>/{metrics.csv, loss.png, acc.png, confusion_matrix.png,\n"
+    "confusion_matrix.csv, classification_report.txt, per_class.csv, errors.png,\n"
+    "summary.json}; the checkpoint's metadata and summary.json record the kernel set.\n"
+    "\n"
+    "Ctrl-C (SIGINT) or SIGTERM stops after the current step, saves the state and the report\n"
+    "of the epochs done, prints the command that resumes and exits 130 (143); a second one\n"
+    "quits at once.  A non-finite loss or gradient stops the run with a diagnosis and exit\n"
+    "status 3; summary.json then says \"status\": \"diverged\".\n";
 
 enum {
     OPT_PLUGIN = 256, OPT_MODEL, OPT_SET, OPT_EPOCHS, OPT_BATCH, OPT_PATIENCE, OPT_VAL_SPLIT,
     OPT_SEED, OPT_AUGMENT, OPT_LIMIT, OPT_OPTIMIZER, OPT_LR, OPT_MOMENTUM, OPT_NESTEROV,
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
-    OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP,
+    OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
 };
 
 static const struct option train_options[] = {
@@ -84,8 +94,31 @@ static const struct option train_options[] = {
     {"out", required_argument, NULL, OPT_OUT},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"help", no_argument, NULL, OPT_HELP},
+    {"resume", no_argument, NULL, OPT_RESUME},
+    {"clip-grad-norm", required_argument, NULL, OPT_CLIP},
     {NULL, 0, NULL, 0},
 };
+
+/* The command line that continues this run: as given, with --resume. */
+static void print_resume_command(int argc, char **argv)
+{
+    fputs("fmhost: continue with: fmhost train", stderr);
+    bool resumed = false;
+    for (int i = 1; i < argc; i++) {
+        resumed = resumed || !strcmp(argv[i], "--resume");
+        bool plain = argv[i][0] && strspn(argv[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                   "0123456789-_=./,:+@%") == strlen(argv[i]);
+        if (plain) {
+            fprintf(stderr, " %s", argv[i]);
+            continue;
+        }
+        fputs(" '", stderr);
+        for (const char *c = argv[i]; *c; c++)
+            fputs(*c == '\'' ? "'\\''" : (char[]){*c, 0}, stderr);
+        fputc('\'', stderr);
+    }
+    fputs(resumed ? "\n" : " --resume\n", stderr);
+}
 
 int fm_cmd_train(int argc, char **argv)
 {
@@ -182,6 +215,11 @@ int fm_cmd_train(int argc, char **argv)
         case OPT_DATA_DIR: cfg.data_dir = v; break;
         case OPT_OUT: cfg.out_dir = v; break;
         case OPT_QUIET: cfg.quiet = true; break;
+        case OPT_RESUME: cfg.resume = true; break;
+        case OPT_CLIP:
+            if (!fm_cli_double(v, &cfg.clip_grad_norm) || cfg.clip_grad_norm <= 0)
+                return fm_cli_usage_error(cmd, "--clip-grad-norm '%s': expected a positive number", v);
+            break;
         case OPT_HELP: fputs(train_usage, stdout); return FM_EXIT_OK;
         case ':':
             return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
@@ -227,18 +265,36 @@ int fm_cmd_train(int argc, char **argv)
                (double)cfg.optim.lr, cfg.batch_size, cfg.epochs, (unsigned long long)cfg.seed,
                cfg.augment ? ", augmented" : "", fm_kernels_name(fm_run_kernels(run)));
     }
-    if ((st = fm_run_train(run)) != FM_OK) {
-        rc = fm_cli_fail(cmd, st);
-        goto done;
-    }
+    fm_cli_signals(true);
     fm_eval_result test;
-    if ((st = fm_run_evaluate(run, FM_SPLIT_TEST, &test)) != FM_OK ||
+    fm_run_status status;
+    /* The report of the epochs done, however training ended (but for a
+     * failed write, which the report would meet again); with the test
+     * set's numbers once training is over. */
+    if ((st = fm_run_train(run)) != FM_OK ||
+        ((status = fm_run_status_of(run)) <= FM_RUN_STOPPED &&
+         (st = fm_run_evaluate(run, FM_SPLIT_TEST, &test)) != FM_OK) ||
         (st = fm_run_report(run)) != FM_OK) {
         rc = fm_cli_fail(cmd, st);
         goto done;
     }
     int n_epochs;
     fm_run_history(run, &n_epochs);
+    if (status == FM_RUN_INTERRUPTED) {
+        fprintf(stderr, "fmhost train: %s; report of the %d epochs done in %s\n",
+                fm_run_status_message(run), n_epochs, fm_run_results_dir(run));
+        print_resume_command(argc, argv);
+        rc = fm_cli_signal_exit();
+        goto done;
+    }
+    if (status == FM_RUN_DIVERGED) {
+        const char *ckpt = fm_run_checkpoint_path(run);
+        fprintf(stderr, "fmhost train: %s; %s%s, report in %s\n", fm_run_status_message(run),
+                ckpt ? "the best checkpoint before it is " : "no checkpoint was written",
+                ckpt ? ckpt : "", fm_run_results_dir(run));
+        rc = FM_EXIT_DIVERGED;
+        goto done;
+    }
     printf("%s: test loss %.4f, test accuracy %.4f (best epoch %d of %d, %.1f s); "
            "checkpoint %s, report in %s\n",
            fm_run_name(run), test.loss, test.acc, fm_run_best_epoch(run), n_epochs,

@@ -1,11 +1,14 @@
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "fm/fm_io.h"
 
 int fm_cli_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -99,4 +102,38 @@ fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const ch
     fm_plugin *p = fm_plugin_open(path);
     if (!p) fprintf(stderr, "fmhost %s: %s\n", cmd, fm_error_message());
     return p;
+}
+
+static void on_signal_exit(int sig)
+{
+    fm_atomic_cleanup();
+    _exit(128 + sig);
+}
+
+static void on_signal_stop(int sig)
+{
+    if (fm_stop_requested()) on_signal_exit(sig);
+    fm_stop_request(sig);
+    static const char msg[] =
+        "\nfmhost: stopping after the current step; the run's state will be saved "
+        "(press Ctrl-C again to quit at once)\n";
+    ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)ignored;
+}
+
+void fm_cli_signals(bool graceful)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = graceful ? on_signal_stop : on_signal_exit;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int fm_cli_signal_exit(void)
+{
+    int sig = fm_stop_requested();
+    return 128 + (sig > 0 ? sig : SIGINT);
 }

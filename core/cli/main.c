@@ -72,6 +72,8 @@ int main(int argc, char **argv)
                fm_kernels_name(fm_kernels_active()), fm_cli_supported_kernels(list, sizeof list));
         return FM_EXIT_OK;
     }
+    /* train and script stop gracefully and install their own handlers. */
+    fm_cli_signals(false);
     static const struct {
         const char *name;
         int (*run)(int, char **);

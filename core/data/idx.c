@@ -31,11 +31,14 @@
 /* gzread takes an unsigned int length: read in chunks well below that. */
 #define IDX_CHUNK (1u << 30)
 #define IDX_FIRST_ALLOC ((size_t)1 << 20)
+#define IDX_GZ_BUFFER (1u << 17)
 /* Past the promised data we read one chunk more, to tell that there is more
  * (and, for gzip, to reach the trailer of a stream that ends there). */
 #define IDX_TRAILING_CHUNK 4096
 /* Deflate's largest expansion: 258 bytes from 2 bits, about 1032 to 1. */
 #define IDX_MAX_INFLATE 1032u
+/* What to do about a file that is there but unusable. */
+#define IDX_FIX "re-download the file, or reinstall dataset-fashion-mnist"
 
 static const char *const class_names[FM_NUM_CLASSES] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -74,9 +77,14 @@ static fm_status idx_open(idx_file *f, const char *path)
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) return fm_error_set(FM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
         close(fd);
-        return fm_error_set(FM_ERR_IO, "%s: cannot read: %s", path,
+        return fm_error_set(FM_ERR_IO, "%s: cannot read: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return fm_error_set(FM_ERR_IO, "%s: cannot read: %s (give the path of an IDX file)", path,
                             S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
     }
     f->size = (uint64_t)st.st_size;
@@ -87,7 +95,10 @@ static fm_status idx_open(idx_file *f, const char *path)
         close(fd);
         return fm_error_set(FM_ERR_NOMEM, "%s: cannot open: out of memory", path);
     }
-    gzbuffer(f->gz, 1u << 17);
+    /* zlib's buffers (three times this): 128 KB for a large file, no more
+     * than a small one needs. */
+    uint64_t want = f->size < IDX_GZ_BUFFER ? f->size : IDX_GZ_BUFFER;
+    gzbuffer(f->gz, want < 8192 ? 8192 : (unsigned)want);
     return FM_OK;
 }
 
@@ -98,14 +109,13 @@ static void idx_close(idx_file *f)
     f->gz = NULL;
 }
 
-/* zlib prefixes its messages with the path; we add our own. */
+/* zlib prefixes its messages with what it was opened with, "<fd:N>" for
+ * gzdopen; we name the file ourselves. */
 static const char *gz_reason(idx_file *f, int *errnum)
 {
     const char *msg = gzerror(f->gz, errnum);
-    size_t len = strlen(f->path);
-    if (strncmp(msg, f->path, len) == 0 && msg[len] == ':' && msg[len + 1] == ' ')
-        msg += len + 2;
-    return msg;
+    const char *colon = msg[0] == '<' ? strstr(msg, ">: ") : NULL;
+    return colon ? colon + 3 : msg;
 }
 
 /* Reads up to len bytes; *got < len means the file ended.  Errors of the
@@ -129,8 +139,7 @@ static fm_status idx_read(idx_file *f, void *buf, size_t len, size_t *got)
             if (errnum == Z_MEM_ERROR)
                 return fm_error_set(FM_ERR_NOMEM, "%s: out of memory while decompressing", f->path);
             return fm_error_set(FM_ERR_FORMAT,
-                                "%s: corrupt gzip stream: %s (re-download or reinstall the file)",
-                                f->path, why);
+                                "%s: corrupt gzip stream: %s (" IDX_FIX ")", f->path, why);
         }
         if (r == 0)
             break;
@@ -154,30 +163,32 @@ static fm_status idx_read_header(idx_file *f, uint32_t *out, int fields, uint32_
     if (st != FM_OK)
         return st;
     if (got == 0)
-        return fm_error_set(FM_ERR_FORMAT, "%s: empty file (expected an IDX %s file)", f->path,
-                            what);
+        return fm_error_set(FM_ERR_FORMAT, "%s: empty file (expected an IDX %s file): " IDX_FIX,
+                            f->path, what);
     /* The magic is judged first so that a random file is called what it is
      * rather than "truncated". */
     if (got < 4)
         return fm_error_set(FM_ERR_FORMAT,
-                            "%s: not an IDX %s file: only %zu bytes, too short for a header",
-                            f->path, what, got);
+                            "%s: not an IDX %s file: only %zu bytes, too short for a header: "
+                            IDX_FIX, f->path, what, got);
     uint32_t m = be32(raw);
     if (m != magic) {
-        const char *hint = "";
+        const char *hint = IDX_FIX;
         if (m == IDX_IMAGE_MAGIC)
-            hint = " (this is an image file: images and labels swapped?)";
+            hint = "this is an image file: images and labels swapped? Give each file its name";
         else if (m == IDX_LABEL_MAGIC)
-            hint = " (this is a label file: images and labels swapped?)";
+            hint = "this is a label file: images and labels swapped? Give each file its name";
         else if (raw[0] == 0x1f && raw[1] == 0x8b)
-            hint = " (a gzip file inside a gzip file?)";
+            hint = "a gzip file inside a gzip file? Decompress it once";
         return fm_error_set(FM_ERR_FORMAT,
-                            "%s: not an IDX %s file: wrong magic number 0x%08x, expected 0x%08x%s",
+                            "%s: not an IDX %s file: wrong magic number 0x%08x, expected "
+                            "0x%08x (%s)",
                             f->path, what, m, magic, hint);
     }
     if (got < want)
-        return fm_error_set(FM_ERR_FORMAT, "%s: truncated: header has %zu of its %zu bytes",
-                            f->path, got, want);
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: truncated: header has %zu of its %zu bytes: " IDX_FIX, f->path,
+                            got, want);
     for (int i = 0; i < fields; i++)
         out[i] = be32(raw + 4 * i);
     return FM_OK;
@@ -194,7 +205,7 @@ static fm_status idx_read_payload(idx_file *f, size_t bytes, const char *promise
     if ((uint64_t)bytes > room)
         return fm_error_set(FM_ERR_FORMAT,
                             "%s: header promises %s (%zu bytes), more than a %llu-byte %s can "
-                            "hold: corrupt header or truncated file",
+                            "hold: corrupt header or truncated file (" IDX_FIX ")",
                             f->path, promise, bytes, (unsigned long long)f->size,
                             gzdirect(f->gz) ? "file" : "gzip file");
     size_t cap = bytes < IDX_FIRST_ALLOC ? bytes : IDX_FIRST_ALLOC;
@@ -214,7 +225,7 @@ static fm_status idx_read_payload(idx_file *f, size_t bytes, const char *promise
             free(buf);
             return fm_error_set(FM_ERR_FORMAT,
                                 "%s: truncated: header promises %s (%zu bytes after the header), "
-                                "file has %zu%s",
+                                "file has %zu%s: " IDX_FIX,
                                 f->path, promise, bytes, have,
                                 f->stream_cut ? " (the gzip stream ends early)" : "");
         }
@@ -243,15 +254,15 @@ static fm_status idx_read_payload(idx_file *f, size_t bytes, const char *promise
         free(buf);
         return fm_error_set(FM_ERR_FORMAT,
                             "%s: %s%zu trailing byte%s after the %s (%zu bytes) its header "
-                            "promises",
+                            "promises: " IDX_FIX,
                             f->path, trailing == sizeof extra ? "at least " : "", trailing,
                             trailing == 1 ? "" : "s", promise, bytes);
     }
     if (f->stream_cut) {
         free(buf);
         return fm_error_set(FM_ERR_FORMAT,
-                            "%s: corrupt gzip stream: it ends before its trailer (truncated download?)",
-                            f->path);
+                            "%s: corrupt gzip stream: it ends before its trailer (truncated "
+                            "download? " IDX_FIX ")", f->path);
     }
     *out = buf;
     return FM_OK;
@@ -260,11 +271,12 @@ static fm_status idx_read_payload(idx_file *f, size_t bytes, const char *promise
 static fm_status check_count(const char *path, uint32_t n, const char *what)
 {
     if (n == 0)
-        return fm_error_set(FM_ERR_FORMAT, "%s: header says the file holds no %s", path, what);
+        return fm_error_set(FM_ERR_FORMAT, "%s: header says the file holds no %s: " IDX_FIX, path,
+                            what);
     if (n > IDX_MAX_COUNT)
         return fm_error_set(FM_ERR_FORMAT,
                             "%s: header claims %u %s, more than the %u this reader accepts: "
-                            "corrupt header",
+                            "corrupt header (" IDX_FIX ")",
                             path, n, what, IDX_MAX_COUNT);
     return FM_OK;
 }
@@ -276,7 +288,9 @@ static fm_status dataset_read(fm_dataset *out, idx_file *img, idx_file *lab)
     if (st != FM_OK)
         return st;
     if (ih[2] != FM_IMAGE_H || ih[3] != FM_IMAGE_W)
-        return fm_error_set(FM_ERR_FORMAT, "%s: images are %ux%u, expected %dx%d (FashionMNIST)",
+        return fm_error_set(FM_ERR_FORMAT,
+                            "%s: images are %ux%u, expected %dx%d: not FashionMNIST (point "
+                            "--data-dir at the FashionMNIST files)",
                             img->path, ih[2], ih[3], FM_IMAGE_H, FM_IMAGE_W);
     if ((st = check_count(img->path, ih[1], "images")) != FM_OK)
         return st;
@@ -287,7 +301,8 @@ static fm_status dataset_read(fm_dataset *out, idx_file *img, idx_file *lab)
     if (ih[1] != lh[1])
         return fm_error_set(FM_ERR_FORMAT,
                             "%s has %u images but %s has %u labels: the counts must match "
-                            "(files from different splits?)",
+                            "(files from different splits? Use the images and labels of one "
+                            "split)",
                             img->path, ih[1], lab->path, lh[1]);
 
     int n = (int)ih[1];
@@ -300,7 +315,8 @@ static fm_status dataset_read(fm_dataset *out, idx_file *img, idx_file *lab)
         return st;
     for (int i = 0; i < n; i++)
         if (out->labels[i] >= FM_NUM_CLASSES)
-            return fm_error_set(FM_ERR_FORMAT, "%s: label %u at index %d is outside 0..%d",
+            return fm_error_set(FM_ERR_FORMAT,
+                                "%s: label %u at index %d is outside 0..%d: " IDX_FIX,
                                 lab->path, out->labels[i], i, FM_NUM_CLASSES - 1);
     out->n = n;
     return FM_OK;
@@ -383,11 +399,12 @@ static bool dir_has_files(const char *dir, char *why, size_t why_len)
         for (int k = 0; k < 2; k++) {
             char path[PATH_MAX];
             const char *name = split_files[s][k];
-            bool ok = join_path(path, sizeof path, dir, name) == FM_OK && stat(path, &sb) == 0 &&
-                      S_ISREG(sb.st_mode);
-            if (ok)
+            bool found = join_path(path, sizeof path, dir, name) == FM_OK && stat(path, &sb) == 0;
+            if (found && S_ISREG(sb.st_mode))
                 continue;
-            int w = snprintf(why + used, why_len - used, "%s%s", missing ? ", " : "lacks ", name);
+            /* A FIFO or a directory of that name is there but not a file. */
+            int w = snprintf(why + used, why_len - used, "%s%s%s", missing ? ", " : "lacks ", name,
+                             found ? " (not a regular file)" : "");
             if (w > 0 && (size_t)w < why_len - used)
                 used += (size_t)w;
             missing++;

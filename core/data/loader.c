@@ -91,6 +91,7 @@ struct fm_loader {
     int pos;          /* next position in order */
     bool shuffle, augment, begun;
     fm_rng shuffle_rng, augment_rng;
+    fm_rng shuffle_at_begin;  /* shuffle_rng before the current epoch's shuffle */
 };
 
 fm_loader *fm_loader_new(const fm_subset *s, int batch_size, bool shuffle, bool augment,
@@ -124,10 +125,29 @@ void fm_loader_begin_epoch(fm_loader *l)
      * only on the seed and k, not on how far earlier epochs were read. */
     for (int i = 0; i < n; i++)
         l->order[i] = (uint32_t)i;
+    l->shuffle_at_begin = l->shuffle_rng;
     if (l->shuffle)
         fm_rng_shuffle(&l->shuffle_rng, l->order, (size_t)n);
     l->pos = 0;
     l->begun = true;
+}
+
+fm_loader_state fm_loader_save(const fm_loader *l)
+{
+    FM_ASSERT(l);
+    return (fm_loader_state){.shuffle_at_begin = l->begun ? l->shuffle_at_begin : l->shuffle_rng,
+                             .augment = l->augment_rng, .pos = l->pos, .begun = l->begun};
+}
+
+void fm_loader_restore(fm_loader *l, const fm_loader_state *s)
+{
+    FM_ASSERT(l && s && s->pos >= 0 && s->pos <= l->subset->n);
+    l->shuffle_rng = s->shuffle_at_begin;
+    l->begun = false;
+    if (s->begun)
+        fm_loader_begin_epoch(l);  /* the same order, the stream advanced past it */
+    l->augment_rng = s->augment;
+    l->pos = s->pos;
 }
 
 int fm_loader_num_batches(const fm_loader *l)

@@ -228,13 +228,20 @@ fm_status fm_file_read_all(const char *path, size_t max_bytes, char **data_out, 
     FM_ASSERT(path != NULL && data_out != NULL && len_out != NULL);
     *data_out = NULL;
     *len_out = 0;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return fm_error_set(FM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    /* Not blocking, and checked to be a regular file before any read: a
+     * FIFO is refused, not waited on. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return fm_error_set(FM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return fm_error_set(FM_ERR_IO, "cannot read %s: not a regular file", path);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (f == NULL) {
+        int e = errno;
+        close(fd);
+        return fm_error_set(FM_ERR_IO, "cannot open %s: %s", path, strerror(e));
     }
     if ((uint64_t)st.st_size > (uint64_t)max_bytes) {
         fclose(f);

@@ -380,7 +380,7 @@ static fm_status check_layout(st_file *s)
 
 /* Opens path and validates its header; on success s holds the open file, the
  * tensors and the metadata. */
-static fm_status st_open(st_file *s, const char *path)
+static fm_status st_open_checked(st_file *s, const char *path)
 {
     memset(s, 0, sizeof *s);
     s->path = path;
@@ -392,7 +392,8 @@ static fm_status st_open(st_file *s, const char *path)
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fm_error_set(FM_ERR_IO, "cannot read %s: not a regular file", path);
+        return fm_error_set(FM_ERR_IO, "cannot read %s: not a regular file (give the path of a "
+                            "checkpoint file)", path);
     }
     s->f = fdopen(fd, "rb");
     if (s->f == NULL) {
@@ -460,6 +461,19 @@ static fm_status st_open(st_file *s, const char *path)
     return check_layout(s);
 }
 
+/* st_open_checked, with what to do said once for every malformed file. */
+static fm_status st_open(st_file *s, const char *path)
+{
+    fm_status st = st_open_checked(s, path);
+    if (st == FM_ERR_FORMAT) {
+        char why[1536];
+        snprintf(why, sizeof why, "%s", fm_error_message());
+        fm_error_set(st, "%s; use a checkpoint saved whole by fmhost (or by safetensors' "
+                     "save_file)", why);
+    }
+    return st;
+}
+
 static const st_tensor *st_find(const st_file *s, const char *name)
 {
     for (int i = 0; i < s->n_tensors; i++)
@@ -481,8 +495,22 @@ static bool shape_matches(const st_tensor *ft, const fm_tensor *t)
     return true;
 }
 
+/* What to do when the file holds another model's tensors: use the model
+ * its metadata names, when it names one. */
+static const char *other_model_fix(const st_file *s, char *buf, size_t len)
+{
+    const char *plugin = fm_meta_get(s->meta, "plugin"), *hp = fm_meta_get(s->meta, "hparams");
+    if (plugin)
+        snprintf(buf, len, "it was saved by plugin '%.64s'%s%.256s: load it into that model",
+                 plugin, hp ? " with " : "", hp ? hp : "");
+    else
+        snprintf(buf, len, "load it into the model and hyper-parameters that saved it");
+    return buf;
+}
+
 static fm_status st_check_model(const st_file *s, const fm_model *m)
 {
+    char fix[512];
     int count = fm_model_count(m);
     for (int i = 0; i < count; i++) {
         fm_model_entry e = fm_model_entry_at(m, i);
@@ -492,25 +520,28 @@ static fm_status st_check_model(const st_file *s, const fm_model *m)
         if (ft == NULL)
             return fm_error_set(FM_ERR_FORMAT,
                                 "%s: tensor '%s' is missing (the model expects %s %s): a "
-                                "checkpoint of another model or hyper-parameters?",
-                                s->path, e.name, dtype_name(e.tensor->dtype), want);
+                                "checkpoint of another model or hyper-parameters: %s",
+                                s->path, e.name, dtype_name(e.tensor->dtype), want,
+                                other_model_fix(s, fix, sizeof fix));
         if (ft->dtype != e.tensor->dtype)
-            return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s' has dtype %s, the model expects %s",
+            return fm_error_set(FM_ERR_FORMAT,
+                                "%s: tensor '%s' has dtype %s, the model expects %s: %s",
                                 s->path, e.name, dtype_name(ft->dtype),
-                                dtype_name(e.tensor->dtype));
+                                dtype_name(e.tensor->dtype), other_model_fix(s, fix, sizeof fix));
         if (!shape_matches(ft, e.tensor)) {
             char have[256];
             shape_str(ft->shape, ft->ndim, have, sizeof have);
-            return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s' has shape %s, the model expects %s",
-                                s->path, e.name, have, want);
+            return fm_error_set(FM_ERR_FORMAT,
+                                "%s: tensor '%s' has shape %s, the model expects %s: %s", s->path,
+                                e.name, have, want, other_model_fix(s, fix, sizeof fix));
         }
     }
     for (int i = 0; i < s->n_tensors; i++)
         if (fm_model_find(m, s->tensors[i].name) == NULL)
             return fm_error_set(FM_ERR_FORMAT,
                                 "%s: tensor '%s' is in the file but not in the model: a "
-                                "checkpoint of another model or hyper-parameters?",
-                                s->path, s->tensors[i].name);
+                                "checkpoint of another model or hyper-parameters: %s",
+                                s->path, s->tensors[i].name, other_model_fix(s, fix, sizeof fix));
     return FM_OK;
 }
 

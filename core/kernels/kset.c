@@ -18,6 +18,7 @@ const fm_kset FM_K(table) = {
     .bn_backward_plane = FM_K(bn_backward_plane),
     .adam = FM_K(adam),
     .sgd = FM_K(sgd),
+    .sum_squares = FM_K(sum_squares),
 #ifdef FM_KSET_VECTOR
     .gemm_mr = FM_VL / 2,
     .gemm = FM_K(gemm),

@@ -79,11 +79,15 @@ typedef void fm_k_accumulate_fn(float *dx, const float *dy, int64_t n);
 typedef void fm_k_bn_plane_fn(float *y, const float *x, float sc, float sh, int64_t s);
 typedef void fm_k_bn_backward_plane_fn(float *dx, const float *x, const float *dy, float a,
                                        float b, float mu, float d, int64_t s, bool store);
-/* Optimizer updates of n parameters p with gradients g and state m, v. */
-typedef void fm_k_adam_fn(const fm_adam_consts *k, float *p, const float *g, float *m, float *v,
+/* Optimizer updates of n parameters p with gradients g and state m, v;
+ * false when a gradient was not finite (the update is made all the same). */
+typedef bool fm_k_adam_fn(const fm_adam_consts *k, float *p, const float *g, float *m, float *v,
                           int64_t n);
-typedef void fm_k_sgd_fn(const fm_sgd_consts *k, float *p, const float *g, float *buf,
+typedef bool fm_k_sgd_fn(const fm_sgd_consts *k, float *p, const float *g, float *buf,
                          int64_t n);
+/* The sum of squares of a[0..n), in double, eight lanes combined in a fixed
+ * order: the same bits on every set. */
+typedef double fm_k_sum_squares_fn(const float *a, int64_t n);
 
 /* gemm.c: the own GEMM, C = alpha * op(A) op(B) + beta * C, row-major, each
  * element summed over k in order, FM_GEMM_KC at a time (pack: see
@@ -157,6 +161,7 @@ typedef struct fm_kset {
     fm_k_bn_backward_plane_fn *bn_backward_plane;
     fm_k_adam_fn *adam;
     fm_k_sgd_fn *sgd;
+    fm_k_sum_squares_fn *sum_squares;
     /* the vector sets (NULL, and gemm_mr 0, in the portable one) */
     int gemm_mr;  /* rows of a packed tile of A: half a vector's lanes */
     fm_k_gemm_fn *gemm;
@@ -200,6 +205,7 @@ fm_k_bn_plane_fn FM_K(bn_plane);
 fm_k_bn_backward_plane_fn FM_K(bn_backward_plane);
 fm_k_adam_fn FM_K(adam);
 fm_k_sgd_fn FM_K(sgd);
+fm_k_sum_squares_fn FM_K(sum_squares);
 fm_k_gemm_fn FM_K(gemm);
 fm_k_gemm_prepack_fn FM_K(gemm_prepack);
 fm_k_transpose_fn FM_K(transpose);

@@ -70,15 +70,21 @@ void FM_K(bn_backward_plane)(float *dx, const float *x, const float *dy, float a
 #undef BN_PLANE
 }
 
+/* x - x is NaN exactly when x is NaN or infinite: a test the loops below
+ * vectorise (unlike isfinite's classification). */
+static inline int not_finite(float x) { float d = x - x; return d != d; }
+
 /* torch.optim.Adam's single-tensor step (AdamW: the decoupled decay). */
-void FM_K(adam)(const fm_adam_consts *kp, float *restrict p, const float *restrict g,
+bool FM_K(adam)(const fm_adam_consts *kp, float *restrict p, const float *restrict g,
                 float *restrict m, float *restrict v, int64_t n)
 {
     /* A local copy: the loop then reads its constants from registers and
      * vectorises (through the pointer it does not). */
     const fm_adam_consts k = *kp;
+    int bad = 0;
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i];
+        bad |= not_finite(gi);
         if (k.adamw)
             p[i] = p[i] * k.decay;
         else if (k.weight_decay != 0.0f)
@@ -88,15 +94,18 @@ void FM_K(adam)(const fm_adam_consts *kp, float *restrict p, const float *restri
         float denom = sqrtf(v[i]) / k.bias2_sqrt + k.eps;
         p[i] = p[i] + (-k.step_size) * (m[i] / denom);
     }
+    return !bad;
 }
 
 /* torch.optim.SGD's single-tensor step; buf is NULL without momentum. */
-void FM_K(sgd)(const fm_sgd_consts *kp, float *restrict p, const float *restrict g,
+bool FM_K(sgd)(const fm_sgd_consts *kp, float *restrict p, const float *restrict g,
                float *restrict buf, int64_t n)
 {
     const fm_sgd_consts k = *kp;
+    int bad = 0;
     for (int64_t i = 0; i < n; i++) {
         float d = g[i];
+        bad |= not_finite(d);
         if (k.weight_decay != 0.0f) d = d + k.weight_decay * p[i];
         if (k.momentum != 0.0f) {
             buf[i] = k.first ? d : buf[i] * k.momentum + (1.0f - k.dampening) * d;
@@ -104,4 +113,15 @@ void FM_K(sgd)(const fm_sgd_consts *kp, float *restrict p, const float *restrict
         }
         p[i] = p[i] + (-k.lr) * d;
     }
+    return !bad;
+}
+
+double FM_K(sum_squares)(const float *restrict a, int64_t n)
+{
+    double lane[8] = {0};
+    int64_t q = 0;
+    for (; q + 8 <= n; q += 8)
+        for (int l = 0; l < 8; l++) lane[l] += (double)a[q + l] * (double)a[q + l];
+    for (; q < n; q++) lane[q % 8] += (double)a[q] * (double)a[q];
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }

@@ -42,8 +42,11 @@
  *   (hyper-parameters, {width = 64}), the options of `fmhost train` with
  *   underscores — epochs, batch_size, lr, seed, optimizer, momentum,
  *   weight_decay, nesterov, patience, val_split, scheduler, step_size, gamma,
- *   min_lr, warmup, augment, threads, limit, data_dir, out, quiet, kernels
- *   (a kernel set's name: the run trains, evaluates and reports with it, and
+ *   min_lr (cosine anneals toward it: the last epoch runs just above it, as
+ *   CosineAnnealingLR with T_max = epochs - warmup), warmup, clip_grad_norm,
+ *   augment, threads, limit, data_dir, out,
+ *   quiet, resume (continue the run's saved state, as --resume), kernels (a
+ *   kernel set's name: the run trains, evaluates and reports with it, and
  *   the set in use before is restored when fm.train returns or raises; an
  *   unknown set, or one the processor cannot run, is an error naming it) —
  *   and the callbacks:
@@ -53,11 +56,18 @@
  *     on_epoch = function(m) end  m: epoch, train_loss, train_acc, val_loss,
  *                                    val_acc, lr, seconds
  *   A callback that returns false stops training; the run keeps its best
- *   checkpoint.  An unknown key is an error naming it.
+ *   checkpoint.  An unknown key is an error naming it.  A signal (Ctrl-C)
+ *   stops the run after its current step, saves its state and report, and
+ *   raises "fm.train: ... interrupted ..." (between runs the script stops
+ *   where it stands); `fmhost script` then exits 130 (SIGTERM: 143).  A
+ *   run whose loss or gradient became non-finite returns with run.status
+ *   "diverged" and run.message saying where and what to change.
+ *   run.status is "completed", "stopped" (a callback), "interrupted" or
+ *   "diverged".
  *   run.name, run.plugin, run.data, run.history (array of m), run.epochs
  *   (epochs run), run.best_epoch, run.best (m of the best epoch), run.params,
- *   run.hparams, run.seconds, run.checkpoint, run.results_dir (nil without
- *   artifacts), run.kernels (the run's kernel set, recorded in its checkpoint
+ *   run.hparams, run.seconds, run.status, run.message, run.checkpoint (nil
+ *   while none was written), run.results_dir (nil without artifacts), run.kernels (the run's kernel set, recorded in its checkpoint
  *   and summary.json); run:evaluate("test"|"val"|"train") -> {split, loss,
  *   acc, n, confusion = [true][predicted] counts} of the best weights;
  *   run:save(path); run:report(); run:call(name, ...); run:close().

@@ -275,6 +275,16 @@ static int pmain(lua_State *L)
     return 0;
 }
 
+/* A stop request (a signal) ends the script between runs: checked every
+ * few thousand instructions, it raises an error where the script stands
+ * (fm.train itself stops a run cleanly and raises on return). */
+static void stop_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    int sig = fm_stop_requested();
+    if (sig) luaL_error(L, "interrupted by signal %d", sig);
+}
+
 int fm_lua_main(const char *script, int argc, char **argv)
 {
     lua_State *L = fm_lua_new();
@@ -282,6 +292,7 @@ int fm_lua_main(const char *script, int argc, char **argv)
         fprintf(stderr, "fmhost script: cannot create the Lua interpreter: out of memory\n");
         return 1;
     }
+    lua_sethook(L, stop_hook, LUA_MASKCOUNT, 4096);
     main_args a = {script, argc, argv};
     lua_pushcfunction(L, pmain);
     lua_pushlightuserdata(L, &a);
@@ -293,5 +304,6 @@ int fm_lua_main(const char *script, int argc, char **argv)
         fflush(stderr);
     }
     lua_close(L);
-    return status == LUA_OK ? 0 : 1;
+    int sig = fm_stop_requested();
+    return status == LUA_OK ? 0 : sig > 0 ? 128 + sig : 1;
 }

@@ -485,6 +485,10 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
     opt_int32(L, t, what, "limit", 0, 100000000, &cfg->limit);
     opt_bool(L, t, what, "quiet", &cfg->quiet);
     opt_bool(L, t, what, "artifacts", &cfg->write_artifacts);
+    opt_bool(L, t, what, "resume", &cfg->resume);
+    if (opt_num(L, t, what, "clip_grad_norm", &cfg->clip_grad_norm) && cfg->clip_grad_norm < 0)
+        luaL_error(L, "%s: clip_grad_norm must be >= 0 (0: off), not %f", what,
+                   cfg->clip_grad_norm);
 
     const char *dir = opt_str(L, t, what, "data_dir");
     if (dir) {
@@ -513,7 +517,8 @@ static int l_train(lua_State *L)
         "plugin", "data", "set", "schedule", "on_step", "on_epoch", "epochs", "batch_size",
         "lr", "seed", "optimizer", "momentum", "weight_decay", "nesterov", "patience",
         "val_split", "scheduler", "step_size", "gamma", "min_lr", "warmup", "augment", "threads",
-        "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", NULL,
+        "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", "resume",
+        "clip_grad_norm", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);
@@ -616,13 +621,20 @@ static int l_train(lua_State *L)
         return lua_error(L);
     }
     if (st != FM_OK) return fm_lua_core_error(L, what);
+    fm_run_status status = fm_run_status_of(u->run);
     if (report && cfg.write_artifacts) {
-        /* Evaluated once here, the report and run:evaluate("test") share it. */
-        if (fm_run_evaluate(u->run, FM_SPLIT_TEST, &u->test) != FM_OK ||
+        /* Evaluated once here, the report and run:evaluate("test") share it
+         * (a run that did not finish reports the epochs done). */
+        bool test = status <= FM_RUN_STOPPED;
+        if ((test && fm_run_evaluate(u->run, FM_SPLIT_TEST, &u->test) != FM_OK) ||
             fm_run_report(u->run) != FM_OK)
             return fm_lua_core_error(L, what);
-        u->have_test = true;
+        u->have_test = test;
     }
+    /* An interrupted run's state is saved: the script stops here.  A
+     * diverged one is the script's to judge (run.status, run.message). */
+    if (status == FM_RUN_INTERRUPTED)
+        return luaL_error(L, "%s: %s", what, fm_run_status_message(u->run));
     lua_settop(L, T_RUN);
     return 1;
 }
@@ -709,6 +721,10 @@ static int run_index(lua_State *L)
         lua_pushstring(L, u->hparams);
     } else if (!strcmp(k, "kernels")) {
         lua_pushstring(L, fm_kernels_name(fm_run_kernels(r)));
+    } else if (!strcmp(k, "status")) {
+        lua_pushstring(L, fm_run_status_name(fm_run_status_of(r)));
+    } else if (!strcmp(k, "message")) {
+        lua_pushstring(L, fm_run_status_message(r));
     } else if (!strcmp(k, "seconds")) {
         lua_pushnumber(L, fm_run_seconds(r));
     } else if (!strcmp(k, "checkpoint")) {

@@ -165,6 +165,22 @@ fm_tensor *fm_model_forward(fm_model *m, fm_graph *g, fm_tensor *x)
     return m->forward(m->self, g, x);
 }
 
+fm_status fm_model_forward_checked(fm_model *m, fm_graph *g, fm_tensor *x, const char *who,
+                                   fm_tensor **logits)
+{
+    fm_tensor *y = *logits = fm_model_forward(m, g, x);
+    if (!y)
+        return fm_error_set(FM_ERR_PLUGIN, "plugin %s: forward() returned NULL (it must return "
+                            "the logits [N, 10])", who);
+    char shape[128];
+    fm_tensor_shape_str(y, shape, sizeof shape);
+    if (y->dtype != FM_F32 || y->ndim != 2 || y->shape[0] != x->shape[0] || y->shape[1] != 10)
+        return fm_error_set(FM_ERR_PLUGIN, "plugin %s: forward() returned a %s %s tensor for %d "
+                            "images; the host needs F32 logits [%d, 10]", who,
+                            y->dtype == FM_F32 ? "F32" : "I64", shape, x->shape[0], x->shape[0]);
+    return FM_OK;
+}
+
 int fm_model_count(const fm_model *m) { return m->n; }
 
 fm_model_entry fm_model_entry_at(const fm_model *m, int i)
@@ -211,6 +227,12 @@ void fm_model_state_save(const fm_model *m, void *buf)
 {
     FM_ASSERT(m->finalized);
     memcpy(buf, m->block, m->data_bytes);
+}
+
+void *fm_model_state_entry(const fm_model *m, void *buf, int i)
+{
+    FM_ASSERT(m->finalized && i >= 0 && i < m->n);
+    return (unsigned char *)buf + ((unsigned char *)m->entries[i].t->data - m->block);
 }
 
 void fm_model_state_load(fm_model *m, const void *buf)

@@ -94,6 +94,7 @@ typedef struct optim_job {
     const float *g;
     float *s1, *s2;
     int64_t n;
+    bool *finite;                /* per task */
 } optim_job;
 
 /* The scalars torch.optim.Adam derives from the step count, once per step. */
@@ -122,12 +123,16 @@ static void optim_task(void *arg, int task, int thread)
     int64_t n = j->n - begin < OPTIM_GRAIN ? j->n - begin : OPTIM_GRAIN;
     const fm_kset *ks = fm_kset_active();
     if (j->adam)
-        ks->adam(j->adam, j->p + begin, j->g + begin, j->s1 + begin, j->s2 + begin, n);
+        j->finite[task] = ks->adam(j->adam, j->p + begin, j->g + begin, j->s1 + begin,
+                                   j->s2 + begin, n);
     else
-        ks->sgd(j->sgd, j->p + begin, j->g + begin, j->s1 ? j->s1 + begin : NULL, n);
+        j->finite[task] = ks->sgd(j->sgd, j->p + begin, j->g + begin,
+                                  j->s1 ? j->s1 + begin : NULL, n);
 }
 
-void fm_optim_step(fm_optim *o)
+static int optim_tasks(int64_t numel) { return (int)((numel + OPTIM_GRAIN - 1) / OPTIM_GRAIN); }
+
+bool fm_optim_step(fm_optim *o)
 {
     o->steps++;
     const fm_optim_config *c = &o->cfg;
@@ -135,14 +140,52 @@ void fm_optim_step(fm_optim *o)
     fm_sgd_consts sk = {.lr = c->lr, .weight_decay = c->weight_decay, .momentum = c->momentum,
                         .dampening = c->dampening, .nesterov = c->nesterov,
                         .first = o->steps == 1};
-    bool sgd = c->kind == FM_OPTIM_SGD;
+    bool sgd = c->kind == FM_OPTIM_SGD, finite = true;
     if (!sgd) ak = adam_consts_make(o);
     for (int i = 0; i < o->n; i++) {
         fm_tensor *t = o->params[i];
+        int tasks = optim_tasks(t->numel);
+        bool task_finite[64], *flags = tasks <= 64 ? task_finite : fm_xcalloc((size_t)tasks, 1);
         optim_job j = {sgd ? NULL : &ak, &sk, t->data, t->grad, o->state1[i], o->state2[i],
-                       t->numel};
-        fm_parallel_for((int)((t->numel + OPTIM_GRAIN - 1) / OPTIM_GRAIN), optim_task, &j);
+                       t->numel, flags};
+        fm_parallel_for(tasks, optim_task, &j);
+        for (int k = 0; k < tasks; k++) finite = finite && flags[k];
+        if (flags != task_finite) free(flags);
     }
+    return finite;
+}
+
+double fm_optim_clip_grad_norm(fm_optim *o, double max_norm)
+{
+    const fm_kset *ks = fm_kset_active();
+    /* As PyTorch: each gradient's norm in float32, then the norm of those. */
+    double total = 0.0;
+    for (int i = 0; i < o->n; i++) {
+        float norm = (float)sqrt(ks->sum_squares(o->params[i]->grad, o->params[i]->numel));
+        total += (double)norm * (double)norm;
+    }
+    float norm = (float)sqrt(total);
+    if (max_norm <= 0.0 || !isfinite(norm)) return norm;
+    float coef = (float)max_norm / (norm + 1e-6f);
+    if (coef < 1.0f)
+        for (int i = 0; i < o->n; i++) {
+            float *g = o->params[i]->grad;
+            for (int64_t q = 0; q < o->params[i]->numel; q++) g[q] *= coef;
+        }
+    return norm;
+}
+
+void fm_optim_state(fm_optim *o, int i, float **m, float **v)
+{
+    FM_ASSERT(i >= 0 && i < o->n);
+    *m = o->state1[i];
+    *v = o->state2[i];
+}
+
+void fm_optim_set_steps(fm_optim *o, int64_t steps)
+{
+    FM_ASSERT(steps >= 0);
+    o->steps = steps;
 }
 
 void fm_optim_set_lr(fm_optim *o, float lr) { o->cfg.lr = lr; }

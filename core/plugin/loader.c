@@ -28,16 +28,36 @@
 #define FM_DESC_SIZE_MAX 65536
 #define FM_PLUGIN_NAME_MAX 64
 
-/* Sets FM_ERR_PLUGIN with "<path>: <reason>". */
+/* Sets FM_ERR_PLUGIN with "<path>: <reason><fix>". */
+static void vrefuse(const char *path, const char *fix, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void vrefuse(const char *path, const char *fix, const char *fmt, va_list ap)
+{
+    char why[1024];
+    vsnprintf(why, sizeof why, fmt, ap);
+    fm_error_set(FM_ERR_PLUGIN, "%s: %s%s", path, why, fix);
+}
+
 static void refuse(const char *path, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void refuse(const char *path, const char *fmt, ...)
 {
-    char why[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
+    vrefuse(path, "", fmt, ap);
     va_end(ap);
-    fm_error_set(FM_ERR_PLUGIN, "%s: %s", path, why);
+}
+
+/* The same for a descriptor that breaks a rule of fm_plugin.h, which only
+ * the plugin's author can fix. */
+static void refuse_desc(const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void refuse_desc(const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vrefuse(path, "; fix the plugin's descriptor and rebuild it (see docs/writing-plugins.md)",
+            fmt, ap);
+    va_end(ap);
 }
 
 static bool is_name(const char *s, bool digit_first)
@@ -57,7 +77,7 @@ static bool check_file(const char *path)
         return false;
     }
     if (!S_ISREG(st.st_mode)) {
-        refuse(path, "not a regular file");
+        refuse(path, "not a regular file (give the path of a plugin .so)");
         return false;
     }
     FILE *f = fopen(path, "rb");
@@ -69,11 +89,11 @@ static bool check_file(const char *path)
     size_t got = fread(h, 1, sizeof h, f);
     fclose(f);
     if (got < SELFMAG || memcmp(h, ELFMAG, SELFMAG) != 0) {
-        refuse(path, "not a shared object (no ELF header)");
+        refuse(path, "not a shared object (no ELF header): give the path of a plugin .so");
         return false;
     }
     if (got < sizeof h) {
-        refuse(path, "not a shared object (truncated ELF header)");
+        refuse(path, "not a shared object (truncated ELF header): give the path of a plugin .so");
         return false;
     }
     unsigned type = h[EI_DATA] == ELFDATA2MSB ? (unsigned)h[EI_NIDENT] << 8 | h[EI_NIDENT + 1]
@@ -113,7 +133,7 @@ static bool check_hparams(const char *path, const fm_plugin_desc *d)
 {
     if (d->n_hparams < 0 || d->n_hparams > FM_PLUGIN_MAX_HPARAMS ||
         (d->n_hparams > 0 && !d->hparams)) {
-        refuse(path, "n_hparams is %d with hparams %s (at most %d)", d->n_hparams,
+        refuse_desc(path, "n_hparams is %d with hparams %s (at most %d)", d->n_hparams,
                d->hparams ? "set" : "NULL", FM_PLUGIN_MAX_HPARAMS);
         return false;
     }
@@ -121,26 +141,27 @@ static bool check_hparams(const char *path, const fm_plugin_desc *d)
         const fm_hparam_decl *h = &d->hparams[i];
         const char *name = h->name ? h->name : "(null)";
         if (!is_name(h->name, false)) {
-            refuse(path, "hyper-parameter %d: name '%s' must match [a-z_][a-z0-9_]*", i + 1, name);
+            refuse_desc(path, "hyper-parameter %d: name '%s' must match [a-z_][a-z0-9_]*", i + 1,
+                        name);
             return false;
         }
         for (int j = 0; j < i; j++)
             if (!strcmp(d->hparams[j].name, h->name)) {
-                refuse(path, "hyper-parameter '%s' is declared twice", name);
+                refuse_desc(path, "hyper-parameter '%s' is declared twice", name);
                 return false;
             }
         if (h->type < FM_HP_INT || h->type > FM_HP_STRING) {
-            refuse(path, "hyper-parameter '%s': invalid type %d (use FM_HP_INT, FM_HP_FLOAT, "
+            refuse_desc(path, "hyper-parameter '%s': invalid type %d (use FM_HP_INT, FM_HP_FLOAT, "
                    "FM_HP_BOOL or FM_HP_STRING)", name, (int)h->type);
             return false;
         }
         if (!h->def || !fm_hparam_parse(h->type, h->def, NULL)) {
-            refuse(path, "hyper-parameter '%s': default '%s' is not a valid %s", name,
+            refuse_desc(path, "hyper-parameter '%s': default '%s' is not a valid %s", name,
                    h->def ? h->def : "(null)", fm_hparam_type_name(h->type));
             return false;
         }
         if (!h->help) {
-            refuse(path, "hyper-parameter '%s' has no help text", name);
+            refuse_desc(path, "hyper-parameter '%s' has no help text", name);
             return false;
         }
     }
@@ -152,7 +173,7 @@ static bool prepare_exports(const char *path, fm_plugin *p)
     const fm_plugin_desc *d = p->desc;
     if (d->n_exports < 0 || d->n_exports > FM_PLUGIN_MAX_EXPORTS ||
         (d->n_exports > 0 && !d->exports)) {
-        refuse(path, "n_exports is %d with exports %s (at most %d)", d->n_exports,
+        refuse_desc(path, "n_exports is %d with exports %s (at most %d)", d->n_exports,
                d->exports ? "set" : "NULL", FM_PLUGIN_MAX_EXPORTS);
         return false;
     }
@@ -162,21 +183,22 @@ static bool prepare_exports(const char *path, fm_plugin *p)
         const char *name = x->name ? x->name : "(null)";
         char why[256];
         if (!x->name || !*x->name) {
-            refuse(path, "export %d has no name", i + 1);
+            refuse_desc(path, "export %d has no name", i + 1);
             return false;
         }
         for (int j = 0; j < i; j++)
             if (!strcmp(d->exports[j].name, x->name)) {
-                refuse(path, "export '%s' is declared twice", name);
+                refuse_desc(path, "export '%s' is declared twice", name);
                 return false;
             }
         if (!x->fn) {
-            refuse(path, "export '%s' has no function", name);
+            refuse_desc(path, "export '%s' has no function", name);
             return false;
         }
         if (!fm_plugin_export_prepare(&p->exports[i], x->signature, why, sizeof why)) {
-            refuse(path, "export '%s': %s (grammar: R(A...), R in v i l f d s, A in i l f d s m)",
-                   name, why);
+            refuse_desc(path,
+                        "export '%s': %s (grammar: R(A...), R in v i l f d s, A in i l f d s m)",
+                        name, why);
             return false;
         }
     }
@@ -187,21 +209,21 @@ static bool check_desc(const char *path, fm_plugin *p)
 {
     const fm_plugin_desc *d = p->desc;
     if (!d) {
-        refuse(path, FM_PLUGIN_SYMBOL "() returned NULL");
+        refuse_desc(path, FM_PLUGIN_SYMBOL "() returned NULL (it must return the descriptor)");
         return false;
     }
     if (!check_version(path, d)) return false;
     if (!is_name(d->name, true) || strlen(d->name) > FM_PLUGIN_NAME_MAX) {
-        refuse(path, "plugin name '%s' must match [a-z0-9_]+ (at most %d characters): "
+        refuse_desc(path, "plugin name '%s' must match [a-z0-9_]+ (at most %d characters): "
                "artifacts are named after it", d->name ? d->name : "(null)", FM_PLUGIN_NAME_MAX);
         return false;
     }
     if (!d->description) {
-        refuse(path, "plugin %s has no description", d->name);
+        refuse_desc(path, "plugin %s has no description", d->name);
         return false;
     }
     if (!d->create || !d->forward || !d->destroy) {
-        refuse(path, "plugin %s lacks %s(): create, forward and destroy are required", d->name,
+        refuse_desc(path, "plugin %s lacks %s(): create, forward and destroy are required", d->name,
                !d->create ? "create" : !d->forward ? "forward" : "destroy");
         return false;
     }
@@ -216,42 +238,55 @@ static void plugin_free(fm_plugin *p)
     free(p);
 }
 
+fm_plugin *fm_plugin_from_desc(const fm_plugin_desc *desc, const char *what)
+{
+    FM_ASSERT(what != NULL);
+    fm_plugin *p = fm_xcalloc(1, sizeof *p);
+    p->refs = 1;
+    p->path = fm_xstrdup(what);
+    p->desc = desc;
+    if (!check_desc(what, p)) {
+        plugin_free(p);
+        return NULL;
+    }
+    return p;
+}
+
 fm_plugin *fm_plugin_open(const char *path)
 {
     FM_ASSERT(path != NULL);
     if (!check_file(path)) return NULL;
 
-    fm_plugin *p = fm_xcalloc(1, sizeof *p);
-    p->refs = 1;
-    p->path = fm_xstrdup(path);
     /* dlopen searches the library path for a name without a slash: the
      * file checked above is the one in the current directory. */
     char local[PATH_MAX];
     const char *open_as = path;
     if (!strchr(path, '/') && snprintf(local, sizeof local, "./%s", path) < (int)sizeof local)
         open_as = local;
-    p->dl = dlopen(open_as, RTLD_NOW | RTLD_LOCAL);
-    if (!p->dl) {
+    void *dl = dlopen(open_as, RTLD_NOW | RTLD_LOCAL);
+    if (!dl) {
         const char *err = dlerror();
-        refuse(path, "cannot load: %s", err ? err : "unknown dlopen error");
-        plugin_free(p);
+        refuse(path, "cannot load: %s (rebuild the plugin against this fmhost, with every "
+               "library it uses installed: see docs/writing-plugins.md)",
+               err ? err : "unknown dlopen error");
         return NULL;
     }
     dlerror();
-    void *sym = dlsym(p->dl, FM_PLUGIN_SYMBOL);
+    void *sym = dlsym(dl, FM_PLUGIN_SYMBOL);
     if (!sym) {
         refuse(path, "no symbol " FM_PLUGIN_SYMBOL " — is this an fmhost plugin? see "
                "docs/writing-plugins.md");
-        plugin_free(p);
+        dlclose(dl);
         return NULL;
     }
     fm_plugin_entry_fn entry;
     memcpy(&entry, &sym, sizeof entry);  /* POSIX: data and function pointers convert */
-    p->desc = entry();
-    if (!check_desc(path, p)) {
-        plugin_free(p);
+    fm_plugin *p = fm_plugin_from_desc(entry(), path);
+    if (!p) {
+        dlclose(dl);
         return NULL;
     }
+    p->dl = dl;
     return p;
 }
 
@@ -353,6 +388,35 @@ fm_status fm_plugin_resolve(const char *name_or_path, char *out, size_t out_len)
 
 static void release_plugin(void *ctx) { fm_plugin_release(ctx); }
 
+/* Bytes of the block fm_model_finalize will allocate for what create()
+ * registered: every tensor's values, and a gradient per parameter. */
+static double model_bytes(const fm_model *m)
+{
+    double bytes = 0.0;
+    for (int i = 0; i < fm_model_count(m); i++) {
+        fm_model_entry e = fm_model_entry_at(m, i);
+        double values = (double)e.tensor->numel * (e.tensor->dtype == FM_I64 ? 8.0 : 4.0);
+        bytes += e.is_buffer ? values : 2.0 * values;
+    }
+    return bytes;
+}
+
+/* Hyper-parameters (from --set, or a checkpoint's metadata) can ask for a
+ * model larger than the machine: refused here, before the allocation that
+ * would abort the process. */
+static bool fits_in_memory(const fm_plugin *p, const fm_model *m, const fm_hparams *hp)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double bytes = model_bytes(m), memory = pages > 0 && page > 0 ? (double)pages * page : 0.0;
+    if (memory == 0.0 || bytes <= memory) return true;
+    char values[512];
+    fm_hparams_to_string(hp, values, sizeof values);
+    fm_error_set(FM_ERR_NOMEM, "%s: %s makes a model of %.1f GB (parameters and gradients), more "
+                 "than this machine's %.1f GB of memory: choose smaller hyper-parameters",
+                 p->desc->name, values, bytes / 1e9, memory / 1e9);
+    return false;
+}
+
 fm_model *fm_plugin_create_model(fm_plugin *p, const fm_hparams *hp, uint64_t seed)
 {
     FM_ASSERT(p != NULL && hp != NULL);
@@ -360,6 +424,11 @@ fm_model *fm_plugin_create_model(fm_plugin *p, const fm_hparams *hp, uint64_t se
     fm_model *m = fm_model_new();
     fm_error_clear();
     void *self = d->create(m, hp);
+    if (self && !fits_in_memory(p, m, hp)) {
+        d->destroy(self);
+        fm_model_free(m);
+        return NULL;
+    }
     if (!self) {
         /* Keep the plugin's status: FM_ERR_ARG is a bad --set value, a usage error. */
         char why[1024];

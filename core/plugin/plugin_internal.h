@@ -36,11 +36,21 @@ typedef struct fm_hparam_value {
 } fm_hparam_value;
 
 /* Parses `text` as `type` (int: the whole string as a decimal integer; float:
- * a finite number; bool: true/false/1/0/yes/no; string: anything). */
-bool fm_hparam_parse(fm_hparam_type type, const char *text, fm_hparam_value *out);
+ * a finite number; bool: true/false/1/0/yes/no; string: anything).
+ * Exported for the fuzz targets. */
+FM_API bool fm_hparam_parse(fm_hparam_type type, const char *text, fm_hparam_value *out);
 
 /* Parses `sig` ("d(mi)") into `e` and prepares its cif; on failure returns
  * false with the reason in why[0..why_len). */
 bool fm_plugin_export_prepare(fm_plugin_export *e, const char *sig, char *why, size_t why_len);
+
+/* A plugin from a descriptor in memory, checked as fm_plugin_open checks
+ * the one a shared object returns (fm_plugin_open ends here): every field,
+ * the hyper-parameter declarations and their defaults, the exports and
+ * their signatures.  `what` names it in messages and is its path.  NULL
+ * with FM_ERR_PLUGIN when a check fails.  The descriptor and what it points
+ * to must outlive the result (release it with fm_plugin_release).  For the
+ * fuzz targets, which build descriptors from bytes. */
+FM_API fm_plugin *fm_plugin_from_desc(const fm_plugin_desc *desc, const char *what);
 
 #endif /* FM_PLUGIN_INTERNAL_H */

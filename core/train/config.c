@@ -74,10 +74,12 @@ const char *fm_sched_kind_name(fm_sched_kind kind)
     return kind == FM_SCHED_CONSTANT ? "constant" : kind == FM_SCHED_STEP ? "step" : "cosine";
 }
 
-/* Warm-up rises linearly per step over the first `warmup` epochs; the
- * schedule proper then runs per epoch over the remaining ones, as
- * torch.optim.lr_scheduler's StepLR and CosineAnnealingLR do when stepped
- * once per epoch. */
+/* Warm-up rises linearly per step over the first `warmup` epochs (LinearLR
+ * stepped per step); the schedule proper then runs per epoch over the
+ * remaining ones, as torch.optim.lr_scheduler's StepLR and
+ * CosineAnnealingLR do when stepped once per epoch.  Closed forms of
+ * PyTorch's recursive updates: cosine's T_max is the span, so min_lr is
+ * reached at e == span, one epoch after the last (tests/test_sched.c). */
 double fm_sched_lr(const fm_train_config *c, int epoch, int step, int steps_per_epoch)
 {
     const double base = c->optim.lr;

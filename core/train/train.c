@@ -9,38 +9,7 @@
 #include <unistd.h>
 
 #include "fm/fm_io.h"
-
-#define EVAL_BATCH 256
-
-struct fm_run {
-    fm_train_config cfg;
-    fm_kernels kernels;      /* the set in use when the run was made */
-    fm_plugin *plugin;
-    char name[64];
-    char hparams[512];       /* "width=32 blocks=1" */
-    char **hp_kv;            /* the same as name, value pairs */
-    int n_hp;
-    fm_model *model;
-    fm_optim *optim;
-    fm_graph *graph;
-    fm_fashion *owned_data;  /* when the run loaded the data itself */
-    const fm_fashion *data;
-    fm_subset train, val, test;
-    fm_loader *loader;
-    int32_t *y;      /* [B] */
-    fm_metrics history;
-    int best_epoch;
-    double best_val_loss;
-    void *best_state;
-    double seconds;
-    int64_t global_step;
-    char results_dir[4096];
-    char checkpoint[4096 + 128];
-    uint8_t *pred;     /* evaluation buffers, sized for the largest split */
-    float *confidence;
-    bool have_test;
-    fm_eval_result test_result;
-};
+#include "run_internal.h"
 
 fm_status fm_fashion_load(fm_fashion *out, const char *data_dir)
 {
@@ -97,6 +66,7 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
         snprintf(dir, sizeof dir, "%s/artifacts", cfg->out_dir);
         snprintf(r->results_dir, sizeof r->results_dir, "%s/results/%s", cfg->out_dir, r->name);
         snprintf(r->checkpoint, sizeof r->checkpoint, "%s/%s_best.safetensors", dir, r->name);
+        snprintf(r->state_path, sizeof r->state_path, "%s/%s_last.safetensors", dir, r->name);
         if ((st = check_writable_dir(dir)) != FM_OK || (st = check_writable_dir(r->results_dir)) != FM_OK) {
             fm_run_free(r);
             return st;
@@ -141,6 +111,17 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
     int most = r->test.n > r->val.n ? r->test.n : r->val.n;
     r->pred = fm_xcalloc((size_t)most, 1);
     r->confidence = fm_xcalloc((size_t)most, sizeof(float));
+    if (cfg->resume) {
+        if (!cfg->write_artifacts) {
+            fm_run_free(r);
+            return fm_error_set(FM_ERR_ARG, "resume needs the run's artifacts (a run without "
+                                "artifacts saves no state)");
+        }
+        if ((st = run_state_load(r)) != FM_OK) {
+            fm_run_free(r);
+            return st;
+        }
+    }
     *out = r;
     return FM_OK;
 }
@@ -184,21 +165,28 @@ static int argmax10(const float *row, float *prob_out)
     return best;
 }
 
+/* The plugin's name, for messages about what its forward returned. */
+static const char *model_plugin_name(const fm_model *m)
+{
+    const fm_plugin *p = fm_model_owner(m);
+    return p ? fm_plugin_descriptor_of(p)->name : "(none)";
+}
+
 /* Resets g, loads the loader's next batch straight into a new input tensor
- * and runs the model on it: logits [b, 10], or NULL at the end of the epoch.
- * y receives the b labels. */
-static fm_tensor *next_logits(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, int32_t *y,
-                              int *b)
+ * and runs the model on it: *logits [b, 10], or NULL at the end of the
+ * epoch (*b = 0).  y receives the b labels.  An error when the plugin's
+ * forward returns something else than logits. */
+static fm_status next_logits(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, int32_t *y,
+                             int *b, fm_tensor **logits)
 {
     fm_graph_reset(g);
+    *logits = NULL;
     int shape[4] = {batch_size, 1, FM_IMAGE_H, FM_IMAGE_W};
     fm_tensor *x = fm_graph_tensor(g, 4, shape);
-    if ((*b = fm_loader_next(l, x->data, y, NULL)) == 0) return NULL;
+    if ((*b = fm_loader_next(l, x->data, y, NULL)) == 0) return FM_OK;
     shape[0] = *b;
     fm_tensor_set_shape(x, 4, shape);  /* a short last batch */
-    fm_tensor *logits = fm_model_forward(m, g, x);
-    FM_ASSERT(logits->ndim == 2 && logits->shape[0] == *b && logits->shape[1] == FM_NUM_CLASSES);
-    return logits;
+    return fm_model_forward_checked(m, g, x, model_plugin_name(m), logits);
 }
 
 fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
@@ -218,8 +206,10 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
     double loss_sum = 0.0;
     int64_t correct = 0;
     int done = 0, b;
+    fm_status st;
     fm_loader_begin_epoch(l);
-    for (fm_tensor *logits; (logits = next_logits(m, g, l, batch_size, y, &b));) {
+    fm_tensor *logits;
+    while ((st = next_logits(m, g, l, batch_size, y, &b, &logits)) == FM_OK && logits) {
         fm_tensor *loss = fm_cross_entropy(g, logits, y);
         loss_sum += (double)loss->data[0] * b;
         for (int i = 0; i < b; i++) {
@@ -238,7 +228,7 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
     free(y);
     fm_loader_free(l);
     fm_graph_free(g);
-    return FM_OK;
+    return st;
 }
 
 fm_status fm_run_evaluate(fm_run *r, fm_split_id split, fm_eval_result *out)
@@ -323,93 +313,190 @@ static double step_lr(const fm_run *r, int epoch, int step, int steps)
     return fm_sched_lr(&r->cfg, epoch, step, steps);
 }
 
-/* One epoch of training; returns false when a hook asked to stop. */
-static bool train_epoch(fm_run *r, int epoch, fm_epoch_metrics *m)
+/* How an epoch of training ended. */
+typedef enum epoch_end { EPOCH_DONE, EPOCH_HOOK_STOP, EPOCH_INTERRUPTED, EPOCH_DIVERGED } epoch_end;
+
+/* Stops the run as diverged at (epoch, step), with the diagnosis and the fix. */
+static epoch_end diverged(fm_run *r, int epoch, int step, const char *what, double value)
+{
+    r->status = FM_RUN_DIVERGED;
+    char shown[32];
+    if (isnan(value))
+        snprintf(shown, sizeof shown, "NaN");
+    else
+        snprintf(shown, sizeof shown, "%g", value);
+    snprintf(r->status_msg, sizeof r->status_msg,
+             "%s: training diverged at epoch %d, step %d: %s is %s; lower the learning rate "
+             "(--lr, now %g)%s", r->name, epoch + 1, step + 1, what, shown,
+             (double)r->cfg.optim.lr,
+             r->cfg.clip_grad_norm > 0 ? " or the gradient clipping (--clip-grad-norm)"
+                                       : " or clip the gradients (--clip-grad-norm 1)");
+    return EPOCH_DIVERGED;
+}
+
+/* One step on the batch in `logits`; EPOCH_DONE when it went through. */
+static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, int b)
+{
+    run_partial *pa = &r->partial;
+    int step = pa->step;
+    double lr = step_lr(r, epoch, step, steps);
+    fm_optim_set_lr(r->optim, (float)lr);
+    fm_tensor *loss = fm_cross_entropy(r->graph, logits, r->y);
+    double l = loss->data[0];
+    if (!isfinite(l)) return diverged(r, epoch, step, "the loss", l);
+    fm_model_zero_grad(r->model);
+    fm_backward(r->graph, loss);
+    if (r->cfg.clip_grad_norm > 0) {
+        double norm = fm_optim_clip_grad_norm(r->optim, r->cfg.clip_grad_norm);
+        if (!isfinite(norm)) return diverged(r, epoch, step, "the gradient norm", norm);
+    }
+    if (!fm_optim_step(r->optim)) return diverged(r, epoch, step, "a gradient element", NAN);
+
+    pa->loss_sum += l * b;
+    for (int i = 0; i < b; i++)
+        pa->correct += argmax10(logits->data + (size_t)i * FM_NUM_CLASSES, NULL) == r->y[i];
+    pa->seen += b;
+    pa->step++;
+    pa->lr = lr;
+    bool go_on = true;
+    if (r->cfg.on_step) {
+        fm_step_info info = {epoch + 1, step, steps, r->global_step, l, lr};
+        go_on = r->cfg.on_step(r->cfg.user, &info);
+    }
+    r->global_step++;
+    return go_on ? EPOCH_DONE : EPOCH_HOOK_STOP;
+}
+
+/* Trains epoch `epoch` from where r->partial stands (a new epoch when it is
+ * not active) to its end, a hook's stop, a stop request after a step, or
+ * divergence; fills m when the epoch's steps are over. */
+static epoch_end train_epoch(fm_run *r, int epoch, fm_epoch_metrics *m, fm_status *st)
 {
     const int steps = fm_loader_num_batches(r->loader);
-    double t0 = fm_now(), last_draw = 0.0, loss_sum = 0.0, lr = r->cfg.optim.lr;
-    int64_t correct = 0, seen = 0;
-    bool go_on = true;
-    fm_loader_begin_epoch(r->loader);
+    run_partial *pa = &r->partial;
+    if (!pa->active) {
+        *pa = (run_partial){.active = true, .lr = r->cfg.optim.lr};
+        fm_loader_begin_epoch(r->loader);
+    }
+    double t0 = fm_now() - pa->seconds, last_draw = 0.0;
+    epoch_end end = EPOCH_DONE;
     fm_graph_set_training(r->graph, true);
     fm_graph_set_grad(r->graph, true);
-    fm_tensor *logits;
-    for (int step = 0, b;
-         go_on && (logits = next_logits(r->model, r->graph, r->loader, r->cfg.batch_size, r->y, &b));
-         step++) {
-        lr = step_lr(r, epoch, step, steps);
-        fm_optim_set_lr(r->optim, (float)lr);
-        fm_tensor *loss = fm_cross_entropy(r->graph, logits, r->y);
-        fm_model_zero_grad(r->model);
-        fm_backward(r->graph, loss);
-        fm_optim_step(r->optim);
-
-        double l = loss->data[0];
-        loss_sum += l * b;
-        for (int i = 0; i < b; i++)
-            correct += argmax10(logits->data + (size_t)i * FM_NUM_CLASSES, NULL) == r->y[i];
-        seen += b;
-        if (r->cfg.on_step) {
-            fm_step_info info = {epoch + 1, step, steps, r->global_step, l, lr};
-            go_on = r->cfg.on_step(r->cfg.user, &info);
-        }
-        r->global_step++;
+    for (;;) {
+        fm_tensor *logits;
+        int b;
+        if ((*st = next_logits(r->model, r->graph, r->loader, r->cfg.batch_size, r->y, &b,
+                               &logits)) != FM_OK)
+            return EPOCH_DIVERGED;
+        if (!logits) break;
+        end = train_step(r, epoch, steps, logits, b);
         double now = fm_now();
-        if (now - last_draw > 0.1 || step + 1 == steps) {
-            progress_bar(r, epoch + 1, step + 1, steps, loss_sum / seen, now - t0);
+        if (now - last_draw > 0.1 || pa->step == steps) {
+            progress_bar(r, epoch + 1, pa->step, steps, pa->loss_sum / pa->seen, now - t0);
             last_draw = now;
         }
+        if (end == EPOCH_DIVERGED) return end;
+        if (fm_stop_requested()) {
+            pa->seconds = fm_now() - t0;
+            return EPOCH_INTERRUPTED;
+        }
+        if (end == EPOCH_HOOK_STOP) break;
     }
     m->epoch = epoch + 1;
-    m->train_loss = seen ? loss_sum / seen : NAN;
-    m->train_acc = seen ? (double)correct / seen : NAN;
-    m->lr = lr;
-    return go_on;
+    m->train_loss = pa->seen ? pa->loss_sum / pa->seen : NAN;
+    m->train_acc = pa->seen ? (double)pa->correct / pa->seen : NAN;
+    m->lr = pa->lr;
+    *pa = (run_partial){0};
+    return end;
+}
+
+/* The end of an epoch: validation, history, best checkpoint, metrics,
+ * hooks, early stopping, the state.  False when the run ends here. */
+static bool end_epoch(fm_run *r, fm_epoch_metrics *m, double t0, bool go_on, fm_status *st)
+{
+    fm_eval_result val;
+    if ((*st = fm_run_evaluate(r, FM_SPLIT_VAL, &val)) != FM_OK) return false;
+    m->val_loss = val.loss;
+    m->val_acc = val.acc;
+    m->seconds = fm_now() - t0;
+    if (!isfinite(m->val_loss)) {
+        diverged(r, m->epoch - 1, fm_loader_num_batches(r->loader) - 1, "the validation loss",
+                 m->val_loss);
+        return false;
+    }
+    fm_metrics_append(&r->history, m);
+    bool best = m->val_loss < r->best_val_loss;
+    if (best) {
+        r->best_val_loss = m->val_loss;
+        r->best_epoch = m->epoch;
+        fm_model_state_save(r->model, r->best_state);
+        r->bad_epochs = 0;
+    } else {
+        r->bad_epochs++;
+    }
+    epoch_line(r, m, best);
+    if (r->cfg.write_artifacts) {
+        if (best) {
+            if ((*st = fm_run_save(r, r->checkpoint)) != FM_OK) return false;
+            r->checkpoint_written = true;
+        }
+        if ((*st = write_metrics(r)) != FM_OK) return false;
+    }
+    if (r->cfg.on_epoch && !r->cfg.on_epoch(r->cfg.user, m)) go_on = false;
+    if (r->cfg.patience > 0 && r->bad_epochs >= r->cfg.patience) {
+        if (!r->cfg.quiet)
+            fm_log(FM_LOG_INFO, "%s: early stop after epoch %d: validation loss has not improved "
+                   "for %d epochs (best %.4f at epoch %d)", r->name, m->epoch, r->bad_epochs,
+                   r->best_val_loss, r->best_epoch);
+        r->finished = true;
+    } else if (m->epoch == r->cfg.epochs) {
+        r->finished = true;
+    }
+    if (!go_on && !r->finished) r->status = FM_RUN_STOPPED;
+    if (r->cfg.write_artifacts && (*st = run_state_save(r)) != FM_OK) return false;
+    return go_on && !r->finished;
 }
 
 fm_status fm_run_train(fm_run *r)
 {
     double t_start = fm_now();
-    int bad_epochs = 0;
     fm_status st = FM_OK;
-    for (int epoch = r->history.n; epoch < r->cfg.epochs; epoch++) {
-        double t0 = fm_now();
-        fm_epoch_metrics m = {0};
-        bool go_on = train_epoch(r, epoch, &m);
-        fm_eval_result val;
-        if ((st = fm_run_evaluate(r, FM_SPLIT_VAL, &val)) != FM_OK) break;
-        m.val_loss = val.loss;
-        m.val_acc = val.acc;
-        m.seconds = fm_now() - t0;
-        fm_metrics_append(&r->history, &m);
-
-        bool best = m.val_loss < r->best_val_loss;
-        if (best) {
-            r->best_val_loss = m.val_loss;
-            r->best_epoch = m.epoch;
-            fm_model_state_save(r->model, r->best_state);
-            bad_epochs = 0;
-        } else {
-            bad_epochs++;
-        }
-        epoch_line(r, &m, best);
-        if (r->cfg.write_artifacts) {
-            if (best && (st = fm_run_save(r, r->checkpoint)) != FM_OK) break;
-            if ((st = write_metrics(r)) != FM_OK) break;
-        }
-        if (r->cfg.on_epoch && !r->cfg.on_epoch(r->cfg.user, &m)) go_on = false;
-        if (!go_on) break;
-        if (r->cfg.patience > 0 && bad_epochs >= r->cfg.patience) {
-            if (!r->cfg.quiet)
-                fm_log(FM_LOG_INFO, "%s: early stop after epoch %d: validation loss has not improved "
-                       "for %d epochs (best %.4f at epoch %d)", r->name, m.epoch, bad_epochs,
-                       r->best_val_loss, r->best_epoch);
+    r->status = FM_RUN_RUNNING;
+    r->status_msg[0] = '\0';
+    for (int epoch = r->history.n; !r->finished && epoch < r->cfg.epochs; epoch++) {
+        if (fm_stop_requested() && !r->partial.active) {
+            r->status = FM_RUN_INTERRUPTED;
             break;
         }
+        double t0 = fm_now() - r->partial.seconds;
+        fm_epoch_metrics m = {0};
+        epoch_end end = train_epoch(r, epoch, &m, &st);
+        if (st != FM_OK) break;
+        if (end == EPOCH_DIVERGED) break;
+        if (end == EPOCH_INTERRUPTED) {
+            r->status = FM_RUN_INTERRUPTED;
+            break;
+        }
+        if (!end_epoch(r, &m, t0, end == EPOCH_DONE, &st)) break;
+    }
+    if (st != FM_OK)
+        r->status = FM_RUN_FAILED;
+    else if (r->status == FM_RUN_RUNNING)
+        r->status = FM_RUN_COMPLETED;
+    r->seconds += fm_now() - t_start;
+    if (r->status == FM_RUN_INTERRUPTED) {
+        const char *saved = r->cfg.write_artifacts ? "; the run's state is saved for --resume" : "";
+        if (r->partial.active)
+            snprintf(r->status_msg, sizeof r->status_msg,
+                     "%s: interrupted during epoch %d after %d of its steps%s", r->name,
+                     r->history.n + 1, r->partial.step, saved);
+        else
+            snprintf(r->status_msg, sizeof r->status_msg, "%s: interrupted after epoch %d%s",
+                     r->name, r->history.n, saved);
+        if (st == FM_OK && r->cfg.write_artifacts) st = run_state_save(r);
     }
     if (r->best_epoch > 0) fm_model_state_load(r->model, r->best_state);
     r->have_test = false;
-    r->seconds += fm_now() - t_start;
     return st;
 }
 
@@ -419,7 +506,20 @@ const char *fm_run_name(const fm_run *r) { return r->name; }
 int fm_run_best_epoch(const fm_run *r) { return r->best_epoch; }
 double fm_run_seconds(const fm_run *r) { return r->seconds; }
 const char *fm_run_results_dir(const fm_run *r) { return r->results_dir; }
-const char *fm_run_checkpoint_path(const fm_run *r) { return r->checkpoint; }
+const char *fm_run_checkpoint_path(const fm_run *r)
+{
+    return r->checkpoint_written ? r->checkpoint : NULL;
+}
+fm_run_status fm_run_status_of(const fm_run *r) { return r->status; }
+const char *fm_run_status_message(const fm_run *r) { return r->status_msg; }
+const char *fm_run_state_path(const fm_run *r) { return r->state_path; }
+
+const char *fm_run_status_name(fm_run_status status)
+{
+    static const char *const names[] = {"running",     "completed", "stopped",
+                                        "interrupted", "diverged",  "failed"};
+    return status >= 0 && status <= FM_RUN_FAILED ? names[status] : "?";
+}
 
 const fm_epoch_metrics *fm_run_history(const fm_run *r, int *n_epochs)
 {
@@ -455,37 +555,65 @@ fm_status fm_eval_write_report(const fm_eval_result *res, const char *dir, const
                                 res->confidence, res->n, 8, NULL);
 }
 
+/* The options that decide the run's numbers (the run state's and
+ * summary.json's). */
+void run_options_make(const fm_run *r, run_options *o)
+{
+    const fm_train_config *c = &r->cfg;
+    o->n = 0;
+#define OPT(k, ...)                                                                    \
+    do {                                                                               \
+        FM_ASSERT(o->n < RUN_MAX_OPTIONS);                                             \
+        snprintf(o->text[o->n], sizeof o->text[o->n], __VA_ARGS__);                    \
+        o->key[o->n] = k;                                                              \
+        o->value[o->n] = o->text[o->n];                                                \
+        o->n++;                                                                        \
+    } while (0)
+    OPT("optimizer", "%s", fm_optim_kind_name(c->optim.kind));
+    OPT("lr", "%.9g", (double)c->optim.lr);
+    OPT("weight_decay", "%.9g", (double)c->optim.weight_decay);
+    OPT("momentum", "%.9g", (double)c->optim.momentum);
+    OPT("dampening", "%.9g", (double)c->optim.dampening);
+    OPT("nesterov", "%s", c->optim.nesterov ? "true" : "false");
+    OPT("betas", "%.9g,%.9g", (double)c->optim.beta1, (double)c->optim.beta2);
+    OPT("eps", "%.9g", (double)c->optim.eps);
+    OPT("batch_size", "%d", c->batch_size);
+    OPT("epochs", "%d", c->epochs);
+    OPT("patience", "%d", c->patience);
+    OPT("val_split", "%.9g", c->val_split);
+    OPT("scheduler", "%s", c->schedule ? "lua" : fm_sched_kind_name(c->scheduler));
+    OPT("step_size", "%d", c->step_size);
+    OPT("gamma", "%.9g", c->gamma);
+    OPT("min_lr", "%.9g", c->min_lr);
+    OPT("warmup", "%d", c->warmup);
+    OPT("augment", "%s", c->augment ? "true" : "false");
+    OPT("limit", "%d", c->limit);
+    OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);
+#undef OPT
+}
+
 fm_status fm_run_report(fm_run *r)
 {
     if (!r->cfg.write_artifacts) return FM_OK;
     fm_status st;
     fm_eval_result test;
-    if (!r->have_test && (st = fm_run_evaluate(r, FM_SPLIT_TEST, &test)) != FM_OK) return st;
-    if ((st = fm_eval_write_report(&r->test_result, r->results_dir, r->name)) != FM_OK) return st;
+    /* The test set tells about the best weights; with none (diverged in the
+     * first epoch) there is nothing to evaluate. */
+    bool tested = r->best_epoch > 0;
+    if (tested && !r->have_test && (st = fm_run_evaluate(r, FM_SPLIT_TEST, &test)) != FM_OK)
+        return st;
+    if (tested && (st = fm_eval_write_report(&r->test_result, r->results_dir, r->name)) != FM_OK)
+        return st;
     if (r->history.n > 0 && (st = fm_report_plots(r->results_dir, r->name, &r->history)) != FM_OK)
         return st;
 
-    char lr[32], batch[16], patience[16], val_split[32], min_lr[32], warmup[16], augment[8];
-    char step_size[16], gamma[32], wd[32], momentum[32], limit[16];
-    snprintf(lr, sizeof lr, "%g", (double)r->cfg.optim.lr);
-    snprintf(batch, sizeof batch, "%d", r->cfg.batch_size);
-    snprintf(patience, sizeof patience, "%d", r->cfg.patience);
-    snprintf(val_split, sizeof val_split, "%g", r->cfg.val_split);
-    snprintf(min_lr, sizeof min_lr, "%g", r->cfg.min_lr);
-    snprintf(warmup, sizeof warmup, "%d", r->cfg.warmup);
-    snprintf(augment, sizeof augment, "%s", r->cfg.augment ? "true" : "false");
-    snprintf(step_size, sizeof step_size, "%d", r->cfg.step_size);
-    snprintf(gamma, sizeof gamma, "%g", r->cfg.gamma);
-    snprintf(wd, sizeof wd, "%g", (double)r->cfg.optim.weight_decay);
-    snprintf(momentum, sizeof momentum, "%g", (double)r->cfg.optim.momentum);
-    snprintf(limit, sizeof limit, "%d", r->cfg.limit);
-    const char *options[] = {
-        "optimizer", fm_optim_kind_name(r->cfg.optim.kind), "lr", lr, "weight_decay", wd,
-        "momentum", momentum, "batch_size", batch, "patience", patience, "val_split", val_split,
-        "scheduler", r->cfg.schedule ? "lua" : fm_sched_kind_name(r->cfg.scheduler),
-        "step_size", step_size, "gamma", gamma, "min_lr", min_lr, "warmup", warmup,
-        "augment", augment, "limit", limit,
-    };
+    run_options opt;
+    run_options_make(r, &opt);
+    const char *options[2 * RUN_MAX_OPTIONS];
+    for (int i = 0; i < opt.n; i++) {
+        options[2 * i] = opt.key[i];
+        options[2 * i + 1] = opt.value[i];
+    }
     int best = r->best_epoch - 1;
     fm_summary s = {
         .model = r->name,
@@ -493,18 +621,19 @@ fm_status fm_run_report(fm_run *r)
         .hparams = (const char *const *)r->hp_kv,
         .n_hparams = r->n_hp,
         .options = options,
-        .n_options = (int)(sizeof options / sizeof options[0] / 2),
+        .n_options = opt.n,
         .seed = r->cfg.seed,
         .epochs_run = r->history.n,
         .best_epoch = r->best_epoch,
         .val_loss = best >= 0 ? r->history.rows[best].val_loss : NAN,
         .val_acc = best >= 0 ? r->history.rows[best].val_acc : NAN,
-        .test_loss = r->test_result.loss,
-        .test_acc = r->test_result.acc,
+        .test_loss = tested ? r->test_result.loss : NAN,
+        .test_acc = tested ? r->test_result.acc : NAN,
         .num_params = fm_model_num_params(r->model),
         .wall_seconds = r->seconds,
-        .checkpoint = r->checkpoint,
+        .checkpoint = fm_run_checkpoint_path(r),
         .kernels = fm_kernels_name(r->kernels),
+        .status = fm_run_status_name(r->status),
     };
     char path[4200];
     path_in(r->results_dir, "summary.json", path, sizeof path);

@@ -128,6 +128,17 @@ FM_API int fm_get_threads(void);
 typedef void (*fm_task_fn)(void *arg, int task, int thread);
 FM_API void fm_parallel_for(int ntasks, fm_task_fn fn, void *arg);
 
+/* ---- stopping cleanly -------------------------------------------------------- */
+
+/* A request to stop work cleanly, made by a signal handler (SIGINT, SIGTERM)
+ * or a host: a training run finishes its current step, saves its state and
+ * returns as interrupted.  `sig` is the signal number (any non-zero value
+ * for a host).  Async-signal-safe. */
+FM_API void fm_stop_request(int sig);
+/* The pending request's signal number; 0 when there is none. */
+FM_API int fm_stop_requested(void);
+FM_API void fm_stop_clear(void);
+
 /* ---- kernel sets ---------------------------------------------------------- */
 
 /* The kernels a process runs, one set chosen at run time:

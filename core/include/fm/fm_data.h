@@ -101,6 +101,21 @@ FM_API int fm_loader_num_batches(const fm_loader *l);
  * NULL it receives the dataset indices of the batch's images. */
 FM_API int fm_loader_next(fm_loader *l, float *x, int32_t *y, uint32_t *index_out);
 
+/* Where a loader stands, for a run that stops and resumes: its shuffling
+ * stream as it was when the current epoch began (the epoch's order follows
+ * from it), its augmentation stream now, and the next position in the
+ * epoch.  fm_loader_restore on a loader made with the same subset, batch
+ * size and flags continues with exactly the batches the saved one would
+ * have given. */
+typedef struct fm_loader_state {
+    fm_rng shuffle_at_begin, augment;
+    int pos;     /* images of the epoch already given */
+    bool begun;  /* an epoch has begun */
+} fm_loader_state;
+
+FM_API fm_loader_state fm_loader_save(const fm_loader *l);
+FM_API void fm_loader_restore(fm_loader *l, const fm_loader_state *s);
+
 /* Normalises one image (no augmentation) into out[784]. */
 FM_API void fm_image_normalize(const uint8_t *pixels, float *out);
 

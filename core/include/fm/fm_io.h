@@ -51,8 +51,9 @@ FM_API fm_status fm_file_commit(const char *tmp_path, const char *path);
 FM_API fm_status fm_mkdirs(const char *path);
 
 /* Reads a whole file into a malloc'ed buffer (NUL-terminated, the NUL not
- * counted in *len_out).  Files larger than max_bytes are refused with
- * FM_ERR_FORMAT.  The caller frees *data_out. */
+ * counted in *len_out).  Only a regular file is read: a FIFO or a device is
+ * FM_ERR_IO, refused without blocking.  Files larger than max_bytes are
+ * refused with FM_ERR_FORMAT.  The caller frees *data_out. */
 FM_API fm_status fm_file_read_all(const char *path, size_t max_bytes, char **data_out,
                                   size_t *len_out);
 

@@ -90,6 +90,11 @@ FM_API void *fm_model_self(const fm_model *m);
 /* The `ctx` given to fm_model_set_impl (the loader passes its fm_plugin). */
 FM_API void *fm_model_owner(const fm_model *m);
 FM_API fm_tensor *fm_model_forward(fm_model *m, fm_graph *g, fm_tensor *x);
+/* The same, with the result checked as a host must before using it: float32
+ * logits [N, 10] for the N images of x.  Anything else (NULL included) is
+ * FM_ERR_PLUGIN naming `who` (the plugin) and what it returned. */
+FM_API fm_status fm_model_forward_checked(fm_model *m, fm_graph *g, fm_tensor *x, const char *who,
+                                          fm_tensor **logits);
 
 /* ---- inspection ------------------------------------------------------------ */
 
@@ -116,6 +121,8 @@ FM_API void fm_model_zero_grad(fm_model *m);
 FM_API size_t fm_model_state_bytes(const fm_model *m);
 FM_API void fm_model_state_save(const fm_model *m, void *buf);
 FM_API void fm_model_state_load(fm_model *m, const void *buf);
+/* Where entry i's values lie within such a copy. */
+FM_API void *fm_model_state_entry(const fm_model *m, void *buf, int i);
 
 #ifdef __cplusplus
 }

@@ -40,11 +40,27 @@ typedef struct fm_optim fm_optim;
  * tensors are not owned.  Owned by the caller: fm_optim_free(). */
 FM_API fm_optim *fm_optim_new(fm_tensor *const *params, int n, const fm_optim_config *cfg);
 FM_API void fm_optim_free(fm_optim *o);
-/* One update from the gradients currently in params[i]->grad. */
-FM_API void fm_optim_step(fm_optim *o);
+/* One update from the gradients currently in params[i]->grad.  Returns
+ * false when a gradient was not finite (NaN or infinite): the update is made
+ * all the same, and the parameters are then no better than the gradients. */
+FM_API bool fm_optim_step(fm_optim *o);
 FM_API void fm_optim_set_lr(fm_optim *o, float lr);
 FM_API float fm_optim_lr(const fm_optim *o);
 FM_API int64_t fm_optim_steps(const fm_optim *o);
+
+/* torch.nn.utils.clip_grad_norm_ (1.13) over every parameter's gradient:
+ * the total L2 norm (of the per-parameter norms), returned; when max_norm >
+ * 0 every gradient is multiplied by min(1, max_norm / (norm + 1e-6)).  The
+ * norm is summed in double in a fixed order: the same for any thread count
+ * and kernel set.  A non-finite norm leaves the gradients alone. */
+FM_API double fm_optim_clip_grad_norm(fm_optim *o, double max_norm);
+
+/* For saving and resuming a run: parameter i's state (numel floats each, or
+ * NULL): SGD's momentum buffer in *m (*v NULL), Adam's exp_avg and
+ * exp_avg_sq; and the step count that bias correction and SGD's first step
+ * read. */
+FM_API void fm_optim_state(fm_optim *o, int i, float **m, float **v);
+FM_API void fm_optim_set_steps(fm_optim *o, int64_t steps);
 
 #ifdef __cplusplus
 }

@@ -125,7 +125,9 @@ FM_API const char *fm_hparams_value_at(const fm_hparams *hp, int i);
  * and keeps the plugin loaded while the model lives.  NULL with the error
  * slot set when create() fails: FM_ERR_ARG when the plugin refused a
  * hyper-parameter value with FM_ERR_ARG (a usage error), else FM_ERR_PLUGIN;
- * the message starts with the plugin's name. */
+ * FM_ERR_NOMEM, before allocating, when the model create() registered
+ * (parameters and gradients) is larger than the machine's memory.  The
+ * message starts with the plugin's name. */
 FM_API fm_model *fm_plugin_create_model(fm_plugin *p, const fm_hparams *hp, uint64_t seed);
 
 /* ---- host side: calling exports through libffi ------------------------------ */

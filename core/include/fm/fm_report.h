@@ -160,6 +160,7 @@ typedef struct fm_summary {
     double wall_seconds;
     const char *checkpoint;       /* path of the best weights; may be NULL */
     const char *kernels;          /* kernel set of the run; NULL: the set in use */
+    const char *status;           /* how training ended (fm_run_status_name); NULL: omitted */
 } fm_summary;
 
 /* Writes s as a JSON object (indented, keys in a fixed order) with

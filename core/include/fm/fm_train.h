@@ -53,9 +53,11 @@ typedef struct fm_train_config {
     fm_sched_kind scheduler;  /* constant */
     int step_size;       /* step: epochs between decays (10) */
     double gamma;        /* step: decay factor (0.1) */
-    double min_lr;       /* cosine: final learning rate (0) */
+    double min_lr;       /* cosine: the rate annealed toward, reached one epoch after the last (0) */
     int warmup;          /* epochs of linear warm-up before the schedule (0) */
     bool augment;        /* random crop + flip (false) */
+    double clip_grad_norm;  /* > 0: clip the gradients' total L2 norm to this each step (0) */
+    bool resume;         /* continue the run saved in <out>/artifacts/<model>_last.safetensors */
     int threads;         /* 0: one per core */
     int limit;           /* >0: first N training images of the split */
     const char *data_dir;   /* NULL: $FMHOST_DATA, then the system dir */
@@ -78,7 +80,16 @@ FM_API void fm_train_config_init(fm_train_config *cfg);
 /* Checks every field's range; FM_ERR_ARG naming the option and the value. */
 FM_API fm_status fm_train_config_check(const fm_train_config *cfg);
 /* The built-in schedule's learning rate at (epoch 0-based, step within
- * epoch) for a run of steps_per_epoch steps per epoch. */
+ * epoch) for a run of steps_per_epoch steps per epoch, as PyTorch's
+ * schedulers give it (tests/test_sched.c compares every value):
+ *   warm-up, epochs [0, warmup): linear per step, from lr/(warmup *
+ *     steps_per_epoch) at the first step to lr at the last (LinearLR
+ *     stepped per step);
+ *   then per epoch, e = epoch - warmup over T = epochs - warmup epochs:
+ *     constant: lr; step: lr * gamma^floor(e / step_size) (StepLR);
+ *     cosine: min_lr + (lr - min_lr) * (1 + cos(pi * e / T)) / 2
+ *     (CosineAnnealingLR with T_max = T, eta_min = min_lr): the last epoch
+ *     runs just above min_lr, which would be reached one epoch later. */
 FM_API double fm_sched_lr(const fm_train_config *cfg, int epoch, int step, int steps_per_epoch);
 
 /* Both splits of FashionMNIST, loaded once and shared by runs. */
@@ -116,9 +127,38 @@ FM_API fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *h
                             const fm_fashion *data, const fm_train_config *cfg);
 FM_API void fm_run_free(fm_run *r);
 
+/* How a run's training ended. */
+typedef enum fm_run_status {
+    FM_RUN_RUNNING,      /* not trained yet */
+    FM_RUN_COMPLETED,    /* every epoch, or early stopping */
+    FM_RUN_STOPPED,      /* a hook (on_step, on_epoch) asked to stop */
+    FM_RUN_INTERRUPTED,  /* fm_stop_request(): the current step finished, the state saved */
+    FM_RUN_DIVERGED,     /* a non-finite loss or gradient: stopped before it spread */
+    FM_RUN_FAILED,       /* an error (an artifact not written, a plugin's bad output) */
+} fm_run_status;
+
+/* "running", "completed", "stopped", "interrupted", "diverged", "failed". */
+FM_API const char *fm_run_status_name(fm_run_status status);
+
 /* Trains with early stopping, then restores the best weights (lowest
- * validation loss).  FM_OK also when a hook stopped it. */
+ * validation loss), if any epoch gave one.  Returns FM_OK however training
+ * ended (fm_run_status_of tells how) and an error only when an artifact
+ * could not be written.
+ *
+ * With artifacts, the run's whole state (weights and buffers, the best
+ * weights, optimizer moments and step, every random stream, the data order
+ * and position, early stopping's counters, the history) is written
+ * atomically to fm_run_state_path() at every epoch end and when
+ * interrupted; a run made with cfg.resume continues from it to the same
+ * bytes as a run never stopped (same options; the thread count and the
+ * vector kernel set may differ). */
 FM_API fm_status fm_run_train(fm_run *r);
+FM_API fm_run_status fm_run_status_of(const fm_run *r);
+/* Why training diverged or was interrupted ("" otherwise): names the epoch
+ * and step and the fix. */
+FM_API const char *fm_run_status_message(const fm_run *r);
+/* <out>/artifacts/<model>_last.safetensors ("" without artifacts). */
+FM_API const char *fm_run_state_path(const fm_run *r);
 
 /* Evaluates the model's current weights (after training: the best). */
 FM_API fm_status fm_run_evaluate(fm_run *r, fm_split_id split, fm_eval_result *out);
@@ -137,6 +177,8 @@ FM_API const fm_epoch_metrics *fm_run_history(const fm_run *r, int *n_epochs);
 FM_API int fm_run_best_epoch(const fm_run *r);  /* 1-based; 0 before any epoch */
 FM_API double fm_run_seconds(const fm_run *r);  /* training wall time */
 FM_API const char *fm_run_results_dir(const fm_run *r);
+/* The best checkpoint's path, or NULL while none has been written (no
+ * artifacts, or no epoch ended with a finite validation loss). */
 FM_API const char *fm_run_checkpoint_path(const fm_run *r);
 /* The kernel set in use when fm_run_new made the run; recorded in its
  * checkpoints ("kernels" in the metadata) and summary.json.  Keep it in use

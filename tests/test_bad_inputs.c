@@ -446,7 +446,7 @@ START_TEST(test_bad_checkpoints)
                        sizeof not_json - 1);
 
     h = json_deep_copy(st.header);
-    json_object_set_new(json_object_get(h, "fc2.weight"), "dtype", json_string("F16"));
+    json_object_set_new(json_object_get(h, "fc2.weight"), "dtype", json_string("F64"));
     st_write(bad_path(p[7], sizeof p[7], "dtype.safetensors"), h, st.data, st.data_len);
     json_decref(h);
 
@@ -475,7 +475,7 @@ START_TEST(test_bad_checkpoints)
         {K_EVAL, EVAL(p[4]), 1, {p[4], "larger than the file", "saved whole by fmhost"}},
         {K_EVAL, EVAL(p[5]), 1, {p[5], "exceeds the 16000000-byte limit", "saved whole by fmhost"}},
         {K_EVAL, EVAL(p[6]), 1, {p[6], "not valid JSON", "saved whole by fmhost"}},
-        {K_EVAL, EVAL(p[7]), 1, {p[7], "dtype \"F16\"", "saved whole by fmhost"}},
+        {K_EVAL, EVAL(p[7]), 1, {p[7], "dtype \"F64\"", "saved whole by fmhost"}},
         {K_EVAL, EVAL(p[8]), 1, {p[8], "not a regular file", "give the path of a checkpoint"}},
         {K_EVAL, EVAL(p[9]), 1, {p[9], "not a regular file", "give the path of a checkpoint"}},
         {K_EVAL, EVAL("/dev/null"), 1, {"/dev/null", "not a regular file"}},

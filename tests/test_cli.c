@@ -202,13 +202,13 @@ START_TEST(test_cli_help)
 
     static const struct {
         const char *cmd;
-        const char *opts[28];
+        const char *opts[32];
     } helps[] = {
         {"train", {"--model", "--plugin", "--set", "--epochs", "--batch-size", "--patience",
                    "--val-split", "--seed", "--augment", "--limit", "--optimizer", "--lr",
                    "--momentum", "--nesterov", "--weight-decay", "--scheduler", "--step-size",
                    "--gamma", "--min-lr", "--warmup", "--threads", "--data-dir", "--out", "--quiet",
-                   "summary.json", "--kernels", "FMHOST_KERNELS"}},
+                   "summary.json", "--kernels", "FMHOST_KERNELS", "--save-dtype"}},
         {"eval", {"--model", "--plugin", "--weights", "--set", "--data-dir", "--out", "--threads",
                   "--kernels", "FMHOST_KERNELS"}},
         {"plugins", {"--dir"}},
@@ -251,6 +251,7 @@ static const struct {
     {{"train", "--model", "mlp", "--warmup", "3", "--epochs", "2"}, {"--warmup", "3"}},
     {{"train", "--model", "mlp", "--nesterov"}, {"--nesterov"}},
     {{"train", "--model", "mlp", "--set", "nokey"}, {"--set", "nokey"}},
+    {{"train", "--model", "mlp", "--save-dtype", "f16"}, {"--save-dtype", "'f16'", "f32 or bf16"}},
     {{"train", "--model", "mlp", "--set", "nokey=3", "--data-dir", SAMPLE_DIR}, {"nokey", "hidden1"}},
     {{"train", "--model", "rescnn", "--set", "width=abc", "--data-dir", SAMPLE_DIR}, {"width", "abc"}},
     {{"train", "--model", "mlp", "--plugin", "x.so"}, {"--model", "--plugin"}},
@@ -827,6 +828,133 @@ START_TEST(test_cli_kernels_train)
 }
 END_TEST
 
+/* ---- --save-dtype ----------------------------------------------------------------- */
+
+/* A safetensors file's parsed header; *file gets the whole file (free it)
+ * and *data the start of its data section. */
+static json_t *st_header(const char *path, char **file, const unsigned char **data)
+{
+    size_t len;
+    *file = fm_test_read_file(path, &len);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (unsigned char)(*file)[i];
+    ck_assert_uint_le(8 + hlen, len);
+    json_error_t jerr;
+    json_t *hdr = json_loadb(*file + 8, hlen, 0, &jerr);
+    ck_assert_msg(hdr != NULL, "%s: header: %s", path, jerr.text);
+    *data = (const unsigned char *)*file + 8 + hlen;
+    return hdr;
+}
+
+static json_int_t offset_of(json_t *desc, int which)
+{
+    return json_integer_value(json_array_get(json_object_get(desc, "data_offsets"), (size_t)which));
+}
+
+/* train --save-dtype bf16 keeps the float32 checkpoint and writes beside it
+ * the best weights as BF16: the same tensors and metadata plus "dtype":
+ * "bf16", every value fm_bf16_from_f32 of the checkpoint's, I64 as is.
+ * eval --weights loads it.  Lua's save_dtype does the same. */
+START_TEST(test_cli_save_dtype_bf16)
+{
+    char *tmp = new_tmpdir();
+    char ckpt[4200], half[4200], out2[4200], p[4400];
+    path_of(ckpt, sizeof ckpt, "%s/artifacts/mlp_best.safetensors", tmp);
+    path_of(half, sizeof half, "%s/artifacts/mlp_best.bf16.safetensors", tmp);
+    cli_result r;
+    run(&r, "train", "--model", "mlp", "--data-dir", SAMPLE_DIR, "--epochs", "2", "--limit", "300",
+        "--out", tmp, "--quiet", "--threads", "1", "--save-dtype", "bf16", NULL);
+    ck_assert_msg(r.status == 0, "train --save-dtype bf16: exit %d:\n%s", r.status, r.err);
+    double acc = stdout_accuracy(r.out);
+    result_free(&r);
+    ck_assert_msg(exists(half), "%s missing", half);
+    assert_no_tmp_files(tmp);
+
+    char *ffile, *hfile;
+    const unsigned char *fdata, *hdata;
+    json_t *fh = st_header(ckpt, &ffile, &fdata), *hh = st_header(half, &hfile, &hdata);
+    json_t *fmeta = json_object_get(fh, "__metadata__"), *hmeta = json_object_get(hh, "__metadata__");
+    ck_assert_ptr_null(json_object_get(fmeta, "dtype"));
+    ck_assert_str_eq(json_string_value(json_object_get(hmeta, "dtype")), "bf16");
+    ck_assert_uint_eq(json_object_size(hmeta), json_object_size(fmeta) + 1);
+    const char *key;
+    json_t *value;
+    json_object_foreach(fmeta, key, value) {
+        const char *got = json_string_value(json_object_get(hmeta, key));
+        ck_assert_msg(got && !strcmp(got, json_string_value(value)), "metadata \"%s\": %s, want %s",
+                      key, got ? got : "(none)", json_string_value(value));
+    }
+    ck_assert_uint_eq(json_object_size(hh), json_object_size(fh));
+    int floats = 0;
+    json_object_foreach(fh, key, value) {
+        if (!strcmp(key, "__metadata__")) continue;
+        json_t *hd = json_object_get(hh, key);
+        ck_assert_msg(hd != NULL, "%s missing from %s", key, half);
+        ck_assert(json_equal(json_object_get(value, "shape"), json_object_get(hd, "shape")));
+        const char *fdt = json_string_value(json_object_get(value, "dtype"));
+        const char *hdt = json_string_value(json_object_get(hd, "dtype"));
+        json_int_t fb = offset_of(value, 0), fe = offset_of(value, 1), hb = offset_of(hd, 0);
+        if (!strcmp(fdt, "I64")) {
+            ck_assert_str_eq(hdt, "I64");
+            ck_assert_int_eq(offset_of(hd, 1) - hb, fe - fb);
+            ck_assert(memcmp(fdata + fb, hdata + hb, (size_t)(fe - fb)) == 0);
+            continue;
+        }
+        ck_assert_str_eq(fdt, "F32");
+        ck_assert_msg(!strcmp(hdt, "BF16"), "%s: dtype %s", key, hdt);
+        ck_assert_int_eq(offset_of(hd, 1) - hb, (fe - fb) / 2);
+        for (json_int_t i = 0; i < (fe - fb) / 4; i++) {
+            float f;
+            uint16_t h;
+            memcpy(&f, fdata + fb + 4 * i, 4);
+            memcpy(&h, hdata + hb + 2 * i, 2);
+            if (h != fm_bf16_from_f32(f))
+                ck_abort_msg("%s[%lld]: %04x, want %04x", key, (long long)i, h, fm_bf16_from_f32(f));
+            floats++;
+        }
+    }
+    ck_assert_int_eq(floats, 235146);
+    json_decref(fh);
+    json_decref(hh);
+    free(ffile);
+    free(hfile);
+
+    /* eval loads the BF16 file: its accuracy is the rounded weights', near
+     * the float32 one's. */
+    path_of(out2, sizeof out2, "%s/bf16-eval", tmp);
+    run(&r, "eval", "--model", "mlp", "--weights", half, "--out", out2, "--data-dir", SAMPLE_DIR, NULL);
+    ck_assert_msg(r.status == 0, "eval of %s: exit %d:\n%s", half, r.status, r.err);
+    double half_acc = stdout_accuracy(r.out);
+    ck_assert_msg(fabs(half_acc - acc) <= 0.02, "bf16 accuracy %g, float32 %g", half_acc, acc);
+    result_free(&r);
+
+    /* Lua: save_dtype = "bf16" writes the same file; another name is refused. */
+    char script[4300], out_arg[4300], data_arg[4300];
+    path_of(script, sizeof script, "%s/bf16.lua", tmp);
+    path_of(out_arg, sizeof out_arg, "out=%s/lua", tmp);
+    path_of(data_arg, sizeof data_arg, "data=%s", SAMPLE_DIR);
+    const char *body = "local fm = require 'fm'\n"
+                       "fm.train{plugin = 'mlp', data_dir = fm.args.data, out = fm.args.out,\n"
+                       "  epochs = 1, limit = 300, quiet = true, threads = 1, report = false,\n"
+                       "  save_dtype = fm.args.dtype}\n";
+    fm_test_write_file(script, body, strlen(body));
+    run(&r, "script", script, out_arg, data_arg, "dtype=bf16", NULL);
+    ck_assert_msg(r.status == 0, "fm.train{save_dtype = 'bf16'}: exit %d:\n%s", r.status, r.err);
+    ck_assert_msg(exists(path_of(p, sizeof p, "%s/lua/artifacts/mlp_best.bf16.safetensors", tmp)),
+                  "%s missing", p);
+    result_free(&r);
+    run(&r, "script", script, out_arg, data_arg, "dtype=f16", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, "bf16.lua:2");
+    ASSERT_HAS(r.err, "save_dtype");
+    ASSERT_HAS(r.err, "'f16'");
+    result_free(&r);
+
+    fm_test_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -846,6 +974,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, test_cli_kernels_env_errors);
     tcase_add_test(tc, test_cli_kernels_unsupported);
     tcase_add_test(tc, test_cli_kernels_train);
+    tcase_add_test(tc, test_cli_save_dtype_bf16);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,6 +1,7 @@
 /* test_io.c — atomic writes, mkdir -p, safetensors round trips and hostile files. */
 #include <check.h>
 #include <dirent.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,6 +311,146 @@ START_TEST(test_csv_field_quoting)
 }
 END_TEST
 
+/* ---- 16-bit floats ------------------------------------------------------------------------ */
+
+static uint32_t bits_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static float float_of(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* Round to nearest even, worked out in double: the two bfloat16 values
+ * around |x| (the truncated one and the next, 2^128 past the largest
+ * finite one) and which of them is nearer, exactly, as doubles hold both
+ * differences without rounding. */
+static uint16_t bf16_reference(float x)
+{
+    if (isnan(x)) return 0x7FC0;
+    uint16_t sign = (uint16_t)(bits_of(x) >> 16 & 0x8000u);
+    uint16_t lo = (uint16_t)(bits_of(x) >> 16 & 0x7FFFu);
+    if (isinf(x)) return sign | lo;
+    double a = fabs((double)x), below = (double)float_of((uint32_t)lo << 16);
+    double above = lo == 0x7F7F ? ldexp(1.0, 128) : (double)float_of((uint32_t)(lo + 1) << 16);
+    double to_below = a - below, to_above = above - a;
+    bool up = to_above < to_below || (to_above == to_below && (lo & 1));
+    return (uint16_t)(sign | (lo + up));
+}
+
+/* Every bfloat16 widens exactly (its bits in float32's upper half) and
+ * rounds back to itself; a NaN comes back as 0x7FC0, as in c10.  (The
+ * loops here fail with ck_abort_msg: Check's ck_assert marks a point, a
+ * write to the parent process, at every success.) */
+START_TEST(test_bf16_round_trip_exhaustive)
+{
+    int nans = 0;
+    for (uint32_t h = 0; h <= 0xFFFF; h++) {
+        float f = fm_f32_from_bf16((uint16_t)h);
+        if (bits_of(f) != h << 16) ck_abort_msg("bf16 %04x widened to %08x", h, bits_of(f));
+        bool nan = (h & 0x7F80) == 0x7F80 && (h & 0x7F) != 0;
+        nans += nan;
+        uint16_t back = fm_bf16_from_f32(f), want = nan ? 0x7FC0 : (uint16_t)h;
+        if (back != want)
+            ck_abort_msg("bf16 %04x -> %g -> %04x, want %04x", h, (double)f, back, want);
+    }
+    ck_assert_int_eq(nans, 2 * 127);
+}
+END_TEST
+
+/* Every binary16 against its value worked out with ldexp. */
+START_TEST(test_f16_exhaustive)
+{
+    for (uint32_t h = 0; h <= 0xFFFF; h++) {
+        uint32_t sign = h >> 15, exp = h >> 10 & 0x1F, mant = h & 0x3FF;
+        float got = fm_f32_from_f16((uint16_t)h);
+        if (exp == 0x1F && mant != 0) {
+            /* Sign and payload kept, the NaN quiet. */
+            uint32_t want = sign << 31 | 0x7FC00000u | mant << 13;
+            if (!isnan(got) || bits_of(got) != want)
+                ck_abort_msg("f16 NaN %04x -> %08x, want %08x", h, bits_of(got), want);
+            continue;
+        }
+        double v = exp == 0x1F ? INFINITY
+                   : exp == 0  ? ldexp((double)mant, -24)
+                               : ldexp((double)(mant + 1024), (int)exp - 25);
+        float want = (float)(sign ? -v : v);
+        if (bits_of(got) != bits_of(want))
+            ck_abort_msg("f16 %04x -> %08x (%g), want %08x (%g)", h, bits_of(got), (double)got,
+                         bits_of(want), (double)want);
+    }
+}
+END_TEST
+
+/* Rounding to bfloat16 against the double-arithmetic reference on four
+ * million floats: random bit patterns (every exponent, subnormals and
+ * infinities among them), half of them with the dropped half made a tie or
+ * one unit either side of one, and every NaN to 0x7FC0 whatever its sign. */
+START_TEST(test_bf16_rounding_random)
+{
+    static const uint16_t near_tie[] = {0x8000, 0x7FFF, 0x8001, 0x0000, 0xFFFF, 0x0001};
+    fm_rng rng;
+    fm_rng_seed(&rng, 20240615, FM_RNG_TEST);
+    int ties = 0, nans = 0, overflows = 0;
+    for (int i = 0; i < 4000000; i++) {
+        uint32_t u = fm_rng_u32(&rng);
+        if (i & 1) u = (u & 0xFFFF0000u) | near_tie[fm_rng_below(&rng, 6)];
+        float x = float_of(u);
+        uint16_t got = fm_bf16_from_f32(x), want = bf16_reference(x);
+        if (got != want) ck_abort_msg("%08x (%a): got %04x, want %04x", u, (double)x, got, want);
+        ties += (u & 0xFFFF) == 0x8000 && !isnan(x);
+        nans += isnan(x);
+        overflows += isfinite(x) && (got & 0x7FFF) == 0x7F80;
+    }
+    ck_assert_int_gt(ties, 250000);
+    ck_assert_int_gt(nans, 10000);
+    ck_assert_int_gt(overflows, 20);
+    /* Ties both ways, and the edges. */
+    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x3F808000u)), 0x3F80);  /* to even: down */
+    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x3F818000u)), 0x3F82);  /* to even: up */
+    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x3F808001u)), 0x3F81);
+    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x7F7F8000u)), 0x7F80);  /* to infinity */
+    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x7F7F7FFFu)), 0x7F7F);
+    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x00008000u)), 0x0000);  /* subnormal tie */
+    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x80018000u)), 0x8002);
+    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0xFFC00001u)), 0x7FC0);  /* NaN, sign dropped */
+    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x7F800001u)), 0x7FC0);
+    /* The array form agrees. */
+    float a[5] = {1.0f, -0.0f, float_of(0x3F818000u), INFINITY, float_of(0x7F800001u)};
+    uint16_t b[5];
+    fm_bf16_from_f32_n(b, a, 5);
+    for (int i = 0; i < 5; i++) ck_assert_uint_eq(b[i], fm_bf16_from_f32(a[i]));
+    float c[5];
+    fm_f32_from_bf16_n(c, b, 5);
+    for (int i = 0; i < 5; i++) ck_assert_uint_eq(bits_of(c[i]), (uint32_t)b[i] << 16);
+    const uint16_t h[3] = {0x3C00, 0x0001, 0xFBFF};
+    fm_f32_from_f16_n(c, h, 3);
+    ck_assert(c[0] == 1.0f && c[1] == ldexpf(1.0f, -24) && c[2] == -65504.0f);
+}
+END_TEST
+
+START_TEST(test_float_dtype_names)
+{
+    fm_float_dtype d = FM_FLOAT_F32;
+    ck_assert_int_eq(fm_float_dtype_parse("bf16", &d), FM_OK);
+    ck_assert_int_eq(d, FM_FLOAT_BF16);
+    ck_assert_str_eq(fm_float_dtype_name(d), "bf16");
+    ck_assert_int_eq(fm_float_dtype_parse("f32", &d), FM_OK);
+    ck_assert_int_eq(d, FM_FLOAT_F32);
+    ck_assert_str_eq(fm_float_dtype_name(d), "f32");
+    ck_assert_int_eq(fm_float_dtype_parse("fp16", &d), FM_ERR_ARG);
+    ck_assert_msg(strstr(fm_error_message(), "'fp16'") && strstr(fm_error_message(), "bf16"),
+                  "%s", fm_error_message());
+    ck_assert_int_eq(d, FM_FLOAT_F32);
+}
+END_TEST
+
 /* ---- safetensors ----------------------------------------------------------------------- */
 
 START_TEST(test_st_round_trip)
@@ -465,15 +606,145 @@ END_TEST
 START_TEST(test_st_refuses_wrong_dtype)
 {
     const char *path = in_dir("d.safetensors");
-    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[48,54]}",
+    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[48,60]}",
                       NULL);
-    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "F16");
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "F64", "reads F32, BF16 and F16");
     /* A known dtype, but not the model's (the layout moved to fit). */
     const char *descs[4] = {tiny_descs[0], tiny_descs[1],
                             "{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[60,84]}",
                             "{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[84,92]}"};
     write_tiny_entries(path, descs, NULL, 92);
     REFUSED(path, FM_ERR_FORMAT, "bn.running_mean", "dtype I64", "expects F32");
+}
+END_TEST
+
+/* A hand-built file of PyTorch's 16-bit dtypes: fc1.weight as BF16,
+ * fc1.bias as F16, beside an F32 and an I64 tensor; each F32 tensor of the
+ * model gets the widened values, the I64 one its own. */
+START_TEST(test_st_loads_bf16_and_f16)
+{
+    const char *path = in_dir("half.safetensors");
+    const char *descs[4] = {
+        "{\"dtype\":\"BF16\",\"shape\":[3,4],\"data_offsets\":[0,24]}",
+        "{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[24,30]}",
+        "{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[30,42]}",
+        "{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[42,50]}",
+    };
+    const uint16_t w[12] = {0x3F80, 0xBFC0, 0x0001, 0x8000, 0x7F7F, 0xFF80,
+                            0x3EAA, 0x4049, 0xC2F7, 0x0080, 0x7FC0, 0x3C23};
+    const uint16_t b[3] = {0x3C00, 0x0001, 0xFBFF};  /* 1, 2^-24, -65504 */
+    const float rm[3] = {0.25f, -3.5f, 1e-3f};
+    const int64_t nbt = 123456789012345;
+    unsigned char data[50];
+    memcpy(data, w, 24);
+    memcpy(data + 24, b, 6);
+    memcpy(data + 30, rm, 12);
+    memcpy(data + 42, &nbt, 8);
+    char header[1024] = "{\"__metadata__\":{\"format\":\"pt\"}";
+    for (int i = 0; i < 4; i++) {
+        strcat(header, ",\"");
+        strcat(header, tiny_names[i]);
+        strcat(header, "\":");
+        strcat(header, descs[i]);
+    }
+    strcat(header, "}");
+    write_st(path, header, data, sizeof data);
+
+    fm_model *m = tiny_model(2);
+    ck_assert_msg(fm_safetensors_load(path, m, NULL) == FM_OK, "%s", fm_error_message());
+    const fm_tensor *weight = fm_model_find(m, "fc1.weight"), *bias = fm_model_find(m, "fc1.bias");
+    for (int i = 0; i < 12; i++)
+        ck_assert_msg(bits_of(weight->data[i]) == (uint32_t)w[i] << 16, "weight[%d] = %08x", i,
+                      bits_of(weight->data[i]));
+    ck_assert(bias->data[0] == 1.0f);
+    ck_assert(bias->data[1] == ldexpf(1.0f, -24));
+    ck_assert(bias->data[2] == -65504.0f);
+    ck_assert(memcmp(fm_model_find(m, "bn.running_mean")->data, rm, sizeof rm) == 0);
+    ck_assert(fm_model_find(m, "bn.num_batches_tracked")->i64[0] == nbt);
+    fm_model_free(m);
+}
+END_TEST
+
+/* A BF16 save: the header says BF16 (I64 stays I64), the data is
+ * fm_bf16_from_f32 of each weight, the metadata as given, and loading it
+ * back gives the rounded weights. */
+START_TEST(test_st_save_bf16)
+{
+    const char *path = in_dir("bf16.safetensors");
+    fm_model *a = tiny_model(1);
+    fm_model_find(a, "fc1.weight")->data[0] = 1.00390625f;  /* a tie: rounds to even, 1.0 */
+    fm_model_find(a, "fc1.weight")->data[1] = 1.01171875f;  /* a tie: rounds up */
+    const char *meta[] = {"plugin", "mlp", "dtype", "bf16"};
+    ck_assert_int_eq(fm_safetensors_save_as(path, a, meta, 2, FM_FLOAT_BF16), FM_OK);
+    ck_assert(!fm_test_tmp_left(path));
+    size_t len;
+    char *file = read_file(path, &len);
+    uint64_t hlen;
+    memcpy(&hlen, file, 8);
+    ck_assert_uint_eq(hlen % 8, 0);
+    ck_assert_uint_eq(len, 8 + hlen + 18 * 2 + 8);
+    char *header = strndup(file + 8, hlen);
+    ck_assert_msg(strstr(header, "\"fc1.weight\":{\"dtype\":\"BF16\",\"shape\":[3,4],"
+                                 "\"data_offsets\":[0,24]}") != NULL, "%s", header);
+    ck_assert_msg(strstr(header, "\"bn.running_mean\":{\"dtype\":\"BF16\",\"shape\":[3],"
+                                 "\"data_offsets\":[30,36]}") != NULL, "%s", header);
+    ck_assert_msg(strstr(header, "\"bn.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[],"
+                                 "\"data_offsets\":[36,44]}") != NULL, "%s", header);
+    ck_assert_msg(strstr(header, "\"__metadata__\":{\"format\":\"pt\",\"plugin\":\"mlp\","
+                                 "\"dtype\":\"bf16\"}") != NULL, "%s", header);
+    free(header);
+
+    const char *data = file + 8 + hlen;
+    size_t at = 0;
+    fm_model *b = tiny_model(2);
+    ck_assert_msg(fm_safetensors_load(path, b, NULL) == FM_OK, "%s", fm_error_message());
+    for (int i = 0; i < fm_model_count(a); i++) {
+        const fm_tensor *t = fm_model_entry_at(a, i).tensor, *u = fm_model_entry_at(b, i).tensor;
+        if (t->dtype == FM_I64) {
+            ck_assert(memcmp(data + at, t->i64, 8) == 0 && u->i64[0] == t->i64[0]);
+            at += 8;
+            continue;
+        }
+        for (int64_t k = 0; k < t->numel; k++, at += 2) {
+            uint16_t h;
+            memcpy(&h, data + at, 2);
+            ck_assert_msg(h == fm_bf16_from_f32(t->data[k]), "%s[%lld]: %04x, want %04x",
+                          fm_model_entry_at(a, i).name, (long long)k, h,
+                          fm_bf16_from_f32(t->data[k]));
+            ck_assert_uint_eq(bits_of(u->data[k]), (uint32_t)h << 16);
+        }
+    }
+    ck_assert_uint_eq(at, 44);
+    ck_assert(fm_model_find(b, "fc1.weight")->data[0] == 1.0f);
+    ck_assert(fm_model_find(b, "fc1.weight")->data[1] == 1.015625f);
+    free(file);
+    fm_model_free(a);
+    fm_model_free(b);
+}
+END_TEST
+
+/* A 16-bit tensor is sized by its own dtype: BF16 given F32's byte count
+ * is refused naming the tensor, the dtype and both sizes; an integer
+ * buffer is read only as I64. */
+START_TEST(test_st_refuses_bad_bf16)
+{
+    const char *path = in_dir("badbf16.safetensors");
+    write_tiny_header(path, "fc1.weight", "{\"dtype\":\"BF16\",\"shape\":[3,4],\"data_offsets\":[0,48]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "'fc1.weight'", "BF16", "needs 24 bytes", "span 48",
+            "safetensors' save_file");
+    write_tiny_header(path, "fc1.bias", "{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[48,60]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "'fc1.bias'", "F16", "needs 6 bytes", "span 12");
+    /* Sized right, but the rest no longer tiles the data section. */
+    write_tiny_header(path, "fc1.weight", "{\"dtype\":\"BF16\",\"shape\":[3,4],\"data_offsets\":[0,24]}",
+                      NULL);
+    REFUSED(path, FM_ERR_FORMAT, "fc1.bias", "starts at byte 48", "gap");
+    const char *descs[4] = {tiny_descs[0], tiny_descs[1], tiny_descs[2],
+                            "{\"dtype\":\"BF16\",\"shape\":[],\"data_offsets\":[72,74]}"};
+    write_tiny_entries(path, descs, NULL, 74);
+    REFUSED(path, FM_ERR_FORMAT, "'bn.num_batches_tracked'", "dtype BF16", "expects I64",
+            "int64");
 }
 END_TEST
 
@@ -619,7 +890,9 @@ START_TEST(test_st_mutations)
 {
     const char *path = in_dir("fz.safetensors");
     fm_model *src = tiny_model(1);
-    ck_assert_int_eq(fm_safetensors_save(path, src, NULL, 0), FM_OK);
+    fm_float_dtype as = _i == 0 ? FM_FLOAT_F32 : FM_FLOAT_BF16;
+    size_t data_len = as == FM_FLOAT_F32 ? 80 : 44;
+    ck_assert_int_eq(fm_safetensors_save_as(path, src, NULL, 0, as), FM_OK);
     fm_model_free(src);
     size_t len;
     char *orig = read_file(path, &len);
@@ -633,7 +906,7 @@ START_TEST(test_st_mutations)
         int flips = 1 + (int)fm_rng_below(&rng, 4);
         for (int k = 0; k < flips; k++) {
             /* Mostly the header, where the structure is. */
-            size_t at = fm_rng_below(&rng, 4) ? fm_rng_below(&rng, (uint32_t)(len - 80))
+            size_t at = fm_rng_below(&rng, 4) ? fm_rng_below(&rng, (uint32_t)(len - data_len))
                                               : fm_rng_below(&rng, (uint32_t)len);
             buf[at] = (char)fm_rng_u32(&rng);
         }
@@ -669,6 +942,13 @@ int main(void)
     tcase_add_test(tc, test_csv_field_quoting);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("half");
+    tcase_add_test(tc, test_bf16_round_trip_exhaustive);
+    tcase_add_test(tc, test_f16_exhaustive);
+    tcase_add_test(tc, test_bf16_rounding_random);
+    tcase_add_test(tc, test_float_dtype_names);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("safetensors");
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_add_test(tc, test_st_round_trip);
@@ -686,7 +966,10 @@ int main(void)
     tcase_add_test(tc, test_st_refuses_fifo);
     tcase_add_test(tc, test_st_refuses_size_mismatch);
     tcase_add_test(tc, test_st_refused_load_leaves_model);
-    tcase_add_test(tc, test_st_mutations);
+    tcase_add_test(tc, test_st_loads_bf16_and_f16);
+    tcase_add_test(tc, test_st_save_bf16);
+    tcase_add_test(tc, test_st_refuses_bad_bf16);
+    tcase_add_loop_test(tc, test_st_mutations, 0, 2);  /* an F32 file, a BF16 one */
     suite_add_tcase(s, tc);
     return fm_test_run(s);
 }

@@ -48,6 +48,8 @@ static const char train_usage[] =
     "                       the best this processor runs); results are reproducible per set\n"
     "  --data-dir DIR       FashionMNIST IDX files (else $FMHOST_DATA, else " FM_DATA_SYSTEM_DIR ")\n"
     "  --out DIR            write artifacts/ and results/ under DIR (.)\n"
+    "  --save-dtype NAME    f32 or bf16 (f32); bf16 also writes the best weights, rounded to\n"
+    "                       bfloat16, to DIR/artifacts/<model>_best.bf16.safetensors at the end\n"
     "  --quiet              no progress output\n"
     "\n"
     "writes: DIR/artifacts/<model>_best.safetensors and <model>_last.safetensors (the run's\n"
@@ -65,6 +67,7 @@ enum {
     OPT_SEED, OPT_AUGMENT, OPT_LIMIT, OPT_OPTIMIZER, OPT_LR, OPT_MOMENTUM, OPT_NESTEROV,
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
+    OPT_SAVE_DTYPE,
 };
 
 static const struct option train_options[] = {
@@ -96,6 +99,7 @@ static const struct option train_options[] = {
     {"help", no_argument, NULL, OPT_HELP},
     {"resume", no_argument, NULL, OPT_RESUME},
     {"clip-grad-norm", required_argument, NULL, OPT_CLIP},
+    {"save-dtype", required_argument, NULL, OPT_SAVE_DTYPE},
     {NULL, 0, NULL, 0},
 };
 
@@ -219,6 +223,10 @@ int fm_cmd_train(int argc, char **argv)
         case OPT_CLIP:
             if (!fm_cli_double(v, &cfg.clip_grad_norm) || cfg.clip_grad_norm <= 0)
                 return fm_cli_usage_error(cmd, "--clip-grad-norm '%s': expected a positive number", v);
+            break;
+        case OPT_SAVE_DTYPE:
+            if (fm_float_dtype_parse(v, &cfg.save_dtype) != FM_OK)
+                return fm_cli_usage_error(cmd, "--save-dtype: %s", fm_error_message());
             break;
         case OPT_HELP: fputs(train_usage, stdout); return FM_EXIT_OK;
         case ':':

@@ -8,6 +8,8 @@
  * It follows the reference implementation's rules: the tensors' byte ranges,
  * in order, tile the data section exactly (no gap, no overlap, nothing
  * after the last); and it bounds what a header may cost before parsing it.
+ * A float32 tensor may be stored as BF16 or F16: it is widened on load, and
+ * written as BF16 when the caller asks (fm_safetensors_save_as).
  */
 #include "fm/fm_io.h"
 
@@ -106,14 +108,40 @@ void fm_meta_free(fm_meta *meta)
 
 /* ---- shared helpers ------------------------------------------------------- */
 
+/* The dtypes of a file: the model's own (F32, I64), and the 16-bit floats of
+ * PyTorch's model.bfloat16() and model.half() state dicts, which stand for
+ * F32 tensors, widened on load; fmhost writes BF16 on request. */
+typedef enum st_dtype { ST_F32, ST_I64, ST_BF16, ST_F16 } st_dtype;
+
+static const struct {
+    const char *name;
+    size_t size;
+} st_dtypes[] = {
+    [ST_F32] = {"F32", sizeof(float)},
+    [ST_I64] = {"I64", sizeof(int64_t)},
+    [ST_BF16] = {"BF16", sizeof(uint16_t)},
+    [ST_F16] = {"F16", sizeof(uint16_t)},
+};
+
+static st_dtype st_dtype_of(fm_dtype d)
+{
+    return d == FM_I64 ? ST_I64 : ST_F32;
+}
+
 static const char *dtype_name(fm_dtype d)
 {
-    return d == FM_I64 ? "I64" : "F32";
+    return st_dtypes[st_dtype_of(d)].name;
 }
 
 static size_t dtype_size(fm_dtype d)
 {
-    return d == FM_I64 ? sizeof(int64_t) : sizeof(float);
+    return st_dtypes[st_dtype_of(d)].size;
+}
+
+/* What a model tensor is stored as when floats go to the file as `as`. */
+static st_dtype st_dtype_saved(fm_dtype d, fm_float_dtype as)
+{
+    return d == FM_I64 ? ST_I64 : as == FM_FLOAT_BF16 ? ST_BF16 : ST_F32;
 }
 
 static bool is_num_batches_tracked(const char *name)
@@ -134,10 +162,36 @@ static void shape_str(const int64_t *shape, int ndim, char *buf, size_t len)
 
 /* ---- writer ------------------------------------------------------------------ */
 
+/* One tensor's data as `as`: BF16 converted a block at a time, so that
+ * saving costs no allocation. */
+static bool write_data(FILE *f, const fm_tensor *t, st_dtype as)
+{
+    if (as != ST_BF16) {
+        size_t bytes = (size_t)t->numel * st_dtypes[as].size;
+        const void *src = t->dtype == FM_I64 ? (const void *)t->i64 : (const void *)t->data;
+        return fwrite(src, 1, bytes, f) == bytes;
+    }
+    enum { BLOCK = 2048 };
+    uint16_t block[BLOCK];
+    for (size_t i = 0, n; i < (size_t)t->numel; i += n) {
+        n = (size_t)t->numel - i < BLOCK ? (size_t)t->numel - i : BLOCK;
+        fm_bf16_from_f32_n(block, t->data + i, n);
+        if (fwrite(block, sizeof block[0], n, f) != n) return false;
+    }
+    return true;
+}
+
 fm_status fm_safetensors_save(const char *path, const fm_model *m, const char *const *meta,
                               int n_meta)
 {
+    return fm_safetensors_save_as(path, m, meta, n_meta, FM_FLOAT_F32);
+}
+
+fm_status fm_safetensors_save_as(const char *path, const fm_model *m, const char *const *meta,
+                                 int n_meta, fm_float_dtype as)
+{
     FM_ASSERT(path != NULL && m != NULL && n_meta >= 0 && (n_meta == 0 || meta != NULL));
+    FM_ASSERT(as == FM_FLOAT_F32 || as == FM_FLOAT_BF16);
     json_t *root = json_object();
     json_t *md = json_object();
     json_object_set_new(md, "format", json_string("pt"));
@@ -159,9 +213,10 @@ fm_status fm_safetensors_save(const char *path, const fm_model *m, const char *c
         if (!scalar)
             for (int d = 0; d < t->ndim; d++)
                 json_array_append_new(shape, json_integer(t->shape[d]));
-        uint64_t bytes = (uint64_t)t->numel * dtype_size(t->dtype);
+        st_dtype sd = st_dtype_saved(t->dtype, as);
+        uint64_t bytes = (uint64_t)t->numel * st_dtypes[sd].size;
         json_t *desc = json_object();
-        json_object_set_new(desc, "dtype", json_string(dtype_name(t->dtype)));
+        json_object_set_new(desc, "dtype", json_string(st_dtypes[sd].name));
         json_object_set_new(desc, "shape", shape);
         json_object_set_new(desc, "data_offsets",
                             json_pack("[II]", (json_int_t)offset, (json_int_t)(offset + bytes)));
@@ -187,9 +242,7 @@ fm_status fm_safetensors_save(const char *path, const fm_model *m, const char *c
     free(text);
     for (int i = 0; ok && i < count; i++) {
         const fm_tensor *t = fm_model_entry_at(m, i).tensor;
-        size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
-        const void *src = t->dtype == FM_I64 ? (const void *)t->i64 : (const void *)t->data;
-        ok = fwrite(src, 1, bytes, f) == bytes;
+        ok = write_data(f, t, st_dtype_saved(t->dtype, as));
     }
     if (!ok) {
         int e = errno ? errno : EIO;
@@ -203,7 +256,7 @@ fm_status fm_safetensors_save(const char *path, const fm_model *m, const char *c
 
 typedef struct st_tensor {
     const char *name;  /* the JSON key; lives as long as the parsed header */
-    fm_dtype dtype;
+    st_dtype dtype;
     int ndim;
     int64_t shape[ST_MAX_DIMS];
     uint64_t begin, end;  /* relative to the data section */
@@ -259,14 +312,14 @@ static fm_status parse_tensor(st_file *s, const char *name, json_t *desc, st_ten
         return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s': \"dtype\" missing or not a string",
                             p, name);
     const char *ds = json_string_value(dtype);
-    if (strcmp(ds, "F32") == 0)
-        t->dtype = FM_F32;
-    else if (strcmp(ds, "I64") == 0)
-        t->dtype = FM_I64;
-    else
+    size_t known = sizeof st_dtypes / sizeof st_dtypes[0], k = 0;
+    while (k < known && strcmp(ds, st_dtypes[k].name) != 0) k++;
+    if (k == known)
         return fm_error_set(FM_ERR_FORMAT,
-                            "%s: tensor '%s' has dtype \"%.32s\"; fmhost reads only F32 and I64",
+                            "%s: tensor '%s' has dtype \"%.32s\"; fmhost reads F32, BF16 and F16 "
+                            "(as float32) and I64",
                             p, name, ds);
+    t->dtype = (st_dtype)k;
 
     json_t *shape = json_object_get(desc, "shape");
     if (!json_is_array(shape))
@@ -307,14 +360,14 @@ static fm_status parse_tensor(st_file *s, const char *name, json_t *desc, st_ten
     uint64_t bytes;
     char sb[256];
     shape_str(t->shape, t->ndim, sb, sizeof sb);
-    if (__builtin_mul_overflow(numel, (uint64_t)dtype_size(t->dtype), &bytes))
+    if (__builtin_mul_overflow(numel, (uint64_t)st_dtypes[t->dtype].size, &bytes))
         return fm_error_set(FM_ERR_FORMAT, "%s: tensor '%s': shape %s of %s overflows 64 bits", p,
                             name, sb, ds);
     if (bytes != t->end - t->begin) {
         return fm_error_set(FM_ERR_FORMAT,
-                            "%s: tensor '%s': shape %s of %s needs %llu bytes but data_offsets "
-                            "span %llu",
-                            p, name, sb, ds, (unsigned long long)bytes,
+                            "%s: tensor '%s': shape %s of dtype \"%s\" needs %llu bytes but "
+                            "data_offsets span %llu",
+                            p, name, sb, st_dtypes[t->dtype].name, (unsigned long long)bytes,
                             (unsigned long long)(t->end - t->begin));
     }
     return FM_OK;
@@ -523,11 +576,17 @@ static fm_status st_check_model(const st_file *s, const fm_model *m)
                                 "checkpoint of another model or hyper-parameters: %s",
                                 s->path, e.name, dtype_name(e.tensor->dtype), want,
                                 other_model_fix(s, fix, sizeof fix));
-        if (ft->dtype != e.tensor->dtype)
+        if (e.tensor->dtype == FM_I64 && ft->dtype != ST_I64)
             return fm_error_set(FM_ERR_FORMAT,
-                                "%s: tensor '%s' has dtype %s, the model expects %s: %s",
-                                s->path, e.name, dtype_name(ft->dtype),
-                                dtype_name(e.tensor->dtype), other_model_fix(s, fix, sizeof fix));
+                                "%s: tensor '%s' has dtype %s, the model expects I64: an integer "
+                                "buffer is read only as I64; save it as int64 (model.half() and "
+                                "model.bfloat16() leave it so)",
+                                s->path, e.name, st_dtypes[ft->dtype].name);
+        if (e.tensor->dtype == FM_F32 && ft->dtype == ST_I64)
+            return fm_error_set(FM_ERR_FORMAT,
+                                "%s: tensor '%s' has dtype I64, the model expects F32 (or BF16 "
+                                "or F16, widened to F32): %s",
+                                s->path, e.name, other_model_fix(s, fix, sizeof fix));
         if (!shape_matches(ft, e.tensor)) {
             char have[256];
             shape_str(ft->shape, ft->ndim, have, sizeof have);
@@ -560,12 +619,13 @@ fm_status fm_safetensors_load(const char *path, fm_model *m, fm_meta **meta_out)
     }
 
     /* Stage everything first: a read error halfway must not leave the model
-     * half old, half new.  The sizes were checked against the model above. */
+     * half old, half new.  The sizes were checked against the model above:
+     * the file's bytes are at most the model's. */
     int count = fm_model_count(m);
     size_t total = 0;
     for (int i = 0; i < count; i++) {
-        const fm_tensor *t = fm_model_entry_at(m, i).tensor;
-        total += (size_t)t->numel * dtype_size(t->dtype);
+        const st_tensor *ft = st_find(&s, fm_model_entry_at(m, i).name);
+        total += (size_t)(ft->end - ft->begin);
     }
     char *stage = malloc(total ? total : 1);
     if (stage == NULL) {
@@ -586,10 +646,21 @@ fm_status fm_safetensors_load(const char *path, fm_model *m, fm_meta **meta_out)
     if (st == FM_OK) {
         at = 0;
         for (int i = 0; i < count; i++) {
-            fm_tensor *t = fm_model_entry_at(m, i).tensor;
-            size_t bytes = (size_t)t->numel * dtype_size(t->dtype);
-            memcpy(t->dtype == FM_I64 ? (void *)t->i64 : (void *)t->data, stage + at, bytes);
-            at += bytes;
+            fm_model_entry e = fm_model_entry_at(m, i);
+            fm_tensor *t = e.tensor;
+            const st_tensor *ft = st_find(&s, e.name);
+            size_t n = (size_t)t->numel;
+            /* Every dtype's size is even, so a 16-bit tensor's bytes are
+             * aligned in the malloc'ed stage. */
+            const uint16_t *half = (const uint16_t *)(const void *)(stage + at);
+            if (ft->dtype == ST_BF16)
+                fm_f32_from_bf16_n(t->data, half, n);
+            else if (ft->dtype == ST_F16)
+                fm_f32_from_f16_n(t->data, half, n);
+            else
+                memcpy(t->dtype == FM_I64 ? (void *)t->i64 : (void *)t->data, stage + at,
+                       n * dtype_size(t->dtype));
+            at += (size_t)(ft->end - ft->begin);
         }
         if (meta_out) {
             *meta_out = s.meta;

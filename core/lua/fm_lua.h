@@ -45,7 +45,9 @@
  *   min_lr (cosine anneals toward it: the last epoch runs just above it, as
  *   CosineAnnealingLR with T_max = epochs - warmup), warmup, clip_grad_norm,
  *   augment, threads, limit, data_dir, out,
- *   quiet, resume (continue the run's saved state, as --resume), kernels (a
+ *   quiet, resume (continue the run's saved state, as --resume), save_dtype
+ *   ("f32" or "bf16", as --save-dtype: "bf16" also writes the best weights
+ *   as <out>/artifacts/<model>_best.bf16.safetensors), kernels (a
  *   kernel set's name: the run trains, evaluates and reports with it, and
  *   the set in use before is restored when fm.train returns or raises; an
  *   unknown set, or one the processor cannot run, is an error naming it) —

@@ -490,6 +490,13 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
         luaL_error(L, "%s: clip_grad_norm must be >= 0 (0: off), not %f", what,
                    cfg->clip_grad_norm);
 
+    const char *save_dtype = opt_str(L, t, what, "save_dtype");
+    if (save_dtype) {
+        if (fm_float_dtype_parse(save_dtype, &cfg->save_dtype) != FM_OK)
+            luaL_error(L, "%s: save_dtype: %s", what, fm_error_message());
+        lua_pop(L, 1);
+    }
+
     const char *dir = opt_str(L, t, what, "data_dir");
     if (dir) {
         if (have_data)
@@ -518,7 +525,7 @@ static int l_train(lua_State *L)
         "lr", "seed", "optimizer", "momentum", "weight_decay", "nesterov", "patience",
         "val_split", "scheduler", "step_size", "gamma", "min_lr", "warmup", "augment", "threads",
         "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", "resume",
-        "clip_grad_norm", NULL,
+        "clip_grad_norm", "save_dtype", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);

@@ -19,6 +19,7 @@ void fm_train_config_init(fm_train_config *cfg)
         .min_lr = 0.0,
         .out_dir = ".",
         .write_artifacts = true,
+        .save_dtype = FM_FLOAT_F32,
     };
 }
 
@@ -55,6 +56,13 @@ fm_status fm_train_config_check(const fm_train_config *c)
         return fm_error_set(FM_ERR_ARG, "--limit %d: must be >= 0 (0 = all images)", c->limit);
     if (!c->out_dir || !*c->out_dir)
         return fm_error_set(FM_ERR_ARG, "--out: empty directory name");
+    if (c->save_dtype != FM_FLOAT_F32 && c->save_dtype != FM_FLOAT_BF16)
+        return fm_error_set(FM_ERR_ARG, "--save-dtype %d: not a dtype (choose f32 or bf16)",
+                            (int)c->save_dtype);
+    if (c->save_dtype != FM_FLOAT_F32 && !c->write_artifacts)
+        return fm_error_set(FM_ERR_ARG, "--save-dtype %s writes an artifact: it needs the "
+                            "run's artifacts on (or keep --save-dtype f32)",
+                            fm_float_dtype_name(c->save_dtype));
     return FM_OK;
 }
 

@@ -257,7 +257,8 @@ static fm_status write_metrics(const fm_run *r)
     return fm_metrics_write_csv(path, &r->history);
 }
 
-fm_status fm_run_save(fm_run *r, const char *path)
+/* The current weights with the run's metadata, floats stored as `as`. */
+static fm_status save_weights(fm_run *r, const char *path, fm_float_dtype as)
 {
     char epoch[32], val_loss[64], seed[32], nparams[32];
     snprintf(epoch, sizeof epoch, "%d", r->best_epoch);
@@ -273,8 +274,28 @@ fm_status fm_run_save(fm_run *r, const char *path)
         "params", nparams,
         "fmhost_version", FM_VERSION_STRING,
         "kernels", fm_kernels_name(r->kernels),
+        "dtype", fm_float_dtype_name(as),
     };
-    return fm_safetensors_save(path, r->model, meta, (int)(sizeof meta / sizeof meta[0] / 2));
+    /* An F32 checkpoint's metadata stays as it was: no "dtype" key. */
+    int n_meta = (int)(sizeof meta / sizeof meta[0] / 2) - (as == FM_FLOAT_F32);
+    return fm_safetensors_save_as(path, r->model, meta, n_meta, as);
+}
+
+fm_status fm_run_save(fm_run *r, const char *path)
+{
+    return save_weights(r, path, FM_FLOAT_F32);
+}
+
+/* The best weights (in the model once training returns) as
+ * <model>_best.bf16.safetensors beside the best checkpoint, when asked. */
+static fm_status save_best_converted(fm_run *r)
+{
+    if (r->cfg.save_dtype == FM_FLOAT_F32 || !r->checkpoint_written) return FM_OK;
+    char path[sizeof r->checkpoint + 16];
+    int stem = (int)(strlen(r->checkpoint) - strlen(".safetensors"));
+    snprintf(path, sizeof path, "%.*s.%s.safetensors", stem, r->checkpoint,
+             fm_float_dtype_name(r->cfg.save_dtype));
+    return save_weights(r, path, r->cfg.save_dtype);
 }
 
 /* ---- progress ------------------------------------------------------------------ */
@@ -497,6 +518,7 @@ fm_status fm_run_train(fm_run *r)
     }
     if (r->best_epoch > 0) fm_model_state_load(r->model, r->best_state);
     r->have_test = false;
+    if (st == FM_OK && (st = save_best_converted(r)) != FM_OK) r->status = FM_RUN_FAILED;
     return st;
 }
 
@@ -589,6 +611,7 @@ void run_options_make(const fm_run *r, run_options *o)
     OPT("augment", "%s", c->augment ? "true" : "false");
     OPT("limit", "%d", c->limit);
     OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);
+    OPT("save_dtype", "%s", fm_float_dtype_name(c->save_dtype));
 #undef OPT
 }
 

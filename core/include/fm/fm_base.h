@@ -110,6 +110,36 @@ FM_API uint32_t fm_rng_below(fm_rng *rng, uint32_t n);
 /* Fisher–Yates shuffle of a[0..n). */
 FM_API void fm_rng_shuffle(fm_rng *rng, uint32_t *a, size_t n);
 
+/* ---- 16-bit floats ------------------------------------------------------- */
+
+/* bfloat16 (float32's sign and exponent, 7 mantissa bits) and IEEE binary16
+ * (5 exponent, 10 mantissa bits), held as their bits in a uint16_t.  The
+ * conversions give the bits PyTorch's CPU conversions give. */
+
+/* Round to nearest, ties to even, as c10::BFloat16: overflow gives
+ * infinity, subnormals round like normals, and every NaN becomes 0x7FC0
+ * (positive quiet NaN; sign and payload are dropped, as in c10). */
+FM_API uint16_t fm_bf16_from_f32(float x);
+/* Exact: the bits shifted into float32's upper half (NaNs kept as they are). */
+FM_API float fm_f32_from_bf16(uint16_t h);
+/* Exact for every value, subnormals and infinities included; a NaN keeps
+ * its sign and payload and is made quiet (as F16C's vcvtph2ps and c10::Half). */
+FM_API float fm_f32_from_f16(uint16_t h);
+/* The same over arrays: dst[i] from src[i] for i < n; dst and src do not overlap. */
+FM_API void fm_bf16_from_f32_n(uint16_t *dst, const float *src, size_t n);
+FM_API void fm_f32_from_bf16_n(float *dst, const uint16_t *src, size_t n);
+FM_API void fm_f32_from_f16_n(float *dst, const uint16_t *src, size_t n);
+
+/* How floating-point tensors are stored in a file written by fmhost (the
+ * tensors themselves are always float32). */
+typedef enum fm_float_dtype { FM_FLOAT_F32, FM_FLOAT_BF16 } fm_float_dtype;
+
+/* "f32" or "bf16". */
+FM_API const char *fm_float_dtype_name(fm_float_dtype d);
+/* The dtype called `name` ("f32", "bf16"); FM_ERR_ARG naming the choices
+ * for another name. */
+FM_API fm_status fm_float_dtype_parse(const char *name, fm_float_dtype *out);
+
 /* ---- threads ------------------------------------------------------------ */
 
 /* The host owns every thread in the process: OpenBLAS is made single-threaded

@@ -90,16 +90,28 @@ FM_API void fm_meta_free(fm_meta *meta);
 FM_API fm_status fm_safetensors_save(const char *path, const fm_model *m, const char *const *meta,
                                      int n_meta);
 
+/* The same, with the F32 tensors written as `as`: FM_FLOAT_F32 is
+ * fm_safetensors_save; FM_FLOAT_BF16 writes them as "BF16", each value
+ * rounded by fm_bf16_from_f32 (what PyTorch's tensor.to(torch.bfloat16)
+ * gives), for a file half the size that safetensors.torch.load_file reads
+ * as bfloat16 tensors.  I64 tensors stay "I64".  `meta` is written as
+ * given: no key is added for the dtype. */
+FM_API fm_status fm_safetensors_save_as(const char *path, const fm_model *m,
+                                        const char *const *meta, int n_meta, fm_float_dtype as);
+
 /* Loads a safetensors file into m.  The file is treated as hostile: only a
  * regular file is read (a FIFO or device is refused without blocking),
  * header length within the file and at most 16 MB, its object count bounded
  * by its length before jansson parses it, every tensor with a known dtype
- * (F32 or I64), a shape of non-negative integers and data offsets matching
- * its size, the tensors' byte ranges tiling the data section exactly (no
- * gap, overlap or trailing bytes).  Then the file
- * must hold exactly the model's tensors: each with the model's dtype and
- * shape (a 0-d tensor matches a model shape [1]); a missing or an extra
- * tensor is an error naming it.  Nothing is copied into m until all of this
+ * (F32, BF16, F16 or I64), a shape of non-negative integers and data
+ * offsets matching its size in that dtype, the tensors' byte ranges tiling
+ * the data section exactly (no gap, overlap or trailing bytes).  Then the
+ * file must hold exactly the model's tensors: each with the model's shape
+ * (a 0-d tensor matches a model shape [1]) and dtype, where an F32 tensor
+ * may be stored as BF16 or F16 (PyTorch's model.bfloat16() or model.half()
+ * state dicts) and is widened exactly (fm_f32_from_bf16, fm_f32_from_f16),
+ * and an I64 one only as I64; a missing or an extra tensor is an error
+ * naming it.  Nothing is copied into m until all of this
  * holds, so a refused file leaves m untouched.  When meta_out is not NULL it
  * receives "__metadata__" (empty when absent); free with fm_meta_free. */
 FM_API fm_status fm_safetensors_load(const char *path, fm_model *m, fm_meta **meta_out);

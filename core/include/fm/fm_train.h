@@ -14,7 +14,12 @@
  * Artifacts (when cfg.write_artifacts): <out>/artifacts/<model>_best.safetensors,
  * rewritten atomically whenever validation loss improves; <out>/results/<model>/
  * metrics.csv, rewritten atomically after every epoch; and, after
- * fm_run_report(), the plots and tables of SPEC §4.
+ * fm_run_report(), the plots and tables of SPEC §4.  With cfg.save_dtype
+ * FM_FLOAT_BF16, fm_run_train also writes, as it returns,
+ *     <out>/artifacts/<model>_best.bf16.safetensors
+ * the best weights rounded to bfloat16 (I64 buffers as they are), with the
+ * best checkpoint's metadata and "dtype": "bf16".  Checkpoints and the run
+ * state stay float32.
  */
 #ifndef FM_TRAIN_H
 #define FM_TRAIN_H
@@ -63,6 +68,7 @@ typedef struct fm_train_config {
     const char *data_dir;   /* NULL: $FMHOST_DATA, then the system dir */
     const char *out_dir;    /* "." : artifacts/ and results/ go under it */
     bool write_artifacts;   /* true */
+    fm_float_dtype save_dtype;  /* FM_FLOAT_BF16: also write the best weights as BF16 (F32) */
     bool quiet;             /* no progress output */
     bool progress_tty;      /* draw a live bar (set when stderr is a terminal) */
 

@@ -22,7 +22,14 @@ The weights are PyTorch's float32 initialisation; the step is computed in
 float64 and stored as F32, so the fixtures hold the exact results of the
 float32 inputs and the test measures fmhost's own rounding error only.
 
-Run by hand, not in CI: `/usr/bin/python3 tests/gen_parity.py` (Debian's
+With --precision bf16 it writes <model>_step_bf16.fixture instead: the same
+step in float32 under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's
+CPU mixed precision (linear and convolution layers in bfloat16, the rest in
+float32), from the same initial weights.  That step is PyTorch's own
+bfloat16 arithmetic, not an exact answer: test_parity holds fmhost's
+--precision bf16 to it within bfloat16's resolution.
+
+Run by hand, not in CI: `/usr/bin/python3 tests/gen_parity.py [--precision bf16]` (Debian's
 python3-torch; written with torch 1.13).  The fixtures are committed; the
 extension is .fixture because *.safetensors is ignored by git here.  The
 writer is local, so no `safetensors` Python package is needed.
@@ -154,6 +161,30 @@ def save_safetensors(path, tensors, meta):
     os.replace(tmp, path)
 
 
+def generate_bf16(name, x, y):
+    """One step under CPU autocast to bfloat16, in float32 otherwise."""
+    torch.manual_seed(SEED)
+    model = MODELS[name]()
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+    loss.backward()
+    grads = {f"grad.{k}": p.grad.clone().float() for k, p in model.named_parameters()}
+    opt.step()
+
+    step = {"input": x, "labels": y, "logits": logits.detach().float(), "loss": loss.detach()}
+    step.update(grads)
+    step.update({f"after.{k}": v.clone() for k, v in model.state_dict().items()})
+    meta = {"format": "pt", "model": name, "torch": torch.__version__, "seed": str(SEED),
+            "generator": "tests/gen_parity.py --precision bf16",
+            "precision": "torch.autocast cpu bfloat16 step, float32 master weights"}
+    save_safetensors(os.path.join(OUT, f"{name}_step_bf16.fixture"), step, meta)
+    print(f"{name}: bf16 autocast loss {loss.item():.6f}", file=sys.stderr)
+
+
 def generate(name, x, y):
     torch.manual_seed(SEED)
     model = MODELS[name]()
@@ -188,11 +219,15 @@ def generate(name, x, y):
 
 
 def main():
+    args = sys.argv[1:]
+    if args not in ([], ["--precision", "fp32"], ["--precision", "bf16"]):
+        sys.exit("usage: gen_parity.py [--precision fp32|bf16]")
+    bf16 = args == ["--precision", "bf16"]
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
     x, y = test_batch()
     for name in MODELS:
-        generate(name, x, y)
+        (generate_bf16 if bf16 else generate)(name, x, y)
 
 
 if __name__ == "__main__":

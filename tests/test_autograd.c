@@ -688,7 +688,7 @@ START_TEST(test_profile_counts_calls)
     ck_assert_int_eq(fm_graph_profile(g, prof, FM_OP_COUNT), FM_OP_COUNT);
     static const char *const names[FM_OP_COUNT] = {
         "linear", "conv2d", "maxpool2d", "global_avgpool", "batchnorm",
-        "relu", "dropout", "add", "flatten", "cross_entropy", "batchnorm_relu",
+        "relu", "dropout", "add", "flatten", "cross_entropy", "batchnorm_relu", "to_bf16",
     };
     for (int i = 0; i < FM_OP_COUNT; i++) {
         ck_assert_str_eq(prof[i].name, names[i]);

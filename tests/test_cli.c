@@ -208,13 +208,14 @@ START_TEST(test_cli_help)
                    "--val-split", "--seed", "--augment", "--limit", "--optimizer", "--lr",
                    "--momentum", "--nesterov", "--weight-decay", "--scheduler", "--step-size",
                    "--gamma", "--min-lr", "--warmup", "--threads", "--data-dir", "--out", "--quiet",
-                   "summary.json", "--kernels", "FMHOST_KERNELS", "--save-dtype"}},
+                   "summary.json", "--kernels", "FMHOST_KERNELS", "--save-dtype", "--precision"}},
         {"eval", {"--model", "--plugin", "--weights", "--set", "--data-dir", "--out", "--threads",
-                  "--kernels", "FMHOST_KERNELS"}},
+                  "--kernels", "FMHOST_KERNELS", "--precision"}},
         {"plugins", {"--dir"}},
         {"report", {"RESULTS_DIR", "metrics.csv"}},
         {"bench", {"--model", "--plugin", "--batches", "--batch-size", "--threads", "--set",
-                   "--profile", "--data-dir", "--kernels", "FMHOST_KERNELS", "\"kernels\""}},
+                   "--profile", "--data-dir", "--kernels", "FMHOST_KERNELS", "\"kernels\"",
+                   "--precision", "\"precision\""}},
         {"script", {"FILE.lua", "--kernels", "FMHOST_KERNELS", "fm.kernels"}},
     };
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
@@ -252,6 +253,9 @@ static const struct {
     {{"train", "--model", "mlp", "--nesterov"}, {"--nesterov"}},
     {{"train", "--model", "mlp", "--set", "nokey"}, {"--set", "nokey"}},
     {{"train", "--model", "mlp", "--save-dtype", "f16"}, {"--save-dtype", "'f16'", "f32 or bf16"}},
+    {{"train", "--model", "mlp", "--precision", "fp16"}, {"--precision", "'fp16'", "fp32 or bf16"}},
+    {{"eval", "--model", "mlp", "--precision", "half"}, {"--precision", "'half'", "fp32 or bf16"}},
+    {{"bench", "--model", "mlp", "--precision", "x"}, {"--precision", "'x'", "fp32 or bf16"}},
     {{"train", "--model", "mlp", "--set", "nokey=3", "--data-dir", SAMPLE_DIR}, {"nokey", "hidden1"}},
     {{"train", "--model", "rescnn", "--set", "width=abc", "--data-dir", SAMPLE_DIR}, {"width", "abc"}},
     {{"train", "--model", "mlp", "--plugin", "x.so"}, {"--model", "--plugin"}},
@@ -955,6 +959,92 @@ START_TEST(test_cli_save_dtype_bf16)
 }
 END_TEST
 
+/* ---- --precision ------------------------------------------------------------------ */
+
+/* train --precision bf16 records the precision in summary.json and the
+ * checkpoint's metadata, trains to other weights than fp32, and its
+ * checkpoint evaluates in either precision; bench reports it. */
+START_TEST(test_cli_precision_bf16)
+{
+    char *tmp = new_tmpdir();
+    char p[4400], out32[4400], out16[4400];
+    cli_result r;
+    path_of(out32, sizeof out32, "%s/fp32", tmp);
+    path_of(out16, sizeof out16, "%s/bf16", tmp);
+    const char *outs[2] = {out32, out16}, *names[2] = {"fp32", "bf16"};
+    char *ckpt[2];
+    const unsigned char *data[2];
+    size_t dlen[2];
+    for (int k = 0; k < 2; k++) {
+        run(&r, "train", "--model", "cnn", "--data-dir", SAMPLE_DIR, "--epochs", "1", "--limit",
+            "200", "--out", outs[k], "--quiet", "--threads", "2", "--precision", names[k], NULL);
+        ck_assert_msg(r.status == 0, "train --precision %s: exit %d:\n%s", names[k], r.status, r.err);
+        result_free(&r);
+        json_error_t jerr;
+        json_t *sum = json_load_file(path_of(p, sizeof p, "%s/results/cnn/summary.json", outs[k]),
+                                     0, &jerr);
+        ck_assert_msg(sum != NULL, "%s: %s", p, jerr.text);
+        ck_assert_str_eq(json_string_value(json_object_get(sum, "precision")), names[k]);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(sum, "options"),
+                                                           "precision")), names[k]);
+        json_decref(sum);
+        json_t *hdr = st_header(path_of(p, sizeof p, "%s/artifacts/cnn_best.safetensors", outs[k]),
+                                &ckpt[k], &data[k]);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(hdr, "__metadata__"),
+                                                           "precision")), names[k]);
+        size_t len;
+        free(fm_test_read_file(p, &len));
+        dlen[k] = len - (size_t)(data[k] - (const unsigned char *)ckpt[k]);
+        json_decref(hdr);
+    }
+    /* bf16 arithmetic trains other weights: the data sections differ. */
+    ck_assert(dlen[0] == dlen[1] && memcmp(data[0], data[1], dlen[0]) != 0);
+    free(ckpt[0]);
+    free(ckpt[1]);
+
+    run(&r, "eval", "--model", "cnn", "--out", out16, "--data-dir", SAMPLE_DIR, "--precision",
+        "bf16", NULL);
+    ck_assert_msg(r.status == 0, "eval --precision bf16: exit %d:\n%s", r.status, r.err);
+    ASSERT_HAS(r.out, "bf16");
+    result_free(&r);
+
+    run(&r, "bench", "--model", "mlp", "--data-dir", SAMPLE_DIR, "--batches", "2", "--threads", "1",
+        "--precision", "bf16", NULL);
+    ck_assert_msg(r.status == 0, "bench --precision bf16: exit %d:\n%s", r.status, r.err);
+    json_error_t jerr;
+    json_t *j = json_loads(r.out, 0, &jerr);
+    ck_assert_msg(j != NULL, "not JSON (%s): %s", jerr.text, r.out);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "precision")), "bf16");
+    json_decref(j);
+    result_free(&r);
+
+    /* Lua: precision = "bf16", read back as run.precision; another name is refused. */
+    char script[4300], out_arg[4300], data_arg[4300];
+    path_of(script, sizeof script, "%s/prec.lua", tmp);
+    path_of(out_arg, sizeof out_arg, "out=%s/lua", tmp);
+    path_of(data_arg, sizeof data_arg, "data=%s", SAMPLE_DIR);
+    const char *body = "local fm = require 'fm'\n"
+                       "local run = fm.train{plugin = 'mlp', data_dir = fm.args.data, out = fm.args.out,\n"
+                       "  epochs = 1, limit = 300, quiet = true, threads = 1, report = false,\n"
+                       "  precision = fm.args.p}\n"
+                       "print('precision=' .. run.precision)\n";
+    fm_test_write_file(script, body, strlen(body));
+    run(&r, "script", script, out_arg, data_arg, "p=bf16", NULL);
+    ck_assert_msg(r.status == 0, "fm.train{precision = 'bf16'}: exit %d:\n%s", r.status, r.err);
+    ASSERT_HAS(r.out, "precision=bf16");
+    result_free(&r);
+    run(&r, "script", script, out_arg, data_arg, "p=fp16", NULL);
+    ck_assert_int_eq(r.status, 1);
+    ASSERT_HAS(r.err, "prec.lua:2");
+    ASSERT_HAS(r.err, "precision");
+    ASSERT_HAS(r.err, "'fp16'");
+    result_free(&r);
+
+    fm_test_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -975,6 +1065,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, test_cli_kernels_unsupported);
     tcase_add_test(tc, test_cli_kernels_train);
     tcase_add_test(tc, test_cli_save_dtype_bf16);
+    tcase_add_test(tc, test_cli_precision_bf16);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -7,7 +7,9 @@
  * step in float64 from the float32 weights and inputs, so the fixture is the
  * exact answer rounded once.  Here each plugin loads those weights with
  * fm_safetensors_load, takes the same step the trainer takes, and must
- * reproduce every tensor within PARITY_TOL. */
+ * reproduce every tensor within PARITY_TOL.  With --precision bf16 the same
+ * step is held to PyTorch's autocast step (gen_parity.py --precision bf16;
+ * see PARITY_BF16_RATIO). */
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
@@ -46,6 +48,29 @@
  * by a factor, BatchNorm's eps or its biased/unbiased variance mixed up in the
  * deep layers (N*H*W = 392: a 2.6e-3 change) all land far above that. */
 #define PARITY_FLOOR 3e-2
+
+/* --precision bf16 against PyTorch's CPU autocast (the *_step_bf16
+ * fixtures).  Both round the same operands to bfloat16 (8 significant bits,
+ * a relative step of 2^-8), and where nothing else happens they agree: the
+ * MLP's step and the CNN's logits come out bit-identical.  But PyTorch 1.13
+ * also runs batch norm, ReLU, max pooling and the residual additions on
+ * bfloat16 tensors, rounding every result, where fmhost keeps them in
+ * float32 as autocast's contract says; behind ResCNN's seven batch norms
+ * PyTorch's stem gradient is then more than 100% off the exact one under
+ * this metric, and so is fmhost's.  So each tensor of a bf16 step is held
+ * against the exact float64 step (the fp32 fixture) and must be about as
+ * close to it as PyTorch's autocast step is, in the Euclidean norm, which
+ * the noise of single elements does not dominate: ||fmhost - exact|| <=
+ * PARITY_BF16_RATIO * ||PyTorch - exact|| + PARITY_TOL * ||exact||.  (The
+ * measured ratios are 0.98 to 1.06 for gradients and statistics.)  The
+ * parameters after the step are left out: Adam's first step moves each by
+ * lr * sign(g), and the sign of a gradient element near zero is noise at
+ * bfloat16's resolution (for either implementation); the optimizer is the
+ * float32 code the fp32 runs check. */
+#define PARITY_BF16_RATIO 1.25
+
+/* The bf16 run's exact step (the fp32 fixture); NULL for fp32 runs. */
+static const struct fixture *parity_exact;
 
 /* ---- a reader for the fixtures -------------------------------------------- */
 
@@ -265,6 +290,19 @@ static double parity_err(const float *a, const float *b, const double *slack, in
     return worst;
 }
 
+/* ||a - b|| / ||b|| (Euclidean) over n elements; infinity on NaN. */
+static double parity_l2(const float *a, const float *b, int64_t n)
+{
+    double d2 = 0.0, b2 = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)b[i];
+        d2 += d * d;
+        b2 += (double)b[i] * b[i];
+    }
+    double r = b2 > 0.0 ? sqrt(d2 / b2) : sqrt(d2);
+    return isnan(r) ? INFINITY : r;
+}
+
 /* Adam's first step moves a parameter by lr * g / (|g| + eps) (m = (1-b1) g
  * and v = (1-b2) g^2 with their bias corrections), which tends to lr * sign(g)
  * and is steepest where |g| is near eps.  A gradient element the test
@@ -303,13 +341,25 @@ static void compare(const fixture *fx, const char *name, const fm_tensor *shape_
     const fx_tensor *t = fixture_get(fx, name, FM_F32, shape_of->numel);
     assert_same_shape(t, shape_of);
     float *b = fixture_floats(t);
-    double err = parity_err(a, b, slack, shape_of->numel);
+    double err;
+    if (parity_exact) {
+        /* bf16: both steps against the exact one. */
+        float *exact = fixture_floats(fixture_get(parity_exact, name, FM_F32, shape_of->numel));
+        err = parity_l2(a, exact, shape_of->numel);
+        double torch_err = parity_l2(b, exact, shape_of->numel);
+        free(exact);
+        ck_assert_msg(err <= PARITY_BF16_RATIO * torch_err + PARITY_TOL,
+                      "%s: relative error %.3g from the exact step, more than %g times "
+                      "PyTorch autocast's %.3g", name, err, PARITY_BF16_RATIO, torch_err);
+    } else {
+        err = parity_err(a, b, slack, shape_of->numel);
+        ck_assert_msg(err <= PARITY_TOL, "%s: relative error %.3g > %g", name, err, PARITY_TOL);
+    }
     free(b);
     if (!(err <= *worst)) {
         *worst = err;
         if (worst_name) snprintf(worst_name, worst_len, "%s", name);
     }
-    ck_assert_msg(err <= PARITY_TOL, "%s: relative error %.3g > %g", name, err, PARITY_TOL);
 }
 
 /* A running statistic moves by only momentum = 0.1 of the batch statistic in
@@ -331,13 +381,27 @@ static void compare_buffer_change(const fixture *s, const fixture *w, const fm_m
         mine[i] = e->tensor->data[i] - before[i];
         after[i] -= before[i];
     }
-    double err = parity_err(mine, after, NULL, n);
+    double err;
+    if (parity_exact) {
+        /* bf16: both changes against the exact step's. */
+        float *exact = fixture_floats(fixture_get(parity_exact, name, FM_F32, n));
+        for (int64_t i = 0; i < n; i++) exact[i] -= before[i];
+        err = parity_l2(mine, exact, n);
+        double torch_err = parity_l2(after, exact, n);
+        free(exact);
+        ck_assert_msg(err <= PARITY_BF16_RATIO * torch_err + PARITY_TOL,
+                      "%s: change in the step off by %.3g relative from the exact step, more "
+                      "than %g times PyTorch autocast's %.3g", e->name, err, PARITY_BF16_RATIO,
+                      torch_err);
+    } else {
+        err = parity_err(mine, after, NULL, n);
+        ck_assert_msg(err <= PARITY_TOL, "%s: change in the step off by %.3g relative (> %g)",
+                      e->name, err, PARITY_TOL);
+    }
     if (!(err <= st->buffer_change)) {
         st->buffer_change = err;
         snprintf(st->worst_change, sizeof st->worst_change, "%s", e->name);
     }
-    ck_assert_msg(err <= PARITY_TOL, "%s: change in the step off by %.3g relative (> %g)",
-                  e->name, err, PARITY_TOL);
     free(mine);
     free(before);
     free(after);
@@ -375,8 +439,9 @@ static void check_weights_loaded(const fm_model *m, const fixture *w)
     }
 }
 
-static void run_parity(const char *model, const char *const *kv, int n_kv)
+static void run_parity(const char *model, const char *const *kv, int n_kv, fm_precision precision)
 {
+    bool bf16 = precision == FM_PRECISION_BF16;
     fm_model *m = model_from_plugin(model, kv, n_kv);
     char file[256];
     snprintf(file, sizeof file, "%s/%s_weights.fixture", FIXTURE_DIR, model);
@@ -386,8 +451,14 @@ static void run_parity(const char *model, const char *const *kv, int n_kv)
     snprintf(file, sizeof file, "%s_weights.fixture", model);
     fixture_open(&w, file);
     check_weights_loaded(m, &w);
-    snprintf(file, sizeof file, "%s_step.fixture", model);
+    snprintf(file, sizeof file, "%s_step%s.fixture", model, bf16 ? "_bf16" : "");
     fixture_open(&s, file);
+    fixture exact = {0};
+    if (bf16) {
+        snprintf(file, sizeof file, "%s_step.fixture", model);
+        fixture_open(&exact, file);
+        parity_exact = &exact;
+    }
 
     enum { n = 8 };  // the batch of tests/gen_parity.py
     const fx_tensor *in = fixture_get(&s, "input", FM_F32, n * 28 * 28);
@@ -405,6 +476,7 @@ static void run_parity(const char *model, const char *const *kv, int n_kv)
     fm_graph *g = fm_graph_new();
     fm_graph_set_training(g, true);
     fm_graph_set_grad(g, true);
+    fm_graph_set_precision(g, precision);
     fm_graph_reset(g);
     fm_tensor *x = fm_graph_tensor(g, 4, (int[]){n, 1, 28, 28});
     memcpy(x->data, in->data, (size_t)x->numel * sizeof(float));
@@ -441,7 +513,7 @@ static void run_parity(const char *model, const char *const *kv, int n_kv)
             compare(&s, name, e.tensor, e.tensor->data, NULL, &st.after_buffer, st.worst_buffer,
                     sizeof st.worst_buffer);
             compare_buffer_change(&s, &w, &e, &st);
-        } else {
+        } else if (!bf16) {
             char gname[256];
             snprintf(gname, sizeof gname, "grad.%s", e.name);
             float *g = fixture_floats(fixture_get(&s, gname, FM_F32, e.tensor->numel));
@@ -456,8 +528,8 @@ static void run_parity(const char *model, const char *const *kv, int n_kv)
     /* Nothing in the fixture went unchecked: input, labels, logits, loss, a
      * gradient per parameter and an after-value per entry. */
     ck_assert_int_eq(s.n, 4 + np + fm_model_count(m));
-    printf("parity %-6s logits %.2e  loss %.2e  grad %.2e (%s)  params %.2e (%s)",
-           model, st.logits, st.loss, st.grad, st.worst_grad, st.after_param, st.worst_param);
+    printf("parity %-6s %s logits %.2e  loss %.2e  grad %.2e (%s)  params %.2e (%s)",
+           model, fm_precision_name(precision), st.logits, st.loss, st.grad, st.worst_grad, st.after_param, st.worst_param);
     if (n_buffers > 0)
         printf("  buffers %.2e (%s)  buffer change %.2e (%s)", st.after_buffer,
                st.worst_buffer, st.buffer_change, st.worst_change);
@@ -466,6 +538,8 @@ static void run_parity(const char *model, const char *const *kv, int n_kv)
 
     fm_optim_free(opt);
     fm_graph_free(g);
+    parity_exact = NULL;
+    fixture_free(&exact);
     fixture_free(&s);
     fixture_free(&w);
     fm_model_free(m);
@@ -473,19 +547,37 @@ static void run_parity(const char *model, const char *const *kv, int n_kv)
 
 START_TEST(test_mlp_parity)
 {
-    run_parity("mlp", (const char *const[]){"dropout=0"}, 1);
+    run_parity("mlp", (const char *const[]){"dropout=0"}, 1, FM_PRECISION_FP32);
+}
+END_TEST
+
+START_TEST(test_mlp_parity_bf16)
+{
+    run_parity("mlp", (const char *const[]){"dropout=0"}, 1, FM_PRECISION_BF16);
 }
 END_TEST
 
 START_TEST(test_cnn_parity)
 {
-    run_parity("cnn", (const char *const[]){"dropout=0"}, 1);
+    run_parity("cnn", (const char *const[]){"dropout=0"}, 1, FM_PRECISION_FP32);
+}
+END_TEST
+
+START_TEST(test_cnn_parity_bf16)
+{
+    run_parity("cnn", (const char *const[]){"dropout=0"}, 1, FM_PRECISION_BF16);
 }
 END_TEST
 
 START_TEST(test_rescnn_parity)
 {
-    run_parity("rescnn", NULL, 0);
+    run_parity("rescnn", NULL, 0, FM_PRECISION_FP32);
+}
+END_TEST
+
+START_TEST(test_rescnn_parity_bf16)
+{
+    run_parity("rescnn", NULL, 0, FM_PRECISION_BF16);
 }
 END_TEST
 
@@ -557,6 +649,9 @@ static Suite *parity_suite(void)
     tcase_add_test(tc, test_mlp_parity);
     tcase_add_test(tc, test_cnn_parity);
     tcase_add_test(tc, test_rescnn_parity);
+    tcase_add_test(tc, test_mlp_parity_bf16);
+    tcase_add_test(tc, test_cnn_parity_bf16);
+    tcase_add_test(tc, test_rescnn_parity_bf16);
     suite_add_tcase(s, tc);
     return s;
 }

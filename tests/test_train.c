@@ -69,12 +69,13 @@ typedef struct model_case {
     const char *name;
     const char *hparam;  /* one assignment or NULL */
     int limit, epochs, batch;
+    fm_precision precision;  /* FM_PRECISION_FP32 unless given */
 } model_case;
 
 static const model_case learn_cases[] = {
-    {"mlp", NULL, 2000, 3, 32},
-    {"cnn", NULL, 2000, 2, 32},
-    {"rescnn", "width=16", 1000, 2, 32},
+    {"mlp", NULL, 2000, 3, 32, FM_PRECISION_FP32},
+    {"cnn", NULL, 2000, 2, 32, FM_PRECISION_FP32},
+    {"rescnn", "width=16", 1000, 2, 32, FM_PRECISION_FP32},
 };
 
 /* ---- the model learns ---------------------------------------------------------- */
@@ -288,8 +289,8 @@ START_TEST(test_train_patience)
 END_TEST
 
 static const model_case restore_cases[] = {
-    {"mlp", NULL, 500, 2, 32},
-    {"rescnn", "width=8", 300, 2, 32},  /* batch-norm buffers must come back too */
+    {"mlp", NULL, 500, 2, 32, FM_PRECISION_FP32},
+    {"rescnn", "width=8", 300, 2, 32, FM_PRECISION_FP32},  /* batch-norm buffers must come back too */
 };
 
 START_TEST(test_train_restores_best)
@@ -428,9 +429,11 @@ END_TEST
  * kernels are slow): the convolutional models for one epoch, the mlp for
  * two, so that choosing and restoring the best epoch is compared too. */
 static const model_case det_cases[] = {
-    {"mlp", NULL, 500, 2, 64},
-    {"cnn", NULL, 300, 1, 32},
-    {"rescnn", "width=8", 300, 1, 32},
+    {"mlp", NULL, 500, 2, 64, FM_PRECISION_FP32},
+    {"cnn", NULL, 300, 1, 32, FM_PRECISION_FP32},
+    {"rescnn", "width=8", 300, 1, 32, FM_PRECISION_FP32},
+    {"cnn", NULL, 300, 1, 32, FM_PRECISION_BF16},
+    {"rescnn", "width=8", 300, 1, 32, FM_PRECISION_BF16},
 };
 #define DET_NCASES ((int)(sizeof det_cases / sizeof det_cases[0]))
 
@@ -441,6 +444,7 @@ static void det_run(const model_case *mc, fm_plugin *p, const fm_hparams *hp, co
     small_config(&cfg, mc->limit, mc->epochs, mc->batch);
     cfg.seed = 7;
     cfg.threads = threads;
+    cfg.precision = mc->precision;
     cfg.write_artifacts = true;
     cfg.out_dir = out;
     cfg.augment = true;  /* the augmentation stream must be seeded too */
@@ -501,6 +505,7 @@ START_TEST(test_train_deterministic)
     fm_train_config cfg;
     small_config(&cfg, mc->limit, 1, mc->batch);
     cfg.seed = 8;
+    cfg.precision = mc->precision;
     cfg.write_artifacts = true;
     cfg.out_dir = other;
     cfg.augment = true;
@@ -546,6 +551,7 @@ START_TEST(test_train_vector_sets_agree)
     fm_train_config cfg;
     small_config(&cfg, mc->limit, mc->epochs, mc->batch);
     cfg.seed = 7;
+    cfg.precision = mc->precision;
     cfg.augment = true;
     for (int k = 0; k < 2; k++) {
         fm_test_use_kernels(pair[k]);

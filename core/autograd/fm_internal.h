@@ -7,11 +7,11 @@
  * node.  Before a node's backward runs, the engine has given every input that
  * requires grad a grad buffer; backward functions ACCUMULATE (+=) into the
  * inputs for which fm_node_wants_grad().  An arena tensor's buffer is first
- * handed out unwritten ("fresh"): ops whose row sets `overwrites` ask
- * fm_node_grad_overwrite() and, when it says so, write every element
- * instead of adding (which spares a pass zeroing megabytes and a read of
- * them); before any other op's backward the engine zero-fills its fresh
- * inputs.
+ * handed out unwritten ("fresh"): for the inputs its row's `overwrites`
+ * mask names, an op asks fm_node_grad_overwrite() and, when it says so,
+ * writes every element instead of adding (which spares a pass zeroing
+ * megabytes and a read of them); every other fresh input (of any op) the
+ * engine zero-fills before the backward runs.
  */
 #ifndef FM_INTERNAL_H
 #define FM_INTERNAL_H
@@ -32,6 +32,7 @@ typedef enum fm_op_id {
     FM_OP_FLATTEN,
     FM_OP_CROSS_ENTROPY,
     FM_OP_BATCHNORM_RELU,
+    FM_OP_TO_BF16,
     FM_OP_COUNT
 } fm_op_id;
 
@@ -54,7 +55,8 @@ typedef struct fm_op_def {
     const char *name;
     fm_op_fn forward;
     fm_op_fn backward;
-    bool overwrites;  /* backward asks fm_node_grad_overwrite for every input it writes */
+    unsigned overwrites;  /* bit i: backward asks fm_node_grad_overwrite for input i; the
+                           * other inputs' fresh gradients are zeroed for it to add to */
 } fm_op_def;
 
 extern const fm_op_def fm_op_table[FM_OP_COUNT];
@@ -82,6 +84,8 @@ void fm_op_cross_entropy_forward(fm_graph *g, fm_node *n);
 void fm_op_cross_entropy_backward(fm_graph *g, fm_node *n);
 void fm_op_batchnorm_relu_forward(fm_graph *g, fm_node *n);
 void fm_op_batchnorm_relu_backward(fm_graph *g, fm_node *n);
+void fm_op_to_bf16_forward(fm_graph *g, fm_node *n);
+void fm_op_to_bf16_backward(fm_graph *g, fm_node *n);
 
 /* A zeroed node for `op` with inputs in[0..n_in), in the arena. */
 fm_node *fm_node_new(fm_graph *g, fm_op_id op, int n_in, fm_tensor *const *in);
@@ -157,6 +161,45 @@ FM_API void fm_transpose(float *dst, size_t ldd, const float *src, size_t lds, i
 /* The kernels OpenBLAS chose for this processor ("Haswell", "SkylakeX", ...;
  * $OPENBLAS_CORETYPE overrides its choice). */
 FM_API const char *fm_gemm_blas_core(void);
+
+/* ---- bf16 products (core/ops/gemm_bf16.c; what they compute, exactly:
+ * core/kernels/gemm_bf16.h; the rounding is fm_bf16_from_f32's) ---- */
+
+/* Floats of workspace (`pack`, 64-byte aligned) that one fm_gemm_serial_bf16
+ * needs, the same on every set and for every shape. */
+FM_API size_t fm_gemm_bf16_pack_floats(void);
+
+/* fm_gemm_serial's product, C = alpha * op(A) op(B) + beta * C, with A and B
+ * (float in memory) rounded to bfloat16 as they are packed and C summed in
+ * float32 as vdpbf16ps sums: pairs along k, the odd element first, one fused
+ * multiply-add each, denormals flushed (the update of C included).  Every
+ * kernel set gives the same bits (NaNs aside: NaN on every set, sign and
+ * payload unspecified), each element depending on the shapes only:
+ * vdpbf16ps on the avx512 set where the processor has AVX512_BF16 (see
+ * fm_gemm_bf16_native), an exact emulation of it elsewhere.  a_packed, if
+ * not NULL, is op(A) from fm_gemm_bf16_prepack_a on the same kernel in use
+ * (a and lda must still describe it). */
+FM_API void fm_gemm_serial_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                                const float *a, int lda, const float *a_packed, const float *b,
+                                int ldb, float beta, float *c, int ldc, float *pack);
+/* Packs op(A) [m, k] once, rounded, into dst (fm_gemm_bf16_prepacked_floats
+ * (m, k) floats, 64-byte aligned; valid while the kernel set and
+ * fm_gemm_bf16_native() stay as they were) and returns dst. */
+FM_API size_t fm_gemm_bf16_prepacked_floats(int m, int k);
+FM_API const float *fm_gemm_bf16_prepack_a(bool trans_a, int m, int k, const float *a, int lda,
+                                           float *dst);
+/* fm_sgemm's split over the pool, for fm_gemm_serial_bf16: bit-identical for
+ * any thread count.  Packing space comes from g's arena. */
+FM_API void fm_sgemm_bf16(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k,
+                          float alpha, const float *a, int lda, const float *b, int ldb,
+                          float beta, float *c, int ldc);
+/* Whether the bf16 products run vdpbf16ps now: the avx512 set in use, a
+ * processor with AVX512_BF16, and not turned off by
+ * fm_gemm_bf16_allow_native(false) — which makes the avx512 set emulate it
+ * as the others do (for the tests and `fmhost bench --gemm`; the results are
+ * the same bits). */
+FM_API bool fm_gemm_bf16_native(void);
+FM_API void fm_gemm_bf16_allow_native(bool allow);
 
 /* core/ops/kernels.c: the multiply-add rate of the set in use, in GFLOP/s on
  * the calling thread, measured over about `seconds` (0 on the portable set,

@@ -11,6 +11,7 @@ struct fm_graph {
     int n_tape, cap_tape;
     bool training, grad;
     fm_rng rng;
+    fm_precision precision;
     bool profile;
     fm_op_profile prof[FM_OP_COUNT];
 };
@@ -21,6 +22,7 @@ fm_graph *fm_graph_new(void)
     g->arena = fm_arena_new(16u << 20);
     g->training = true;
     g->grad = true;
+    g->precision = fm_precision_active();
     fm_rng_seed(&g->rng, 0, FM_RNG_DROPOUT);
     return g;
 }
@@ -44,6 +46,8 @@ bool fm_graph_training(const fm_graph *g) { return g->training; }
 void fm_graph_set_grad(fm_graph *g, bool enabled) { g->grad = enabled; }
 bool fm_graph_grad_enabled(const fm_graph *g) { return g->grad; }
 fm_rng *fm_graph_rng(fm_graph *g) { return &g->rng; }
+void fm_graph_set_precision(fm_graph *g, fm_precision p) { g->precision = p; }
+fm_precision fm_graph_precision(const fm_graph *g) { return g->precision; }
 fm_arena *fm_graph_arena(fm_graph *g) { return g->arena; }
 
 void *fm_graph_alloc(fm_graph *g, size_t bytes) { return fm_arena_alloc(g->arena, bytes); }
@@ -117,7 +121,7 @@ void fm_backward(fm_graph *g, fm_tensor *loss)
     for (int i = g->n_tape - 1; i >= 0; i--) {
         fm_node *n = g->tape[i];
         if (!n->out->grad) continue;  /* not on a path to the loss */
-        const bool overwrites = fm_op_table[n->op].overwrites;
+        const unsigned overwrites = fm_op_table[n->op].overwrites;
         for (int k = 0; k < n->n_in; k++) {
             fm_tensor *in = n->in[k];
             if (!in || !in->requires_grad) continue;
@@ -128,7 +132,7 @@ void fm_backward(fm_graph *g, fm_tensor *loss)
                 in->grad = fm_arena_alloc(g->arena, (size_t)in->numel * sizeof(float));
                 in->node->grad_fresh = true;
             }
-            if (!overwrites && in->node && in->node->grad_fresh) {
+            if (!(overwrites >> k & 1u) && in->node && in->node->grad_fresh) {
                 fm_ops_parallel_range(in->numel, FM_OPS_GRAIN, graph_zero_range, in->grad);
                 in->node->grad_fresh = false;
             }

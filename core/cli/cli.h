@@ -35,6 +35,8 @@ bool fm_cli_add_set(const char *cmd, const char *value, const char **sets, int *
 /* Applies --kernels NAME (fm_kernels_use); false after printing the usage
  * error, which names the value, the sets this processor runs and the fix. */
 bool fm_cli_use_kernels(const char *cmd, const char *name);
+/* Parses --precision's value into *out; false after a usage error naming it. */
+bool fm_cli_precision(const char *cmd, const char *name, fm_precision *out);
 /* The sets this processor runs, "portable, avx2, avx512", into buf. */
 const char *fm_cli_supported_kernels(char *buf, size_t size);
 

@@ -16,7 +16,7 @@ static const char bench_usage[] =
     "of 5,000 test images, then prints one JSON line:\n"
     "  {\"model\", \"params\", \"threads\", \"batch\", \"train_img_s\", \"eval_img_s\",\n"
     "   \"gflops\", \"peak_rss_mb\", \"arena_mb\", \"eval_batch\", \"eval_peak_rss_mb\",\n"
-    "   \"kernels\"}\n"
+    "   \"kernels\", \"precision\"}\n"
     "gflops is the training arithmetic rate (3x the plugin's forward flops export).\n"
     "peak_rss_mb is the process's peak resident memory when the timed training steps\n"
     "end (before evaluation); arena_mb is the per-step arena's capacity at that point;\n"
@@ -32,6 +32,8 @@ static const char bench_usage[] =
     "  --threads N      worker threads, 0 = one per core (2)\n"
     "  --kernels NAME   kernel set: portable, avx2 or avx512 (default: $FMHOST_KERNELS,\n"
     "                   else the best this processor runs)\n"
+    "  --precision P    fp32 or bf16: linear and convolution layers in bfloat16 with\n"
+    "                   float32 accumulation, as PyTorch's CPU autocast (fp32)\n"
     "  --set KEY=VALUE  a hyper-parameter of the plugin (repeatable)\n"
     "  --profile        also print time per op type, forward and backward, to stderr\n"
     "  --data-dir DIR   FashionMNIST IDX files\n"
@@ -41,7 +43,7 @@ static const char bench_usage[] =
 
 enum {
     B_MODEL = 256, B_PLUGIN, B_BATCHES, B_BATCH, B_THREADS, B_SET, B_PROFILE, B_DATA, B_HELP,
-    B_EVAL_BATCH, B_KERNELS, B_GEMM,
+    B_EVAL_BATCH, B_KERNELS, B_GEMM, B_PRECISION,
 };
 
 static const struct option bench_options[] = {
@@ -52,6 +54,7 @@ static const struct option bench_options[] = {
     {"eval-batch", required_argument, NULL, B_EVAL_BATCH},
     {"threads", required_argument, NULL, B_THREADS},
     {"kernels", required_argument, NULL, B_KERNELS},
+    {"precision", required_argument, NULL, B_PRECISION},
     {"gemm", no_argument, NULL, B_GEMM},
     {"set", required_argument, NULL, B_SET},
     {"profile", no_argument, NULL, B_PROFILE},
@@ -137,6 +140,12 @@ int fm_cmd_bench(int argc, char **argv)
         case B_KERNELS:
             if (!fm_cli_use_kernels(cmd, optarg)) return FM_EXIT_USAGE;
             break;
+        case B_PRECISION: {
+            fm_precision p;
+            if (!fm_cli_precision(cmd, optarg, &p)) return FM_EXIT_USAGE;
+            fm_precision_use(p);
+            break;
+        }
         case B_PROFILE: profile = true; break;
         case B_GEMM: gemm = true; break;
         case B_DATA: data_dir = optarg; break;
@@ -221,10 +230,12 @@ int fm_cmd_bench(int argc, char **argv)
     }
     printf("{\"model\": \"%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, "
            "\"train_img_s\": %.1f, \"eval_img_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mb\": %.1f, "
-           "\"arena_mb\": %.1f, \"eval_batch\": %d, \"eval_peak_rss_mb\": %.1f, \"kernels\": \"%s\"}\n",
+           "\"arena_mb\": %.1f, \"eval_batch\": %d, \"eval_peak_rss_mb\": %.1f, \"kernels\": \"%s\", "
+           "\"precision\": \"%s\"}\n",
            fm_plugin_descriptor_of(plugin)->name, (long long)fm_model_num_params(m),
            fm_get_threads(), batch, (double)batches * batch / train_s, eval_set.n / eval_s, gflops,
-           train_rss_mb, arena_mb, eval_batch, peak_rss_mb(), fm_kernels_name(fm_kernels_active()));
+           train_rss_mb, arena_mb, eval_batch, peak_rss_mb(), fm_kernels_name(fm_kernels_active()),
+           fm_precision_name(fm_precision_active()));
 done:
     fm_subset_free(&eval_set);
     free(y);

@@ -23,9 +23,11 @@ static const char eval_usage[] =
     "  --threads N      worker threads, 0 = one per core (0)\n"
     "  --kernels NAME   kernel set: portable, avx2 or avx512 (default: $FMHOST_KERNELS,\n"
     "                   else the best this processor runs).  A checkpoint evaluates on\n"
-    "                   any set; its metadata names the set that trained it\n";
+    "                   any set; its metadata names the set that trained it\n"
+    "  --precision P    fp32 or bf16: linear and convolution layers in bfloat16 with\n"
+    "                   float32 accumulation, as PyTorch's CPU autocast (fp32)\n";
 
-enum { E_MODEL = 256, E_PLUGIN, E_WEIGHTS, E_SET, E_DATA, E_OUT, E_THREADS, E_KERNELS, E_HELP };
+enum { E_MODEL = 256, E_PLUGIN, E_WEIGHTS, E_SET, E_DATA, E_OUT, E_THREADS, E_KERNELS, E_HELP, E_PRECISION };
 
 static const struct option eval_options[] = {
     {"model", required_argument, NULL, E_MODEL},
@@ -36,6 +38,7 @@ static const struct option eval_options[] = {
     {"out", required_argument, NULL, E_OUT},
     {"threads", required_argument, NULL, E_THREADS},
     {"kernels", required_argument, NULL, E_KERNELS},
+    {"precision", required_argument, NULL, E_PRECISION},
     {"help", no_argument, NULL, E_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -77,6 +80,12 @@ int fm_cmd_eval(int argc, char **argv)
         case E_KERNELS:
             if (!fm_cli_use_kernels(cmd, optarg)) return FM_EXIT_USAGE;
             break;
+        case E_PRECISION: {
+            fm_precision p;
+            if (!fm_cli_precision(cmd, optarg, &p)) return FM_EXIT_USAGE;
+            fm_precision_use(p);
+            break;
+        }
         case E_HELP: fputs(eval_usage, stdout); return FM_EXIT_OK;
         case ':': return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         default: return fm_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
@@ -144,8 +153,9 @@ int fm_cmd_eval(int argc, char **argv)
         rc = fm_cli_fail(cmd, st);
         goto done;
     }
-    printf("%s: test loss %.4f, test accuracy %.4f on %d images (%s, %s kernels); report in %s\n",
-           name, res.loss, res.acc, res.n, weights, fm_kernels_name(fm_kernels_active()), results);
+    printf("%s: test loss %.4f, test accuracy %.4f on %d images (%s, %s kernels, %s); report "
+           "in %s\n", name, res.loss, res.acc, res.n, weights, fm_kernels_name(fm_kernels_active()),
+           fm_precision_name(fm_precision_active()), results);
     rc = FM_EXIT_OK;
 done:
     free(pred);

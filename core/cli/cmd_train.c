@@ -48,6 +48,9 @@ static const char train_usage[] =
     "                       the best this processor runs); results are reproducible per set\n"
     "  --data-dir DIR       FashionMNIST IDX files (else $FMHOST_DATA, else " FM_DATA_SYSTEM_DIR ")\n"
     "  --out DIR            write artifacts/ and results/ under DIR (.)\n"
+    "  --precision P        fp32 or bf16: linear and convolution layers in bfloat16 with\n"
+    "                       float32 accumulation, as PyTorch's CPU autocast; master\n"
+    "                       weights, optimizer and checkpoints stay float32 (fp32)\n"
     "  --save-dtype NAME    f32 or bf16 (f32); bf16 also writes the best weights, rounded to\n"
     "                       bfloat16, to DIR/artifacts/<model>_best.bf16.safetensors at the end\n"
     "  --quiet              no progress output\n"
@@ -67,7 +70,7 @@ enum {
     OPT_SEED, OPT_AUGMENT, OPT_LIMIT, OPT_OPTIMIZER, OPT_LR, OPT_MOMENTUM, OPT_NESTEROV,
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
-    OPT_SAVE_DTYPE,
+    OPT_SAVE_DTYPE, OPT_PRECISION,
 };
 
 static const struct option train_options[] = {
@@ -100,6 +103,7 @@ static const struct option train_options[] = {
     {"resume", no_argument, NULL, OPT_RESUME},
     {"clip-grad-norm", required_argument, NULL, OPT_CLIP},
     {"save-dtype", required_argument, NULL, OPT_SAVE_DTYPE},
+    {"precision", required_argument, NULL, OPT_PRECISION},
     {NULL, 0, NULL, 0},
 };
 
@@ -224,6 +228,9 @@ int fm_cmd_train(int argc, char **argv)
             if (!fm_cli_double(v, &cfg.clip_grad_norm) || cfg.clip_grad_norm <= 0)
                 return fm_cli_usage_error(cmd, "--clip-grad-norm '%s': expected a positive number", v);
             break;
+        case OPT_PRECISION:
+            if (!fm_cli_precision(cmd, v, &cfg.precision)) return FM_EXIT_USAGE;
+            break;
         case OPT_SAVE_DTYPE:
             if (fm_float_dtype_parse(v, &cfg.save_dtype) != FM_OK)
                 return fm_cli_usage_error(cmd, "--save-dtype: %s", fm_error_message());
@@ -267,11 +274,12 @@ int fm_cmd_train(int argc, char **argv)
     if (!cfg.quiet) {
         char hs[512];
         fm_log(FM_LOG_INFO, "%s: %lld parameters (%s), %s lr %g, batch %d, up to %d epochs, seed %llu%s, "
-               "%s kernels",
+               "%s kernels, %s",
                fm_run_name(run), (long long)fm_model_num_params(fm_run_model(run)),
                fm_hparams_to_string(hp, hs, sizeof hs), fm_optim_kind_name(cfg.optim.kind),
                (double)cfg.optim.lr, cfg.batch_size, cfg.epochs, (unsigned long long)cfg.seed,
-               cfg.augment ? ", augmented" : "", fm_kernels_name(fm_run_kernels(run)));
+               cfg.augment ? ", augmented" : "", fm_kernels_name(fm_run_kernels(run)),
+               fm_precision_name(cfg.precision));
     }
     fm_cli_signals(true);
     fm_eval_result test;

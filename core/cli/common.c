@@ -91,6 +91,13 @@ bool fm_cli_use_kernels(const char *cmd, const char *name)
     return true;
 }
 
+bool fm_cli_precision(const char *cmd, const char *name, fm_precision *out)
+{
+    if (fm_precision_parse(name, out) == FM_OK) return true;
+    fm_cli_usage_error(cmd, "--precision '%s': expected fp32 or bf16", name);
+    return false;
+}
+
 fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name)
 {
     char path[4096];

@@ -47,7 +47,9 @@
  *   augment, threads, limit, data_dir, out,
  *   quiet, resume (continue the run's saved state, as --resume), save_dtype
  *   ("f32" or "bf16", as --save-dtype: "bf16" also writes the best weights
- *   as <out>/artifacts/<model>_best.bf16.safetensors), kernels (a
+ *   as <out>/artifacts/<model>_best.bf16.safetensors), precision ("fp32"
+ *   or "bf16", as --precision: linear and convolution layers in bfloat16
+ *   with float32 accumulation, as PyTorch's CPU autocast), kernels (a
  *   kernel set's name: the run trains, evaluates and reports with it, and
  *   the set in use before is restored when fm.train returns or raises; an
  *   unknown set, or one the processor cannot run, is an error naming it) —
@@ -69,11 +71,14 @@
  *   run.name, run.plugin, run.data, run.history (array of m), run.epochs
  *   (epochs run), run.best_epoch, run.best (m of the best epoch), run.params,
  *   run.hparams, run.seconds, run.status, run.message, run.checkpoint (nil
- *   while none was written), run.results_dir (nil without artifacts), run.kernels (the run's kernel set, recorded in its checkpoint
- *   and summary.json); run:evaluate("test"|"val"|"train") -> {split, loss,
+ *   while none was written), run.results_dir (nil without artifacts),
+ *   run.kernels (the run's kernel set, recorded in its checkpoint and
+ *   summary.json), run.precision ("fp32" or "bf16", recorded likewise);
+ *   run:evaluate("test"|"val"|"train") -> {split, loss,
  *   acc, n, confusion = [true][predicted] counts} of the best weights;
  *   run:save(path); run:report(); run:call(name, ...); run:close().
- *   evaluate and report run on the run's kernel set, whatever is in use.
+ *   evaluate and report run on the run's kernel set and precision,
+ *   whatever is in use.
  *
  * fm.table(rows, [columns]) -> Markdown text.  rows: an array of tables.
  *   columns: an array of "key", {"key", "Title", format} or {key =, title =,

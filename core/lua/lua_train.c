@@ -490,6 +490,13 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
         luaL_error(L, "%s: clip_grad_norm must be >= 0 (0: off), not %f", what,
                    cfg->clip_grad_norm);
 
+    const char *precision = opt_str(L, t, what, "precision");
+    if (precision) {
+        if (fm_precision_parse(precision, &cfg->precision) != FM_OK)
+            luaL_error(L, "%s: precision: %s", what, fm_error_message());
+        lua_pop(L, 1);
+    }
+
     const char *save_dtype = opt_str(L, t, what, "save_dtype");
     if (save_dtype) {
         if (fm_float_dtype_parse(save_dtype, &cfg->save_dtype) != FM_OK)
@@ -525,7 +532,7 @@ static int l_train(lua_State *L)
         "lr", "seed", "optimizer", "momentum", "weight_decay", "nesterov", "patience",
         "val_split", "scheduler", "step_size", "gamma", "min_lr", "warmup", "augment", "threads",
         "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", "resume",
-        "clip_grad_norm", "save_dtype", NULL,
+        "clip_grad_norm", "save_dtype", "precision", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);
@@ -612,12 +619,12 @@ static int l_train(lua_State *L)
     }
     if (!cfg.quiet)
         fm_log(FM_LOG_INFO, "%s: %lld parameters (%s), %s lr %g, %s schedule, batch %d, up to %d "
-               "epochs, seed %llu%s, %s kernels", fm_run_name(u->run),
+               "epochs, seed %llu%s, %s kernels, %s", fm_run_name(u->run),
                (long long)fm_model_num_params(fm_run_model(u->run)), u->hparams,
                fm_optim_kind_name(cfg.optim.kind), (double)cfg.optim.lr,
                hooks.schedule ? "Lua" : fm_sched_kind_name(cfg.scheduler), cfg.batch_size,
                cfg.epochs, (unsigned long long)cfg.seed, cfg.augment ? ", augmented" : "",
-               fm_kernels_name(kernels));
+               fm_kernels_name(kernels), fm_precision_name(cfg.precision));
 
     fm_status st = fm_run_train(u->run);
     if (hooks.error == -1)
@@ -728,6 +735,8 @@ static int run_index(lua_State *L)
         lua_pushstring(L, u->hparams);
     } else if (!strcmp(k, "kernels")) {
         lua_pushstring(L, fm_kernels_name(fm_run_kernels(r)));
+    } else if (!strcmp(k, "precision")) {
+        lua_pushstring(L, fm_precision_name(fm_run_precision(r)));
     } else if (!strcmp(k, "status")) {
         lua_pushstring(L, fm_run_status_name(fm_run_status_of(r)));
     } else if (!strcmp(k, "message")) {

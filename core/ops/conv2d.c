@@ -139,12 +139,12 @@ static bool conv_direct_layout(conv_geom *cg)
  * vectors in (see conv_wino_input_row). */
 #define WINO_SLACK 64
 
-static void conv_wino_layout(conv_geom *cg)
+static void conv_wino_layout(conv_geom *cg, bool allowed)
 {
     cg->th = (cg->oh + 1) / 2;
     cg->tw = (cg->ow + 1) / 2;
-    cg->wino = fm_kset_active()->gemm && cg->kh == 3 && cg->kw == 3 && cg->stride == 1 &&
-               cg->pad == 1 && cg->tw >= WINO_MIN_TW && cg->c >= 16 && cg->o >= 16;
+    cg->wino = allowed && fm_kset_active()->gemm && cg->kh == 3 && cg->kw == 3 &&
+               cg->stride == 1 && cg->pad == 1 && cg->tw >= WINO_MIN_TW && cg->c >= 16 && cg->o >= 16;
     if (!cg->wino) return;
     int per = cg->th * cg->tw;
     cg->wsub = WINO_TILES / per;
@@ -160,7 +160,10 @@ static void conv_wino_layout(conv_geom *cg)
     cg->wino_dw = cg->c % 16 == 0 && cg->o % 16 == 0 && cg->h % 2 == 0 && cg->w % 2 == 0;
 }
 
-static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stride, int pad)
+/* bf16: operands that are bfloat16 values, whose products must stay exact
+ * (no Winograd, see fm_graph.h). */
+static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stride, int pad,
+                                bool bf16)
 {
     conv_geom cg = {
         .n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
@@ -180,7 +183,7 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
     cg.direct = conv_direct_layout(&cg);
     if (cg.direct) {
         cg.nw = cg.oh * cg.wg;
-        conv_wino_layout(&cg);
+        conv_wino_layout(&cg, !bf16);
         /* A tap's row runs OH*Wg elements from offset (ki/s)*Wg + kj/s: up
          * to kw - 1 past the plane, into zeros of its own.  Winograd's tiles
          * on an odd map read a row past the plane (for outputs that are
@@ -960,12 +963,15 @@ fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int 
     FM_ASSERT(stride >= 1 && pad >= 0);
     FM_ASSERT(x->shape[2] + 2 * pad >= w->shape[2] && x->shape[3] + 2 * pad >= w->shape[3]);
     if (b) FM_ASSERT(fm_ops_is_f32(b) && b->ndim == 1 && b->shape[0] == w->shape[0]);
+    bool bf16 = fm_ops_autocast(g, &x, &w, &b);
     fm_node *n = fm_node_new(g, FM_OP_CONV2D, 3, (fm_tensor *[]){x, w, b});
     n->iarg[0] = stride;
     n->iarg[1] = pad;
-    conv_geom cg = conv_geom_make(x, w, stride, pad);
+    n->iarg[2] = bf16;
+    conv_geom cg = conv_geom_make(x, w, stride, pad, bf16);
     n->out = fm_graph_tensor(g, 4, (int[]){cg.n, cg.o, cg.oh, cg.ow});
-    return fm_graph_apply(g, n);
+    fm_tensor *y = fm_graph_apply(g, n);
+    return bf16 ? fm_ops_to_bf16_in_place(g, y) : y;
 }
 
 /* dW += the chunks' parts, each element summed in chunk order (so the
@@ -1065,7 +1071,7 @@ void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
 {
     const fm_tensor *b = n->in[2];
     conv_job j = {
-        .cg = conv_geom_make(n->in[0], n->in[1], n->iarg[0], n->iarg[1]),
+        .cg = conv_geom_make(n->in[0], n->in[1], n->iarg[0], n->iarg[1], n->iarg[2]),
         .x = n->in[0]->data, .w = n->in[1]->data, .b = b ? b->data : NULL,
         .y = n->out->data,
     };
@@ -1094,7 +1100,7 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
          want_db = fm_node_wants_grad(n, 2);
     if (!want_dx && !want_dw && !want_db) return;
     conv_job j = {
-        .cg = conv_geom_make(n->in[0], n->in[1], n->iarg[0], n->iarg[1]),
+        .cg = conv_geom_make(n->in[0], n->in[1], n->iarg[0], n->iarg[1], n->iarg[2]),
         .x = n->in[0]->data, .w = n->in[1]->data, .dy = n->out->grad,
         .dx = want_dx ? n->in[0]->grad : NULL,
         .dx_store = want_dx && fm_node_grad_overwrite(n, 0),

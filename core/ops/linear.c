@@ -7,9 +7,11 @@ fm_tensor *fm_linear(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b)
     FM_ASSERT(x->ndim == 2 && w->ndim == 2);
     FM_ASSERT(x->shape[1] == w->shape[1]);
     if (b) FM_ASSERT(fm_ops_is_f32(b) && b->ndim == 1 && b->shape[0] == w->shape[0]);
+    bool bf16 = fm_ops_autocast(g, &x, &w, &b);
     fm_node *n = fm_node_new(g, FM_OP_LINEAR, 3, (fm_tensor *[]){x, w, b});
     n->out = fm_graph_tensor(g, 2, (int[]){x->shape[0], w->shape[0]});
-    return fm_graph_apply(g, n);
+    fm_tensor *y = fm_graph_apply(g, n);
+    return bf16 ? fm_ops_to_bf16_in_place(g, y) : y;
 }
 
 void fm_op_linear_forward(fm_graph *g, fm_node *n)

@@ -45,4 +45,15 @@ static inline void fm_ops_parallel_range(int64_t n, int64_t grain, fm_ops_range_
 
 static inline bool fm_ops_is_f32(const fm_tensor *t) { return t && t->dtype == FM_F32; }
 
+/* Autocast for a layer with input x, weight w and bias b (or NULL): in a
+ * bf16 graph, replaces each by its fm_to_bf16 and returns true (the layer
+ * then ends with fm_ops_to_bf16_in_place); else changes nothing. */
+bool fm_ops_autocast(fm_graph *g, fm_tensor **x, fm_tensor **w, fm_tensor **b);
+
+/* fm_to_bf16 of an op's output that nothing else reads: the result is a
+ * view rounding y's data in place (its gradient stays y's own), which saves
+ * a copy of the activation.  The bf16 linear and convolution layers end
+ * with it. */
+fm_tensor *fm_ops_to_bf16_in_place(fm_graph *g, fm_tensor *y);
+
 #endif /* FM_OPS_UTIL_H */

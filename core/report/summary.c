@@ -61,6 +61,7 @@ fm_status fm_summary_write(const char *path, const fm_summary *s)
     json_object_set_new(o, "fmhost_version", json_string(FM_VERSION_STRING));
     json_object_set_new(o, "kernels",
                         json_string(s->kernels ? s->kernels : fm_kernels_name(fm_kernels_active())));
+    if (s->precision) json_object_set_new(o, "precision", json_string(s->precision));
     if (s->status) json_object_set_new(o, "status", json_string(s->status));
     json_object_set_new(o, "model", string_or_null(s->model));
     json_object_set_new(o, "plugin_path", string_or_null(s->plugin_path));

@@ -20,6 +20,7 @@ void fm_train_config_init(fm_train_config *cfg)
         .out_dir = ".",
         .write_artifacts = true,
         .save_dtype = FM_FLOAT_F32,
+        .precision = FM_PRECISION_FP32,
     };
 }
 
@@ -56,6 +57,9 @@ fm_status fm_train_config_check(const fm_train_config *c)
         return fm_error_set(FM_ERR_ARG, "--limit %d: must be >= 0 (0 = all images)", c->limit);
     if (!c->out_dir || !*c->out_dir)
         return fm_error_set(FM_ERR_ARG, "--out: empty directory name");
+    if (c->precision != FM_PRECISION_FP32 && c->precision != FM_PRECISION_BF16)
+        return fm_error_set(FM_ERR_ARG, "--precision %d: not a precision (choose fp32 or bf16)",
+                            (int)c->precision);
     if (c->save_dtype != FM_FLOAT_F32 && c->save_dtype != FM_FLOAT_BF16)
         return fm_error_set(FM_ERR_ARG, "--save-dtype %d: not a dtype (choose f32 or bf16)",
                             (int)c->save_dtype);

@@ -96,6 +96,7 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
     r->optim = fm_optim_new(params, n_params, &cfg->optim);
     r->graph = fm_graph_new();
     fm_rng_seed(fm_graph_rng(r->graph), cfg->seed, FM_RNG_DROPOUT);
+    fm_graph_set_precision(r->graph, cfg->precision);
 
     fm_split(&data->train, cfg->val_split, cfg->seed, cfg->limit, &r->train, &r->val);
     fm_subset_all(&r->test, &data->test, 0);
@@ -231,14 +232,25 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
     return st;
 }
 
+/* fm_evaluate in the run's precision. */
+static fm_status run_evaluate_subset(fm_run *r, const fm_subset *s, fm_eval_result *out,
+                                     uint8_t *pred, float *confidence)
+{
+    fm_precision before = fm_precision_active();
+    fm_precision_use(r->cfg.precision);
+    fm_status st = fm_evaluate(r->model, s, EVAL_BATCH, out, pred, confidence);
+    fm_precision_use(before);
+    return st;
+}
+
 fm_status fm_run_evaluate(fm_run *r, fm_split_id split, fm_eval_result *out)
 {
     const fm_subset *s = split == FM_SPLIT_TEST ? &r->test : split == FM_SPLIT_VAL ? &r->val : &r->train;
     if (split == FM_SPLIT_TRAIN) {
         /* The training split can be larger than the buffers: no per-image output. */
-        return fm_evaluate(r->model, s, EVAL_BATCH, out, NULL, NULL);
+        return run_evaluate_subset(r, s, out, NULL, NULL);
     }
-    fm_status st = fm_evaluate(r->model, s, EVAL_BATCH, out, r->pred, r->confidence);
+    fm_status st = run_evaluate_subset(r, s, out, r->pred, r->confidence);
     if (st == FM_OK && split == FM_SPLIT_TEST) {
         r->test_result = *out;
         r->have_test = true;
@@ -274,6 +286,7 @@ static fm_status save_weights(fm_run *r, const char *path, fm_float_dtype as)
         "params", nparams,
         "fmhost_version", FM_VERSION_STRING,
         "kernels", fm_kernels_name(r->kernels),
+        "precision", fm_precision_name(r->cfg.precision),
         "dtype", fm_float_dtype_name(as),
     };
     /* An F32 checkpoint's metadata stays as it was: no "dtype" key. */
@@ -524,6 +537,7 @@ fm_status fm_run_train(fm_run *r)
 
 fm_model *fm_run_model(fm_run *r) { return r->model; }
 fm_kernels fm_run_kernels(const fm_run *r) { return r->kernels; }
+fm_precision fm_run_precision(const fm_run *r) { return r->cfg.precision; }
 const char *fm_run_name(const fm_run *r) { return r->name; }
 int fm_run_best_epoch(const fm_run *r) { return r->best_epoch; }
 double fm_run_seconds(const fm_run *r) { return r->seconds; }
@@ -612,6 +626,7 @@ void run_options_make(const fm_run *r, run_options *o)
     OPT("limit", "%d", c->limit);
     OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);
     OPT("save_dtype", "%s", fm_float_dtype_name(c->save_dtype));
+    OPT("precision", "%s", fm_precision_name(c->precision));
 #undef OPT
 }
 
@@ -656,6 +671,7 @@ fm_status fm_run_report(fm_run *r)
         .wall_seconds = r->seconds,
         .checkpoint = fm_run_checkpoint_path(r),
         .kernels = fm_kernels_name(r->kernels),
+        .precision = fm_precision_name(r->cfg.precision),
         .status = fm_run_status_name(r->status),
     };
     char path[4200];

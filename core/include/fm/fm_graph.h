@@ -31,7 +31,8 @@ extern "C" {
 typedef struct fm_graph fm_graph;
 
 /* Owned by the caller: fm_graph_free().  Starts in training mode with
- * gradients enabled and dropout stream seeded from 0. */
+ * gradients enabled, dropout stream seeded from 0, and the precision of
+ * fm_precision_active(). */
 FM_API fm_graph *fm_graph_new(void);
 FM_API void fm_graph_free(fm_graph *g);
 
@@ -48,6 +49,32 @@ FM_API bool fm_graph_training(const fm_graph *g);
  * differentiated; ops skip what only backward needs. */
 FM_API void fm_graph_set_grad(fm_graph *g, bool enabled);
 FM_API bool fm_graph_grad_enabled(const fm_graph *g);
+
+/* ---- precision ------------------------------------------------------------ */
+
+/* The arithmetic of linear and convolution layers.  FM_PRECISION_BF16 is
+ * PyTorch's CPU autocast to bfloat16: their inputs, weights and biases are
+ * rounded to bfloat16 (round to nearest even), the products accumulate in
+ * float32, and the output is rounded to bfloat16; in the backward pass the
+ * output gradient is rounded before the products and the input, weight and
+ * bias gradients after them.  Every other op (batch norm, pooling, the loss),
+ * the optimizer and the master weights stay float32, and every tensor is
+ * still stored as float32 (holding bfloat16 values).  Convolutions then take
+ * the direct paths, never Winograd, whose transformed operands are no longer
+ * bfloat16 values. */
+typedef enum fm_precision { FM_PRECISION_FP32, FM_PRECISION_BF16 } fm_precision;
+
+/* "fp32" or "bf16". */
+FM_API const char *fm_precision_name(fm_precision p);
+/* The precision called `name`; FM_ERR_ARG naming the choices otherwise. */
+FM_API fm_status fm_precision_parse(const char *name, fm_precision *out);
+/* The precision new graphs start with (FM_PRECISION_FP32 until changed),
+ * for the whole process, as fm_kernels_use is for the kernel set. */
+FM_API void fm_precision_use(fm_precision p);
+FM_API fm_precision fm_precision_active(void);
+/* The graph's precision, for the ops recorded from now on. */
+FM_API void fm_graph_set_precision(fm_graph *g, fm_precision p);
+FM_API fm_precision fm_graph_precision(const fm_graph *g);
 
 /* The dropout stream: fm_rng_seed(fm_graph_rng(g), seed, FM_RNG_DROPOUT). */
 FM_API fm_rng *fm_graph_rng(fm_graph *g);
@@ -110,6 +137,12 @@ FM_API fm_tensor *fm_batchnorm_relu(fm_graph *g, fm_tensor *x, fm_tensor *weight
                                     fm_tensor *running_mean, fm_tensor *running_var,
                                     fm_tensor *num_batches_tracked, float momentum, float eps,
                                     fm_tensor *residual);
+
+/* x's values rounded to bfloat16 (round to nearest even; NaN to 0x7FC0's
+ * quiet NaN, as c10::BFloat16), held in float32; the backward adds the
+ * output gradient rounded the same way.  Autocast's cast, which
+ * FM_PRECISION_BF16 puts around linear and convolution layers. */
+FM_API fm_tensor *fm_to_bf16(fm_graph *g, fm_tensor *x);
 
 FM_API fm_tensor *fm_relu(fm_graph *g, fm_tensor *x);
 

@@ -160,6 +160,7 @@ typedef struct fm_summary {
     double wall_seconds;
     const char *checkpoint;       /* path of the best weights; may be NULL */
     const char *kernels;          /* kernel set of the run; NULL: the set in use */
+    const char *precision;        /* "fp32" or "bf16" (fm_graph.h); NULL: omitted */
     const char *status;           /* how training ended (fm_run_status_name); NULL: omitted */
 } fm_summary;
 

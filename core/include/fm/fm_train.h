@@ -62,6 +62,7 @@ typedef struct fm_train_config {
     int warmup;          /* epochs of linear warm-up before the schedule (0) */
     bool augment;        /* random crop + flip (false) */
     double clip_grad_norm;  /* > 0: clip the gradients' total L2 norm to this each step (0) */
+    fm_precision precision;  /* linear and convolution layers' arithmetic (fm_graph.h; fp32) */
     bool resume;         /* continue the run saved in <out>/artifacts/<model>_last.safetensors */
     int threads;         /* 0: one per core */
     int limit;           /* >0: first N training images of the split */
@@ -191,6 +192,8 @@ FM_API const char *fm_run_checkpoint_path(const fm_run *r);
  * while the run trains and evaluates: the run does not switch sets itself
  * (fm_kernels_use is process-wide). */
 FM_API fm_kernels fm_run_kernels(const fm_run *r);
+/* The run's cfg.precision: its training graph and its evaluations use it. */
+FM_API fm_precision fm_run_precision(const fm_run *r);
 
 /* Writes the test-set files of SPEC §4 into dir: confusion_matrix.png and
  * .csv, classification_report.txt, per_class.csv and errors.png.  `res`

@@ -13,6 +13,17 @@
 
 #include "fm/fm_io.h"
 
+/* True when $FMHOST_KERNELS names a set (fm_test_run has checked that it
+ * is a valid one), stored in *k when k is not NULL. */
+static bool forced_set(fm_kernels *k)
+{
+    const char *env = getenv("FMHOST_KERNELS");
+    fm_kernels parsed;
+    if (!env || !*env || fm_kernels_parse(env, &parsed) != FM_OK) return false;
+    if (k) *k = parsed;
+    return true;
+}
+
 int fm_test_run(Suite *s)
 {
     /* A mistyped FMHOST_KERNELS would otherwise leave the default set
@@ -27,7 +38,8 @@ int fm_test_run(Suite *s)
     int n = fm_test_kernel_sets(sets);
     printf("kernel sets tested:");
     for (int i = 0; i < n; i++) printf(" %s", fm_kernels_name(sets[i]));
-    printf("; default: %s\n", fm_test_kernels_name());
+    printf("; default: %s%s\n", fm_test_kernels_name(),
+           forced_set(NULL) ? " (forced by FMHOST_KERNELS: the other sets are not tested)" : "");
     fflush(stdout);  /* before Check forks, or each child repeats it */
 
     SRunner *sr = srunner_create(s);
@@ -39,6 +51,11 @@ int fm_test_run(Suite *s)
 
 int fm_test_kernel_sets(fm_kernels out[FM_KERNELS_COUNT])
 {
+    fm_kernels forced;
+    if (forced_set(&forced)) {
+        if (out) out[0] = forced;
+        return 1;
+    }
     int n = 0;
     for (int k = 0; k < FM_KERNELS_COUNT; k++)
         if (fm_kernels_supported((fm_kernels)k)) {
@@ -50,6 +67,12 @@ int fm_test_kernel_sets(fm_kernels out[FM_KERNELS_COUNT])
 
 int fm_test_vector_sets(fm_kernels out[FM_KERNELS_COUNT])
 {
+    fm_kernels forced;
+    if (forced_set(&forced)) {
+        if (forced == FM_KERNELS_PORTABLE) return 0;
+        if (out) out[0] = forced;
+        return 1;
+    }
     int n = 0;
     for (int k = 0; k < FM_KERNELS_COUNT; k++)
         if (k != FM_KERNELS_PORTABLE && fm_kernels_supported((fm_kernels)k)) {
@@ -61,6 +84,7 @@ int fm_test_vector_sets(fm_kernels out[FM_KERNELS_COUNT])
 
 int fm_test_vector_pairs(fm_kernels out[FM_TEST_MAX_PAIRS][2])
 {
+    if (forced_set(NULL)) return 0;
     fm_kernels v[FM_KERNELS_COUNT];
     int nv = fm_test_vector_sets(v), n = 0;
     for (int a = 0; a < nv; a++)

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "fm/fm_base.h"
 #include "fm/fm_tensor.h"
@@ -36,12 +37,15 @@ int fm_test_run(Suite *s);
 #define FM_TEST_MAX_PAIRS (FM_KERNELS_COUNT * (FM_KERNELS_COUNT - 1) / 2)
 
 /* The sets this processor and build run, in the enum's order (portable
- * first), into out (may be NULL); returns how many. */
+ * first), into out (may be NULL); returns how many.  With $FMHOST_KERNELS
+ * set, only that set: a run forced onto one set tests that set (the
+ * default run tests them all, and CI runs both). */
 int fm_test_kernel_sets(fm_kernels out[FM_KERNELS_COUNT]);
 /* Of those, the vector sets: fmhost's own kernels (every set but portable). */
 int fm_test_vector_sets(fm_kernels out[FM_KERNELS_COUNT]);
 /* Every pair {a, b}, a before b, of supported vector sets: the sets whose
- * results must agree bit for bit.  out may be NULL; returns how many. */
+ * results must agree bit for bit.  out may be NULL; returns how many (none
+ * with $FMHOST_KERNELS set: one set, no pair). */
 int fm_test_vector_pairs(fm_kernels out[FM_TEST_MAX_PAIRS][2]);
 
 /* Makes k the kernel set in use; fails the test if it cannot. */
@@ -59,6 +63,21 @@ int fm_test_each_vector_set(int i, int ncases);
 int fm_test_each_pair(int i, int ncases, fm_kernels pair[2]);
 /* The name of the set in use, for failure messages. */
 const char *fm_test_kernels_name(void);
+
+/* A float's bits, and the float with those bits. */
+static inline uint32_t fm_test_bits_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static inline float fm_test_float_of(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
 
 /* Fills a[0..n) uniformly in [lo, hi) from a PCG stream seeded with `seed`. */
 void fm_test_fill(float *a, size_t n, float lo, float hi, uint64_t seed);

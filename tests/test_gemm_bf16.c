@@ -42,20 +42,6 @@
 
 #define KC FM_GEMM_BF16_KC /* elements of k per pass: part of the definition */
 
-static uint32_t bits_of(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
-
-static float float_of(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 /* ---- the reference --------------------------------------------------------- */
 
 /* PyTorch's round_to_nearest_even, as the issue states it: for a non-NaN
@@ -63,7 +49,7 @@ static float float_of(uint32_t u)
 static uint16_t ref_bf16(float x)
 {
     if (isnan(x)) return 0x7FC0;
-    uint32_t u = bits_of(x);
+    uint32_t u = fm_test_bits_of(x);
     return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
 
@@ -71,7 +57,7 @@ static uint16_t ref_bf16(float x)
 static float ref_flush(float x) { return fpclassify(x) == FP_SUBNORMAL ? copysignf(0.0f, x) : x; }
 
 /* x as the product reads it: rounded to bf16, a denormal as zero. */
-static float ref_operand(float x) { return ref_flush(float_of((uint32_t)ref_bf16(x) << 16)); }
+static float ref_operand(float x) { return ref_flush(fm_test_float_of((uint32_t)ref_bf16(x) << 16)); }
 
 #if REF_HW
 __attribute__((target("fma"))) static inline float ref_fma(float x, float y, float z)
@@ -230,19 +216,19 @@ static void fill_edges(float *x, size_t n, uint64_t seed)
         else if (pick < 860)
             x[i] = u * 0x1p-126f;  /* denormal, mostly */
         else if (pick < 880)
-            x[i] = float_of(sign | 0x00008000u | (fm_rng_below(&rng, 0x100u) << 16));  /* bf16-denormal tie */
+            x[i] = fm_test_float_of(sign | 0x00008000u | (fm_rng_below(&rng, 0x100u) << 16));  /* bf16-denormal tie */
         else if (pick < 940)  /* a tie: a bf16 plus half its last place */
-            x[i] = float_of(sign | (0x3C000000u + (fm_rng_below(&rng, 0x800u) << 16)) | 0x8000u);
+            x[i] = fm_test_float_of(sign | (0x3C000000u + (fm_rng_below(&rng, 0x800u) << 16)) | 0x8000u);
         else if (pick < 970)
             x[i] = u * 0x1p70f;
         else if (pick < 980)
-            x[i] = float_of(sign | 0x7F7FF000u);  /* rounds to infinity */
+            x[i] = fm_test_float_of(sign | 0x7F7FF000u);  /* rounds to infinity */
         else if (pick < 990)
-            x[i] = float_of(sign | 0x7F800000u);
+            x[i] = fm_test_float_of(sign | 0x7F800000u);
         else if (pick < 995)
-            x[i] = float_of(sign | 0x7FC00000u);
+            x[i] = fm_test_float_of(sign | 0x7FC00000u);
         else
-            x[i] = float_of(sign | 0x7F800001u | fm_rng_below(&rng, 0x3FFFFFu));  /* signalling */
+            x[i] = fm_test_float_of(sign | 0x7F800001u | fm_rng_below(&rng, 0x3FFFFFu));  /* signalling */
     }
 }
 
@@ -292,9 +278,9 @@ static float *product(const bcase *bc, const bops *o)
 static void assert_same(const float *got, const float *want, size_t n, const char *what)
 {
     for (size_t i = 0; i < n; i++) {
-        if (bits_of(got[i]) == bits_of(want[i]) || (isnan(got[i]) && isnan(want[i]))) continue;
+        if (fm_test_bits_of(got[i]) == fm_test_bits_of(want[i]) || (isnan(got[i]) && isnan(want[i]))) continue;
         ck_abort_msg("%s: element %zu is %a (0x%08x), want %a (0x%08x)", what, i, (double)got[i],
-                     bits_of(got[i]), (double)want[i], bits_of(want[i]));
+                     fm_test_bits_of(got[i]), (double)want[i], fm_test_bits_of(want[i]));
     }
 }
 
@@ -457,16 +443,16 @@ START_TEST(test_bf16_pinned)
         float out = pinned[c].c0;
         gemm_bf16(false, false, 1, 1, pinned[c].k, pinned[c].alpha, pinned[c].a, pinned[c].k,
                   NULL, pinned[c].b, 1, pinned[c].beta, &out, 1);
-        ck_assert_msg(bits_of(out) == pinned[c].want, "%s, %s: got %a (0x%08x), want 0x%08x",
-                      name, pinned[c].why, (double)out, bits_of(out), pinned[c].want);
+        ck_assert_msg(fm_test_bits_of(out) == pinned[c].want, "%s, %s: got %a (0x%08x), want 0x%08x",
+                      name, pinned[c].why, (double)out, fm_test_bits_of(out), pinned[c].want);
         /* The reference agrees, or it would prove nothing elsewhere. */
         bcase bc = {false, false, 1, 1, pinned[c].k, pinned[c].alpha, pinned[c].beta};
         float c0[2] = {pinned[c].c0, 0};
         bops o = {.a = (float *)pinned[c].a, .b = (float *)pinned[c].b, .c0 = c0,
                   .lda = pinned[c].k, .ldb = 1, .ldc = 1, .nc = 1};
         float *want = ref_product(&bc, &o);
-        ck_assert_msg(bits_of(want[0]) == pinned[c].want, "reference, %s: 0x%08x", pinned[c].why,
-                      bits_of(want[0]));
+        ck_assert_msg(fm_test_bits_of(want[0]) == pinned[c].want, "reference, %s: 0x%08x", pinned[c].why,
+                      fm_test_bits_of(want[0]));
         free(want);
     }
     bf16_restore();
@@ -489,7 +475,7 @@ static void fill_patterns(float *x, size_t n, uint64_t seed)
         uint32_t u = fm_rng_u32(&rng);
         if (i % 17 == 0) u = chosen[i / 17 % (sizeof chosen / sizeof chosen[0])];
         if ((u & 0x7FFFFFFFu) > 0x7F7F7FFFu) u &= 0xBFFFFFFFu;
-        x[i] = float_of(u);
+        x[i] = fm_test_float_of(u);
     }
 }
 
@@ -540,13 +526,13 @@ END_TEST
  * patterns and the edges; widening on every bf16. */
 static void check_conversion(uint32_t u)
 {
-    float x = float_of(u);
+    float x = fm_test_float_of(u);
     uint16_t got = fm_bf16_bits(x), want = ref_bf16(x);
     if (got != want || fm_bf16_from_f32(x) != want ||
-        bits_of(fm_bf16_operand(x)) != bits_of(ref_operand(x)))
+        fm_test_bits_of(fm_bf16_operand(x)) != fm_test_bits_of(ref_operand(x)))
         ck_abort_msg("0x%08x -> 0x%04x (public 0x%04x, operand 0x%08x), want 0x%04x (0x%08x)", u,
-                     got, fm_bf16_from_f32(x), bits_of(fm_bf16_operand(x)), want,
-                     bits_of(ref_operand(x)));
+                     got, fm_bf16_from_f32(x), fm_test_bits_of(fm_bf16_operand(x)), want,
+                     fm_test_bits_of(ref_operand(x)));
 }
 
 START_TEST(test_bf16_conversion)
@@ -560,18 +546,18 @@ START_TEST(test_bf16_conversion)
     for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) check_conversion(edges[i]);
     /* Ties go to even, NaNs to the one quiet NaN, the top overflows, a
      * denormal is read as zero but one that rounds up to 2^-126 is not. */
-    ck_assert_uint_eq(fm_bf16_bits(float_of(0x3F808000u)), 0x3F80);
-    ck_assert_uint_eq(fm_bf16_bits(float_of(0x3F818000u)), 0x3F82);
-    ck_assert_uint_eq(fm_bf16_bits(float_of(0xFFC12345u)), 0x7FC0);
-    ck_assert_uint_eq(fm_bf16_bits(float_of(0x7F7F8000u)), 0x7F80);
-    ck_assert_uint_eq(bits_of(fm_bf16_operand(float_of(0x807F0000u))), 0x80000000u);
-    ck_assert_uint_eq(bits_of(fm_bf16_operand(float_of(0x007F8000u))), 0x00800000u);
+    ck_assert_uint_eq(fm_bf16_bits(fm_test_float_of(0x3F808000u)), 0x3F80);
+    ck_assert_uint_eq(fm_bf16_bits(fm_test_float_of(0x3F818000u)), 0x3F82);
+    ck_assert_uint_eq(fm_bf16_bits(fm_test_float_of(0xFFC12345u)), 0x7FC0);
+    ck_assert_uint_eq(fm_bf16_bits(fm_test_float_of(0x7F7F8000u)), 0x7F80);
+    ck_assert_uint_eq(fm_test_bits_of(fm_bf16_operand(fm_test_float_of(0x807F0000u))), 0x80000000u);
+    ck_assert_uint_eq(fm_test_bits_of(fm_bf16_operand(fm_test_float_of(0x007F8000u))), 0x00800000u);
     fm_rng rng;
     fm_rng_seed(&rng, 77, 0);
     for (int i = 0; i < 4000000; i++) check_conversion(fm_rng_u32(&rng));
     for (uint32_t h = 0; h <= 0xFFFFu; h++) {
         float x = fm_bf16_float((uint16_t)h);
-        ck_assert_uint_eq(bits_of(x), h << 16);
+        ck_assert_uint_eq(fm_test_bits_of(x), h << 16);
         if (!isnan(x)) ck_assert_uint_eq(fm_bf16_bits(x), h);
     }
 }

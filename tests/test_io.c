@@ -313,20 +313,6 @@ END_TEST
 
 /* ---- 16-bit floats ------------------------------------------------------------------------ */
 
-static uint32_t bits_of(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
-
-static float float_of(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 /* Round to nearest even, worked out in double: the two bfloat16 values
  * around |x| (the truncated one and the next, 2^128 past the largest
  * finite one) and which of them is nearer, exactly, as doubles hold both
@@ -334,11 +320,11 @@ static float float_of(uint32_t u)
 static uint16_t bf16_reference(float x)
 {
     if (isnan(x)) return 0x7FC0;
-    uint16_t sign = (uint16_t)(bits_of(x) >> 16 & 0x8000u);
-    uint16_t lo = (uint16_t)(bits_of(x) >> 16 & 0x7FFFu);
+    uint16_t sign = (uint16_t)(fm_test_bits_of(x) >> 16 & 0x8000u);
+    uint16_t lo = (uint16_t)(fm_test_bits_of(x) >> 16 & 0x7FFFu);
     if (isinf(x)) return sign | lo;
-    double a = fabs((double)x), below = (double)float_of((uint32_t)lo << 16);
-    double above = lo == 0x7F7F ? ldexp(1.0, 128) : (double)float_of((uint32_t)(lo + 1) << 16);
+    double a = fabs((double)x), below = (double)fm_test_float_of((uint32_t)lo << 16);
+    double above = lo == 0x7F7F ? ldexp(1.0, 128) : (double)fm_test_float_of((uint32_t)(lo + 1) << 16);
     double to_below = a - below, to_above = above - a;
     bool up = to_above < to_below || (to_above == to_below && (lo & 1));
     return (uint16_t)(sign | (lo + up));
@@ -353,7 +339,7 @@ START_TEST(test_bf16_round_trip_exhaustive)
     int nans = 0;
     for (uint32_t h = 0; h <= 0xFFFF; h++) {
         float f = fm_f32_from_bf16((uint16_t)h);
-        if (bits_of(f) != h << 16) ck_abort_msg("bf16 %04x widened to %08x", h, bits_of(f));
+        if (fm_test_bits_of(f) != h << 16) ck_abort_msg("bf16 %04x widened to %08x", h, fm_test_bits_of(f));
         bool nan = (h & 0x7F80) == 0x7F80 && (h & 0x7F) != 0;
         nans += nan;
         uint16_t back = fm_bf16_from_f32(f), want = nan ? 0x7FC0 : (uint16_t)h;
@@ -373,17 +359,17 @@ START_TEST(test_f16_exhaustive)
         if (exp == 0x1F && mant != 0) {
             /* Sign and payload kept, the NaN quiet. */
             uint32_t want = sign << 31 | 0x7FC00000u | mant << 13;
-            if (!isnan(got) || bits_of(got) != want)
-                ck_abort_msg("f16 NaN %04x -> %08x, want %08x", h, bits_of(got), want);
+            if (!isnan(got) || fm_test_bits_of(got) != want)
+                ck_abort_msg("f16 NaN %04x -> %08x, want %08x", h, fm_test_bits_of(got), want);
             continue;
         }
         double v = exp == 0x1F ? INFINITY
                    : exp == 0  ? ldexp((double)mant, -24)
                                : ldexp((double)(mant + 1024), (int)exp - 25);
         float want = (float)(sign ? -v : v);
-        if (bits_of(got) != bits_of(want))
-            ck_abort_msg("f16 %04x -> %08x (%g), want %08x (%g)", h, bits_of(got), (double)got,
-                         bits_of(want), (double)want);
+        if (fm_test_bits_of(got) != fm_test_bits_of(want))
+            ck_abort_msg("f16 %04x -> %08x (%g), want %08x (%g)", h, fm_test_bits_of(got), (double)got,
+                         fm_test_bits_of(want), (double)want);
     }
 }
 END_TEST
@@ -401,7 +387,7 @@ START_TEST(test_bf16_rounding_random)
     for (int i = 0; i < 4000000; i++) {
         uint32_t u = fm_rng_u32(&rng);
         if (i & 1) u = (u & 0xFFFF0000u) | near_tie[fm_rng_below(&rng, 6)];
-        float x = float_of(u);
+        float x = fm_test_float_of(u);
         uint16_t got = fm_bf16_from_f32(x), want = bf16_reference(x);
         if (got != want) ck_abort_msg("%08x (%a): got %04x, want %04x", u, (double)x, got, want);
         ties += (u & 0xFFFF) == 0x8000 && !isnan(x);
@@ -412,23 +398,23 @@ START_TEST(test_bf16_rounding_random)
     ck_assert_int_gt(nans, 10000);
     ck_assert_int_gt(overflows, 20);
     /* Ties both ways, and the edges. */
-    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x3F808000u)), 0x3F80);  /* to even: down */
-    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x3F818000u)), 0x3F82);  /* to even: up */
-    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x3F808001u)), 0x3F81);
-    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x7F7F8000u)), 0x7F80);  /* to infinity */
-    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x7F7F7FFFu)), 0x7F7F);
-    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x00008000u)), 0x0000);  /* subnormal tie */
-    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x80018000u)), 0x8002);
-    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0xFFC00001u)), 0x7FC0);  /* NaN, sign dropped */
-    ck_assert_uint_eq(fm_bf16_from_f32(float_of(0x7F800001u)), 0x7FC0);
+    ck_assert_uint_eq(fm_bf16_from_f32(fm_test_float_of(0x3F808000u)), 0x3F80);  /* to even: down */
+    ck_assert_uint_eq(fm_bf16_from_f32(fm_test_float_of(0x3F818000u)), 0x3F82);  /* to even: up */
+    ck_assert_uint_eq(fm_bf16_from_f32(fm_test_float_of(0x3F808001u)), 0x3F81);
+    ck_assert_uint_eq(fm_bf16_from_f32(fm_test_float_of(0x7F7F8000u)), 0x7F80);  /* to infinity */
+    ck_assert_uint_eq(fm_bf16_from_f32(fm_test_float_of(0x7F7F7FFFu)), 0x7F7F);
+    ck_assert_uint_eq(fm_bf16_from_f32(fm_test_float_of(0x00008000u)), 0x0000);  /* subnormal tie */
+    ck_assert_uint_eq(fm_bf16_from_f32(fm_test_float_of(0x80018000u)), 0x8002);
+    ck_assert_uint_eq(fm_bf16_from_f32(fm_test_float_of(0xFFC00001u)), 0x7FC0);  /* NaN, sign dropped */
+    ck_assert_uint_eq(fm_bf16_from_f32(fm_test_float_of(0x7F800001u)), 0x7FC0);
     /* The array form agrees. */
-    float a[5] = {1.0f, -0.0f, float_of(0x3F818000u), INFINITY, float_of(0x7F800001u)};
+    float a[5] = {1.0f, -0.0f, fm_test_float_of(0x3F818000u), INFINITY, fm_test_float_of(0x7F800001u)};
     uint16_t b[5];
     fm_bf16_from_f32_n(b, a, 5);
     for (int i = 0; i < 5; i++) ck_assert_uint_eq(b[i], fm_bf16_from_f32(a[i]));
     float c[5];
     fm_f32_from_bf16_n(c, b, 5);
-    for (int i = 0; i < 5; i++) ck_assert_uint_eq(bits_of(c[i]), (uint32_t)b[i] << 16);
+    for (int i = 0; i < 5; i++) ck_assert_uint_eq(fm_test_bits_of(c[i]), (uint32_t)b[i] << 16);
     const uint16_t h[3] = {0x3C00, 0x0001, 0xFBFF};
     fm_f32_from_f16_n(c, h, 3);
     ck_assert(c[0] == 1.0f && c[1] == ldexpf(1.0f, -24) && c[2] == -65504.0f);
@@ -654,8 +640,8 @@ START_TEST(test_st_loads_bf16_and_f16)
     ck_assert_msg(fm_safetensors_load(path, m, NULL) == FM_OK, "%s", fm_error_message());
     const fm_tensor *weight = fm_model_find(m, "fc1.weight"), *bias = fm_model_find(m, "fc1.bias");
     for (int i = 0; i < 12; i++)
-        ck_assert_msg(bits_of(weight->data[i]) == (uint32_t)w[i] << 16, "weight[%d] = %08x", i,
-                      bits_of(weight->data[i]));
+        ck_assert_msg(fm_test_bits_of(weight->data[i]) == (uint32_t)w[i] << 16, "weight[%d] = %08x", i,
+                      fm_test_bits_of(weight->data[i]));
     ck_assert(bias->data[0] == 1.0f);
     ck_assert(bias->data[1] == ldexpf(1.0f, -24));
     ck_assert(bias->data[2] == -65504.0f);
@@ -711,7 +697,7 @@ START_TEST(test_st_save_bf16)
             ck_assert_msg(h == fm_bf16_from_f32(t->data[k]), "%s[%lld]: %04x, want %04x",
                           fm_model_entry_at(a, i).name, (long long)k, h,
                           fm_bf16_from_f32(t->data[k]));
-            ck_assert_uint_eq(bits_of(u->data[k]), (uint32_t)h << 16);
+            ck_assert_uint_eq(fm_test_bits_of(u->data[k]), (uint32_t)h << 16);
         }
     }
     ck_assert_uint_eq(at, 44);

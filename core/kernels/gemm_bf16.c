@@ -153,36 +153,7 @@ static void bf16_pack_b(float *dst, const float *b, int ldb, bool trans, int p0,
     }
 }
 
-/* How a tile's sums reach C (as in gemm.c): C = sums, C += sums, or
- * C = alpha * sums + beta * C (beta == 0 never reads C). */
-enum { BF16_STORE, BF16_ADD, BF16_SCALE };
-
-FM_VEC_INLINE void bf16_tile_update(const int nv, const bool full, const int mode,
-                                    fm_vf acc[MR][NV], float *c, int ldc, int rows, int cols,
-                                    float alpha, float beta)
-{
-    const fm_vf va = fm_vf_set1(alpha), vb = fm_vf_set1(beta);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-        if (r >= rows) break;
-        float *cr = c + (size_t)r * ldc;
-#pragma GCC unroll 3
-        for (int v = 0; v < nv; v++) {
-            int n = full || v < nv - 1 ? FM_VL : cols - FM_VL * v;
-            fm_vf x = acc[r][v];
-            if (mode == BF16_ADD) {
-                x = fm_vf_add(x, fm_vf_loadn(cr + FM_VL * v, n));
-            } else if (mode == BF16_SCALE) {
-                if (alpha != 1.0f) x = fm_vf_mul(va, x);
-                if (beta == 1.0f)
-                    x = fm_vf_add(x, fm_vf_loadn(cr + FM_VL * v, n));
-                else if (beta != 0.0f)
-                    x = fm_vf_fma(vb, fm_vf_loadn(cr + FM_VL * v, n), x);
-            }
-            fm_vf_storen(cr + FM_VL * v, x, n);
-        }
-    }
-}
+#include "gemm_tile.h"
 
 /* C[rows, cols] (rows <= MR, cols <= nv vectors) = alpha * sums + beta * C,
  * the sums over the kce rows of a packed tile ap and panel bp (whole
@@ -227,11 +198,11 @@ FM_VEC_INLINE void bf16_tile_nv(const int nv, const bool full, int kce, const fl
     }
 #endif
     if (alpha == 1.0f && beta == 0.0f)
-        bf16_tile_update(nv, full, BF16_STORE, acc, c, ldc, rows, cols, alpha, beta);
+        gemm_tile_update(nv, full, GEMM_STORE, acc, c, ldc, rows, cols, alpha, beta);
     else if (alpha == 1.0f && beta == 1.0f)
-        bf16_tile_update(nv, full, BF16_ADD, acc, c, ldc, rows, cols, alpha, beta);
+        gemm_tile_update(nv, full, GEMM_ADD, acc, c, ldc, rows, cols, alpha, beta);
     else
-        bf16_tile_update(nv, full, BF16_SCALE, acc, c, ldc, rows, cols, alpha, beta);
+        gemm_tile_update(nv, full, GEMM_SCALE, acc, c, ldc, rows, cols, alpha, beta);
 }
 
 typedef void (*bf16_tile_fn)(int kce, const float *ap, const float *bp, float *c, int ldc,

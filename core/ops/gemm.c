@@ -136,6 +136,7 @@ typedef struct gemm_job {
     float *c;
     float *pack;         /* pack_floats per thread */
     size_t pack_floats;
+    bool bf16;           /* fm_gemm_serial_bf16's products */
 } gemm_job;
 
 static void gemm_block(void *arg, int task, int thread)
@@ -157,19 +158,26 @@ static void gemm_block(void *arg, int task, int thread)
         c += (size_t)start;
         n = len;
     }
-    fm_gemm_serial(j->trans_a, j->trans_b, m, n, j->k, j->alpha, a, j->lda, NULL, b, j->ldb,
-                   j->beta, c, j->ldc, j->pack + (size_t)thread * j->pack_floats);
+    float *pack = j->pack + (size_t)thread * j->pack_floats;
+    if (j->bf16)
+        fm_gemm_serial_bf16(j->trans_a, j->trans_b, m, n, j->k, j->alpha, a, j->lda, NULL, b,
+                            j->ldb, j->beta, c, j->ldc, pack);
+    else
+        fm_gemm_serial(j->trans_a, j->trans_b, m, n, j->k, j->alpha, a, j->lda, NULL, b, j->ldb,
+                       j->beta, c, j->ldc, pack);
 }
 
-void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-              const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
+/* fm_sgemm, or with bf16 fm_sgemm_bf16: the same blocks either way. */
+static void sgemm_blocks(fm_graph *g, bool bf16, bool trans_a, bool trans_b, int m, int n, int k,
+                         float alpha, const float *a, int lda, const float *b, int ldb,
+                         float beta, float *c, int ldc)
 {
     FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
     gemm_job j = {
         .trans_a = trans_a, .trans_b = trans_b, .split_rows = m >= n,
         .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta,
-        .a = a, .b = b, .lda = lda, .ldb = ldb, .ldc = ldc, .c = c,
+        .a = a, .b = b, .lda = lda, .ldb = ldb, .ldc = ldc, .c = c, .bf16 = bf16,
     };
     int total = j.split_rows ? m : n;
     bool serial = (int64_t)m * n * k < GEMM_PARALLEL_MIN || total < 2 * GEMM_MIN_BLOCK;
@@ -186,11 +194,24 @@ void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, floa
     /* One block runs here as thread 0 (also inside another op's task, whose
      * thread index could exceed a single pack); more get a pack per thread. */
     int packs = blocks == 1 ? 1 : fm_get_threads();
-    j.pack_floats = fm_gemm_pack_floats(0, 0, false);
+    j.pack_floats = bf16 ? fm_gemm_bf16_pack_floats() : fm_gemm_pack_floats(0, 0, false);
     j.pack = fm_graph_alloc(g, j.pack_floats * (size_t)packs * sizeof(float));
     if (blocks == 1)
         gemm_block(&j, 0, 0);
     else
         fm_parallel_for(blocks, gemm_block, &j);
     fm_arena_release(fm_graph_arena(g), mark);
+}
+
+void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+              const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    sgemm_blocks(g, false, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void fm_sgemm_bf16(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                   const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                   int ldc)
+{
+    sgemm_blocks(g, true, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

@@ -1,6 +1,6 @@
 /* The bf16 matrix products (what they compute: core/kernels/gemm_bf16.h):
- * fm_gemm_serial_bf16, one thread's product, and fm_sgemm_bf16, a product
- * split over the pool as fm_sgemm splits one.
+ * fm_gemm_serial_bf16, one thread's product (fm_sgemm_bf16, in gemm.c,
+ * splits a product over the pool into these as fm_sgemm does).
  *
  * Which kernel runs: on the avx512 set, where the processor has
  * AVX512_BF16, the copy that runs vdpbf16ps; on avx2 and avx512 otherwise,
@@ -20,10 +20,6 @@
 #define BF16_MXCSR 0x9FC0u
 #endif
 
-/* Above this many multiply-adds, and blocks of C, as fm_sgemm cuts them. */
-#define GEMM_PARALLEL_MIN ((int64_t)1 << 18)
-#define GEMM_TARGET_BLOCKS 8
-#define GEMM_MIN_BLOCK 32
 /* The portable loop's block of op(B)'s columns, rounded into the workspace. */
 #define BF16_NC 480
 
@@ -283,68 +279,3 @@ const float *fm_gemm_bf16_prepack_a(bool trans_a, int m, int k, const float *a, 
     return dst;
 }
 
-/* ---- over the pool ----------------------------------------------------------- */
-
-typedef struct bf16_job {
-    bool trans_a, trans_b, split_rows;
-    int m, n, k, block;
-    float alpha, beta;
-    const float *a, *b;
-    int lda, ldb, ldc;
-    float *c;
-    float *pack;  /* FM_GEMM_BF16_PACK_FLOATS per thread */
-} bf16_job;
-
-static void bf16_block(void *arg, int task, int thread)
-{
-    const bf16_job *j = arg;
-    int start = task * j->block;
-    int total = j->split_rows ? j->m : j->n;
-    int len = total - start < j->block ? total - start : j->block;
-    const float *a = j->a, *b = j->b;
-    float *c = j->c;
-    int m = j->m, n = j->n;
-    if (j->split_rows) {
-        a += j->trans_a ? (size_t)start : (size_t)start * (size_t)j->lda;
-        c += (size_t)start * (size_t)j->ldc;
-        m = len;
-    } else {
-        b += j->trans_b ? (size_t)start * (size_t)j->ldb : (size_t)start;
-        c += (size_t)start;
-        n = len;
-    }
-    fm_gemm_serial_bf16(j->trans_a, j->trans_b, m, n, j->k, j->alpha, a, j->lda, NULL, b,
-                        j->ldb, j->beta, c, j->ldc,
-                        j->pack + (size_t)thread * FM_GEMM_BF16_PACK_FLOATS);
-}
-
-void fm_sgemm_bf16(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                   const float *a, int lda, const float *b, int ldb, float beta, float *c,
-                   int ldc)
-{
-    FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
-    if (m == 0 || n == 0) return;
-    bf16_job j = {
-        .trans_a = trans_a, .trans_b = trans_b, .split_rows = m >= n,
-        .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta,
-        .a = a, .b = b, .lda = lda, .ldb = ldb, .ldc = ldc, .c = c,
-    };
-    int total = j.split_rows ? m : n;
-    bool serial = (int64_t)m * n * k < GEMM_PARALLEL_MIN || total < 2 * GEMM_MIN_BLOCK;
-    if (serial) {
-        j.block = total;
-    } else {
-        int block = (total + GEMM_TARGET_BLOCKS - 1) / GEMM_TARGET_BLOCKS;
-        block = (block + 15) / 16 * 16;
-        j.block = block < GEMM_MIN_BLOCK ? GEMM_MIN_BLOCK : block;
-    }
-    int blocks = (total + j.block - 1) / j.block;
-    fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
-    int packs = blocks == 1 ? 1 : fm_get_threads();
-    j.pack = fm_graph_alloc(g, FM_GEMM_BF16_PACK_FLOATS * (size_t)packs * sizeof(float));
-    if (blocks == 1)
-        bf16_block(&j, 0, 0);
-    else
-        fm_parallel_for(blocks, bf16_block, &j);
-    fm_arena_release(fm_graph_arena(g), mark);
-}

@@ -1,6 +1,6 @@
 /* test_autocast — FM_PRECISION_BF16 (fm_graph.h): the cast's rounding, the
  * casts a bf16 graph puts around linear and convolution layers, the
- * convolution's products against a naive one on the rounded operands, and
+ * linear layer's products on the bfloat16 kernels, the convolution's products against a naive one on the rounded operands, and
  * the gradients of bf16 layers against float32 ones within what bfloat16's
  * 8-bit significand allows.  Everything that computes runs once per kernel
  * set this processor runs. */
@@ -76,11 +76,24 @@ END_TEST
 
 /* ---- what a bf16 graph builds ------------------------------------------------ */
 
-/* A bf16 graph's linear layer is the float32 layer between casts of its
- * input, weight, bias and output: forward and every gradient bit-identical
- * to a float32 graph that spells the casts out.  The loss behind it (cross
- * entropy) is float32 in both. */
-START_TEST(test_linear_is_cast_around_float32)
+/* C = op(A) op(B) + beta C on the bfloat16 kernels, on one thread. */
+static void gemm_bf16(bool ta, bool tb, int m, int n, int k, const float *a, int lda,
+                      const float *b, int ldb, float beta, float *c, int ldc)
+{
+    size_t floats = (fm_gemm_bf16_pack_floats() + 15) / 16 * 16;
+    float *pack = aligned_alloc(64, floats * sizeof(float));
+    ck_assert_ptr_nonnull(pack);
+    fm_gemm_serial_bf16(ta, tb, m, n, k, 1.0f, a, lda, NULL, b, ldb, beta, c, ldc, pack);
+    free(pack);
+}
+
+/* A bf16 graph's linear layer: casts of its input, weight, bias and output
+ * around three products on the bfloat16 kernels (fm_gemm_serial_bf16,
+ * tested against a naive reference in test_gemm_bf16), forward and every
+ * gradient bit-identical to that spelled out here on rounded copies: the
+ * output gradient rounded before the products, the input, weight and bias
+ * gradients after them.  The loss behind it (cross entropy) is float32. */
+START_TEST(test_linear_is_casts_around_bf16_products)
 {
     fm_test_each_set(_i, 1);
     enum { batch = 13, in = 37, out = 10 };
@@ -88,43 +101,44 @@ START_TEST(test_linear_is_cast_around_float32)
     fm_tensor *b = leaf(1, (int[]){out}, 23);
     int32_t labels[batch];
     for (int i = 0; i < batch; i++) labels[i] = (i * 7) % out;
-    float *grads[2][3], *logits[2];
-    for (int run = 0; run < 2; run++) {
-        fm_graph *g = fm_graph_new();
-        fm_tensor *y;
-        if (run == 0) {
-            fm_graph_set_precision(g, FM_PRECISION_BF16);
-            y = fm_linear(g, x, w, b);
-            fm_graph_set_precision(g, FM_PRECISION_FP32);
-        } else {
-            y = fm_to_bf16(g, fm_linear(g, fm_to_bf16(g, x), fm_to_bf16(g, w), fm_to_bf16(g, b)));
-        }
-        fm_tensor *loss = fm_cross_entropy(g, y, labels);
-        zero_grad(x), zero_grad(w), zero_grad(b);
-        fm_backward(g, loss);
-        logits[run] = malloc(sizeof(float) * batch * out);
-        memcpy(logits[run], y->data, sizeof(float) * batch * out);
-        fm_tensor *leaves[3] = {x, w, b};
-        for (int k = 0; k < 3; k++) {
-            grads[run][k] = malloc((size_t)leaves[k]->numel * sizeof(float));
-            memcpy(grads[run][k], leaves[k]->grad, (size_t)leaves[k]->numel * sizeof(float));
-        }
-        fm_graph_free(g);
+    fm_graph *g = fm_graph_new();
+    fm_graph_set_precision(g, FM_PRECISION_BF16);
+    fm_tensor *y = fm_linear(g, x, w, b);
+    fm_graph_set_precision(g, FM_PRECISION_FP32);
+    fm_tensor *loss = fm_cross_entropy(g, y, labels);
+    zero_grad(x), zero_grad(w), zero_grad(b);
+    fm_backward(g, loss);
+
+    fm_tensor *xr = rounded_copy(x), *wr = rounded_copy(w), *br = rounded_copy(b);
+    float want_y[batch * out], dy[batch * out];
+    gemm_bf16(false, true, batch, out, in, xr->data, in, wr->data, in, 0.0f, want_y, out);
+    for (int i = 0; i < batch * out; i++) want_y[i] = bf16(want_y[i] + br->data[i % out]);
+    fm_test_assert_same_bits(y->data, want_y, batch * out, "linear bf16: output");
+    for (int i = 0; i < batch * out; i++) dy[i] = bf16(y->grad[i]);
+
+    float want_dx[batch * in] = {0}, want_dw[out * in] = {0}, want_db[out];
+    gemm_bf16(false, false, batch, in, out, dy, out, wr->data, in, 1.0f, want_dx, in);
+    gemm_bf16(true, false, out, in, batch, dy, out, xr->data, in, 1.0f, want_dw, in);
+    for (int j = 0; j < out; j++) {
+        double sum = 0.0;
+        for (int i = 0; i < batch; i++) sum += dy[i * out + j];
+        want_db[j] = (float)sum;
     }
-    fm_test_assert_same_bits(logits[0], logits[1], batch * out, "linear bf16: output");
+    float *wants[3] = {want_dx, want_dw, want_db};
+    const fm_tensor *leaves[3] = {x, w, b};
     const char *names[3] = {"linear bf16: input gradient", "linear bf16: weight gradient",
                             "linear bf16: bias gradient"};
-    const int64_t sizes[3] = {x->numel, w->numel, b->numel};
-    for (int k = 0; k < 3; k++) fm_test_assert_same_bits(grads[0][k], grads[1][k], sizes[k], names[k]);
-    /* And the casts change something: the float32 layer gives other logits. */
-    fm_graph *g = fm_graph_new();
-    fm_tensor *y = fm_linear(g, x, w, b);
-    ck_assert(fm_test_first_diff(y->data, logits[0], batch * out) >= 0);
-    fm_graph_free(g);
-    for (int run = 0; run < 2; run++) {
-        free(logits[run]);
-        for (int k = 0; k < 3; k++) free(grads[run][k]);
+    for (int k = 0; k < 3; k++) {
+        for (int64_t i = 0; i < leaves[k]->numel; i++) wants[k][i] = 0.0f + bf16(wants[k][i]);
+        fm_test_assert_same_bits(leaves[k]->grad, wants[k], leaves[k]->numel, names[k]);
     }
+    fm_graph_free(g);
+    /* And the casts change something: the float32 layer gives other logits. */
+    g = fm_graph_new();
+    y = fm_linear(g, x, w, b);
+    ck_assert(fm_test_first_diff(y->data, want_y, batch * out) >= 0);
+    fm_graph_free(g);
+    fm_tensor_free(xr), fm_tensor_free(wr), fm_tensor_free(br);
     fm_tensor_free(x), fm_tensor_free(w), fm_tensor_free(b);
     fm_test_restore_kernels();
 }
@@ -290,7 +304,7 @@ static Suite *autocast_suite(void)
     tcase_set_timeout(tc, 120);
     int sets = fm_test_kernel_sets(NULL);
     tcase_add_loop_test(tc, test_cast_rounds_like_the_conversion, 0, sets);
-    tcase_add_loop_test(tc, test_linear_is_cast_around_float32, 0, sets);
+    tcase_add_loop_test(tc, test_linear_is_casts_around_bf16_products, 0, sets);
     tcase_add_loop_test(tc, test_conv_products_are_bf16, 0, N_CONV * sets);
     tcase_add_loop_test(tc, test_bf16_gradients_within_bf16_resolution, 0, N_CONV * sets);
     tcase_add_test(tc, test_precision_names);

@@ -15,7 +15,9 @@
 #
 # Needs build/fmhost, Debian's python3-torch (/usr/bin/python3) and the
 # reference script torch_ref.py. ROUNDS defaults to 3, MODELS to
-# "mlp cnn rescnn"; THREADS (default "2 1"), FMHOST (default build/fmhost) and
+# "mlp cnn rescnn"; THREADS (default "2 1"), PRECISION (fp32 or bf16, default
+# fp32: both sides' --precision, bf16 being PyTorch's CPU autocast), FMHOST
+# (default build/fmhost) and
 # TORCH_REF (default ../shared/anchors/torch_ref.py beside the checkout) may
 # be set in the environment. Raw JSON lines are kept in a temporary directory
 # whose name is printed at the end.
@@ -33,6 +35,8 @@ rounds="${1:-3}"
 shift || true
 models="${*:-mlp cnn rescnn}"
 threads="${THREADS:-2 1}"
+precision="${PRECISION:-fp32}"
+case "$precision" in fp32|bf16) ;; *) echo "bench_side_by_side: PRECISION '$precision' is neither fp32 nor bf16" >&2; exit 2 ;; esac
 fmhost="${FMHOST:-$root/build/fmhost}"
 torch_ref="${TORCH_REF:-$root/../shared/anchors/torch_ref.py}"
 [ -x "$fmhost" ] || { echo "bench_side_by_side: no $fmhost; build first (cmake --workflow --preset default)" >&2; exit 2; }
@@ -49,7 +53,7 @@ case "$kernels" in
   avx512) torch_note="unrestricted (its best: AVX-512 on this processor)" ;;
   *) torch_note="unrestricted: PyTorch has no portable mode, so this is not like for like" ;;
 esac
-echo "kernels: fmhost FMHOST_KERNELS=$kernels; PyTorch $torch_note" >&2
+echo "kernels: fmhost FMHOST_KERNELS=$kernels; PyTorch $torch_note; precision $precision" >&2
 
 out="$(mktemp -d)"
 for round in $(seq 1 "$rounds"); do
@@ -59,23 +63,23 @@ for round in $(seq 1 "$rounds"); do
     for t in $threads; do
       echo "round $round/$rounds: $m, $t thread(s)" >&2
       FMHOST_KERNELS="$kernels" "$fmhost" bench --model "$m" --batches "$batches" --threads "$t" \
-        > "$out/fm.$m.$t.$round.json"
+        --precision "$precision" > "$out/fm.$m.$t.$round.json"
       env ${torch_env[@]+"${torch_env[@]}"} /usr/bin/time -f %M -o "$out/torch.$m.$t.$round.rss" \
         /usr/bin/python3 "$torch_ref" bench --model "$m" --batches "$batches" --threads "$t" \
-        2>/dev/null | tail -n 1 > "$out/torch.$m.$t.$round.json"
+        --precision "$precision" 2>/dev/null | tail -n 1 > "$out/torch.$m.$t.$round.json"
     done
   done
 done
 
-/usr/bin/python3 - "$out" "$models" "$threads" "$kernels" "$torch_note" <<'PY'
+/usr/bin/python3 - "$out" "$models" "$threads" "$kernels" "$torch_note" "$precision" <<'PY'
 import glob, json, statistics, sys
 
-out, models, threads, kernels, torch_note = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5]
+out, models, threads, kernels, torch_note, precision = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4], sys.argv[5], sys.argv[6]
 
 def load(pattern):
     return [json.load(open(f)) for f in sorted(glob.glob(pattern))]
 
-print(f"kernels: fmhost {kernels}; PyTorch {torch_note}\n")
+print(f"kernels: fmhost {kernels}; PyTorch {torch_note}; precision {precision} on both sides\n")
 print(f"| model | threads | fmhost ({kernels}) train img/s | PyTorch | ratio | fmhost ({kernels}) eval img/s "
       "| PyTorch | ratio | fmhost train RSS MB | PyTorch RSS MB |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -85,6 +89,9 @@ for m in models:
         ran = {r.get("kernels") for r in fm}
         if ran != {kernels}:
             sys.exit(f"bench_side_by_side: fmhost ran {sorted(map(str, ran))}, not {kernels}")
+        for side, runs in (("fmhost", fm), ("PyTorch", th)):
+            if {r.get("precision", "fp32") for r in runs} != {precision}:
+                sys.exit(f"bench_side_by_side: {side} did not run in {precision}")
         rss = [int(open(f).read().split()[-1]) / 1024 for f in sorted(glob.glob(f"{out}/torch.{m}.{t}.*.rss"))]
         med = lambda runs, key: statistics.median(r[key] for r in runs)
         ft, tt = med(fm, "train_img_s"), med(th, "train_img_s")

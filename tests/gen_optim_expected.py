@@ -63,6 +63,21 @@ def main():
             flat = torch.cat([p.detach().reshape(-1) for p in params]).tolist()
             print("    {%s}," % fmt(flat))
         print("};")
+    # clip_grad_norm_ on each step's gradients: max_norm 0.5 clips all
+    # three, 2.0 none; the returned total norm in column 10.
+    for max_norm in (0.5, 2.0):
+        tag = str(max_norm).replace(".", "_")
+        print("/* torch.nn.utils.clip_grad_norm_(params, %s): the gradients, then the norm */" % max_norm)
+        print("static const float expect_clip_%s[3][11] = {" % tag)
+        for grads in GRADS:
+            params = [torch.zeros(len(P0[0]), requires_grad=True),
+                      torch.zeros(2, 3, requires_grad=True)]
+            for p, g in zip(params, grads):
+                p.grad = torch.tensor(g, dtype=torch.float32)
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            flat = torch.cat([p.grad.reshape(-1) for p in params]).tolist()
+            print("    {%s}," % fmt(flat + [norm.item()]))
+        print("};")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-/* core/optim: SGD, Adam and AdamW step for step against torch.optim (1.13).
+/* core/optim: SGD, Adam, AdamW and gradient clipping step for step against torch (1.13).
  *
  * Two parameters (a [4] and a [2, 3] tensor) take three steps with fixed
  * gradients; the expected values after each step come from
  * tests/gen_optim_expected.py (run with /usr/bin/python3, torch 1.13), which
- * prints the tables below.  Each table names the torch.optim call that made it. */
+ * prints the tables below.  Each table names the torch call that made it;
+ * the clip_grad_norm_ tables hold the clipped gradients and the norm. */
 #include "fm_test_util.h"
 
 #include "fm/fm_optim.h"
@@ -76,6 +77,18 @@ static const float expect_adamw_default[3][10] = {
     {0.498048156f, -0.999619067f, 1.9979372f, -0.000972769689f, 0.249874935f, -0.751932979f, 1.50180233f, -2.0024004f, 0.126983076f, 2.99792719f},
 };
 
+/* torch.nn.utils.clip_grad_norm_(params, 0.5): the gradients, then the norm */
+static const float expect_clip_0_5[3][11] = {
+    {0.0480546653f, -0.0961093307f, 0.144163996f, 0.0f, 0.0240273327f, 0.240273327f, -0.192218661f, 0.0961093307f, -0.00480546663f, 0.336382657f, 1.04048073f},
+    {-0.0213784408f, 0.171027526f, 0.0427568816f, 0.0855137631f, -0.128270641f, 0.106892198f, 0.0f, 0.256541282f, -0.342055053f, 0.0213784408f, 1.16940153f},
+    {0.16317831f, 0.0f, -0.135981917f, -0.0543927662f, 0.0543927662f, -0.32635662f, 0.108785532f, -0.0815891549f, 0.217571065f, -0.16317831f, 0.919238865f},
+};
+/* torch.nn.utils.clip_grad_norm_(params, 2.0): the gradients, then the norm */
+static const float expect_clip_2_0[3][11] = {
+    {0.100000001f, -0.200000003f, 0.300000012f, 0.0f, 0.0500000007f, 0.5f, -0.400000006f, 0.200000003f, -0.00999999978f, 0.699999988f, 1.04048073f},
+    {-0.0500000007f, 0.400000006f, 0.100000001f, 0.200000003f, -0.300000012f, 0.25f, 0.0f, 0.600000024f, -0.800000012f, 0.0500000007f, 1.16940153f},
+    {0.300000012f, 0.0f, -0.25f, -0.100000001f, 0.100000001f, -0.600000024f, 0.200000003f, -0.150000006f, 0.400000006f, -0.300000012f, 0.919238865f},
+};
 /* Relative tolerance 1e-6; entries PyTorch leaves at exactly 0 must stay 0. */
 static void check_close(const float *got, const float *want, int n, const char *what, int step)
 {
@@ -324,6 +337,39 @@ START_TEST(test_adam_lr_zero_keeps_weights)
 }
 END_TEST
 
+/* fm_optim_clip_grad_norm against torch.nn.utils.clip_grad_norm_: the
+ * returned norm and the gradients, with max_norm 0.5 (every step clipped)
+ * and 2.0 (none); max_norm 0 only measures; a NaN leaves the gradients. */
+START_TEST(test_clip_grad_norm)
+{
+    two_params t;
+    two_params_init(&t);
+    fm_optim_config c = fm_optim_defaults(FM_OPTIM_ADAM);
+    fm_optim *o = fm_optim_new(t.list, 2, &c);
+    const float (*expect[2])[11] = {expect_clip_0_5, expect_clip_2_0};
+    const double max_norm[2] = {0.5, 2.0};
+    for (int k = 0; k < 2; k++)
+        for (int step = 0; step < 3; step++) {
+            two_params_set_grad(&t, step);
+            double norm = fm_optim_clip_grad_norm(o, max_norm[k]);
+            float got[11];
+            memcpy(got, t.a->grad, 4 * sizeof(float));
+            memcpy(got + 4, t.b->grad, 6 * sizeof(float));
+            got[10] = (float)norm;
+            check_close(got, expect[k][step], 11, k ? "clip_grad_norm 2.0" : "clip_grad_norm 0.5",
+                        step);
+        }
+    two_params_set_grad(&t, 0);
+    ck_assert_float_eq_tol(fm_optim_clip_grad_norm(o, 0.0), expect_clip_2_0[0][10], 1e-6f);
+    ck_assert_mem_eq(t.a->grad, grads[0], 4 * sizeof(float));
+    t.b->grad[2] = NAN;
+    ck_assert(isnan(fm_optim_clip_grad_norm(o, 0.5)));
+    ck_assert_mem_eq(t.a->grad, grads[0], 4 * sizeof(float));
+    fm_optim_free(o);
+    two_params_free(&t);
+}
+END_TEST
+
 START_TEST(test_no_params)
 {
     fm_optim_config c = fm_optim_defaults(FM_OPTIM_ADAM);
@@ -378,6 +424,7 @@ static Suite *optim_suite(void)
     tcase_add_test(tc, test_adam_weight_decay);
     tcase_add_test(tc, test_adamw);
     tcase_add_test(tc, test_adamw_defaults);
+    tcase_add_test(tc, test_clip_grad_norm);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("api");

@@ -40,10 +40,15 @@ static float *aligned_floats(size_t floats)
     return p;
 }
 
+/* The twins below run the float products, or with twin_bf16 the bfloat16
+ * ones (fm_gemm_serial_bf16 and its row-table and segment variants), whose
+ * workspace does not depend on the shapes. */
+static bool twin_bf16;
+
 /* The workspace of one product with B [k, n] on the active set, exactly. */
 static float *pack_for(int n, int k, bool b_table)
 {
-    return aligned_floats(fm_gemm_pack_floats(n, k, b_table));
+    return aligned_floats(twin_bf16 ? fm_gemm_bf16_pack_floats() : fm_gemm_pack_floats(n, k, b_table));
 }
 
 /* The three products, each with its own exactly sized workspace. */
@@ -51,7 +56,10 @@ static void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float
                  const float *a_packed, const float *b, int ldb, float beta, float *c, int ldc)
 {
     float *pack = pack_for(n, k, false);
-    fm_gemm_serial(ta, tb, m, n, k, alpha, a, lda, a_packed, b, ldb, beta, c, ldc, pack);
+    if (twin_bf16)
+        fm_gemm_serial_bf16(ta, tb, m, n, k, alpha, a, lda, a_packed, b, ldb, beta, c, ldc, pack);
+    else
+        fm_gemm_serial(ta, tb, m, n, k, alpha, a, lda, a_packed, b, ldb, beta, c, ldc, pack);
     free(pack);
 }
 
@@ -60,7 +68,11 @@ static void gemm_rows(bool ta, bool tb, int m, int n, int k, float alpha, const 
                       float *c, int ldc)
 {
     float *pack = pack_for(n, k, true);
-    fm_gemm_serial_rows(ta, tb, m, n, k, alpha, a, lda, a_packed, rows, beta, c, ldc, pack);
+    if (twin_bf16)
+        fm_gemm_serial_bf16_rows(ta, tb, m, n, k, alpha, a, lda, a_packed, rows, beta, c, ldc,
+                                 pack);
+    else
+        fm_gemm_serial_rows(ta, tb, m, n, k, alpha, a, lda, a_packed, rows, beta, c, ldc, pack);
     free(pack);
 }
 
@@ -68,7 +80,10 @@ static void gemm_segs(int m, int n, int k, float alpha, const float *a, int lda,
                       const float *const *segs, int seg, int ldb, float beta, float *c, int ldc)
 {
     float *pack = pack_for(n, k, true);
-    fm_gemm_serial_segs(m, n, k, alpha, a, lda, segs, seg, ldb, beta, c, ldc, pack);
+    if (twin_bf16)
+        fm_gemm_serial_bf16_segs(m, n, k, alpha, a, lda, segs, seg, ldb, beta, c, ldc, pack);
+    else
+        fm_gemm_serial_segs(m, n, k, alpha, a, lda, segs, seg, ldb, beta, c, ldc, pack);
     free(pack);
 }
 
@@ -405,12 +420,14 @@ static twin prepacked_twin(int c)
     fm_test_fill(a, (size_t)m * k, -1.0f, 1.0f, 21);
     fm_test_fill(b, (size_t)k * n, -1.0f, 1.0f, 22);
     for (int p = 0; p < k; p++) rows[p] = b + (size_t)p * n;
-    bool vector = fm_kernels_active() != FM_KERNELS_PORTABLE;
-    size_t floats = fm_gemm_prepacked_floats(m, k);
+    /* The bf16 products prepack on every set, the portable one included. */
+    bool vector = twin_bf16 || fm_kernels_active() != FM_KERNELS_PORTABLE;
+    size_t floats = twin_bf16 ? fm_gemm_bf16_prepacked_floats(m, k) : fm_gemm_prepacked_floats(m, k);
     ck_assert_msg((floats > 0) == vector, "%s: %zu floats to prepack", fm_test_kernels_name(),
                   floats);
     float *packed = aligned_floats(floats);
-    const float *ap = fm_gemm_prepack_a(ta, m, k, a, lda, packed);
+    const float *ap = twin_bf16 ? fm_gemm_bf16_prepack_a(ta, m, k, a, lda, packed)
+                                : fm_gemm_prepack_a(ta, m, k, a, lda, packed);
     ck_assert(ap == (vector ? packed : NULL));
     twin t = twin_new(m, n, 23);
     gemm(ta, false, m, n, k, 1.0f, a, lda, NULL, b, n, 0.0f, t.c1, n);
@@ -460,8 +477,9 @@ static twin segs_twin(int c)
 static void twin_check(twin (*run)(int), int c, const char *variant)
 {
     twin t = run(c);
-    char what[64];
-    snprintf(what, sizeof what, "%s, %s case %d", fm_test_kernels_name(), variant, c);
+    char what[80];
+    snprintf(what, sizeof what, "%s, %s%s case %d", fm_test_kernels_name(),
+             twin_bf16 ? "bf16 " : "", variant, c);
     fm_test_assert_same_bits(t.c1, t.c2, t.n, what);
     twin_free(&t);
 }
@@ -483,6 +501,22 @@ END_TEST
 START_TEST(test_gemm_segs_matches_plain)
 {
     twin_check(segs_twin, fm_test_each_set(_i, SEGS_NCASES), "segs");
+    fm_test_restore_kernels();
+}
+END_TEST
+
+/* The same three twins on the bfloat16 products, each set. */
+START_TEST(test_gemm_bf16_variants_match_plain)
+{
+    int c = fm_test_each_set(_i, ROWS_NCASES + PREPACKED_NCASES + SEGS_NCASES);
+    twin_bf16 = true;
+    if (c < ROWS_NCASES)
+        twin_check(rows_twin, c, "rows");
+    else if (c < ROWS_NCASES + PREPACKED_NCASES)
+        twin_check(prepacked_twin, c - ROWS_NCASES, "prepacked");
+    else
+        twin_check(segs_twin, c - ROWS_NCASES - PREPACKED_NCASES, "segs");
+    twin_bf16 = false;
     fm_test_restore_kernels();
 }
 END_TEST
@@ -677,6 +711,8 @@ static Suite *gemm_suite(void)
     tcase_add_loop_test(tc, test_gemm_rows_matches_plain, 0, ROWS_NCASES * sets);
     tcase_add_loop_test(tc, test_gemm_prepacked_a, 0, PREPACKED_NCASES * sets);
     tcase_add_loop_test(tc, test_gemm_segs_matches_plain, 0, SEGS_NCASES * sets);
+    tcase_add_loop_test(tc, test_gemm_bf16_variants_match_plain, 0,
+                        (ROWS_NCASES + PREPACKED_NCASES + SEGS_NCASES) * sets);
     tcase_add_loop_test(tc, test_transpose, 0, TRANSPOSE_NCASES * sets);
     tcase_add_loop_test(tc, test_gemm_vector_sets_agree, 0, GEMM_NCASES * pairs);
     tcase_add_loop_test(tc, test_gemm_variants_vector_sets_agree, 0, TWIN_NCASES * pairs);

@@ -182,6 +182,16 @@ FM_API size_t fm_gemm_bf16_pack_floats(void);
 FM_API void fm_gemm_serial_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                                 const float *a, int lda, const float *a_packed, const float *b,
                                 int ldb, float beta, float *c, int ldc, float *pack);
+/* fm_gemm_serial_rows's and fm_gemm_serial_segs's B (a table of rows, or
+ * column segments) for the bf16 product:
+ * the same bits as fm_gemm_serial_bf16 on the matrix they describe. */
+FM_API void fm_gemm_serial_bf16_rows(bool trans_a, bool trans_b, int m, int n, int k,
+                                     float alpha, const float *a, int lda, const float *a_packed,
+                                     const float *const *b_rows, float beta, float *c, int ldc,
+                                     float *pack);
+FM_API void fm_gemm_serial_bf16_segs(int m, int n, int k, float alpha, const float *a, int lda,
+                                     const float *const *b_segs, int seg, int ldb, float beta,
+                                     float *c, int ldc, float *pack);
 /* Packs op(A) [m, k] once, rounded, into dst (fm_gemm_bf16_prepacked_floats
  * (m, k) floats, 64-byte aligned; valid while the kernel set and
  * fm_gemm_bf16_native() stay as they were) and returns dst. */

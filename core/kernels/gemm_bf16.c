@@ -108,31 +108,53 @@ static void bf16_pack_a(float *dst, const float *a, int lda, bool trans, int i0,
     }
 }
 
+/* Element (p, j) of op(B) for a plain B: row p of B, or of the row table,
+ * at column j; a segmented B's column j lies in segment j / seg, followed
+ * in memory by the rest of that segment's row only. */
+static inline const float *bf16_b_plain(const fm_gemm_b *gb, int p, int j)
+{
+    if (gb->segs) return gb->segs[j / gb->seg] + (size_t)p * gb->ldb + j % gb->seg;
+    return (gb->rows ? gb->rows[p] : gb->b + (size_t)p * gb->ldb) + j;
+}
+
+/* Stored row j of a transposed B, whose element p is op(B)(p, j). */
+static inline const float *bf16_b_row(const fm_gemm_b *gb, int j)
+{
+    return gb->rows ? gb->rows[j] : gb->b + (size_t)j * gb->ldb;
+}
+
 /* dst [nc/NR panels][kce][NR] <- op(B)[p0.., j0..] as packed operands, the
  * row past an odd kc zero.  The last panel is written up to a whole vector
  * past nc, with zeros (the tiles load whole vectors), and no further. */
-static void bf16_pack_b(float *dst, const float *b, int ldb, bool trans, int p0, int kc, int j0,
+static void bf16_pack_b(float *dst, const fm_gemm_b *gb, bool trans, int p0, int kc, int j0,
                         int nc)
 {
     const int kce = kc + (kc & 1);
     for (int jr = 0; jr < nc; jr += NR, dst += (size_t)kce * NR) {
         int cols = nc - jr < NR ? nc - jr : NR, w = (cols + FM_VL - 1) / FM_VL * FM_VL;
         if (!trans) {
-            for (int p = 0; p < kc; p++) {
-                const float *src = b + (size_t)(p0 + p) * ldb + j0 + jr;
-                for (int j = 0; j < cols; j += FM_VL)
+            for (int p = 0; p < kc; p++)
+                for (int j = 0; j < cols; j += FM_VL) {
+                    int col = j0 + jr + j, len = cols - j < FM_VL ? cols - j : FM_VL;
+                    const float *src = bf16_b_plain(gb, p0 + p, col);
+                    float gather[FM_VL];
+                    if (gb->segs && col % gb->seg + len > gb->seg) {
+                        /* The vector straddles segments. */
+                        for (int e = 0; e < len; e++) gather[e] = *bf16_b_plain(gb, p0 + p, col + e);
+                        src = gather;
+                    }
                     fm_vf_store(dst + (size_t)p * NR + j,
-                                fm_vf_bf16_operand(fm_vf_loadn(src + j, cols - j)));
-            }
+                                fm_vf_bf16_operand(fm_vf_loadn(src, len)));
+                }
         } else {
-            /* op(B)(p, j) = b[j*ldb + p]: FM_VL x FM_VL blocks transposed in
-             * registers, the ragged rest one element at a time. */
+            /* FM_VL x FM_VL blocks transposed in registers, the ragged rest
+             * one element at a time. */
             int jv = cols / FM_VL * FM_VL, pv = kc / FM_VL * FM_VL;
             for (int j = 0; j < jv; j += FM_VL)
                 for (int p = 0; p < pv; p += FM_VL) {
                     fm_vf r[FM_VL];
                     for (int i = 0; i < FM_VL; i++)
-                        r[i] = fm_vf_load(b + (size_t)(j0 + jr + j + i) * ldb + p0 + p);
+                        r[i] = fm_vf_load(bf16_b_row(gb, j0 + jr + j + i) + p0 + p);
                     fm_vf_transpose(r);
                     for (int i = 0; i < FM_VL; i++)
                         fm_vf_store(dst + (size_t)(p + i) * NR + j, fm_vf_bf16_operand(r[i]));
@@ -143,7 +165,7 @@ static void bf16_pack_b(float *dst, const float *b, int ldb, bool trans, int p0,
                     for (int p = 0; p < kc; p++) d[(size_t)p * NR] = 0.0f;
                     continue;
                 }
-                const float *src = b + (size_t)(j0 + jr + j) * ldb + p0;
+                const float *src = bf16_b_row(gb, j0 + jr + j) + p0;
                 for (int p = j < jv ? pv : 0; p < kc; p++) d[(size_t)p * NR] = fm_bf16_operand(src[p]);
             }
         }
@@ -231,7 +253,7 @@ const int FM_K(gemm_bf16_mr) = MR;
 /* pack: the A panel, then the B panel.  A prepacked op(A) holds each pass
  * p0 at p0 * m_pad, its tile of rows i at i * kce within it. */
 void FM_K(gemm_bf16)(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                     const float *a, int lda, const float *a_packed, const float *b, int ldb,
+                     const float *a, int lda, const float *a_packed, const fm_gemm_b *gb,
                      float beta, float *c, int ldc, float *pack)
 {
     FM_ASSERT(m > 0 && n > 0 && k > 0);
@@ -244,7 +266,7 @@ void FM_K(gemm_bf16)(bool trans_a, bool trans_b, int m, int n, int k, float alph
         float pass_beta = p0 == 0 ? beta : 1.0f;
         for (int j0 = 0; j0 < n; j0 += NC) {
             int nc = n - j0 < NC ? n - j0 : NC;
-            bf16_pack_b(bpack, b, ldb, trans_b, p0, kc, j0, nc);
+            bf16_pack_b(bpack, gb, trans_b, p0, kc, j0, nc);
             for (int i0 = 0; i0 < m; i0 += MC) {
                 int mc = m - i0 < MC ? m - i0 : MC;
                 const float *ap = apack;

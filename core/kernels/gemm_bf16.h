@@ -35,6 +35,8 @@
 #ifndef FM_KERNELS_GEMM_BF16_H
 #define FM_KERNELS_GEMM_BF16_H
 
+#include "kset.h"
+
 #include <float.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -81,10 +83,11 @@ static inline float fm_bf16_operand(float x)
 
 /* One thread's product (m, n, k > 0; alpha and beta not denormal); pack:
  * FM_GEMM_BF16_PACK_FLOATS floats, 64-byte aligned.  a_packed, if not NULL,
- * is op(A) from the same copy's prepack. */
+ * is op(A) from the same copy's prepack.  B as the float kernel takes it
+ * (kset.h): a matrix, a table of rows, or (not transposed) segments. */
 typedef void fm_k_gemm_bf16_fn(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                               const float *a, int lda, const float *a_packed, const float *b,
-                               int ldb, float beta, float *c, int ldc, float *pack);
+                               const float *a, int lda, const float *a_packed,
+                               const fm_gemm_b *gb, float beta, float *c, int ldc, float *pack);
 /* op(A) [m, k] packed whole into dst, pass by pass as the product packs it:
  * pass p0 at p0 * m_pad (m rounded up to whole tiles), its tile of rows i at
  * i * kce within it (kce: the pass's k rounded up to even). */

@@ -82,6 +82,7 @@ typedef struct conv_geom {
     /* Winograd (conv_wino_group): tiles per image th x tw, images per
      * product, and the most tiles of one product. */
     bool wino, wino_dw;  /* wino_dw: the weight gradient too (channels by 16) */
+    bool bf16;           /* products on the bfloat16 kernels (conv_gemm) */
     int th, tw, wsub;
     size_t wnt;
 } conv_geom;
@@ -174,6 +175,10 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
     cg.ow = (cg.w + 2 * pad - cg.kw) / stride + 1;
     cg.k = cg.c * cg.kh * cg.kw;
     cg.p = cg.oh * cg.ow;
+    /* On the portable set a bf16 convolution's products stay OpenBLAS's, on
+     * the rounded operands (exact products, float32 sums): the bf16 loop
+     * there is a scalar one. */
+    cg.bf16 = bf16 && fm_kset_active()->gemm;
     /* Images whose im2col block [K, chunk*P] fits CONV_COL_FLOATS, at least one. */
     int chunk = (int)(CONV_COL_FLOATS / ((int64_t)cg.k * cg.p));
     int cap = (cg.n + CONV_MIN_CHUNKS - 1) / CONV_MIN_CHUNKS;
@@ -203,6 +208,45 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
     }
     cg.nchunks = (cg.n + cg.chunk - 1) / cg.chunk;
     return cg;
+}
+
+/* The products of a convolution: float32, or bfloat16 operands summed as
+ * vdpbf16ps sums (fm_gemm_serial_bf16) where cg->bf16. */
+static void conv_gemm(const conv_geom *cg, bool ta, bool tb, int m, int n, int k,
+                      const float *a, int lda, const float *a_packed, const float *b, int ldb,
+                      float beta, float *c, int ldc, float *pack)
+{
+    if (cg->bf16)
+        fm_gemm_serial_bf16(ta, tb, m, n, k, 1.0f, a, lda, a_packed, b, ldb, beta, c, ldc, pack);
+    else
+        fm_gemm_serial(ta, tb, m, n, k, 1.0f, a, lda, a_packed, b, ldb, beta, c, ldc, pack);
+}
+
+static void conv_gemm_rows(const conv_geom *cg, bool ta, bool tb, int m, int n, int k,
+                           const float *a, int lda, const float *a_packed,
+                           const float *const *rows, float beta, float *c, int ldc, float *pack)
+{
+    if (cg->bf16)
+        fm_gemm_serial_bf16_rows(ta, tb, m, n, k, 1.0f, a, lda, a_packed, rows, beta, c, ldc,
+                                 pack);
+    else
+        fm_gemm_serial_rows(ta, tb, m, n, k, 1.0f, a, lda, a_packed, rows, beta, c, ldc, pack);
+}
+
+static void conv_gemm_segs(const conv_geom *cg, int m, int n, int k, const float *a, int lda,
+                           const float *const *segs, int seg, int ldb, float beta, float *c,
+                           int ldc, float *pack)
+{
+    if (cg->bf16)
+        fm_gemm_serial_bf16_segs(m, n, k, 1.0f, a, lda, segs, seg, ldb, beta, c, ldc, pack);
+    else
+        fm_gemm_serial_segs(m, n, k, 1.0f, a, lda, segs, seg, ldb, beta, c, ldc, pack);
+}
+
+/* Workspace floats of one product (B [k, n], b_table: given as a table). */
+static size_t conv_pack_floats(const conv_geom *cg, int n, int k, bool b_table)
+{
+    return cg->bf16 ? fm_gemm_bf16_pack_floats() : fm_gemm_pack_floats(n, k, b_table);
 }
 
 /* A plane of x with `pad` zeros on every side, so that im2col and col2im run
@@ -395,9 +439,9 @@ static size_t conv_direct_floats(const conv_geom *cg, conv_direct_ws *ws, float 
 {
     size_t taps = (size_t)cg->kh * cg->kw, hw = (size_t)cg->hq * cg->wg;
     size_t phases = (size_t)cg->stride * cg->stride;
-    size_t pack = conv_max(fm_gemm_pack_floats(cg->nw, cg->k, true),
-                           conv_max(fm_gemm_pack_floats(cg->k, cg->nw, true),
-                                    fm_gemm_pack_floats((int)hw, (int)(cg->o * taps), true)));
+    size_t pack = conv_max(conv_pack_floats(cg, cg->nw, cg->k, true),
+                           conv_max(conv_pack_floats(cg, cg->k, cg->nw, true),
+                                    conv_pack_floats(cg, (int)hw, (int)(cg->o * taps), true)));
     size_t wino = 0;
     if (cg->wino)
         wino = conv_round16(16 * (conv_max((size_t)cg->c, (size_t)cg->o) * cg->wnt + WINO_SLACK));
@@ -436,7 +480,7 @@ static size_t conv_im2col_floats(const conv_geom *cg, conv_im2col_ws *ws, float 
     size_t cols = (size_t)cg->chunk * cg->p;
     size_t padded = (size_t)(cg->h + 2 * cg->pad) * (size_t)(cg->w + 2 * cg->pad);
     /* The products' B are plain matrices: the pack does not depend on them. */
-    size_t pack = conv_round16(fm_gemm_pack_floats(0, 0, false));
+    size_t pack = conv_round16(conv_pack_floats(cg, 0, 0, false));
     float *col = base + pack;
     if (ws) *ws = (conv_im2col_ws){base, col, col + cg->k * cols, col + (cg->k + cg->o) * cols};
     /* Rounded so that every thread's region stays 64-byte aligned. */
@@ -717,8 +761,8 @@ static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_di
             continue;
         }
         conv_direct_input_rows(ws->rows, xp, cg);
-        fm_gemm_serial_rows(false, false, cg->o, cg->nw, cg->k, 1.0f, j->w, cg->k, j->w_packed,
-                            ws->rows, 0.0f, ws->out, cg->nw, ws->pack);
+        conv_gemm_rows(cg, false, false, cg->o, cg->nw, cg->k, j->w, cg->k, j->w_packed,
+                       ws->rows, 0.0f, ws->out, cg->nw, ws->pack);
         for (int g = 0; g < gn; g++)
             for (int o = 0; o < cg->o; o++) {
                 float *dst = j->y + ((size_t)(i + g) * cg->o + o) * cg->p;
@@ -760,9 +804,9 @@ static void conv_direct_weight_grad(const conv_job *j, int task, bool first, con
     float *dw = j->dw_part + (size_t)task * cg->o * cg->k;
     if (!cg->tap_major) {
         conv_direct_input_rows(ws->rows, xp, cg);
-        fm_gemm_serial_rows(false, true, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead,
-                            (int)cg->plane_d, NULL, ws->rows, first ? 0.0f : 1.0f, dw, cg->k,
-                            ws->pack);
+        conv_gemm_rows(cg, false, true, cg->o, cg->k, cg->nw, ws->d + cg->lead,
+                       (int)cg->plane_d, NULL, ws->rows, first ? 0.0f : 1.0f, dw, cg->k,
+                       ws->pack);
         return;
     }
     fm_transpose(ws->xt, (size_t)cg->c, xp, positions, cg->c, (int)positions);
@@ -773,8 +817,8 @@ static void conv_direct_weight_grad(const conv_job *j, int task, bool first, con
     for (int ki = 0; ki < cg->kh; ki++)
         for (int kj = 0; kj < cg->kw; kj += run)
             *seg++ = ws->xt + conv_tap_offset(cg, ki, kj) * cg->c;
-    fm_gemm_serial_segs(cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead, (int)cg->plane_d, ws->rows,
-                        run * cg->c, cg->c, first ? 0.0f : 1.0f, dw, cg->k, ws->pack);
+    conv_gemm_segs(cg, cg->o, cg->k, cg->nw, ws->d + cg->lead, (int)cg->plane_d, ws->rows,
+                   run * cg->c, cg->c, first ? 0.0f : 1.0f, dw, cg->k, ws->pack);
 }
 
 /* dx of the gn images from i on, from the bordered output gradient in ws->d:
@@ -798,9 +842,9 @@ static void conv_direct_input_grad(const conv_job *j, int i, int gn, const conv_
                         *r++ = ws->d + (size_t)o * cg->plane_d + cg->lead +
                                ((ptrdiff_t)(f->u0 - m) * cg->wg - n);
             int taps = f->th * f->tw, wide = f->rows * cg->wg;
-            fm_gemm_serial_rows(false, false, cg->c, wide, cg->o * taps, 1.0f, j->wt[a * s + b],
-                                cg->o * taps, j->dx_a_packed[a * s + b], ws->rows, 0.0f,
-                                ws->out + (size_t)(a * s + b) * phase_out, wide, ws->pack);
+            conv_gemm_rows(cg, false, false, cg->c, wide, cg->o * taps, j->wt[a * s + b],
+                           cg->o * taps, j->dx_a_packed[a * s + b], ws->rows, 0.0f,
+                           ws->out + (size_t)(a * s + b) * phase_out, wide, ws->pack);
         }
     const fm_kset *ks = fm_kset_active();
     for (int g = 0; g < gn; g++)
@@ -885,8 +929,8 @@ static void conv_im2col_forward(const conv_job *j, int task, int n0, int nb,
     /* One image's [O, P] block is its slice of y: no staging copy, the bias
      * is then added in place. */
     float *gemm_out = nb == 1 ? j->y + (size_t)n0 * cg->o * cg->p : ws->stage;
-    fm_gemm_serial(false, false, cg->o, cols, cg->k, 1.0f, j->w, cg->k, j->w_packed, col, cols,
-                   0.0f, gemm_out, cols, ws->pack);
+    conv_gemm(cg, false, false, cg->o, cols, cg->k, j->w, cg->k, j->w_packed, col, cols, 0.0f,
+              gemm_out, cols, ws->pack);
     if (nb == 1 && !j->b) return;
     const fm_kset *ks = fm_kset_active();
     for (int i = 0; i < nb; i++)
@@ -919,12 +963,12 @@ static void conv_im2col_backward(const conv_job *j, int task, int n0, int nb,
         const float *col = conv_chunk_col(j, task, ws);
         if (!j->col_saved)
             conv_im2col(ws->col, ws->padbuf, j->x + (size_t)n0 * cg->c * cg->h * cg->w, nb, cg);
-        fm_gemm_serial(false, true, cg->o, cg->k, cols, 1.0f, dout, cols, NULL, col, cols, 0.0f,
-                       j->dw_part + (size_t)task * cg->o * cg->k, cg->k, ws->pack);
+        conv_gemm(cg, false, true, cg->o, cg->k, cols, dout, cols, NULL, col, cols, 0.0f,
+                  j->dw_part + (size_t)task * cg->o * cg->k, cg->k, ws->pack);
     }
     if (j->dx) {
-        fm_gemm_serial(true, false, cg->k, cols, cg->o, 1.0f, j->w, cg->k, j->dx_a_packed[0],
-                       dout, cols, 0.0f, ws->col, cols, ws->pack);
+        conv_gemm(cg, true, false, cg->k, cols, cg->o, j->w, cg->k, j->dx_a_packed[0], dout,
+                  cols, 0.0f, ws->col, cols, ws->pack);
         conv_col2im(j->dx + (size_t)n0 * cg->c * cg->h * cg->w, ws->padbuf, ws->col, nb,
                     j->dx_store, cg);
     }
@@ -1024,13 +1068,16 @@ static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
     }
 }
 
-/* op(A) [m, k] packed once in the arena for all chunks; NULL on the
- * portable set. */
-static const float *conv_prepack(fm_graph *g, bool trans, int m, int k, const float *a, int lda)
+/* op(A) [m, k] packed once in the arena for all chunks, for the products
+ * cg runs; NULL on the portable set. */
+static const float *conv_prepack(fm_graph *g, const conv_geom *cg, bool trans, int m, int k,
+                                 const float *a, int lda)
 {
-    size_t floats = fm_gemm_prepacked_floats(m, k);
+    size_t floats = cg->bf16 ? fm_gemm_bf16_prepacked_floats(m, k) : fm_gemm_prepacked_floats(m, k);
     if (floats == 0) return NULL;
-    return fm_gemm_prepack_a(trans, m, k, a, lda, fm_graph_alloc(g, floats * sizeof(float)));
+    float *dst = fm_graph_alloc(g, floats * sizeof(float));
+    return cg->bf16 ? fm_gemm_bf16_prepack_a(trans, m, k, a, lda, dst)
+                    : fm_gemm_prepack_a(trans, m, k, a, lda, dst);
 }
 
 /* The job's Winograd kernels for the forward (flip false) or the input
@@ -1088,7 +1135,7 @@ void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
     if (j.cg.wino)
         conv_wino_prepare(g, &j, false);
     else
-        j.w_packed = conv_prepack(g, false, j.cg.o, j.cg.k, j.w, j.cg.k);
+        j.w_packed = conv_prepack(g, &j.cg, false, j.cg.o, j.cg.k, j.w, j.cg.k);
     j.ws = conv_ws_alloc(g, &j.cg, &j.ws_stride);
     fm_parallel_for(j.cg.nchunks, conv_task, &j);
     fm_arena_release(fm_graph_arena(g), mark);
@@ -1138,12 +1185,12 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
                                 *t++ = taps_oc[(a + st * m) * cg->kw + b + st * n];
                     }
                 j.wt[a * st + b] = wt;
-                j.dx_a_packed[a * st + b] = conv_prepack(g, false, cg->c, cg->o * taps, wt,
+                j.dx_a_packed[a * st + b] = conv_prepack(g, cg, false, cg->c, cg->o * taps, wt,
                                                          cg->o * taps);
                 wt = t;
             }
     } else if (want_dx) {
-        j.dx_a_packed[0] = conv_prepack(g, true, cg->k, cg->o, j.w, cg->k);
+        j.dx_a_packed[0] = conv_prepack(g, cg, true, cg->k, cg->o, j.w, cg->k);
     }
     j.ws = conv_ws_alloc(g, cg, &j.ws_stride);
     fm_parallel_for(cg->nchunks, conv_task, &j);

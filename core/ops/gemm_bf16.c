@@ -180,12 +180,20 @@ static void bf16_sums_exact(float *s, const float *ar, const float *bt, int kce,
     }
 }
 
+/* op(B)(p, j), B given as the kernels take it (kset.h's fm_gemm_b). */
+static inline float bf16_b_elem(const fm_gemm_b *gb, bool trans_b, int p, int j)
+{
+    if (trans_b) return gb->rows ? gb->rows[j][p] : gb->b[(size_t)j * gb->ldb + p];
+    if (gb->segs) return gb->segs[j / gb->seg][(size_t)p * gb->ldb + j % gb->seg];
+    return gb->rows ? gb->rows[p][j] : gb->b[(size_t)p * gb->ldb + j];
+}
+
 /* The portable set's product: per pass over k and block of BF16_NC columns,
  * op(B)'s rows rounded into the workspace [kce][nc], op(A)'s row by row (or
  * read from the prepacked rows [m][k rounded up to even]), the row's sums,
  * then C's update. */
 static void bf16_loop(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                      const float *a, int lda, const float *a_packed, const float *b, int ldb,
+                      const float *a, int lda, const float *a_packed, const fm_gemm_b *gb,
                       float beta, float *c, int ldc, float *pack)
 {
     const int ke = k + (k & 1);
@@ -199,9 +207,7 @@ static void bf16_loop(bool trans_a, bool trans_b, int m, int n, int k, float alp
             for (int p = 0; p < kce; p++)
                 for (int j = 0; j < nc; j++)
                     bt[(size_t)p * nc + j] =
-                        p >= kc ? 0.0f
-                                : fm_bf16_operand(trans_b ? b[(size_t)(j0 + j) * ldb + p0 + p]
-                                                          : b[(size_t)(p0 + p) * ldb + j0 + j]);
+                        p >= kc ? 0.0f : fm_bf16_operand(bf16_b_elem(gb, trans_b, p0 + p, j0 + j));
             for (int i = 0; i < m; i++) {
                 const float *ar = arow;
                 if (a_packed)
@@ -224,8 +230,8 @@ _Static_assert((size_t)BF16_NC * FM_GEMM_BF16_KC + FM_GEMM_BF16_KC + BF16_NC <=
 
 size_t fm_gemm_bf16_pack_floats(void) { return FM_GEMM_BF16_PACK_FLOATS; }
 
-void fm_gemm_serial_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                         const float *a, int lda, const float *a_packed, const float *b, int ldb,
+static void bf16_product(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                         const float *a, int lda, const float *a_packed, const fm_gemm_b *gb,
                          float beta, float *c, int ldc, float *pack)
 {
     FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
@@ -245,7 +251,7 @@ void fm_gemm_serial_bf16(bool trans_a, bool trans_b, int m, int n, int k, float 
     FM_ASSERT(pack && ((uintptr_t)pack & 63) == 0);
     bf16_kernel kr = bf16_active();
     if (!kr.gemm) {
-        bf16_loop(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, b, ldb, beta, c, ldc, pack);
+        bf16_loop(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, gb, beta, c, ldc, pack);
         return;
     }
 #ifdef FM_HAVE_X86_KERNELS
@@ -253,9 +259,35 @@ void fm_gemm_serial_bf16(bool trans_a, bool trans_b, int m, int n, int k, float 
      * arithmetic moves across the two writes of MXCSR. */
     unsigned csr = _mm_getcsr();
     _mm_setcsr(BF16_MXCSR);
-    kr.gemm(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, b, ldb, beta, c, ldc, pack);
+    kr.gemm(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, gb, beta, c, ldc, pack);
     _mm_setcsr(csr);
 #endif
+}
+
+void fm_gemm_serial_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                         const float *a, int lda, const float *a_packed, const float *b, int ldb,
+                         float beta, float *c, int ldc, float *pack)
+{
+    fm_gemm_b gb = {.b = b, .ldb = ldb};
+    bf16_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
+}
+
+void fm_gemm_serial_bf16_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                              const float *a, int lda, const float *a_packed,
+                              const float *const *b_rows, float beta, float *c, int ldc,
+                              float *pack)
+{
+    fm_gemm_b gb = {.rows = b_rows};
+    bf16_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
+}
+
+void fm_gemm_serial_bf16_segs(int m, int n, int k, float alpha, const float *a, int lda,
+                              const float *const *b_segs, int seg, int ldb, float beta, float *c,
+                              int ldc, float *pack)
+{
+    FM_ASSERT(seg > 0 && n % seg == 0);
+    fm_gemm_b gb = {.segs = b_segs, .seg = seg, .ldb = ldb};
+    bf16_product(false, false, m, n, k, alpha, a, lda, NULL, &gb, beta, c, ldc, pack);
 }
 
 size_t fm_gemm_bf16_prepacked_floats(int m, int k)

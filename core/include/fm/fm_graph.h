@@ -59,9 +59,12 @@ FM_API bool fm_graph_grad_enabled(const fm_graph *g);
  * output gradient is rounded before the products and the input, weight and
  * bias gradients after them.  Every other op (batch norm, pooling, the loss),
  * the optimizer and the master weights stay float32, and every tensor is
- * still stored as float32 (holding bfloat16 values).  Convolutions then take
- * the direct paths, never Winograd, whose transformed operands are no longer
- * bfloat16 values. */
+ * still stored as float32 (holding bfloat16 values).  The products run on
+ * bfloat16 matrix-product kernels (vdpbf16ps where the processor has
+ * AVX512_BF16, an exact emulation of it elsewhere, so avx2 and avx512 give
+ * the same bits); on the portable set convolutions keep OpenBLAS's float32
+ * products of the rounded operands.  Convolutions take the direct paths,
+ * never Winograd, whose transformed operands are no longer bfloat16 values. */
 typedef enum fm_precision { FM_PRECISION_FP32, FM_PRECISION_BF16 } fm_precision;
 
 /* "fp32" or "bf16". */

@@ -274,6 +274,79 @@ START_TEST(test_bf16_gradients_within_bf16_resolution)
 }
 END_TEST
 
+/* A bf16 convolution on the direct path does its own casts (its products
+ * round x and w as they pack them; it rounds its bias and gradients), with
+ * no fm_to_bf16 nodes and no rounded copy of x: forward and every gradient
+ * bit-identical to the same convolution between casts
+ * (fm_conv2d_bf16_fuse(false)).  Case: shape, then x read by the
+ * convolution alone (its gradient stored) or also by a float32 branch (one
+ * of the two adds to the other's). */
+START_TEST(test_conv_own_casts_equal_cast_nodes)
+{
+    int c = fm_test_each_set(_i, 2 * N_CONV);
+    const conv_shape *cs = &conv_shapes[c / 2];
+    bool branch = c % 2;
+    fm_tensor *x = leaf(4, (int[]){cs->n, cs->c, cs->h, cs->w}, 51);
+    fm_tensor *w = leaf(4, (int[]){cs->o, cs->c, cs->k, cs->k}, 52);
+    fm_tensor *b = leaf(1, (int[]){cs->o}, 53);
+    int oh = (cs->h + 2 * cs->pad - cs->k) / cs->stride + 1, ow = (cs->w + 2 * cs->pad - cs->k) / cs->stride + 1;
+    fm_tensor *w2 = leaf(2, (int[]){10, cs->o * oh * ow}, 54);
+    fm_tensor *w3 = leaf(2, (int[]){10, cs->c * cs->h * cs->w}, 55);
+    int32_t labels[8];
+    for (int i = 0; i < cs->n; i++) labels[i] = (5 * i + 2) % 10;
+    fm_tensor *leaves[5] = {x, w, b, w2, w3};
+    float *out[2], *grads[2][5];
+    bool fused[2];
+    for (int run = 0; run < 2; run++) {
+        fm_conv2d_bf16_fuse(run == 0);
+        fm_graph *g = fm_graph_new();
+        fm_graph_set_precision(g, FM_PRECISION_BF16);
+        fm_tensor *h = fm_conv2d(g, x, w, b, cs->stride, cs->pad);
+        fm_graph_set_precision(g, FM_PRECISION_FP32);
+        /* h is the in-place cast of the convolution's output. */
+        fused[run] = h->node->in[0]->node->in[0] == x;
+        fm_tensor *logits = fm_linear(g, fm_flatten(g, h), w2, NULL);
+        if (branch) logits = fm_add(g, logits, fm_linear(g, fm_flatten(g, fm_relu(g, x)), w3, NULL));
+        fm_tensor *loss = fm_cross_entropy(g, logits, labels);
+        for (int k = 0; k < 5; k++) zero_grad(leaves[k]);
+        fm_backward(g, loss);
+        out[run] = malloc((size_t)h->numel * sizeof(float));
+        memcpy(out[run], h->data, (size_t)h->numel * sizeof(float));
+        for (int k = 0; k < 5; k++) {
+            grads[run][k] = malloc((size_t)leaves[k]->numel * sizeof(float));
+            memcpy(grads[run][k], leaves[k]->grad, (size_t)leaves[k]->numel * sizeof(float));
+        }
+        fm_graph_free(g);
+    }
+    fm_conv2d_bf16_fuse(true);
+    ck_assert_msg(!fused[1], "fm_conv2d_bf16_fuse(false) still fused");
+    /* The portable set keeps the casts; on the vector sets shapes 0
+     * (16 channels, 14x14) and 4 (one channel, 28x28, stride 1) take the
+     * direct path, so they must be fused. */
+    if (fm_kernels_active() == FM_KERNELS_PORTABLE)
+        ck_assert_msg(!fused[0], "portable: a bf16 convolution without casts");
+    else if (c / 2 == 0 || c / 2 == 4)
+        ck_assert_msg(fused[0], "%s: shape %d is not fused", fm_test_kernels_name(), c / 2);
+    char what[96];
+    snprintf(what, sizeof what, "%s, conv %dx%d stride %d%s: output", fm_test_kernels_name(),
+             cs->k, cs->k, cs->stride, branch ? " (x also read elsewhere)" : "");
+    fm_test_assert_same_bits(out[0], out[1], (size_t)(cs->n * cs->o * oh * ow), what);
+    const char *names[5] = {"input", "conv weight", "conv bias", "linear weight", "branch weight"};
+    for (int k = 0; k < 5; k++) {
+        snprintf(what, sizeof what, "%s, conv %dx%d stride %d%s: %s gradient",
+                 fm_test_kernels_name(), cs->k, cs->k, cs->stride,
+                 branch ? " (x also read elsewhere)" : "", names[k]);
+        fm_test_assert_same_bits(grads[0][k], grads[1][k], (size_t)leaves[k]->numel, what);
+        free(grads[0][k]);
+        free(grads[1][k]);
+    }
+    free(out[0]);
+    free(out[1]);
+    for (int k = 0; k < 5; k++) fm_tensor_free(leaves[k]);
+    fm_test_restore_kernels();
+}
+END_TEST
+
 /* Names and parsing, as the CLI and Lua use them. */
 START_TEST(test_precision_names)
 {
@@ -307,6 +380,7 @@ static Suite *autocast_suite(void)
     tcase_add_loop_test(tc, test_linear_is_casts_around_bf16_products, 0, sets);
     tcase_add_loop_test(tc, test_conv_products_are_bf16, 0, N_CONV * sets);
     tcase_add_loop_test(tc, test_bf16_gradients_within_bf16_resolution, 0, N_CONV * sets);
+    tcase_add_loop_test(tc, test_conv_own_casts_equal_cast_nodes, 0, 2 * N_CONV * sets);
     tcase_add_test(tc, test_precision_names);
     suite_add_tcase(s, tc);
     return s;

@@ -211,6 +211,13 @@ FM_API void fm_sgemm_bf16(fm_graph *g, bool trans_a, bool trans_b, int m, int n,
 FM_API bool fm_gemm_bf16_native(void);
 FM_API void fm_gemm_bf16_allow_native(bool allow);
 
+/* Whether a bf16 graph's convolutions on the direct path do their own casts
+ * (the default: their products round x and w as they pack them, and they
+ * round their gradients as the casts' backward would), or get fm_to_bf16
+ * nodes like every other layer — the same bits either way, which is what
+ * the test that turns it off checks. */
+FM_API void fm_conv2d_bf16_fuse(bool on);
+
 /* core/ops/kernels.c: the multiply-add rate of the set in use, in GFLOP/s on
  * the calling thread, measured over about `seconds` (0 on the portable set,
  * whose products are OpenBLAS's).  For fmhost bench --gemm. */

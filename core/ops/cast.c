@@ -24,21 +24,6 @@ fm_status fm_precision_parse(const char *name, fm_precision *out)
 void fm_precision_use(fm_precision p) { active_precision = p; }
 fm_precision fm_precision_active(void) { return active_precision; }
 
-/* c10::BFloat16's round to nearest even on the bits, kept in float32: the
- * upper half rounded, the lower half zero.  Integer arithmetic only, so the
- * loops below round identically on every kernel set. */
-static inline float bf16_round(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        u = 0x7fc00000u;
-    else
-        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 typedef struct cast_job {
     const float *src;
     float *dst;
@@ -51,9 +36,9 @@ static void cast_range(void *arg, int64_t begin, int64_t end)
     const float *src = j->src;
     float *dst = j->dst;
     if (j->add)
-        for (int64_t i = begin; i < end; i++) dst[i] += bf16_round(src[i]);
+        for (int64_t i = begin; i < end; i++) dst[i] += fm_ops_bf16_round(src[i]);
     else
-        for (int64_t i = begin; i < end; i++) dst[i] = bf16_round(src[i]);
+        for (int64_t i = begin; i < end; i++) dst[i] = fm_ops_bf16_round(src[i]);
 }
 
 fm_tensor *fm_to_bf16(fm_graph *g, fm_tensor *x)

@@ -398,6 +398,9 @@ typedef struct conv_job {
     const float *dy;  // [N, O, OH, OW]
     float *dx;        // [N, C, H, W] or NULL
     bool dx_store;    /* dx is fresh: store into it rather than add */
+    /* A bf16 convolution that does its own casts (conv_bf16_fused): dx
+     * rounded before it reaches x's gradient, as the cast would. */
+    bool round_dx;
     float *dw_part;   // [nchunks, O, K] or NULL
     double *db_part;  // [nchunks, O] or NULL
     /* Direct dx, per phase: [C, O*taps] the phase's taps regrouped per input
@@ -842,9 +845,15 @@ static void conv_direct_input_grad(const conv_job *j, int i, int gn, const conv_
                         *r++ = ws->d + (size_t)o * cg->plane_d + cg->lead +
                                ((ptrdiff_t)(f->u0 - m) * cg->wg - n);
             int taps = f->th * f->tw, wide = f->rows * cg->wg;
+            float *out = ws->out + (size_t)(a * s + b) * phase_out;
             conv_gemm_rows(cg, false, false, cg->c, wide, cg->o * taps, j->wt[a * s + b],
-                           cg->o * taps, j->dx_a_packed[a * s + b], ws->rows, 0.0f,
-                           ws->out + (size_t)(a * s + b) * phase_out, wide, ws->pack);
+                           cg->o * taps, j->dx_a_packed[a * s + b], ws->rows, 0.0f, out, wide,
+                           ws->pack);
+            /* The cast's backward adds round(dx) to a gradient that is zero
+             * when fresh: a stored -0 becomes +0 there too. */
+            if (j->round_dx)
+                for (size_t e = 0; e < (size_t)cg->c * wide; e++)
+                    out[e] = j->dx_store ? 0.0f + fm_ops_bf16_round(out[e]) : fm_ops_bf16_round(out[e]);
         }
     const fm_kset *ks = fm_kset_active();
     for (int g = 0; g < gn; g++)
@@ -999,6 +1008,12 @@ static void conv_task(void *arg, int task, int thread)
         conv_im2col_forward(j, task, n0, nb, &ws);
 }
 
+/* Whether bf16 convolutions on the direct path do their own casts
+ * (fm_conv2d_bf16_fuse). */
+static bool conv_bf16_fuse = true;
+
+void fm_conv2d_bf16_fuse(bool on) { conv_bf16_fuse = on; }
+
 fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int stride, int pad)
 {
     FM_ASSERT(fm_ops_is_f32(x) && fm_ops_is_f32(w));
@@ -1007,12 +1022,17 @@ fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int 
     FM_ASSERT(stride >= 1 && pad >= 0);
     FM_ASSERT(x->shape[2] + 2 * pad >= w->shape[2] && x->shape[3] + 2 * pad >= w->shape[3]);
     if (b) FM_ASSERT(fm_ops_is_f32(b) && b->ndim == 1 && b->shape[0] == w->shape[0]);
-    bool bf16 = fm_ops_autocast(g, &x, &w, &b);
+    bool bf16 = fm_graph_precision(g) == FM_PRECISION_BF16;
+    conv_geom cg = conv_geom_make(x, w, stride, pad, bf16);
+    /* The direct path on the bf16 kernels rounds x and w as it packs them,
+     * and rounds its own gradients: no cast (and no copy of x) needed. */
+    bool fused = bf16 && cg.bf16 && cg.direct && conv_bf16_fuse;
+    if (bf16 && !fused) fm_ops_autocast(g, &x, &w, &b);
     fm_node *n = fm_node_new(g, FM_OP_CONV2D, 3, (fm_tensor *[]){x, w, b});
     n->iarg[0] = stride;
     n->iarg[1] = pad;
     n->iarg[2] = bf16;
-    conv_geom cg = conv_geom_make(x, w, stride, pad, bf16);
+    n->iarg[3] = fused;
     n->out = fm_graph_tensor(g, 4, (int[]){cg.n, cg.o, cg.oh, cg.ow});
     fm_tensor *y = fm_graph_apply(g, n);
     return bf16 ? fm_ops_to_bf16_in_place(g, y) : y;
@@ -1029,6 +1049,7 @@ typedef struct conv_dw_sum_job {
     bool tap_major;
     int c, taps;
     bool store;         /* dw = the sum (Winograd's du), rather than += */
+    bool round;         /* dw += round(0 + sum): a fused bf16 convolution's cast */
 } conv_dw_sum_job;
 
 static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
@@ -1048,6 +1069,8 @@ static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
             memcpy(j->dw + b0, acc, (size_t)len * sizeof *acc);
             continue;
         }
+        if (j->round)
+            for (int64_t i = 0; i < len; i++) acc[i] = fm_ops_bf16_round(0.0f + acc[i]);
         if (!j->tap_major) {
             for (int64_t i = 0; i < len; i++) j->dw[b0 + i] += acc[i];
             continue;
@@ -1132,6 +1155,12 @@ void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
         n->saved = j.col_saved;
     }
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
+    if (n->iarg[3] && j.b) {
+        /* A fused bf16 convolution's cast of its bias. */
+        float *rb = fm_graph_alloc(g, (size_t)j.cg.o * sizeof(float));
+        for (int o = 0; o < j.cg.o; o++) rb[o] = fm_ops_bf16_round(j.b[o]);
+        j.b = rb;
+    }
     if (j.cg.wino)
         conv_wino_prepare(g, &j, false);
     else
@@ -1151,6 +1180,7 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
         .x = n->in[0]->data, .w = n->in[1]->data, .dy = n->out->grad,
         .dx = want_dx ? n->in[0]->grad : NULL,
         .dx_store = want_dx && fm_node_grad_overwrite(n, 0),
+        .round_dx = n->iarg[3],
     };
     const conv_geom *cg = &j.cg;
     if (cg->direct)
@@ -1197,12 +1227,12 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
 
     if (want_dw && cg->wino_dw) {
         float *du = fm_graph_alloc(g, psize * sizeof(float));
-        conv_dw_sum_job sj = {j.dw_part, du, psize, cg->nchunks, false, 0, 0, true};
+        conv_dw_sum_job sj = {j.dw_part, du, psize, cg->nchunks, false, 0, 0, true, false};
         fm_ops_parallel_range((int64_t)psize, FM_OPS_GRAIN / 4, conv_dw_sum_range, &sj);
         conv_wino_weight_grad_fold(n->in[1]->grad, du, cg->o, cg->c);
     } else if (want_dw) {
         conv_dw_sum_job sj = {j.dw_part, n->in[1]->grad, wsize, cg->nchunks, cg->tap_major,
-                              cg->c, cg->kh * cg->kw, false};
+                              cg->c, cg->kh * cg->kw, false, n->iarg[3]};
         fm_ops_parallel_range((int64_t)wsize, FM_OPS_GRAIN / 4, conv_dw_sum_range, &sj);
     }
     if (want_db) {
@@ -1210,7 +1240,7 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
         for (int o = 0; o < cg->o; o++) {
             double s = 0.0;
             for (int c = 0; c < cg->nchunks; c++) s += j.db_part[(size_t)c * cg->o + o];
-            db[o] += (float)s;
+            db[o] += n->iarg[3] ? fm_ops_bf16_round(0.0f + (float)s) : (float)s;
         }
     }
     fm_arena_release(fm_graph_arena(g), mark);

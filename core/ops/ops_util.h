@@ -45,6 +45,21 @@ static inline void fm_ops_parallel_range(int64_t n, int64_t grain, fm_ops_range_
 
 static inline bool fm_ops_is_f32(const fm_tensor *t) { return t && t->dtype == FM_F32; }
 
+/* c10::BFloat16's round to nearest even on the bits, kept in float32: the
+ * upper half rounded, the lower half zero.  Integer arithmetic only, so the
+ * loops using it round identically on every kernel set. */
+static inline float fm_ops_bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        u = 0x7fc00000u;
+    else
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
 /* Autocast for a layer with input x, weight w and bias b (or NULL): in a
  * bf16 graph, replaces each by its fm_to_bf16 and returns true (the layer
  * then ends with fm_ops_to_bf16_in_place); else changes nothing. */

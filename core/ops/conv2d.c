@@ -398,8 +398,8 @@ typedef struct conv_job {
     const float *dy;  // [N, O, OH, OW]
     float *dx;        // [N, C, H, W] or NULL
     bool dx_store;    /* dx is fresh: store into it rather than add */
-    /* A bf16 convolution that does its own casts (conv_bf16_fused): dx
-     * rounded before it reaches x's gradient, as the cast would. */
+    /* A bf16 convolution that does its own casts (fm_conv2d's `fused`):
+     * dx rounded before it reaches x's gradient, as the cast would. */
     bool round_dx;
     float *dw_part;   // [nchunks, O, K] or NULL
     double *db_part;  // [nchunks, O] or NULL
@@ -850,10 +850,11 @@ static void conv_direct_input_grad(const conv_job *j, int i, int gn, const conv_
                            cg->o * taps, j->dx_a_packed[a * s + b], ws->rows, 0.0f, out, wide,
                            ws->pack);
             /* The cast's backward adds round(dx) to a gradient that is zero
-             * when fresh: a stored -0 becomes +0 there too. */
+             * when fresh: a stored -0 becomes +0 there too (-0 + x is x). */
+            const float zero = j->dx_store ? 0.0f : -0.0f;
             if (j->round_dx)
                 for (size_t e = 0; e < (size_t)cg->c * wide; e++)
-                    out[e] = j->dx_store ? 0.0f + fm_ops_bf16_round(out[e]) : fm_ops_bf16_round(out[e]);
+                    out[e] = zero + fm_ops_bf16_round(out[e]);
         }
     const fm_kset *ks = fm_kset_active();
     for (int g = 0; g < gn; g++)
@@ -1032,7 +1033,7 @@ fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int 
     n->iarg[0] = stride;
     n->iarg[1] = pad;
     n->iarg[2] = bf16;
-    n->iarg[3] = fused;
+    n->iarg[3] = fused;  /* rounds its own operands, bias and gradients */
     n->out = fm_graph_tensor(g, 4, (int[]){cg.n, cg.o, cg.oh, cg.ow});
     fm_tensor *y = fm_graph_apply(g, n);
     return bf16 ? fm_ops_to_bf16_in_place(g, y) : y;

@@ -79,10 +79,10 @@ def safetensors(order, metadata, scalar_shape=()):
 
 
 names = [t[0] for t in TENSORS]
-write("safetensors", "model.safetensors", safetensors(names, {"format": "pt"}))
-write("safetensors", "reordered_meta.safetensors",
+write("safetensors", "model", safetensors(names, {"format": "pt"}))
+write("safetensors", "reordered_meta",
       safetensors(names[::-1], {"format": "pt", "model": "tiny", "epoch": "3"}, scalar_shape=[1]))
-write("safetensors", "no_meta.safetensors", safetensors(names, None))
+write("safetensors", "no_meta", safetensors(names, None))
 
 
 # ---- hparams: plugin byte (mlp, cnn, rescnn, lenet), then key=value lines -------

@@ -41,7 +41,7 @@ static float *aligned_floats(size_t floats)
 }
 
 /* The twins below run the float products, or with twin_bf16 the bfloat16
- * ones (fm_gemm_serial_bf16 and its row-table and segment variants), whose
+ * ones (fm_gemm_serial_bf16, fm_gemm_serial_rows/_segs asked for bf16), whose
  * workspace does not depend on the shapes. */
 static bool twin_bf16;
 
@@ -68,11 +68,8 @@ static void gemm_rows(bool ta, bool tb, int m, int n, int k, float alpha, const 
                       float *c, int ldc)
 {
     float *pack = pack_for(n, k, true);
-    if (twin_bf16)
-        fm_gemm_serial_bf16_rows(ta, tb, m, n, k, alpha, a, lda, a_packed, rows, beta, c, ldc,
-                                 pack);
-    else
-        fm_gemm_serial_rows(ta, tb, m, n, k, alpha, a, lda, a_packed, rows, beta, c, ldc, pack);
+    fm_gemm_serial_rows(twin_bf16, ta, tb, m, n, k, alpha, a, lda, a_packed, rows, beta, c, ldc,
+                        pack);
     free(pack);
 }
 
@@ -80,10 +77,7 @@ static void gemm_segs(int m, int n, int k, float alpha, const float *a, int lda,
                       const float *const *segs, int seg, int ldb, float beta, float *c, int ldc)
 {
     float *pack = pack_for(n, k, true);
-    if (twin_bf16)
-        fm_gemm_serial_bf16_segs(m, n, k, alpha, a, lda, segs, seg, ldb, beta, c, ldc, pack);
-    else
-        fm_gemm_serial_segs(m, n, k, alpha, a, lda, segs, seg, ldb, beta, c, ldc, pack);
+    fm_gemm_serial_segs(twin_bf16, m, n, k, alpha, a, lda, segs, seg, ldb, beta, c, ldc, pack);
     free(pack);
 }
 

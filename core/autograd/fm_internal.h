@@ -141,18 +141,21 @@ FM_API const float *fm_gemm_prepack_a(bool trans_a, int m, int k, const float *a
                                       float *dst);
 /* The same product with B given row by row, for operands that are views
  * into other arrays (a convolution's shifted input planes): stored row r of
- * B — row r of op(B), or column r when trans_b — starts at b_rows[r]. */
-FM_API void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                                const float *a, int lda, const float *a_packed,
+ * B — row r of op(B), or column r when trans_b — starts at b_rows[r].  With
+ * bf16, fm_gemm_serial_bf16's product on the matrix the rows describe, the
+ * same bits (its pack and prepacked A then: fm_gemm_bf16_pack_floats,
+ * fm_gemm_bf16_prepack_a); likewise for fm_gemm_serial_segs. */
+FM_API void fm_gemm_serial_rows(bool bf16, bool trans_a, bool trans_b, int m, int n, int k,
+                                float alpha, const float *a, int lda, const float *a_packed,
                                 const float *const *b_rows, float beta, float *c, int ldc,
                                 float *pack);
 /* The product (A and B not transposed) with B [k, n] given in n/seg column
  * segments of seg columns: element (p, j) of segment t at
  * b_segs[t][p*ldb + j].  A convolution's weight gradient: segment t is the
  * channel-minor padded input shifted by tap t. */
-FM_API void fm_gemm_serial_segs(int m, int n, int k, float alpha, const float *a, int lda,
-                                const float *const *b_segs, int seg, int ldb, float beta,
-                                float *c, int ldc, float *pack);
+FM_API void fm_gemm_serial_segs(bool bf16, int m, int n, int k, float alpha, const float *a,
+                                int lda, const float *const *b_segs, int seg, int ldb,
+                                float beta, float *c, int ldc, float *pack);
 /* dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols; blocks transposed
  * in registers on the vector sets. */
 FM_API void fm_transpose(float *dst, size_t ldd, const float *src, size_t lds, int rows,
@@ -182,16 +185,6 @@ FM_API size_t fm_gemm_bf16_pack_floats(void);
 FM_API void fm_gemm_serial_bf16(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                                 const float *a, int lda, const float *a_packed, const float *b,
                                 int ldb, float beta, float *c, int ldc, float *pack);
-/* fm_gemm_serial_rows's and fm_gemm_serial_segs's B (a table of rows, or
- * column segments) for the bf16 product:
- * the same bits as fm_gemm_serial_bf16 on the matrix they describe. */
-FM_API void fm_gemm_serial_bf16_rows(bool trans_a, bool trans_b, int m, int n, int k,
-                                     float alpha, const float *a, int lda, const float *a_packed,
-                                     const float *const *b_rows, float beta, float *c, int ldc,
-                                     float *pack);
-FM_API void fm_gemm_serial_bf16_segs(int m, int n, int k, float alpha, const float *a, int lda,
-                                     const float *const *b_segs, int seg, int ldb, float beta,
-                                     float *c, int ldc, float *pack);
 /* Packs op(A) [m, k] once, rounded, into dst (fm_gemm_bf16_prepacked_floats
  * (m, k) floats, 64-byte aligned; valid while the kernel set and
  * fm_gemm_bf16_native() stay as they were) and returns dst. */

@@ -222,27 +222,6 @@ static void conv_gemm(const conv_geom *cg, bool ta, bool tb, int m, int n, int k
         fm_gemm_serial(ta, tb, m, n, k, 1.0f, a, lda, a_packed, b, ldb, beta, c, ldc, pack);
 }
 
-static void conv_gemm_rows(const conv_geom *cg, bool ta, bool tb, int m, int n, int k,
-                           const float *a, int lda, const float *a_packed,
-                           const float *const *rows, float beta, float *c, int ldc, float *pack)
-{
-    if (cg->bf16)
-        fm_gemm_serial_bf16_rows(ta, tb, m, n, k, 1.0f, a, lda, a_packed, rows, beta, c, ldc,
-                                 pack);
-    else
-        fm_gemm_serial_rows(ta, tb, m, n, k, 1.0f, a, lda, a_packed, rows, beta, c, ldc, pack);
-}
-
-static void conv_gemm_segs(const conv_geom *cg, int m, int n, int k, const float *a, int lda,
-                           const float *const *segs, int seg, int ldb, float beta, float *c,
-                           int ldc, float *pack)
-{
-    if (cg->bf16)
-        fm_gemm_serial_bf16_segs(m, n, k, 1.0f, a, lda, segs, seg, ldb, beta, c, ldc, pack);
-    else
-        fm_gemm_serial_segs(m, n, k, 1.0f, a, lda, segs, seg, ldb, beta, c, ldc, pack);
-}
-
 /* Workspace floats of one product (B [k, n], b_table: given as a table). */
 static size_t conv_pack_floats(const conv_geom *cg, int n, int k, bool b_table)
 {
@@ -764,8 +743,8 @@ static void conv_direct_forward(const conv_job *j, int n0, int nb, const conv_di
             continue;
         }
         conv_direct_input_rows(ws->rows, xp, cg);
-        conv_gemm_rows(cg, false, false, cg->o, cg->nw, cg->k, j->w, cg->k, j->w_packed,
-                       ws->rows, 0.0f, ws->out, cg->nw, ws->pack);
+        fm_gemm_serial_rows(cg->bf16, false, false, cg->o, cg->nw, cg->k, 1.0f, j->w, cg->k,
+                            j->w_packed, ws->rows, 0.0f, ws->out, cg->nw, ws->pack);
         for (int g = 0; g < gn; g++)
             for (int o = 0; o < cg->o; o++) {
                 float *dst = j->y + ((size_t)(i + g) * cg->o + o) * cg->p;
@@ -807,9 +786,9 @@ static void conv_direct_weight_grad(const conv_job *j, int task, bool first, con
     float *dw = j->dw_part + (size_t)task * cg->o * cg->k;
     if (!cg->tap_major) {
         conv_direct_input_rows(ws->rows, xp, cg);
-        conv_gemm_rows(cg, false, true, cg->o, cg->k, cg->nw, ws->d + cg->lead,
-                       (int)cg->plane_d, NULL, ws->rows, first ? 0.0f : 1.0f, dw, cg->k,
-                       ws->pack);
+        fm_gemm_serial_rows(cg->bf16, false, true, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead,
+                            (int)cg->plane_d, NULL, ws->rows, first ? 0.0f : 1.0f, dw, cg->k,
+                            ws->pack);
         return;
     }
     fm_transpose(ws->xt, (size_t)cg->c, xp, positions, cg->c, (int)positions);
@@ -820,8 +799,8 @@ static void conv_direct_weight_grad(const conv_job *j, int task, bool first, con
     for (int ki = 0; ki < cg->kh; ki++)
         for (int kj = 0; kj < cg->kw; kj += run)
             *seg++ = ws->xt + conv_tap_offset(cg, ki, kj) * cg->c;
-    conv_gemm_segs(cg, cg->o, cg->k, cg->nw, ws->d + cg->lead, (int)cg->plane_d, ws->rows,
-                   run * cg->c, cg->c, first ? 0.0f : 1.0f, dw, cg->k, ws->pack);
+    fm_gemm_serial_segs(cg->bf16, cg->o, cg->k, cg->nw, 1.0f, ws->d + cg->lead, (int)cg->plane_d,
+                        ws->rows, run * cg->c, cg->c, first ? 0.0f : 1.0f, dw, cg->k, ws->pack);
 }
 
 /* dx of the gn images from i on, from the bordered output gradient in ws->d:
@@ -846,9 +825,9 @@ static void conv_direct_input_grad(const conv_job *j, int i, int gn, const conv_
                                ((ptrdiff_t)(f->u0 - m) * cg->wg - n);
             int taps = f->th * f->tw, wide = f->rows * cg->wg;
             float *out = ws->out + (size_t)(a * s + b) * phase_out;
-            conv_gemm_rows(cg, false, false, cg->c, wide, cg->o * taps, j->wt[a * s + b],
-                           cg->o * taps, j->dx_a_packed[a * s + b], ws->rows, 0.0f, out, wide,
-                           ws->pack);
+            fm_gemm_serial_rows(cg->bf16, false, false, cg->c, wide, cg->o * taps, 1.0f,
+                                j->wt[a * s + b], cg->o * taps, j->dx_a_packed[a * s + b],
+                                ws->rows, 0.0f, out, wide, ws->pack);
             /* The cast's backward adds round(dx) to a gradient that is zero
              * when fresh: a stored -0 becomes +0 there too (-0 + x is x). */
             const float zero = j->dx_store ? 0.0f : -0.0f;

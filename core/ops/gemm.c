@@ -84,21 +84,23 @@ void fm_gemm_serial(bool trans_a, bool trans_b, int m, int n, int k, float alpha
     gemm_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
 }
 
-void fm_gemm_serial_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+void fm_gemm_serial_rows(bool bf16, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *a_packed,
                          const float *const *b_rows, float beta, float *c, int ldc, float *pack)
 {
     fm_gemm_b gb = {.rows = b_rows};
-    gemm_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
+    (bf16 ? fm_gemm_bf16_product : gemm_product)(trans_a, trans_b, m, n, k, alpha, a, lda,
+                                                 a_packed, &gb, beta, c, ldc, pack);
 }
 
-void fm_gemm_serial_segs(int m, int n, int k, float alpha, const float *a, int lda,
+void fm_gemm_serial_segs(bool bf16, int m, int n, int k, float alpha, const float *a, int lda,
                          const float *const *b_segs, int seg, int ldb, float beta, float *c,
                          int ldc, float *pack)
 {
     FM_ASSERT(seg > 0 && n % seg == 0);
     fm_gemm_b gb = {.segs = b_segs, .seg = seg, .ldb = ldb};
-    gemm_product(false, false, m, n, k, alpha, a, lda, NULL, &gb, beta, c, ldc, pack);
+    (bf16 ? fm_gemm_bf16_product : gemm_product)(false, false, m, n, k, alpha, a, lda, NULL, &gb,
+                                                 beta, c, ldc, pack);
 }
 
 size_t fm_gemm_prepacked_floats(int m, int k)

@@ -230,9 +230,9 @@ _Static_assert((size_t)BF16_NC * FM_GEMM_BF16_KC + FM_GEMM_BF16_KC + BF16_NC <=
 
 size_t fm_gemm_bf16_pack_floats(void) { return FM_GEMM_BF16_PACK_FLOATS; }
 
-static void bf16_product(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                         const float *a, int lda, const float *a_packed, const fm_gemm_b *gb,
-                         float beta, float *c, int ldc, float *pack)
+void fm_gemm_bf16_product(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                          const float *a, int lda, const float *a_packed, const fm_gemm_b *gb,
+                          float beta, float *c, int ldc, float *pack)
 {
     FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
@@ -269,25 +269,8 @@ void fm_gemm_serial_bf16(bool trans_a, bool trans_b, int m, int n, int k, float 
                          float beta, float *c, int ldc, float *pack)
 {
     fm_gemm_b gb = {.b = b, .ldb = ldb};
-    bf16_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
-}
-
-void fm_gemm_serial_bf16_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
-                              const float *a, int lda, const float *a_packed,
-                              const float *const *b_rows, float beta, float *c, int ldc,
-                              float *pack)
-{
-    fm_gemm_b gb = {.rows = b_rows};
-    bf16_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc, pack);
-}
-
-void fm_gemm_serial_bf16_segs(int m, int n, int k, float alpha, const float *a, int lda,
-                              const float *const *b_segs, int seg, int ldb, float beta, float *c,
-                              int ldc, float *pack)
-{
-    FM_ASSERT(seg > 0 && n % seg == 0);
-    fm_gemm_b gb = {.segs = b_segs, .seg = seg, .ldb = ldb};
-    bf16_product(false, false, m, n, k, alpha, a, lda, NULL, &gb, beta, c, ldc, pack);
+    fm_gemm_bf16_product(trans_a, trans_b, m, n, k, alpha, a, lda, a_packed, &gb, beta, c, ldc,
+                         pack);
 }
 
 size_t fm_gemm_bf16_prepacked_floats(int m, int k)

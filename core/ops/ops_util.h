@@ -45,6 +45,13 @@ static inline void fm_ops_parallel_range(int64_t n, int64_t grain, fm_ops_range_
 
 static inline bool fm_ops_is_f32(const fm_tensor *t) { return t && t->dtype == FM_F32; }
 
+/* fm_gemm_serial_bf16 with B as the kernels take it (a matrix, a table of
+ * rows, or column segments): the product behind fm_gemm_serial_rows and
+ * fm_gemm_serial_segs when they are asked for bf16. */
+void fm_gemm_bf16_product(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                          const float *a, int lda, const float *a_packed, const fm_gemm_b *gb,
+                          float beta, float *c, int ldc, float *pack);
+
 /* c10::BFloat16's round to nearest even on the bits, kept in float32: the
  * upper half rounded, the lower half zero.  Integer arithmetic only, so the
  * loops using it round identically on every kernel set. */

@@ -3,6 +3,7 @@
 #define FM_OPS_UTIL_H
 
 #include "fm_internal.h"
+#include "gemm_bf16.h"
 #include "kset.h"
 
 #include <string.h>
@@ -52,20 +53,10 @@ void fm_gemm_bf16_product(bool trans_a, bool trans_b, int m, int n, int k, float
                           const float *a, int lda, const float *a_packed, const fm_gemm_b *gb,
                           float beta, float *c, int ldc, float *pack);
 
-/* c10::BFloat16's round to nearest even on the bits, kept in float32: the
- * upper half rounded, the lower half zero.  Integer arithmetic only, so the
- * loops using it round identically on every kernel set. */
-static inline float fm_ops_bf16_round(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        u = 0x7fc00000u;
-    else
-        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
+/* x rounded to bfloat16 as c10::BFloat16 converts (fm_bf16_from_f32's
+ * rounding, inline), kept in float32: integer arithmetic only, so the loops
+ * using it round identically on every kernel set. */
+static inline float fm_ops_bf16_round(float x) { return fm_bf16_float(fm_bf16_bits(x)); }
 
 /* Autocast for a layer with input x, weight w and bias b (or NULL): in a
  * bf16 graph, replaces each by its fm_to_bf16 and returns true (the layer

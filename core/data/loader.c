@@ -84,6 +84,12 @@ void fm_split(const fm_dataset *d, double val_frac, uint64_t seed, int limit, fm
 
 /* ---- batches ---------------------------------------------------------------- */
 
+/* One image's augmentation: crop offsets and flip (augment_draw_next). */
+typedef struct augment_draw {
+    int8_t top, left;
+    bool flip;
+} augment_draw;
+
 struct fm_loader {
     const fm_subset *subset;
     uint32_t *order;  /* [n] positions into subset->index for this epoch */
@@ -92,6 +98,8 @@ struct fm_loader {
     bool shuffle, augment, begun;
     fm_rng shuffle_rng, augment_rng;
     fm_rng shuffle_at_begin;  /* shuffle_rng before the current epoch's shuffle */
+    uint32_t *batch_idx;      /* [batch_size] the batch's dataset indices */
+    augment_draw *batch_draw; /* [batch_size] its augmentation */
 };
 
 fm_loader *fm_loader_new(const fm_subset *s, int batch_size, bool shuffle, bool augment,
@@ -102,6 +110,8 @@ fm_loader *fm_loader_new(const fm_subset *s, int batch_size, bool shuffle, bool 
     l->subset = s;
     l->order = fm_xmalloc((size_t)(s->n > 0 ? s->n : 1) * sizeof *l->order);
     l->batch_size = batch_size;
+    l->batch_idx = fm_xmalloc((size_t)batch_size * sizeof *l->batch_idx);
+    l->batch_draw = fm_xmalloc((size_t)batch_size * sizeof *l->batch_draw);
     l->shuffle = shuffle;
     l->augment = augment;
     fm_rng_seed(&l->shuffle_rng, seed, FM_RNG_SHUFFLE);
@@ -114,6 +124,8 @@ void fm_loader_free(fm_loader *l)
     if (!l)
         return;
     free(l->order);
+    free(l->batch_idx);
+    free(l->batch_draw);
     free(l);
 }
 
@@ -160,15 +172,21 @@ int fm_loader_num_batches(const fm_loader *l)
  * horizontal flip with probability 0.5, as torchvision's RandomCrop(28,
  * padding=2) + RandomHorizontalFlip() do.  Draws per image, in this order:
  * top offset, left offset, flip. */
-static void augment_image(fm_rng *rng, const uint8_t *img, float *out)
+static augment_draw augment_draw_next(fm_rng *rng)
 {
     const int pad = 2;
-    int top = (int)fm_rng_below(rng, 2 * pad + 1) - pad;
-    int left = (int)fm_rng_below(rng, 2 * pad + 1) - pad;
-    bool flip = fm_rng_uniform(rng) < 0.5f;
+    augment_draw a;
+    a.top = (int8_t)((int)fm_rng_below(rng, 2 * pad + 1) - pad);
+    a.left = (int8_t)((int)fm_rng_below(rng, 2 * pad + 1) - pad);
+    a.flip = fm_rng_uniform(rng) < 0.5f;
+    return a;
+}
+
+static void augment_image(augment_draw a, const uint8_t *img, float *out)
+{
     const float zero = norm_lut[0];
     for (int y = 0; y < FM_IMAGE_H; y++) {
-        int sy = y + top;
+        int sy = y + a.top;
         float *row = out + y * FM_IMAGE_W;
         if (sy < 0 || sy >= FM_IMAGE_H) {
             for (int x = 0; x < FM_IMAGE_W; x++)
@@ -177,9 +195,36 @@ static void augment_image(fm_rng *rng, const uint8_t *img, float *out)
         }
         const uint8_t *src = img + sy * FM_IMAGE_W;
         for (int x = 0; x < FM_IMAGE_W; x++) {
-            int sx = (flip ? FM_IMAGE_W - 1 - x : x) + left;
+            int sx = (a.flip ? FM_IMAGE_W - 1 - x : x) + a.left;
             row[x] = sx >= 0 && sx < FM_IMAGE_W ? norm_lut[src[sx]] : zero;
         }
+    }
+}
+
+/* A batch's images, FILL_IMAGES per task of the pool: the draws are made
+ * in order beforehand, so the pixels do not depend on who fills them. */
+#define FILL_IMAGES 16
+
+typedef struct batch_fill {
+    const uint8_t *images;        /* the dataset's [n, 784] */
+    const uint32_t *idx;          /* [b] dataset indices */
+    const augment_draw *draw;     /* [b], or NULL: no augmentation */
+    float *x;                     /* [b, 784] */
+    int b;
+} batch_fill;
+
+static void batch_fill_task(void *arg, int task, int thread)
+{
+    (void)thread;
+    const batch_fill *f = arg;
+    int end = (task + 1) * FILL_IMAGES < f->b ? (task + 1) * FILL_IMAGES : f->b;
+    for (int i = task * FILL_IMAGES; i < end; i++) {
+        const uint8_t *img = f->images + (size_t)f->idx[i] * FM_IMAGE_PIXELS;
+        float *xi = f->x + (size_t)i * FM_IMAGE_PIXELS;
+        if (f->draw)
+            augment_image(f->draw[i], img, xi);
+        else
+            fm_image_normalize(img, xi);
     }
 }
 
@@ -195,19 +240,19 @@ int fm_loader_next(fm_loader *l, float *x, int32_t *y, uint32_t *index_out)
         return 0;
     if (b > l->batch_size)
         b = l->batch_size;
+    uint32_t *idx = l->batch_idx;
+    augment_draw *draw = l->augment ? l->batch_draw : NULL;
     for (int i = 0; i < b; i++) {
-        uint32_t idx = s->index[l->order[l->pos + i]];
-        FM_ASSERT(idx < (uint32_t)d->n);
-        const uint8_t *img = d->images + (size_t)idx * FM_IMAGE_PIXELS;
-        float *xi = x + (size_t)i * FM_IMAGE_PIXELS;
-        if (l->augment)
-            augment_image(&l->augment_rng, img, xi);
-        else
-            fm_image_normalize(img, xi);
-        y[i] = d->labels[idx];
+        idx[i] = s->index[l->order[l->pos + i]];
+        FM_ASSERT(idx[i] < (uint32_t)d->n);
+        if (draw)
+            draw[i] = augment_draw_next(&l->augment_rng);
+        y[i] = d->labels[idx[i]];
         if (index_out)
-            index_out[i] = idx;
+            index_out[i] = idx[i];
     }
+    batch_fill f = {.images = d->images, .idx = idx, .draw = draw, .x = x, .b = b};
+    fm_parallel_for((b + FILL_IMAGES - 1) / FILL_IMAGES, batch_fill_task, &f);
     l->pos += b;
     return b;
 }

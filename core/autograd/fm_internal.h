@@ -114,6 +114,11 @@ static inline bool fm_node_grad_overwrite(const fm_node *n, int i)
  * bit-identical for any thread count.  Packing space comes from g's arena. */
 void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
               const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/* A linear layer's forward pass on those blocks: y [m, n] = x [m, k] w^T
+ * (w [n, k]) + bias [n] (or NULL), each block's bias added as soon as its
+ * product is done; on the bf16 products (fm_sgemm_bf16's) if bf16. */
+void fm_sgemm_linear(fm_graph *g, bool bf16, int m, int n, int k, const float *x,
+                     const float *w, const float *bias, float *y);
 
 /* Floats of workspace (`pack`, 64-byte aligned) that one product of
  * fm_gemm_serial (b_table false) or of fm_gemm_serial_rows/_segs (b_table

@@ -64,16 +64,23 @@ static void dropout_backward_range(void *arg, int64_t begin, int64_t end)
                                        end - begin);
 }
 
-static void copy_range(void *arg, int64_t begin, int64_t end)
-{
-    const unary_job *j = arg;
-    memcpy(j->y + begin, j->x + begin, (size_t)(end - begin) * sizeof *j->y);
-}
-
 static void accumulate_range(void *arg, int64_t begin, int64_t end)
 {
     const unary_job *j = arg;
     fm_kset_active()->accumulate(j->dx + begin, j->dy + begin, end - begin);
+}
+
+/* A tensor of the given shape over x's data (as many elements), for the ops
+ * whose output is their input: no copy forward, a gradient of its own. */
+static fm_tensor *view_of(fm_graph *g, const fm_tensor *x, int ndim, const int *shape)
+{
+    fm_tensor *view = fm_graph_alloc(g, sizeof *view);
+    memset(view, 0, sizeof *view);
+    view->dtype = FM_F32;
+    fm_tensor_set_shape(view, ndim, shape);
+    FM_ASSERT(view->numel == x->numel);
+    view->data = x->data;
+    return view;
 }
 
 fm_tensor *fm_dropout(fm_graph *g, fm_tensor *x, float p)
@@ -82,20 +89,17 @@ fm_tensor *fm_dropout(fm_graph *g, fm_tensor *x, float p)
     FM_ASSERT(p >= 0.0f && p <= 1.0f);
     fm_node *n = fm_node_new(g, FM_OP_DROPOUT, 1, &x);
     n->farg[0] = p;
-    n->out = fm_graph_tensor(g, x->ndim, x->shape);
+    n->iarg[0] = fm_graph_training(g) && p > 0.0f;  /* 1: masked, 0: identity */
+    n->out = n->iarg[0] ? fm_graph_tensor(g, x->ndim, x->shape) : view_of(g, x, x->ndim, x->shape);
     return fm_graph_apply(g, n);
 }
 
 void fm_op_dropout_forward(fm_graph *g, fm_node *n)
 {
+    if (!n->iarg[0]) return;  /* the identity: a view, the data already in place */
     float p = n->farg[0];
     int64_t numel = n->out->numel;
     unary_job j = {.x = n->in[0]->data, .y = n->out->data};
-    n->iarg[0] = fm_graph_training(g) && p > 0.0f;  /* 1: masked, 0: identity */
-    if (!n->iarg[0]) {
-        fm_ops_parallel_range(numel, FM_OPS_GRAIN, copy_range, &j);
-        return;
-    }
     /* The mask is drawn serially in element order, so it depends on the seed
      * only; kept in the arena for backward (and dropped with it). */
     uint8_t *mask = fm_graph_alloc(g, (size_t)numel);
@@ -163,12 +167,7 @@ fm_tensor *fm_flatten(fm_graph *g, fm_tensor *x)
 {
     FM_ASSERT(fm_ops_is_f32(x));
     fm_node *n = fm_node_new(g, FM_OP_FLATTEN, 1, &x);
-    fm_tensor *view = fm_graph_alloc(g, sizeof *view);
-    memset(view, 0, sizeof *view);
-    view->dtype = FM_F32;
-    fm_tensor_set_shape(view, 2, (int[]){x->shape[0], (int)(x->numel / x->shape[0])});
-    view->data = x->data;
-    n->out = view;
+    n->out = view_of(g, x, 2, (int[]){x->shape[0], (int)(x->numel / x->shape[0])});
     return fm_graph_apply(g, n);
 }
 

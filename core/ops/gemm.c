@@ -139,6 +139,7 @@ typedef struct gemm_job {
     float *pack;         /* pack_floats per thread */
     size_t pack_floats;
     bool bf16;           /* fm_gemm_serial_bf16's products */
+    const float *bias;   /* [n] added to every row of C after its product, or NULL */
 } gemm_job;
 
 static void gemm_block(void *arg, int task, int thread)
@@ -167,12 +168,40 @@ static void gemm_block(void *arg, int task, int thread)
     else
         fm_gemm_serial(j->trans_a, j->trans_b, m, n, j->k, j->alpha, a, j->lda, NULL, b, j->ldb,
                        j->beta, c, j->ldc, pack);
+    if (j->bias) {
+        /* While the block is in cache: the same sums, product + bias. */
+        const float *bias = j->bias + (j->split_rows ? 0 : start);
+        for (int i = 0; i < m; i++) {
+            float *ci = c + (size_t)i * (size_t)j->ldc;
+            for (int col = 0; col < n; col++) ci[col] += bias[col];
+        }
+    }
 }
 
-/* fm_sgemm, or with bf16 fm_sgemm_bf16: the same blocks either way. */
+/* dst [cols, rows] = src [rows, cols]^T, TRANSPOSE_ROWS rows of src a task. */
+#define TRANSPOSE_ROWS 64
+
+typedef struct transpose_job {
+    float *dst;
+    const float *src;
+    int lds, rows, cols;
+} transpose_job;
+
+static void transpose_rows(void *arg, int task, int thread)
+{
+    (void)thread;
+    const transpose_job *j = arg;
+    int r0 = task * TRANSPOSE_ROWS;
+    int rows = j->rows - r0 < TRANSPOSE_ROWS ? j->rows - r0 : TRANSPOSE_ROWS;
+    fm_transpose(j->dst + r0, (size_t)j->rows, j->src + (size_t)r0 * (size_t)j->lds,
+                 (size_t)j->lds, rows, j->cols);
+}
+
+/* fm_sgemm, or with bf16 fm_sgemm_bf16: the same blocks either way; bias,
+ * if not NULL, is added to each row of C after the product. */
 static void sgemm_blocks(fm_graph *g, bool bf16, bool trans_a, bool trans_b, int m, int n, int k,
                          float alpha, const float *a, int lda, const float *b, int ldb,
-                         float beta, float *c, int ldc)
+                         float beta, float *c, int ldc, const float *bias)
 {
     FM_ASSERT(m >= 0 && n >= 0 && k >= 0);
     if (m == 0 || n == 0) return;
@@ -180,6 +209,7 @@ static void sgemm_blocks(fm_graph *g, bool bf16, bool trans_a, bool trans_b, int
         .trans_a = trans_a, .trans_b = trans_b, .split_rows = m >= n,
         .m = m, .n = n, .k = k, .alpha = alpha, .beta = beta,
         .a = a, .b = b, .lda = lda, .ldb = ldb, .ldc = ldc, .c = c, .bf16 = bf16,
+        .bias = bias,
     };
     int total = j.split_rows ? m : n;
     bool serial = (int64_t)m * n * k < GEMM_PARALLEL_MIN || total < 2 * GEMM_MIN_BLOCK;
@@ -193,6 +223,18 @@ static void sgemm_blocks(fm_graph *g, bool bf16, bool trans_a, bool trans_b, int
     }
     int blocks = (total + j.block - 1) / j.block;
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
+    if (blocks > 1 && j.split_rows && trans_b) {
+        /* Every block of rows would pack all of the transposed B for itself
+         * (a linear layer's weight, evaluated 256 images at a time): turn it
+         * once, here, and let the blocks read it in place.  The kernels sum
+         * each element of C in the same order either way. */
+        float *bt = fm_graph_alloc(g, (size_t)k * (size_t)n * sizeof *bt);  // [k, n]
+        transpose_job tj = {.dst = bt, .src = b, .lds = ldb, .rows = n, .cols = k};
+        fm_parallel_for((n + TRANSPOSE_ROWS - 1) / TRANSPOSE_ROWS, transpose_rows, &tj);
+        j.b = bt;
+        j.ldb = n;
+        j.trans_b = false;
+    }
     /* One block runs here as thread 0 (also inside another op's task, whose
      * thread index could exceed a single pack); more get a pack per thread. */
     int packs = blocks == 1 ? 1 : fm_get_threads();
@@ -208,12 +250,18 @@ static void sgemm_blocks(fm_graph *g, bool bf16, bool trans_a, bool trans_b, int
 void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
               const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
 {
-    sgemm_blocks(g, false, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    sgemm_blocks(g, false, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL);
 }
 
 void fm_sgemm_bf16(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                    const float *a, int lda, const float *b, int ldb, float beta, float *c,
                    int ldc)
 {
-    sgemm_blocks(g, true, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    sgemm_blocks(g, true, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL);
+}
+
+void fm_sgemm_linear(fm_graph *g, bool bf16, int m, int n, int k, const float *x,
+                     const float *w, const float *bias, float *y)
+{
+    sgemm_blocks(g, bf16, false, true, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n, bias);
 }

@@ -33,13 +33,8 @@ void fm_op_linear_forward(fm_graph *g, fm_node *n)
 {
     const fm_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
     int batch = x->shape[0], in = x->shape[1], out = w->shape[0];
-    float *y = n->out->data;  // [N, out]
-    linear_gemm(g, n, false, true, batch, out, in, x->data, in, w->data, in, 0.0f, y, out);
-    if (b) {
-        const float *bias = b->data;  // [out]
-        for (int i = 0; i < batch; i++)
-            for (int j = 0; j < out; j++) y[(size_t)i * out + j] += bias[j];
-    }
+    fm_sgemm_linear(g, n->iarg[0], batch, out, in, x->data, w->data, b ? b->data : NULL,
+                    n->out->data);  // [N, out]
 }
 
 void fm_op_linear_backward(fm_graph *g, fm_node *n)

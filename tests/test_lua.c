@@ -782,6 +782,58 @@ START_TEST(test_kernels)
 }
 END_TEST
 
+/* ---- fm.dist in one process ------------------------------------------------------- */
+
+/* One process is a job of one rank: map runs every item here, in order, and
+ * the values still cross the byte encoding MPI ranks use (gather and
+ * broadcast encode and decode them even alone). */
+START_TEST(test_dist_single)
+{
+    lua_State *L = new_state();
+    run_ok(L, "local fm = require 'fm'\n"
+              "assert(fm.dist.rank() == 0 and fm.dist.size() == 1 and fm.dist.backend == 'single')\n"
+              "local seen = {}\n"
+              "local r = fm.dist.map({'a', 'b', 'c'}, function(v, i) seen[#seen + 1] = i\n"
+              "  return {v = v, i = i, half = i / 2} end)\n"
+              "assert(#seen == 3 and seen[1] == 1 and seen[3] == 3)\n"
+              "assert(#r == 3 and r[2].v == 'b' and r[2].i == 2 and r[3].half == 1.5)\n"
+              "assert(math.type(r[2].i) == 'integer' and math.type(r[2].half) == 'float')\n"
+              "assert(#fm.dist.map({}, error) == 0)\n"
+              "local v = {1, 2.5, 'x\\0y', true, false, [true] = 'k', [-7] = math.mininteger,\n"
+              "  [0.5] = math.huge, deep = {{{{'d'}}}}, nan = 0/0, negz = -0.0}\n"
+              "local g = fm.dist.gather(v)\n"
+              "assert(#g == 1)\n"
+              "local w = fm.dist.broadcast(g[1])\n"
+              "assert(w[1] == 1 and w[2] == 2.5 and w[3] == 'x\\0y' and #w[3] == 3)\n"
+              "assert(w[4] == true and w[5] == false and w[true] == 'k')\n"
+              "assert(w[-7] == math.mininteger and w[0.5] == math.huge)\n"
+              "assert(w.deep[1][1][1][1] == 'd' and w.nan ~= w.nan)\n"
+              "assert(1 / w.negz == -math.huge)\n"
+              "assert(fm.dist.gather(nil)[1] == nil and fm.dist.broadcast(nil) == nil)\n"
+              "fm.dist.barrier()\n");
+    /* An item's error names the item and the rank, after every item ran. */
+    run_fails(L, "local fm = require 'fm'\n"
+                 "N = 0\n"
+                 "fm.dist.map({1, 2, 3, 4}, function(v) N = N + 1\n"
+                 "  if v >= 3 then error('bad item ' .. v) end return v end)\n",
+              "fm.dist.map: item 3 on rank 0:", "bad item 3");
+    run_ok(L, "assert(N == 4)\n");
+    /* What cannot cross between processes is refused, named. */
+    run_fails(L, "local fm = require 'fm'\n"
+                 "fm.dist.map({1}, function() return {run = io.stdout} end)\n",
+              "item 1 on rank 0: its result holds a userdata", "plain values");
+    run_fails(L, "local fm = require 'fm'\n fm.dist.gather(print)\n",
+              "fm.dist.gather: rank 0: a function cannot be sent between ranks", NULL);
+    run_fails(L, "local fm = require 'fm'\n local t = {} t.self = t\n fm.dist.broadcast(t)\n",
+              "fm.dist.broadcast", "nested too deep");
+    run_fails(L, "local fm = require 'fm'\n fm.dist.gather({[{}] = 1})\n",
+              "fm.dist.gather", "key that is not a string");
+    run_fails(L, "local fm = require 'fm'\n fm.dist.map(3, print)\n", "bad argument #1 to 'map'",
+              "table expected");
+    fm_lua_free(L);
+}
+END_TEST
+
 START_TEST(test_gc_and_close)
 {
     lua_State *L = new_state();
@@ -838,6 +890,7 @@ static Suite *lua_suite(void)
     tcase_add_test(tc, test_train_bad_options);
     tcase_add_test(tc, test_kernels);
     tcase_add_test(tc, test_gc_and_close);
+    tcase_add_test(tc, test_dist_single);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -19,7 +19,12 @@ static const char script_usage[] =
     "  --kernels NAME   kernel set for the script's runs: portable, avx2 or avx512\n"
     "                   (default: $FMHOST_KERNELS, else the best this processor runs);\n"
     "                   fm.kernels() tells the script, fm.train{kernels = NAME} overrides\n"
-    "                   it for one run\n";
+    "                   it for one run\n"
+    "\n"
+    "Under Open MPI every rank runs the script; fm.dist.map spreads a list of runs\n"
+    "over the ranks and gives every rank all the results, and rank 0 writes the\n"
+    "shared files:\n"
+    "  mpirun -np 4 --hostfile hosts fmhost script scripts/seeds.lua threads=2\n";
 
 enum { S_KERNELS = 256, S_HELP };
 

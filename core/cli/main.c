@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "cli.h"
+#ifdef FM_HAVE_MPI
+#include "dist_mpi.h"
+#endif
 
 static const char usage[] =
     "usage: fmhost <command> [options]\n"
@@ -49,7 +52,25 @@ __attribute__((used)) const char *__lsan_default_options(void)
     return "print_suppressions=0";
 }
 
+static int run_command(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+#ifdef FM_HAVE_MPI
+    /* Under mpirun every rank joins the job before anything else runs. */
+    if (!fm_mpi_start(&argc, &argv)) return FM_EXIT_FAIL;
+    return fm_mpi_end(run_command(argc, argv));
+#else
+    if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK")) {
+        fprintf(stderr, "fmhost: started by mpirun, but this fmhost was built without Open MPI: "
+                "install libopenmpi-dev and openmpi-bin, then build again\n");
+        return FM_EXIT_FAIL;
+    }
+    return run_command(argc, argv);
+#endif
+}
+
+static int run_command(int argc, char **argv)
 {
     if (argc < 2) {
         fputs(usage, stderr);

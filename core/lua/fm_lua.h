@@ -94,6 +94,24 @@
  * Every file is written to a temporary name and renamed, so an error or an
  * interruption never leaves half a file; missing directories are created.
  *
+ * fm.dist: the processes of `mpirun -np N fmhost script FILE` (Open MPI; one
+ *   process otherwise, rank 0 of 1).  fm.dist.backend ("single" or "mpi"),
+ *   fm.dist.rank() (from 0), fm.dist.size().  Every rank runs the whole
+ *   script; these collectives must be called by all of them, in the same order:
+ *   fm.dist.map(items, fn) -> results.  Item i of the array goes to rank
+ *     (i - 1) % size, which calls fn(items[i], i); every rank returns the
+ *     array of all results in item order.  An error in any fn is raised on
+ *     every rank once all have finished ("fm.dist.map: item 5 on rank 1:
+ *     ..."), so the job fails as a whole.
+ *   fm.dist.gather(v) -> on rank 0 the array of every rank's v in rank
+ *     order, elsewhere nil.  fm.dist.broadcast(v) -> rank 0's v everywhere.
+ *   fm.dist.barrier().
+ *   Values that cross between ranks are plain: nil, booleans, numbers
+ *   (integers stay integers), strings and tables of them; a function or a
+ *   userdata (a run, a plugin) is an error naming it — return run.best,
+ *   not the run.  Files the whole job shares are written by rank 0 alone
+ *   (`if fm.dist.rank() == 0 then ... end`).
+ *
  * Errors from the core (a bad plugin, missing data, a bad option) are raised
  * as Lua errors carrying the core's message.  A Lua error inside a training
  * callback is caught in the callback (it never unwinds the C training loop),

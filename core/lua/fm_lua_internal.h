@@ -79,5 +79,6 @@ fm_model *fm_lua_run_model(lua_State *L, int idx);
 /* ---- tables, files, plots (lua_results.c) ------------------------------------ */
 
 void fm_lua_open_results(lua_State *L); /* fm.table, fm.write_csv, fm.write_markdown, fm.plot, fm.mkdir */
+void fm_lua_open_dist(lua_State *L);    /* fm.dist: rank, size, map, gather, broadcast, barrier */
 
 #endif /* FM_LUA_INTERNAL_H */

@@ -1,0 +1,54 @@
+/* dist.c — the job's backend: a single process unless fmhost installs
+ * another (core/mpi/ under mpirun). */
+#include "fm/fm_dist.h"
+
+#include <string.h>
+
+static fm_status single_gather(const void *bytes, size_t n, void **all, size_t *len)
+{
+    *all = fm_xmalloc(n ? n : 1);
+    if (n) memcpy(*all, bytes, n);
+    len[0] = n;
+    return FM_OK;
+}
+
+static fm_status single_broadcast(void **bytes, size_t *n)
+{
+    (void)bytes;
+    (void)n;
+    return FM_OK;
+}
+
+static fm_status single_barrier(void) { return FM_OK; }
+
+static const fm_dist_backend single = {
+    .name = "single", .rank = 0, .size = 1,
+    .gather = single_gather, .broadcast = single_broadcast, .barrier = single_barrier,
+};
+
+static const fm_dist_backend *backend = &single;
+
+void fm_dist_set_backend(const fm_dist_backend *b)
+{
+    FM_ASSERT(b && b->size >= 1 && b->rank >= 0 && b->rank < b->size);
+    backend = b;
+}
+
+const char *fm_dist_name(void) { return backend->name; }
+int fm_dist_rank(void) { return backend->rank; }
+int fm_dist_size(void) { return backend->size; }
+
+fm_status fm_dist_gather(const void *bytes, size_t n, void **all, size_t *len)
+{
+    FM_ASSERT(all && len && (bytes || n == 0));
+    *all = NULL;
+    return backend->gather(bytes, n, all, len);
+}
+
+fm_status fm_dist_broadcast(void **bytes, size_t *n)
+{
+    FM_ASSERT(bytes && n);
+    return backend->broadcast(bytes, n);
+}
+
+fm_status fm_dist_barrier(void) { return backend->barrier(); }

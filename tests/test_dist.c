@@ -1,0 +1,289 @@
+/* test_dist — `mpirun -np N fmhost script`: fm.dist over Open MPI ranks.
+ *
+ * The same script runs as one process and under mpirun with 2 and 3 ranks:
+ * fm.dist.map hands item i to rank (i - 1) % N, every rank gets all the
+ * results in item order, and rank 0 alone writes the result file, which
+ * must be byte-identical for every N — small training runs included (each
+ * run on one rank is the run one process makes).  An error in one item
+ * fails the whole job, naming the item and its rank.
+ *
+ * Needs fmhost built with Open MPI and `mpirun` on the PATH; without them
+ * the test exits 77, which CTest reports as skipped, saying why. */
+#define _GNU_SOURCE
+#include <check.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fm_test_util.h"
+
+extern char **environ;
+
+#define FMHOST FM_BINARY_DIR "/fmhost"
+#define SAMPLE FM_SOURCE_DIR "/data/sample"
+
+static char g_out[4096];
+static char g_mpirun[4096];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void setup(void) { snprintf(g_out, sizeof g_out, "%s", fm_test_tmpdir()); }
+
+static void teardown(void)
+{
+    if (g_out[0]) nftw(g_out, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Where mpirun is on the PATH, or false. */
+static bool find_mpirun(void)
+{
+    const char *path = getenv("PATH");
+    if (!path) return false;
+    char *dirs = strdup(path), *save = NULL;
+    bool found = false;
+    for (char *d = strtok_r(dirs, ":", &save); d && !found; d = strtok_r(NULL, ":", &save)) {
+        snprintf(g_mpirun, sizeof g_mpirun, "%s/mpirun", d);
+        found = access(g_mpirun, X_OK) == 0;
+    }
+    free(dirs);
+    return found;
+}
+
+/* `fmhost script FILE args...` as one process (ranks 0) or under mpirun
+ * with `ranks` processes, in g_out, output in g_out/log.txt. */
+static int run_script(int ranks, const char *script, const char *const *args)
+{
+    char log[4200];
+    snprintf(log, sizeof log, "%s/log.txt", g_out);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    posix_spawn_file_actions_addchdir_np(&fa, g_out);
+    char np[16];
+    snprintf(np, sizeof np, "%d", ranks);
+    const char *argv[40];
+    int n = 0;
+    /* Open MPI's components, loaded and unloaded at run time, leave
+     * allocations LeakSanitizer can neither attribute nor suppress: no leak
+     * check in the ranks (the one-process runs keep it, and test_lua checks
+     * fm.dist's own code with it). */
+    char asan[1024];
+    const char *asan_now = getenv("ASAN_OPTIONS");
+    snprintf(asan, sizeof asan, "ASAN_OPTIONS=%s%sdetect_leaks=0", asan_now ? asan_now : "",
+             asan_now ? ":" : "");
+    size_t nenv = 0;
+    while (environ[nenv]) nenv++;
+    char **envp = calloc(nenv + 2, sizeof *envp);
+    size_t ne = 0;
+    for (size_t i = 0; i < nenv; i++)
+        if (ranks == 0 || strncmp(environ[i], "ASAN_OPTIONS=", 13)) envp[ne++] = environ[i];
+    if (ranks > 0) envp[ne++] = asan;
+    if (ranks > 0) {
+        argv[n++] = g_mpirun;
+        /* More ranks than cores, and CI runs as root in a container. */
+        argv[n++] = "--oversubscribe";
+        if (geteuid() == 0) argv[n++] = "--allow-run-as-root";
+        argv[n++] = "-np";
+        argv[n++] = np;
+    }
+    argv[n++] = FMHOST;
+    argv[n++] = "script";
+    argv[n++] = script;
+    for (; *args && n < 39; args++) argv[n++] = *args;
+    argv[n] = NULL;
+    pid_t pid;
+    ck_assert_int_eq(posix_spawn(&pid, argv[0], &fa, NULL, (char **)argv, envp), 0);
+    free(envp);
+    posix_spawn_file_actions_destroy(&fa);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "%s died from a signal", argv[0]);
+    return WEXITSTATUS(status);
+}
+
+static char *slurp(const char *name)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", g_out, name);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "%s was not written", path);
+    char *buf = calloc(1, 1 << 16);
+    ck_assert(fread(buf, 1, (1 << 16) - 1, f) < (1 << 16) - 1);
+    fclose(f);
+    return buf;
+}
+
+static void write_file(const char *name, const char *text)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", g_out, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Rank 0 writes what every rank computed; each rank says who it is. */
+static const char map_script[] =
+    "local fm = require 'fm'\n"
+    "local items = {}\n"
+    "for i = 1, 7 do items[i] = {x = i} end\n"
+    "local r = fm.dist.map(items, function(it, i)\n"
+    "  return {sq = it.x * it.x, rank = fm.dist.rank(), name = 'item ' .. i}\n"
+    "end)\n"
+    "print(string.format('rank %d of %d: %d results', fm.dist.rank(), fm.dist.size(), #r))\n"
+    "assert(#r == 7)\n"
+    "for i = 1, 7 do\n"
+    "  assert(r[i].sq == i * i and r[i].name == 'item ' .. i)\n"
+    "  assert(r[i].rank == (i - 1) % fm.dist.size(), 'item ' .. i .. ' ran on ' .. r[i].rank)\n"
+    "end\n"
+    "local g = fm.dist.gather(fm.dist.rank())\n"
+    "if fm.dist.rank() == 0 then\n"
+    "  local f = assert(io.open('squares.txt', 'w'))\n"
+    "  for i = 1, 7 do f:write(r[i].name, ' ', r[i].sq, '\\n') end\n"
+    "  for k = 1, #g do f:write('gathered ', g[k], '\\n') end\n"
+    "  f:close()\n"
+    "else\n"
+    "  assert(g == nil)\n"
+    "end\n";
+
+START_TEST(test_map_over_ranks)
+{
+    write_file("map.lua", map_script);
+    char *expect[4] = {NULL};
+    for (int ranks = 0; ranks <= 3; ranks += ranks == 0 ? 2 : 1) {
+        int rc = run_script(ranks, "map.lua", (const char *[]){NULL});
+        char *log = slurp("log.txt");
+        ck_assert_msg(rc == 0, "%d ranks: exit %d\n%s", ranks, rc, log);
+        int size = ranks ? ranks : 1;
+        for (int r = 0; r < size; r++) {
+            char line[64];
+            snprintf(line, sizeof line, "rank %d of %d: 7 results", r, size);
+            ck_assert_msg(strstr(log, line), "%d ranks: no '%s' in\n%s", ranks, line, log);
+        }
+        free(log);
+        expect[size] = slurp("squares.txt");
+        char want[64];
+        snprintf(want, sizeof want, "gathered %d\n", size - 1);
+        const char *text = expect[size];
+        ck_assert_msg(strstr(text, "item 7 49\ngathered 0\n") &&
+                          !strcmp(text + strlen(text) - strlen(want), want),
+                      "%d ranks:\n%s", ranks, text);
+        remove("squares.txt");
+    }
+    /* The results part is the same for every rank count. */
+    for (int n = 2; n <= 3; n++)
+        ck_assert_int_eq(strstr(expect[n], "gathered") - expect[n],
+                         strstr(expect[1], "gathered") - expect[1]);
+    for (int n = 2; n <= 3; n++)
+        ck_assert(!strncmp(expect[n], expect[1], (size_t)(strstr(expect[1], "gathered") - expect[1])));
+    for (int n = 1; n <= 3; n++) free(expect[n]);
+}
+END_TEST
+
+START_TEST(test_error_fails_the_job)
+{
+    write_file("bad.lua", "local fm = require 'fm'\n"
+                          "fm.dist.map({1, 2, 3, 4, 5}, function(v)\n"
+                          "  if v == 5 then error('item five is bad') end\n"
+                          "  return v\n"
+                          "end)\n"
+                          "print('not reached')\n");
+    int rc = run_script(3, "bad.lua", (const char *[]){NULL});
+    char *log = slurp("log.txt");
+    ck_assert_msg(rc != 0, "exit 0:\n%s", log);
+    /* Item 5 is rank 1's (items 2 and 5 of 3 ranks). */
+    ck_assert_msg(strstr(log, "fm.dist.map: item 5 on rank 1:") && strstr(log, "item five is bad"),
+                  "%s", log);
+    ck_assert_ptr_null(strstr(log, "not reached"));
+    free(log);
+}
+END_TEST
+
+/* Three short trainings spread over the ranks: each run is the run one
+ * process makes, so the gathered table is byte-identical for 1 and 3
+ * ranks (and each rank's artifacts go to its own directory). */
+static const char train_script[] =
+    "local fm = require 'fm'\n"
+    "local data = fm.args.data\n"
+    "local runs = {{model = 'mlp', seed = 1}, {model = 'cnn', seed = 2}, {model = 'mlp', seed = 3}}\n"
+    "local r = fm.dist.map(runs, function(spec, i)\n"
+    "  local run = fm.train{plugin = spec.model, seed = spec.seed, epochs = 1, limit = 300,\n"
+    "                       threads = 1, data_dir = data, quiet = true, report = false,\n"
+    "                       out = 'run' .. i}\n"
+    "  local t = run:evaluate('test')\n"
+    "  return {model = spec.model, seed = spec.seed, val_loss = run.best.val_loss,\n"
+    "          test_acc = t.acc, test_loss = t.loss}\n"
+    "end)\n"
+    "if fm.dist.rank() == 0 then\n"
+    "  local f = assert(io.open('runs.txt', 'w'))\n"
+    "  for i, x in ipairs(r) do\n"
+    "    f:write(string.format('%d %s %d %.17g %.17g %.17g\\n', i, x.model, x.seed, x.val_loss,\n"
+    "                          x.test_acc, x.test_loss))\n"
+    "  end\n"
+    "  f:close()\n"
+    "end\n";
+
+START_TEST(test_training_runs_over_ranks)
+{
+    write_file("train.lua", train_script);
+    const char *args[] = {"data=" SAMPLE, NULL};
+    int rc = run_script(0, "train.lua", args);
+    char *log = slurp("log.txt");
+    ck_assert_msg(rc == 0, "one process: exit %d\n%s", rc, log);
+    free(log);
+    char *one = slurp("runs.txt");
+    ck_assert_msg(strstr(one, "1 mlp 1 ") && strstr(one, "2 cnn 2 ") && strstr(one, "3 mlp 3 "),
+                  "%s", one);
+    remove("runs.txt");
+    rc = run_script(3, "train.lua", args);
+    log = slurp("log.txt");
+    ck_assert_msg(rc == 0, "3 ranks: exit %d\n%s", rc, log);
+    free(log);
+    char *three = slurp("runs.txt");
+    ck_assert_str_eq(three, one);
+    free(one);
+    free(three);
+}
+END_TEST
+
+static Suite *dist_suite(void)
+{
+    Suite *s = suite_create("dist");
+    TCase *tc = tcase_create("mpirun");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_map_over_ranks);
+    tcase_add_test(tc, test_error_fails_the_job);
+    tcase_add_test(tc, test_training_runs_over_ranks);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+#ifndef FM_TEST_HAVE_MPI
+    puts("test_dist: skipped: fmhost was built without Open MPI "
+         "(apt-get install libopenmpi-dev openmpi-bin, then configure again)");
+    return 77;
+#else
+    if (!find_mpirun()) {
+        puts("test_dist: skipped: no mpirun on the PATH (apt-get install openmpi-bin)");
+        return 77;
+    }
+    return fm_test_run(dist_suite());
+#endif
+}

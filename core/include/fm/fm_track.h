@@ -24,6 +24,8 @@
 #ifndef FM_TRACK_H
 #define FM_TRACK_H
 
+#include <stdio.h>
+
 #include "fm_base.h"
 #include "fm_report.h"
 
@@ -168,6 +170,18 @@ FM_API fm_status fm_track_delete(fm_track *t, int64_t id);
 /* True when this run's process is known to be alive (a "running" run of
  * this host whose process exists). */
 FM_API bool fm_track_run_alive(const fm_track_run *r);
+
+/* ---- export ------------------------------------------------------------------------ */
+
+/* The runs as CSV: one line per run, its fields, then a column per
+ * hyper-parameter ("hp.width") and option ("opt.lr") any of them has. */
+FM_API fm_status fm_track_write_csv(FILE *f, const fm_track_run *runs, int n);
+/* The runs as a JSON array of objects: every field, "hyperparameters",
+ * "options", "epochs" (metrics.csv's rows), "per_class" and "artifacts". */
+FM_API fm_status fm_track_write_json(FILE *f, const fm_track_run *runs, int n);
+/* The JSON of one run (as an element of fm_track_write_json's array),
+ * compact, malloc'ed: for the dashboard and fm.runs. */
+FM_API char *fm_track_run_json(const fm_track_run *r);
 
 /* ---- the dashboard ---------------------------------------------------------------- */
 

@@ -76,6 +76,10 @@ void fm_lua_open_train(lua_State *L);   /* fm.dataset, fm.train, fm.kernels */
 /* The model of a run userdata at idx, or NULL if idx holds no open run. */
 fm_model *fm_lua_run_model(lua_State *L, int idx);
 
+/* ---- the run store (lua_runs.c) ---------------------------------------------- */
+
+void fm_lua_open_runs(lua_State *L);    /* fm.runs.query */
+
 /* ---- tables, files, plots (lua_results.c) ------------------------------------ */
 
 void fm_lua_open_results(lua_State *L); /* fm.table, fm.write_csv, fm.write_markdown, fm.plot, fm.mkdir */

@@ -177,7 +177,7 @@ static int cmd_list(const runs_args *a)
         fm_track_close(t);
         return fm_cli_fail(cmd, st);
     }
-    printf("%-5s %-19s %-5s %-7s %-11s %5s %4s %8s %8s %8s  %-28s %s\n", "id", "started (UTC)",
+    printf("%-5s %-19s %-5s %-7s %-11s %5s %4s %8s %8s %8s  %-36s %s\n", "id", "started (UTC)",
            "kind", "model", "status", "epoch", "best", "val_acc", "test_acc", "seconds",
            "hyper-parameters", "sweep");
     for (int i = 0; i < n; i++) {
@@ -186,7 +186,7 @@ static int cmd_list(const runs_args *a)
         fmt_real(va, sizeof va, "%.4f", r->val_acc);
         fmt_real(ta, sizeof ta, "%.4f", r->test_acc);
         fmt_real(secs, sizeof secs, "%.1f", r->wall_seconds);
-        printf("%-5lld %-19s %-5s %-7s %-11s %5d %4d %8s %8s %8s  %-28s %s\n", (long long)r->id,
+        printf("%-5lld %-19s %-5s %-7s %-11s %5d %4d %8s %8s %8s  %-36s %s\n", (long long)r->id,
                r->started ? r->started : "-", r->kind, r->model, r->status, r->epochs_run,
                r->best_epoch, va, ta, secs, r->hparams ? r->hparams : "", r->sweep ? r->sweep : "");
     }

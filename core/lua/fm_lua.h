@@ -99,6 +99,8 @@
  *   recorded), history (as run.history), per_class ({class, accuracy,
  *   support} per class), artifacts ({name, path, sha256, bytes}), out_dir,
  *   data_dir, run_dir.  A missing store or a bad option is an error naming it.
+ * fm.runs.html{dir, ...the options of query} -> "<dir>/index.html": the
+ *   dashboard of `fmhost runs html` for the runs the options select.
  *
  * fm.table(rows, [columns]) -> Markdown text.  rows: an array of tables.
  *   columns: an array of "key", {"key", "Title", format} or {key =, title =,

@@ -125,13 +125,13 @@ static const char *string_field(lua_State *L, int t, const char *key, const char
 
 #define MAX_WHERE 64
 
-/* fm.runs.query{db, model, status, kind, sweep, since, until, where = {k = v},
- *               sort, asc, limit} -> {run, ...} */
-static int l_query(lua_State *L)
+/* Runs the query of the options table at 1 (keys: db, model, status, kind,
+ * sweep, since, until, where = {k = v}, sort, asc, limit, and `extra`) and
+ * pushes a to-be-closed result holding the runs. */
+static runs_result *query(lua_State *L, const char *what, const char *extra)
 {
-    static const char *const keys[] = {"db", "model", "status", "kind", "sweep", "since", "until",
-                                       "where", "sort", "asc", "limit", NULL};
-    const char *what = "fm.runs.query";
+    const char *const keys[] = {"db", "model", "status", "kind", "sweep", "since", "until",
+                                "where", "sort", "asc", "limit", extra, NULL};
     if (lua_isnoneornil(L, 1)) {
         lua_settop(L, 0);
         lua_newtable(L);
@@ -186,12 +186,37 @@ static int l_query(lua_State *L)
     char path[4096];
     if (fm_track_open(&res->store, fm_track_default_path(db, ".", path, sizeof path), false) != FM_OK ||
         fm_track_query(res->store, &f, &res->runs, &res->n) != FM_OK)
-        return fm_lua_core_error(L, what);
+        fm_lua_core_error(L, what);
+    return res;
+}
+
+/* fm.runs.query{...} -> {run, ...} */
+static int l_query(lua_State *L)
+{
+    runs_result *res = query(L, "fm.runs.query", NULL);
     lua_createtable(L, res->n, 0);
     for (int i = 0; i < res->n; i++) {
         push_run(L, &res->runs[i]);
         lua_rawseti(L, -2, i + 1);
     }
+    return 1;
+}
+
+/* fm.runs.html{dir, ...the filters of query} -> the page's path */
+static int l_html(lua_State *L)
+{
+    const char *what = "fm.runs.html";
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "dir");
+    const char *dir = lua_tostring(L, -1);
+    if (!dir) return luaL_error(L, "%s: option 'dir' (the directory to write index.html in) is required", what);
+    lua_pop(L, 1);
+    runs_result *res = query(L, what, "dir");
+    lua_getfield(L, 1, "dir");
+    dir = lua_tostring(L, -1);
+    if (fm_track_write_html(dir, res->runs, res->n, fm_track_path(res->store)) != FM_OK)
+        return fm_lua_core_error(L, what);
+    lua_pushfstring(L, "%s/index.html", dir);
     return 1;
 }
 
@@ -206,5 +231,7 @@ void fm_lua_open_runs(lua_State *L)
     lua_newtable(L);
     lua_pushcfunction(L, l_query);
     lua_setfield(L, -2, "query");
+    lua_pushcfunction(L, l_html);
+    lua_setfield(L, -2, "html");
     lua_setfield(L, -2, "runs");
 }

@@ -164,7 +164,11 @@ fm_status fm_track_open(fm_track **out, const char *path, bool create)
     if (create) {
         char dir[4096];
         snprintf(dir, sizeof dir, "%s", path);
-        if ((st = fm_mkdirs(dirname(dir))) != FM_OK) {
+        if (fm_mkdirs(dirname(dir)) != FM_OK) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", fm_error_message());
+            st = fm_error_set(FM_ERR_IO, "%s: cannot create the run store: %s; give a writable "
+                              "--runs-db PATH (or --no-track)", path, why);
             free(t);
             return st;
         }

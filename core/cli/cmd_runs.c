@@ -293,7 +293,11 @@ static int cmd_compare(const runs_args *a)
     }
     /* Rows: the fields and settings whose values are not all the same. */
     printf("%-18s", "");
-    for (int i = 0; i < n; i++) printf(" %14s%lld", "run ", (long long)runs[i].id);
+    for (int i = 0; i < n; i++) {
+        char head[32];
+        snprintf(head, sizeof head, "run %lld", (long long)runs[i].id);
+        printf(" %18s", head);
+    }
     printf("\nsettings that differ:\n");
     int shown = 0;
     const char *fields[] = {"model", "kind", "hparams", "kernels", "precision", "sweep", "fmhost"};

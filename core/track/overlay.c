@@ -5,6 +5,41 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* "run 4: mlp lr=0.003 scheduler=constant": the run, its model and the
+ * settings whose values differ among the runs (what tells the curves apart),
+ * cut to the legend's width. */
+static char *label_of(const fm_track_run *runs, int n, int i)
+{
+    const size_t cap = 64;  /* what the legend has room for */
+    bool one_model = true;
+    for (int j = 0; j < n; j++) one_model = one_model && !strcmp(runs[j].model, runs[0].model);
+    char *s = fm_xmalloc(cap);
+    size_t len = (size_t)snprintf(s, cap, "run %lld: %s", (long long)runs[i].id, runs[i].model);
+    const fm_track_run *r = &runs[i];
+    for (int k = 0; k < r->n_settings && len < cap - 1; k++) {
+        const char *key = r->setting_key[k], *v = r->setting_value[k] ? r->setting_value[k] : "";
+        /* Another model's hyper-parameters differ by nature: the model says it. */
+        if (!strcmp(key, "out") || !strcmp(key, "data_dir") ||
+            (!one_model && !strcmp(r->setting_kind[k], "hparam")))
+            continue;
+        bool differs = false;
+        for (int j = 0; j < n && !differs; j++) {
+            const char *w = fm_track_run_setting(&runs[j], key);
+            differs = !w || strcmp(w, v) != 0;
+        }
+        if (!differs) continue;
+        /* Numbers as recorded carry float32's digits: %g shows what was typed. */
+        char *end;
+        double d = strtod(v, &end);
+        if (*v && !*end)
+            len += (size_t)snprintf(s + len, cap - len, " %s=%g", key, d);
+        else
+            len += (size_t)snprintf(s + len, cap - len, " %s=%s", key, v);
+    }
+    return s;
+}
 
 static fm_status draw(const char *path, const char *title, const char *ylabel,
                       const fm_track_run *runs, int n, bool acc)
@@ -26,9 +61,7 @@ static fm_status draw(const char *path, const char *title, const char *ylabel,
             const fm_metrics_row *m = &runs[i].history.rows[e];
             if (m->epoch >= 1 && m->epoch <= points) ys[i][m->epoch - 1] = acc ? m->val_acc : m->val_loss;
         }
-        labels[i] = fm_xmalloc(160);
-        snprintf(labels[i], 160, "run %lld: %s %s", (long long)runs[i].id, runs[i].model,
-                 runs[i].hparams ? runs[i].hparams : "");
+        labels[i] = label_of(runs, n, i);
     }
     fm_status st = fm_report_curves(path, title, "epoch", ylabel, x, (const double *const *)ys,
                                     (const char *const *)labels, n, points, NAN, NULL);

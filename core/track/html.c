@@ -1,7 +1,7 @@
 /* html.c — the dashboard: one static page (script and style inline, no
  * network, no server) over runs from the store, with the PNGs each run
  * kept copied beside it. */
-#include "fm/fm_track.h"
+#include "track_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,27 +148,16 @@ static const char page_script[] =
     "renderTable();renderOverlay();renderRuns();watchImages();\n"
     "</script>\n</body></html>\n";
 
-/* Copies src to dst (both whole files, atomically). */
-static fm_status copy_file(const char *src, const char *dst)
-{
-    char *data;
-    size_t len;
-    fm_status st = fm_file_read_all(src, (size_t)64 << 20, &data, &len);
-    if (st != FM_OK) return st;
-    st = fm_file_write_atomic(dst, data, len);
-    free(data);
-    return st;
-}
-
-/* Writes s as JSON string content safe inside <script>: "</" never appears. */
+/* Writes JSON text safe inside <script>: '<' only occurs inside its
+ * strings, where \u003c means the same, so no "</script>" or "<!--" can
+ * end or disturb the element. */
 static void put_script_safe(FILE *f, const char *s)
 {
-    for (; *s; s++) {
-        if (s[0] == '<' && s[1] == '/')
-            fputs("<\\/", f), s++;
+    for (; *s; s++)
+        if (*s == '<')
+            fputs("\\u003c", f);
         else
             fputc(*s, f);
-    }
 }
 
 fm_status fm_track_write_html(const char *dir, const fm_track_run *runs, int n, const char *db_path)
@@ -187,7 +176,7 @@ fm_status fm_track_write_html(const char *dir, const fm_track_run *runs, int n, 
             if (access(src, R_OK) != 0) continue;
             snprintf(sub, sizeof sub, "%s/runs/%lld", dir, (long long)runs[i].id);
             snprintf(dst, sizeof dst, "%s/%s", sub, images[k]);
-            if ((st = fm_mkdirs(sub)) != FM_OK || (st = copy_file(src, dst)) != FM_OK) break;
+            if ((st = fm_mkdirs(sub)) != FM_OK || (st = track_copy_file(src, dst)) != FM_OK) break;
             snprintf(lists[i] + strlen(lists[i]), cap - strlen(lists[i]), "%s\"runs/%lld/%s\"",
                      lists[i][1] ? "," : "", (long long)runs[i].id, images[k]);
         }

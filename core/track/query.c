@@ -174,10 +174,10 @@ const char *fm_track_run_setting(const fm_track_run *r, const char *key)
     return NULL;
 }
 
-fm_status fm_track_get(fm_track *t, int64_t id, fm_track_run *out)
+/* One run, without first reaping the dead ones. */
+static fm_status load_run(fm_track *t, int64_t id, fm_track_run *out)
 {
     memset(out, 0, sizeof *out);
-    fm_track_reap(t);
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(t->db, "SELECT " RUN_COLUMNS " FROM runs WHERE id = ?1", -1, &st,
                            NULL) != SQLITE_OK)
@@ -193,6 +193,12 @@ fm_status fm_track_get(fm_track *t, int64_t id, fm_track_run *out)
     fm_status s = read_details(t, out);
     if (s != FM_OK) fm_track_run_clear(out);
     return s;
+}
+
+fm_status fm_track_get(fm_track *t, int64_t id, fm_track_run *out)
+{
+    fm_track_reap(t);
+    return load_run(t, id, out);
 }
 
 /* A setting's value against a wanted one: the same text, or the same
@@ -269,7 +275,7 @@ fm_status fm_track_query(fm_track *t, const fm_track_filter *f, fm_track_run **r
     fm_track_run *runs = fm_xcalloc((size_t)count + 1, sizeof *runs);
     int kept = 0;
     for (int i = 0; i < count && (f->limit <= 0 || kept < f->limit); i++) {
-        fm_status s = fm_track_get(t, ids[i], &runs[kept]);
+        fm_status s = load_run(t, ids[i], &runs[kept]);
         if (s != FM_OK) {
             free(ids);
             fm_track_runs_free(runs, kept);

@@ -182,8 +182,7 @@ fail:
     return rc;
 }
 
-/* Copies src to dst through a temporary file (fm_atomic_open). */
-static fm_status copy_file(const char *src, const char *dst)
+fm_status track_copy_file(const char *src, const char *dst)
 {
     char *data;
     size_t len;
@@ -214,7 +213,7 @@ fm_status fm_track_keep(fm_track *t, const char *path, const char *name)
             return st;
         }
         unlink(tmp);  /* left when dst already was this very file (rename did nothing) */
-    } else if ((st = copy_file(path, dst)) != FM_OK) {
+    } else if ((st = track_copy_file(path, dst)) != FM_OK) {
         return st;
     }
     char sha[65], id[32], bytes_s[32];

@@ -22,6 +22,9 @@ fm_status track_error(const fm_track *t, const char *what);
  * args[0..n); NULL binds NULL. */
 fm_status track_exec(fm_track *t, const char *sql, const char *const *args, int n);
 
+/* Copies a whole file to dst atomically (fm_file_write_atomic). */
+fm_status track_copy_file(const char *src, const char *dst);
+
 /* Now, UTC, as "YYYY-MM-DD HH:MM:SS" into buf[20]. */
 const char *track_now(char buf[20]);
 

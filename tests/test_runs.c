@@ -270,6 +270,27 @@ START_TEST(test_killed_run_marked)
 }
 END_TEST
 
+/* A run whose loss became non-finite is recorded as diverged, with the
+ * diagnosis. */
+START_TEST(test_diverged_recorded)
+{
+    char out[4200], db[4300];
+    path_in(out, sizeof out, "div");
+    snprintf(db, sizeof db, "%s/runs.db", out);
+    fm_test_proc r;
+    fmhost(&r, "train", "--model", "mlp", "--data-dir", SAMPLE_DIR, "--epochs", "2", "--limit",
+           "200", "--optimizer", "sgd", "--lr", "1e6", "--threads", "1", "--quiet", "--out", out,
+           NULL);
+    ck_assert_int_eq(r.status, 3);
+    fm_test_proc_free(&r);
+    fmhost(&r, "runs", "show", "1", "--runs-db", db, NULL);
+    ck_assert_int_eq(r.status, 0);
+    ASSERT_HAS(r.out, "status            diverged\n");
+    ASSERT_HAS(r.out, "training diverged at epoch 1");
+    fm_test_proc_free(&r);
+}
+END_TEST
+
 /* Eight short runs at once on one store: every run and every epoch row is
  * there, none left running. */
 START_TEST(test_concurrent_runs)
@@ -607,6 +628,7 @@ int main(void)
     tcase_add_test(tc, test_sha256);
     tcase_add_test(tc, test_two_runs_listed_and_compared);
     tcase_add_test(tc, test_killed_run_marked);
+    tcase_add_test(tc, test_diverged_recorded);
     tcase_add_test(tc, test_concurrent_runs);
     tcase_add_test(tc, test_migration_from_v1);
     tcase_add_test(tc, test_bad_stores);

@@ -141,6 +141,20 @@ static fm_track *open_store(const char *cmd, const runs_args *a)
     return t;
 }
 
+/* The runs a's filters select, from a's store (whose path goes to path[4096]);
+ * FM_EXIT_OK, or the failure's status after printing it. */
+static int load_runs(const char *cmd, const runs_args *a, fm_track_run **runs, int *n, char *path)
+{
+    *runs = NULL;
+    *n = 0;
+    fm_track *t = open_store(cmd, a);
+    if (!t) return FM_EXIT_FAIL;
+    snprintf(path, 4096, "%s", fm_track_path(t));
+    fm_status st = fm_track_query(t, &a->filter, runs, n);
+    fm_track_close(t);
+    return st == FM_OK ? FM_EXIT_OK : fm_cli_fail(cmd, st);
+}
+
 static bool parse_id(const char *cmd, const char *s, int64_t *id)
 {
     char *end;
@@ -168,15 +182,11 @@ static int cmd_list(const runs_args *a)
 {
     const char *cmd = "runs list";
     if (a->n_pos) return fm_cli_usage_error(cmd, "unexpected argument '%s'", a->pos[0]);
-    fm_track *t = open_store(cmd, a);
-    if (!t) return FM_EXIT_FAIL;
     fm_track_run *runs;
     int n;
-    fm_status st = fm_track_query(t, &a->filter, &runs, &n);
-    if (st != FM_OK) {
-        fm_track_close(t);
-        return fm_cli_fail(cmd, st);
-    }
+    char path[4096];
+    int rc = load_runs(cmd, a, &runs, &n, path);
+    if (rc != FM_EXIT_OK) return rc;
     printf("%-5s %-19s %-5s %-7s %-11s %5s %4s %8s %8s %8s  %-36s %s\n", "id", "started (UTC)",
            "kind", "model", "status", "epoch", "best", "val_acc", "test_acc", "seconds",
            "hyper-parameters", "sweep");
@@ -190,9 +200,8 @@ static int cmd_list(const runs_args *a)
                r->started ? r->started : "-", r->kind, r->model, r->status, r->epochs_run,
                r->best_epoch, va, ta, secs, r->hparams ? r->hparams : "", r->sweep ? r->sweep : "");
     }
-    printf("%d run%s in %s\n", n, n == 1 ? "" : "s", fm_track_path(t));
+    printf("%d run%s in %s\n", n, n == 1 ? "" : "s", path);
     fm_track_runs_free(runs, n);
-    fm_track_close(t);
     return FM_EXIT_OK;
 }
 
@@ -386,13 +395,12 @@ static int cmd_export(const runs_args *a)
     const char *cmd = "runs export";
     if (a->csv == a->json) return fm_cli_usage_error(cmd, "give one of --csv or --json");
     if (a->n_pos) return fm_cli_usage_error(cmd, "unexpected argument '%s'", a->pos[0]);
-    fm_track *t = open_store(cmd, a);
-    if (!t) return FM_EXIT_FAIL;
     fm_track_run *runs;
     int n;
-    fm_status st = fm_track_query(t, &a->filter, &runs, &n);
-    fm_track_close(t);
-    if (st != FM_OK) return fm_cli_fail(cmd, st);
+    char path[4096];
+    int rc = load_runs(cmd, a, &runs, &n, path);
+    if (rc != FM_EXIT_OK) return rc;
+    fm_status st;
     FILE *f = stdout;
     char tmp[4200];
     if (a->output && !(f = fm_atomic_open(a->output, tmp, sizeof tmp))) {
@@ -465,18 +473,14 @@ static int cmd_html(const runs_args *a)
 {
     const char *cmd = "runs html";
     if (a->n_pos != 1) return fm_cli_usage_error(cmd, "expected one output directory");
-    fm_track *t = open_store(cmd, a);
-    if (!t) return FM_EXIT_FAIL;
-    fm_track_run *runs = NULL;
-    int n = 0;
-    fm_status st = fm_track_query(t, &a->filter, &runs, &n);
-    if (st == FM_OK) st = fm_track_write_html(a->pos[0], runs, n, fm_track_path(t));
-    fm_track_close(t);
-    if (st != FM_OK) {
-        fm_track_runs_free(runs, n);
-        return fm_cli_fail(cmd, st);
-    }
+    fm_track_run *runs;
+    int n;
+    char path[4096];
+    int rc = load_runs(cmd, a, &runs, &n, path);
+    if (rc != FM_EXIT_OK) return rc;
+    fm_status st = fm_track_write_html(a->pos[0], runs, n, path);
     fm_track_runs_free(runs, n);
+    if (st != FM_OK) return fm_cli_fail(cmd, st);
     printf("wrote %s/index.html (%d run%s); open it in a browser, no server needed\n", a->pos[0], n,
            n == 1 ? "" : "s");
     return FM_EXIT_OK;

@@ -75,15 +75,7 @@ static void push_run(lua_State *L, const fm_track_run *r)
 
     lua_createtable(L, r->history.n, 0);
     for (int i = 0; i < r->history.n; i++) {
-        const fm_metrics_row *m = &r->history.rows[i];
-        lua_createtable(L, 0, 7);
-        fm_lua_setint(L, "epoch", m->epoch);
-        set_real_or_nil(L, "train_loss", m->train_loss);
-        set_real_or_nil(L, "train_acc", m->train_acc);
-        set_real_or_nil(L, "val_loss", m->val_loss);
-        set_real_or_nil(L, "val_acc", m->val_acc);
-        set_real_or_nil(L, "lr", m->lr);
-        set_real_or_nil(L, "seconds", m->seconds);
+        fm_lua_push_metrics(L, &r->history.rows[i]);  /* as run.history */
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "history");

@@ -337,7 +337,7 @@ static int body_step(lua_State *L)
     return continue_or_stop(L, "on_step");
 }
 
-static void push_metrics(lua_State *L, const fm_epoch_metrics *m)
+void fm_lua_push_metrics(lua_State *L, const fm_epoch_metrics *m)
 {
     lua_createtable(L, 0, 7);
     fm_lua_setint(L, "epoch", m->epoch);
@@ -354,7 +354,7 @@ static int body_epoch(lua_State *L)
     const fm_epoch_metrics *m = lua_touserdata(L, 2);
     lua_settop(L, 1);
     lua_pushvalue(L, 1);
-    push_metrics(L, m);
+    fm_lua_push_metrics(L, m);
     lua_call(L, 1, 1);
     return continue_or_stop(L, "on_epoch");
 }
@@ -744,7 +744,7 @@ static void push_history(lua_State *L, fm_run *r)
     const fm_epoch_metrics *h = fm_run_history(r, &n);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
-        push_metrics(L, &h[i]);
+        fm_lua_push_metrics(L, &h[i]);
         lua_rawseti(L, -2, i + 1);
     }
 }
@@ -781,7 +781,7 @@ static int run_index(lua_State *L)
     } else if (!strcmp(k, "best")) {
         int b = fm_run_best_epoch(r);
         if (b < 1 || b > n) return 0;
-        push_metrics(L, &h[b - 1]);
+        fm_lua_push_metrics(L, &h[b - 1]);
     } else if (!strcmp(k, "params")) {
         lua_pushinteger(L, (lua_Integer)fm_model_num_params(fm_run_model(r)));
     } else if (!strcmp(k, "hparams")) {

@@ -69,6 +69,18 @@ static int count(const char *hay, const char *needle)
     return n;
 }
 
+/* The ids of the table's first n rows as decimal digits: 3 2 1 -> 321. */
+static int row_order(const char *html, int n)
+{
+    int order = 0;
+    const char *p = html;
+    for (int i = 0; i < n && (p = strstr(p, "<tr data-id=\"")); i++) {
+        p += strlen("<tr data-id=\"");
+        order = order * 10 + atoi(p);
+    }
+    return order;
+}
+
 /* ---- a PNG's pixels (8-bit RGB or RGBA, what Chromium writes) ---------------------- */
 
 static uint32_t be32(const unsigned char *p)
@@ -173,6 +185,17 @@ START_TEST(test_dashboard_in_chromium)
     ck_assert_int_eq(count(r.out, "<section class=\"run\""), 3);
     ck_assert_int_ge(count(r.out, "Ankle boot"), 3);
     ck_assert_int_ge(count(r.out, "<polyline"), 2 * 2 + 2 * 2 * 2);
+    /* Newest first by default. */
+    ck_assert_msg(row_order(r.out, 3) == 321, "row order %d, want 3 2 1", row_order(r.out, 3));
+    fm_test_proc_free(&r);
+
+    /* Sorted as the address says (what a click on a heading sets). */
+    char sorted[1500];
+    snprintf(sorted, sizeof sorted, "%s#sort=id&asc", url);
+    dump[7] = sorted;
+    fm_test_spawn(&r, dump, NULL, 120);
+    ck_assert_int_eq(r.status, 0);
+    ck_assert_msg(row_order(r.out, 3) == 123, "row order %d, want 1 2 3", row_order(r.out, 3));
     fm_test_proc_free(&r);
 
     /* A screenshot: a PNG of the window, with something drawn on it. */

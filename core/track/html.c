@@ -35,9 +35,10 @@ static const char page_head[] =
     "svg text{font:11px system-ui,sans-serif}\n"
     "</style></head>\n<body>\n";
 
-/* The page's script: builds the table, the overlay and a section per run
- * from RUNS, then records in <body> what it rendered (data-rows) and, once
- * every image settled, how many loaded and failed. */
+/* The page's script: builds the table (sorted by a click on a heading, or
+ * by the address's #sort=KEY[&asc], which a click updates), the overlay and
+ * a section per run from RUNS, then records in <body> what it rendered
+ * (data-rows) and, once every image settled, how many loaded and failed. */
 static const char page_script[] =
     "<script>\n"
     "'use strict';\n"
@@ -58,7 +59,8 @@ static const char page_script[] =
     "const head=el('thead'),hr=el('tr');hr.appendChild(el('th',{},'overlay'));"
     "for(const [k,title,num] of COLS){const th=el('th',{'data-key':k,class:(num?'num ':'')+"
     "(k===sortKey?(sortAsc?'sorted-asc':'sorted-desc'):'')},title);"
-    "th.onclick=()=>{if(sortKey===k)sortAsc=!sortAsc;else{sortKey=k;sortAsc=!num;}renderTable();};"
+    "th.onclick=()=>{if(sortKey===k)sortAsc=!sortAsc;else{sortKey=k;sortAsc=!num;}"
+    "history.replaceState(null,'','#sort='+sortKey+(sortAsc?'&asc':''));renderTable();};"
     "hr.appendChild(th);}head.appendChild(hr);t.appendChild(head);"
     "const rows=RUNS.slice().sort((a,b)=>{const x=a[sortKey],y=b[sortKey];"
     "if(x===y)return 0;if(x===null||x===undefined)return 1;if(y===null||y===undefined)return -1;"
@@ -145,6 +147,8 @@ static const char page_script[] =
     "i.addEventListener('load',()=>{ok++;done();});i.addEventListener('error',()=>{bad++;done();});}}"
     "done();}\n"
     "RUNS.filter(r=>r.epochs.length).slice(0,3).forEach(r=>checked.add(r.id));\n"
+    "{const h=new URLSearchParams(location.hash.slice(1));"
+    "if(COLS.some(c=>c[0]===h.get('sort'))){sortKey=h.get('sort');sortAsc=h.has('asc');}}\n"
     "renderTable();renderOverlay();renderRuns();watchImages();\n"
     "</script>\n</body></html>\n";
 

@@ -437,6 +437,7 @@ START_TEST(test_bad_stores)
         {{"runs", "list", "--sort", "bogus"}, 2, "--sort 'bogus'"},
         {{"runs", "list", "--where", "nokey"}, 2, "--where 'nokey'"},
         {{"runs", "export"}, 2, "--csv or --json"},
+        {{"runs", "list", "--since", "yesterday"}, 2, "--since 'yesterday'"},
     };
     char db[4300];
     snprintf(db, sizeof db, "%s/runs.db", out);

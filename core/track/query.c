@@ -201,6 +201,19 @@ fm_status fm_track_get(fm_track *t, int64_t id, fm_track_run *out)
     return load_run(t, id, out);
 }
 
+/* "YYYY-MM-DD", optionally followed by " HH:MM" and ":SS": what compares
+ * with the stored times as text. */
+static bool is_date(const char *s)
+{
+    static const char *const shapes[] = {"dddd-dd-dd", "dddd-dd-dd dd:dd", "dddd-dd-dd dd:dd:dd"};
+    for (int k = 0; k < 3; k++) {
+        const char *p = shapes[k], *q = s;
+        while (*p && *q && (*p == 'd' ? (*q >= '0' && *q <= '9') : *p == *q)) p++, q++;
+        if (!*p && !*q) return true;
+    }
+    return false;
+}
+
 /* A setting's value against a wanted one: the same text, or the same
  * number to 6 significant digits ("lr=0.001" finds 0.00100000005, the
  * float32 1e-3 as recorded). */
@@ -242,6 +255,11 @@ fm_status fm_track_query(fm_track *t, const fm_track_filter *f, fm_track_run **r
         return fm_error_set(FM_ERR_ARG, "--sort '%s': not a column to sort by; choose one of %s",
                             sort, list);
     }
+    const char *dates[2][2] = {{"--since", f->since}, {"--until", f->until}};
+    for (int i = 0; i < 2; i++)
+        if (dates[i][1] && !is_date(dates[i][1]))
+            return fm_error_set(FM_ERR_ARG, "%s '%s': expected a UTC date, YYYY-MM-DD or "
+                                "'YYYY-MM-DD HH:MM[:SS]'", dates[i][0], dates[i][1]);
     for (int i = 0; i < f->n_where; i++)
         if (!strchr(f->where[i], '=') || f->where[i][0] == '=')
             return fm_error_set(FM_ERR_ARG, "--where '%s': expected KEY=VALUE, e.g. --where lr=0.001"

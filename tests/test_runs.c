@@ -550,8 +550,12 @@ START_TEST(test_lua_query)
         "assert(#one == 1 and one[1].id == ids[2], #one)\n"
         "assert(#fm.runs.query{db = db} == 2)\n"
         "assert(not pcall(fm.runs.query, {db = db, bogus = 1}))\n"
-        "print(fm.runs.html{dir = \"%s/dash\", db = db, sweep = \"lrs\"})\n",
-        SAMPLE_DIR, out, SAMPLE_DIR, out, out, out), 0);
+        "print(fm.runs.html{dir = \"%s/dash\", db = db, sweep = \"lrs\"})\n"
+        "assert(not pcall(fm.train, {plugin = \"mlp\", epochs = 2, limit = 200, data_dir = \"%s\",\n"
+        "  out = \"%s\", quiet = true, on_epoch = function() error(\"boom\") end}))\n"
+        "local failed = fm.runs.query{db = db, status = \"failed\"}\n"
+        "assert(#failed == 1 and failed[1].message:find(\"boom\"), #failed)\n",
+        SAMPLE_DIR, out, SAMPLE_DIR, out, out, out, SAMPLE_DIR, out), 0);
     fm_test_write_file(script, lua, strlen(lua));
     free(lua);
     fm_test_proc r;

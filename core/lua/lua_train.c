@@ -682,6 +682,7 @@ static int l_train(lua_State *L)
     if (hooks.error) {
         lua_pushfstring(L, "%s: %s callback failed: %s", what, hooks.failed,
                         lua_tostring(L, hooks.error));
+        fm_run_track_failed(u->run, lua_tostring(L, -1));
         return lua_error(L);
     }
     if (st != FM_OK) return fm_lua_core_error(L, what);

@@ -132,6 +132,7 @@ void run_track_report(fm_run *r, fm_status st)
             snprintf(path, sizeof path, "%s/%s", r->results_dir, files[i]);
             keep(r, path, NULL);
         }
+        keep(r, r->state_path, NULL);  /* the state as the run ended, for --resume */
         if (r->checkpoint_written) {
             keep(r, r->checkpoint, NULL);
             if (r->cfg.save_dtype != FM_FLOAT_F32) {
@@ -155,6 +156,11 @@ void run_track_close(fm_run *r)
         finish(r, "failed", "the run was closed before its training ended");
     fm_track_close(r->track);
     r->track = NULL;
+}
+
+void fm_run_track_failed(fm_run *r, const char *message)
+{
+    if (r->track) finish(r, "failed", message);
 }
 
 int64_t fm_run_track_id(const fm_run *r) { return r->track ? fm_track_run_id(r->track) : 0; }

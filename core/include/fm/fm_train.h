@@ -210,6 +210,9 @@ FM_API fm_precision fm_run_precision(const fm_run *r);
 FM_API int64_t fm_run_track_id(const fm_run *r);
 FM_API const char *fm_run_track_path(const fm_run *r);
 FM_API const char *fm_run_track_dir(const fm_run *r);
+/* Records the run as failed, with the message (e.g. a script's callback
+ * raised an error, which ended the run). */
+FM_API void fm_run_track_failed(fm_run *r, const char *message);
 
 /* Writes the test-set files of SPEC §4 into dir: confusion_matrix.png and
  * .csv, classification_report.txt, per_class.csv and errors.png.  `res`

@@ -12,11 +12,15 @@
 --                           /usr/share/datasets/fashion-mnist)
 --   out=.                   write artifacts/ and results/ under this directory
 --   seed=42  threads=0  quiet=false
+--   sweep=NAME              the sweep id grouping these runs in the run store
+--                           (default compare_all-<UTC date and time>)
 --
 -- Writes OUT/results/comparison.md, comparison.csv and comparison_val_acc.png
 -- again after every model, so an interrupted run still leaves a table; and
 -- for each model what `fmhost train` writes (OUT/artifacts/MODEL_best.safetensors,
--- OUT/results/MODEL/...).
+-- OUT/results/MODEL/...).  Every run is recorded in the run store OUT/runs.db
+-- (or $FMHOST_RUNS_DB) under one sweep id, and OUT/results/comparison_dashboard/index.html
+-- shows them (fmhost runs html).
 
 local fm = require "fm"
 
@@ -60,6 +64,7 @@ local seed = int_arg("seed", 42)
 local threads = int_arg("threads", 0)
 local out = tostring(fm.args.out or ".")
 local quiet = fm.args.quiet == true
+local sweep = tostring(fm.args.sweep or ("compare_all-" .. os.date("!%Y%m%d-%H%M%S")))
 local models = {}
 for name in tostring(fm.args.models or "mlp,cnn,rescnn"):gmatch("[^,%s]+") do
     if not RECIPES[name] then
@@ -93,6 +98,7 @@ local COLUMNS = {
 
 local results = out .. "/results"
 local rows, curves = {}, {}
+local runs_db  -- the run store the runs went to (nil when not recorded)
 
 local function write_results(data)
     local lines = {
@@ -113,6 +119,10 @@ local function write_results(data)
         "",
         fm.table(rows, COLUMNS),
         "'original table' is the original project's test accuracy for the same model.",
+        "",
+        string.format("Runs: sweep `%s` in the run store (`fmhost runs list --sweep %s`); "
+                      .. "dashboard: [comparison_dashboard/index.html](comparison_dashboard/index.html).",
+                      sweep, sweep),
     }
     if #rows < #models then
         lines[#lines + 1] = string.format("\nPartial results: %d of %d models done.", #rows, #models)
@@ -142,10 +152,11 @@ for i, name in ipairs(models) do
     print(string.format("[%d/%d] %s: %s", i, #models, name, describe(recipe)))
 
     local options = {plugin = name, data = data, epochs = epochs, out = out, threads = threads,
-                     quiet = quiet}
+                     quiet = quiet, sweep = sweep}
     for k, v in pairs(PROTOCOL) do options[k] = v end
     for k, v in pairs(recipe) do options[k] = v end
     local run = fm.train(options)
+    runs_db = run.runs_db
     local test = run:evaluate("test")
 
     rows[#rows + 1] = {
@@ -170,3 +181,9 @@ for i, name in ipairs(models) do
 end
 
 print("wrote " .. results .. "/comparison.md, comparison.csv and comparison_val_acc.png")
+if runs_db then
+    local page = fm.runs.html{dir = results .. "/comparison_dashboard", db = runs_db, sweep = sweep}
+    print(string.format("runs recorded in %s, sweep %s: fmhost runs list --runs-db %s --sweep %s",
+                        runs_db, sweep, runs_db, sweep))
+    print("dashboard: " .. page)
+end

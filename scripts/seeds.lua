@@ -9,10 +9,14 @@
 --   seeds=42,43,44          the seeds
 --   models=mlp,cnn,rescnn   the models
 --   epochs=20  limit=0  data=DIR  out=.  threads=0  quiet=false   as in compare_all.lua
+--   sweep=NAME              the sweep id grouping these runs in the run store
+--                           (default seeds-<UTC date and time>)
 --
 -- Writes OUT/results/seeds.md and seeds.csv (mean ± std of the test accuracy
 -- per model), again after every model.  Each run's artifacts go to
--- OUT/runs/seed-N/ so that no run overwrites another's.
+-- OUT/runs/seed-N/ so that no run overwrites another's.  Every run is recorded
+-- in one run store, OUT/runs.db (or $FMHOST_RUNS_DB), under one sweep id, and
+-- OUT/results/seeds_dashboard/index.html shows them (fmhost runs html).
 
 local fm = require "fm"
 
@@ -44,6 +48,9 @@ local limit = int_arg("limit", 0)
 local threads = int_arg("threads", 0)
 local out = tostring(fm.args.out or ".")
 local quiet = fm.args.quiet == true
+local sweep = tostring(fm.args.sweep or ("seeds-" .. os.date("!%Y%m%d-%H%M%S")))
+local env_db = os.getenv("FMHOST_RUNS_DB")
+local runs_db = env_db and env_db ~= "" and env_db or out .. "/runs.db"
 local models = list_arg("models", "mlp,cnn,rescnn")
 local seeds = {}
 for _, s in ipairs(list_arg("seeds", "42,43,44")) do
@@ -104,7 +111,7 @@ for i, name in ipairs(models) do
         print(string.format("[%d/%d] %s, seed %d (%d of %d)", i, #models, name, seed, j, #seeds))
         local options = {plugin = name, data = data, epochs = epochs, seed = seed,
                          out = string.format("%s/runs/seed-%d", out, seed),
-                         threads = threads, quiet = quiet}
+                         threads = threads, quiet = quiet, sweep = sweep, runs_db = runs_db}
         for k, v in pairs(PROTOCOL) do options[k] = v end
         for k, v in pairs(recipe) do options[k] = v end
         local run = fm.train(options)
@@ -130,3 +137,7 @@ for i, name in ipairs(models) do
 end
 
 print("wrote " .. results .. "/seeds.md and seeds.csv")
+local page = fm.runs.html{dir = results .. "/seeds_dashboard", db = runs_db, sweep = sweep}
+print(string.format("runs recorded in %s, sweep %s: fmhost runs list --runs-db %s --sweep %s",
+                    runs_db, sweep, runs_db, sweep))
+print("dashboard: " .. page)

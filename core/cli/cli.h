@@ -40,6 +40,10 @@ bool fm_cli_precision(const char *cmd, const char *name, fm_precision *out);
 /* The sets this processor runs, "portable, avx2, avx512", into buf. */
 const char *fm_cli_supported_kernels(char *buf, size_t size);
 
+/* "fmhost train --model mlp ...": argv[0..argc) after `program`, each word
+ * shell-quoted when it needs it; malloc'ed (the caller frees it). */
+char *fm_cli_command_line(const char *program, int argc, char **argv);
+
 /* Loads the plugin named by --plugin PATH or --model NAME. */
 fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name);
 
@@ -49,6 +53,7 @@ int fm_cmd_plugins(int argc, char **argv);
 int fm_cmd_report(int argc, char **argv);
 int fm_cmd_bench(int argc, char **argv);
 int fm_cmd_script(int argc, char **argv);
+int fm_cmd_runs(int argc, char **argv);
 
 /* fmhost bench --gemm: ResCNN's matrix products on the kernel set in use
  * beside OpenBLAS, each timed for about `seconds` (cmd_bench_gemm.c). */

@@ -1,11 +1,13 @@
 /* fmhost eval: a checkpoint on the test set; fmhost report: redraw plots. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "fm/fm_io.h"
+#include "fm/fm_track.h"
 
 static const char eval_usage[] =
     "usage: fmhost eval (--model NAME | --plugin PATH) [--weights FILE] [options]\n"
@@ -25,9 +27,15 @@ static const char eval_usage[] =
     "                   else the best this processor runs).  A checkpoint evaluates on\n"
     "                   any set; its metadata names the set that trained it\n"
     "  --precision P    fp32 or bf16: linear and convolution layers in bfloat16 with\n"
-    "                   float32 accumulation, as PyTorch's CPU autocast (fp32)\n";
+    "                   float32 accumulation, as PyTorch's CPU autocast (fp32)\n"
+    "  --runs-db PATH   record the evaluation in this run store (else $FMHOST_RUNS_DB,\n"
+    "                   else OUT/runs.db; its files are kept in OUT/runs/<id>/)\n"
+    "  --no-track       do not record it\n";
 
-enum { E_MODEL = 256, E_PLUGIN, E_WEIGHTS, E_SET, E_DATA, E_OUT, E_THREADS, E_KERNELS, E_HELP, E_PRECISION };
+enum {
+    E_MODEL = 256, E_PLUGIN, E_WEIGHTS, E_SET, E_DATA, E_OUT, E_THREADS, E_KERNELS, E_HELP,
+    E_PRECISION, E_RUNS_DB, E_NO_TRACK,
+};
 
 static const struct option eval_options[] = {
     {"model", required_argument, NULL, E_MODEL},
@@ -40,6 +48,8 @@ static const struct option eval_options[] = {
     {"kernels", required_argument, NULL, E_KERNELS},
     {"precision", required_argument, NULL, E_PRECISION},
     {"help", no_argument, NULL, E_HELP},
+    {"runs-db", required_argument, NULL, E_RUNS_DB},
+    {"no-track", no_argument, NULL, E_NO_TRACK},
     {NULL, 0, NULL, 0},
 };
 
@@ -54,12 +64,77 @@ static int split_hparams(char *s, const char **out, int max)
     return n;
 }
 
+/* The evaluation's row in the run store (opened, or created, at
+ * runs_db/$FMHOST_RUNS_DB/OUT/runs.db). */
+static fm_status track_begin(fm_track **store, const char *runs_db, const char *out, const char *name,
+                             const fm_plugin *plugin, const fm_hparams *hp, const char *weights,
+                             const char *data_dir, int threads, int64_t params, const char *command)
+{
+    char path[4096], hs[512], sha[65] = "", th[16];
+    fm_status st = fm_track_open(store, fm_track_default_path(runs_db, out, path, sizeof path), true);
+    if (st != FM_OK) return st;
+    int n = fm_hparams_count(hp);
+    const char *hp_kv[2 * 64];
+    for (int i = 0; i < n && i < 64; i++) {
+        hp_kv[2 * i] = fm_hparams_name_at(hp, i);
+        hp_kv[2 * i + 1] = fm_hparams_value_at(hp, i);
+    }
+    if (fm_sha256_file(weights, sha, NULL) != FM_OK) fm_error_clear();
+    snprintf(th, sizeof th, "%d", threads);
+    const char *opt_kv[] = {
+        "weights", weights, "weights_sha256", sha, "threads", th,
+        "kernels", fm_kernels_name(fm_kernels_active()),
+        "precision", fm_precision_name(fm_precision_active()), "out", out, "data_dir", data_dir,
+    };
+    fm_track_start s = {
+        .kind = "eval", .model = name, .command = command, .plugin_path = fm_plugin_path(plugin),
+        .hparams = fm_hparams_to_string(hp, hs, sizeof hs), .hp_kv = hp_kv, .n_hp = n < 64 ? n : 64,
+        .opt_kv = opt_kv, .n_opt = (int)(sizeof opt_kv / sizeof opt_kv[0] / 2),
+        .threads = threads, .kernels = fm_kernels_name(fm_kernels_active()),
+        .precision = fm_precision_name(fm_precision_active()), .out_dir = out,
+        .data_dir = data_dir, .params = params,
+    };
+    if ((st = fm_track_begin(*store, &s)) != FM_OK) {
+        fm_track_close(*store);
+        *store = NULL;
+    }
+    return st;
+}
+
+/* Its end: the report files kept in the run's folder, the test numbers.
+ * A failed write here is reported, not fatal: the evaluation is done. */
+static void track_end(fm_track *store, const char *results, const char *weights,
+                      const fm_eval_result *res, double seconds)
+{
+    static const char *const files[] = {
+        "confusion_matrix.png", "confusion_matrix.csv", "classification_report.txt",
+        "per_class.csv", "errors.png",
+    };
+    char path[4200];
+    fm_status st = FM_OK;
+    for (size_t i = 0; st == FM_OK && i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", results, files[i]);
+        st = fm_track_keep(store, path, NULL);
+    }
+    if (st == FM_OK) st = fm_track_keep(store, weights, NULL);
+    fm_track_end e = {
+        .status = "completed", .val_loss = NAN, .val_acc = NAN, .test_loss = res->loss,
+        .test_acc = res->acc, .test_n = res->n,
+        .confusion = (const int64_t(*)[FM_NUM_CLASSES])res->confusion, .wall_seconds = seconds,
+    };
+    if (st == FM_OK) st = fm_track_finish(store, &e);
+    if (st != FM_OK)
+        fm_log(FM_LOG_WARN, "the run store missed a write: %s", fm_error_message());
+}
+
 int fm_cmd_eval(int argc, char **argv)
 {
     const char *cmd = "eval", *model = NULL, *plugin_path = NULL, *weights = NULL;
     const char *data_dir = NULL, *out = ".";
     const char *sets[FM_CLI_MAX_SETS];
     int n_sets = 0, threads = 0;
+    const char *runs_db = NULL;
+    bool track = true;
     opterr = 0;
     optind = 1;
     /* The leading ':' makes a missing value come back as ':', not '?'. */
@@ -86,6 +161,8 @@ int fm_cmd_eval(int argc, char **argv)
             fm_precision_use(p);
             break;
         }
+        case E_RUNS_DB: runs_db = optarg; break;
+        case E_NO_TRACK: track = false; break;
         case E_HELP: fputs(eval_usage, stdout); return FM_EXIT_OK;
         case ':': return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         default: return fm_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
@@ -113,6 +190,9 @@ int fm_cmd_eval(int argc, char **argv)
     fm_subset test = {0};
     uint8_t *pred = NULL;
     float *conf = NULL;
+    fm_track *store = NULL;
+    char *command = fm_cli_command_line("fmhost", argc, argv);
+    double t0 = fm_now();
     if ((st = fm_safetensors_read_meta(weights, &meta)) != FM_OK) {
         rc = fm_cli_fail(cmd, st);
         goto done;
@@ -140,7 +220,9 @@ int fm_cmd_eval(int argc, char **argv)
         goto done;
     }
     if ((st = fm_safetensors_load(weights, m, NULL)) != FM_OK ||
-        (st = fm_fashion_load(&data, data_dir)) != FM_OK || (st = fm_mkdirs(results)) != FM_OK) {
+        (st = fm_fashion_load(&data, data_dir)) != FM_OK || (st = fm_mkdirs(results)) != FM_OK ||
+        (track && (st = track_begin(&store, runs_db, out, name, plugin, hp, weights, data.dir,
+                                    threads, fm_model_num_params(m), command)) != FM_OK)) {
         rc = fm_cli_fail(cmd, st);
         goto done;
     }
@@ -157,7 +239,19 @@ int fm_cmd_eval(int argc, char **argv)
            "in %s\n", name, res.loss, res.acc, res.n, weights, fm_kernels_name(fm_kernels_active()),
            fm_precision_name(fm_precision_active()), results);
     rc = FM_EXIT_OK;
+    if (store) {
+        track_end(store, results, weights, &res, fm_now() - t0);
+        printf("run %lld recorded in %s\n", (long long)fm_track_run_id(store), fm_track_path(store));
+    }
 done:
+    if (store && rc != FM_EXIT_OK) {
+        fm_track_end e = {.status = "failed", .message = fm_error_message(), .test_loss = NAN,
+                          .test_acc = NAN, .val_loss = NAN, .val_acc = NAN,
+                          .wall_seconds = fm_now() - t0};
+        fm_track_finish(store, &e);
+    }
+    fm_track_close(store);
+    free(command);
     free(pred);
     free(conf);
     fm_subset_free(&test);

@@ -54,11 +54,16 @@ static const char train_usage[] =
     "  --save-dtype NAME    f32 or bf16 (f32); bf16 also writes the best weights, rounded to\n"
     "                       bfloat16, to DIR/artifacts/<model>_best.bf16.safetensors at the end\n"
     "  --quiet              no progress output\n"
+    "tracking:\n"
+    "  --runs-db PATH       record the run in this run store (else $FMHOST_RUNS_DB, else\n"
+    "                       DIR/runs.db); see fmhost runs --help\n"
+    "  --no-track           do not record the run (nor keep its files in DIR/runs/<id>/)\n"
     "\n"
     "writes: DIR/artifacts/<model>_best.safetensors and <model>_last.safetensors (the run's\n"
     "state), DIR/results/<model>/{metrics.csv, loss.png, acc.png, confusion_matrix.png,\n"
     "confusion_matrix.csv, classification_report.txt, per_class.csv, errors.png,\n"
     "summary.json}; the checkpoint's metadata and summary.json record the kernel set.\n"
+    "These paths hold the newest run's files; each run's own stay in DIR/runs/<id>/.\n"
     "\n"
     "Ctrl-C (SIGINT) or SIGTERM stops after the current step, saves the state and the report\n"
     "of the epochs done, prints the command that resumes and exits 130 (143); a second one\n"
@@ -70,7 +75,7 @@ enum {
     OPT_SEED, OPT_AUGMENT, OPT_LIMIT, OPT_OPTIMIZER, OPT_LR, OPT_MOMENTUM, OPT_NESTEROV,
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
-    OPT_SAVE_DTYPE, OPT_PRECISION,
+    OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK,
 };
 
 static const struct option train_options[] = {
@@ -104,28 +109,19 @@ static const struct option train_options[] = {
     {"clip-grad-norm", required_argument, NULL, OPT_CLIP},
     {"save-dtype", required_argument, NULL, OPT_SAVE_DTYPE},
     {"precision", required_argument, NULL, OPT_PRECISION},
+    {"runs-db", required_argument, NULL, OPT_RUNS_DB},
+    {"no-track", no_argument, NULL, OPT_NO_TRACK},
     {NULL, 0, NULL, 0},
 };
 
 /* The command line that continues this run: as given, with --resume. */
 static void print_resume_command(int argc, char **argv)
 {
-    fputs("fmhost: continue with: fmhost train", stderr);
     bool resumed = false;
-    for (int i = 1; i < argc; i++) {
-        resumed = resumed || !strcmp(argv[i], "--resume");
-        bool plain = argv[i][0] && strspn(argv[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                   "0123456789-_=./,:+@%") == strlen(argv[i]);
-        if (plain) {
-            fprintf(stderr, " %s", argv[i]);
-            continue;
-        }
-        fputs(" '", stderr);
-        for (const char *c = argv[i]; *c; c++)
-            fputs(*c == '\'' ? "'\\''" : (char[]){*c, 0}, stderr);
-        fputc('\'', stderr);
-    }
-    fputs(resumed ? "\n" : " --resume\n", stderr);
+    for (int i = 1; i < argc; i++) resumed = resumed || !strcmp(argv[i], "--resume");
+    char *line = fm_cli_command_line("fmhost", argc, argv);
+    fprintf(stderr, "fmhost: continue with: %s%s\n", line, resumed ? "" : " --resume");
+    free(line);
 }
 
 int fm_cmd_train(int argc, char **argv)
@@ -235,6 +231,8 @@ int fm_cmd_train(int argc, char **argv)
             if (fm_float_dtype_parse(v, &cfg.save_dtype) != FM_OK)
                 return fm_cli_usage_error(cmd, "--save-dtype: %s", fm_error_message());
             break;
+        case OPT_RUNS_DB: cfg.runs_db = v; break;
+        case OPT_NO_TRACK: cfg.track = false; break;
         case OPT_HELP: fputs(train_usage, stdout); return FM_EXIT_OK;
         case ':':
             return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
@@ -267,6 +265,8 @@ int fm_cmd_train(int argc, char **argv)
     }
     fm_run *run = NULL;
     int rc = FM_EXIT_OK;
+    char *command = fm_cli_command_line("fmhost", argc, argv);
+    cfg.command = command;
     if ((st = fm_run_new(&run, plugin, hp, NULL, &cfg)) != FM_OK) {
         rc = fm_cli_fail(cmd, st);
         goto done;
@@ -315,7 +315,12 @@ int fm_cmd_train(int argc, char **argv)
            "checkpoint %s, report in %s\n",
            fm_run_name(run), test.loss, test.acc, fm_run_best_epoch(run), n_epochs,
            fm_run_seconds(run), fm_run_checkpoint_path(run), fm_run_results_dir(run));
+    if (fm_run_track_id(run))
+        printf("run %lld recorded in %s, its files kept in %s (fmhost runs show %lld --runs-db %s)\n",
+               (long long)fm_run_track_id(run), fm_run_track_path(run), fm_run_track_dir(run),
+               (long long)fm_run_track_id(run), fm_run_track_path(run));
 done:
+    free(command);
     fm_run_free(run);
     fm_hparams_free(hp);
     fm_plugin_release(plugin);

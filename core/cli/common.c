@@ -98,6 +98,29 @@ bool fm_cli_precision(const char *cmd, const char *name, fm_precision *out)
     return false;
 }
 
+char *fm_cli_command_line(const char *program, int argc, char **argv)
+{
+    size_t cap = strlen(program) + 1;
+    for (int i = 0; i < argc; i++) cap += 4 * strlen(argv[i]) + 3;
+    char *out = fm_xmalloc(cap + 1), *p = out;
+    p += sprintf(p, "%s", program);
+    for (int i = 0; i < argc; i++) {
+        bool plain = argv[i][0] && strspn(argv[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                   "0123456789-_=./,:+@%") == strlen(argv[i]);
+        *p++ = ' ';
+        if (plain) {
+            p += sprintf(p, "%s", argv[i]);
+            continue;
+        }
+        *p++ = '\'';
+        for (const char *c = argv[i]; *c; c++)
+            p += *c == '\'' ? sprintf(p, "'\\''") : sprintf(p, "%c", *c);
+        *p++ = '\'';
+    }
+    *p = '\0';
+    return out;
+}
+
 fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name)
 {
     char path[4096];

@@ -20,6 +20,7 @@ static const char usage[] =
     "  report    redraw the plots of a past run from its metrics.csv\n"
     "  bench     measure training and evaluation throughput (one JSON line)\n"
     "  script    run a Lua script with the fm module (fmhost script FILE.lua [args])\n"
+    "  runs      list, show, compare, export the recorded runs; an offline dashboard\n"
     "\n"
     "Run 'fmhost <command> --help' for the options of a command.\n"
     "  fmhost train --model rescnn --epochs 20\n"
@@ -101,10 +102,11 @@ static int run_command(int argc, char **argv)
     } commands[] = {
         {"train", fm_cmd_train}, {"eval", fm_cmd_eval},   {"plugins", fm_cmd_plugins},
         {"report", fm_cmd_report}, {"bench", fm_cmd_bench}, {"script", fm_cmd_script},
+        {"runs", fm_cmd_runs},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "fmhost: unknown command '%s' (commands: train, eval, plugins, report, bench, "
-            "script; see fmhost --help)\n", cmd);
+            "script, runs; see fmhost --help)\n", cmd);
     return FM_EXIT_USAGE;
 }

@@ -52,7 +52,10 @@
  *   with float32 accumulation, as PyTorch's CPU autocast), kernels (a
  *   kernel set's name: the run trains, evaluates and reports with it, and
  *   the set in use before is restored when fm.train returns or raises; an
- *   unknown set, or one the processor cannot run, is an error naming it) —
+ *   unknown set, or one the processor cannot run, is an error naming it),
+ *   track (false: not recorded in the run store), runs_db (the store's path,
+ *   as --runs-db; default $FMHOST_RUNS_DB, else <out>/runs.db), sweep (a
+ *   string grouping the runs of one script in the store) —
  *   and the callbacks:
  *     schedule = function(epoch, step, base_lr) return lr end
  *                (epoch from 1, step within the epoch from 0; before every step)
@@ -73,12 +76,31 @@
  *   run.hparams, run.seconds, run.status, run.message, run.checkpoint (nil
  *   while none was written), run.results_dir (nil without artifacts),
  *   run.kernels (the run's kernel set, recorded in its checkpoint and
- *   summary.json), run.precision ("fp32" or "bf16", recorded likewise);
+ *   summary.json), run.precision ("fp32" or "bf16", recorded likewise), run.id,
+ *   run.runs_db, run.run_dir (the run's id and store, and the folder that
+ *   keeps its files; nil when not recorded);
  *   run:evaluate("test"|"val"|"train") -> {split, loss,
  *   acc, n, confusion = [true][predicted] counts} of the best weights;
  *   run:save(path); run:report(); run:call(name, ...); run:close().
  *   evaluate and report run on the run's kernel set and precision,
  *   whatever is in use.
+ *
+ * fm.runs.query{db, model, status, kind, sweep, since, until, where, sort, asc,
+ *   limit} -> {run, ...}: the runs recorded in the store `db` (default
+ *   $FMHOST_RUNS_DB, else ./runs.db), filtered and sorted as `fmhost runs
+ *   list` does them (where = {lr = 0.001, width = 64}: hyper-parameters or
+ *   options with these values; sort = "test_acc", highest first unless asc).
+ *   Each run is a table: id, kind, model, status, message, sweep, started,
+ *   ended (UTC text), command, host, pid, plugin_path, plugin_sha256,
+ *   hparams (text), set (the hyper-parameters, {width = "32"}), options
+ *   ({lr = "0.00100000005", ...}: the recorded text), kernels, precision,
+ *   fmhost_version, seed, threads, params, epochs, best_epoch, val_loss,
+ *   val_acc, test_loss, test_acc, seconds, peak_rss_kb (numbers nil when not
+ *   recorded), history (as run.history), per_class ({class, accuracy,
+ *   support} per class), artifacts ({name, path, sha256, bytes}), out_dir,
+ *   data_dir, run_dir.  A missing store or a bad option is an error naming it.
+ * fm.runs.html{dir, ...the options of query} -> "<dir>/index.html": the
+ *   dashboard of `fmhost runs html` for the runs the options select.
  *
  * fm.table(rows, [columns]) -> Markdown text.  rows: an array of tables.
  *   columns: an array of "key", {"key", "Title", format} or {key =, title =,

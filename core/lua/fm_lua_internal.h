@@ -73,8 +73,14 @@ int fm_lua_call_export(lua_State *L, const fm_plugin *p, const char *name, fm_mo
 /* ---- datasets, training, runs (lua_train.c) ---------------------------------- */
 
 void fm_lua_open_train(lua_State *L);   /* fm.dataset, fm.train, fm.kernels */
+/* Pushes one epoch's metrics as {epoch, train_loss, ..., seconds}. */
+void fm_lua_push_metrics(lua_State *L, const fm_epoch_metrics *m);
 /* The model of a run userdata at idx, or NULL if idx holds no open run. */
 fm_model *fm_lua_run_model(lua_State *L, int idx);
+
+/* ---- the run store (lua_runs.c) ---------------------------------------------- */
+
+void fm_lua_open_runs(lua_State *L);    /* fm.runs.query */
 
 /* ---- tables, files, plots (lua_results.c) ------------------------------------ */
 

@@ -122,6 +122,7 @@ int luaopen_fm(lua_State *L)
     fm_lua_open_train(L);
     fm_lua_open_results(L);
     fm_lua_open_dist(L);
+    fm_lua_open_runs(L);
 
     fm_lua_setstr(L, "version", FM_VERSION_STRING);
     lua_createtable(L, FM_NUM_CLASSES, 0);

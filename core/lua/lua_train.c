@@ -31,6 +31,7 @@ typedef struct fm_lua_run {
     fm_run *run;      /* NULL once closed */
     fm_hparams *hp;   /* owned until the run is freed */
     char *data_dir, *out_dir;  /* copies: the run reads them after fm.train's table may change */
+    char *runs_db, *sweep, *command;
     fm_lua_dataset *ds;        /* the dataset it trains on, or NULL */
     char hparams[512];
     /* The test-set result of the trained (best) weights, once evaluated:
@@ -336,7 +337,7 @@ static int body_step(lua_State *L)
     return continue_or_stop(L, "on_step");
 }
 
-static void push_metrics(lua_State *L, const fm_epoch_metrics *m)
+void fm_lua_push_metrics(lua_State *L, const fm_epoch_metrics *m)
 {
     lua_createtable(L, 0, 7);
     fm_lua_setint(L, "epoch", m->epoch);
@@ -353,7 +354,7 @@ static int body_epoch(lua_State *L)
     const fm_epoch_metrics *m = lua_touserdata(L, 2);
     lua_settop(L, 1);
     lua_pushvalue(L, 1);
-    push_metrics(L, m);
+    fm_lua_push_metrics(L, m);
     lua_call(L, 1, 1);
     return continue_or_stop(L, "on_epoch");
 }
@@ -461,6 +462,40 @@ static void read_optimizer(lua_State *L, int t, const char *what, fm_train_confi
     cfg->optim = oc;
 }
 
+/* "fmhost script FILE ARG...", from the global `arg` (the command that
+ * runs the script), for the run store; malloc'ed. */
+static char *script_command(lua_State *L)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "fmhost script");
+    if (lua_getglobal(L, "arg") == LUA_TTABLE) {
+        for (lua_Integer i = 0;; i++) {
+            if (lua_rawgeti(L, -1, i) != LUA_TSTRING) {
+                lua_pop(L, 1);
+                break;
+            }
+            const char *w = lua_tostring(L, -1);
+            bool plain = *w && strspn(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789-_=./,:+@%") == strlen(w);
+            lua_pop(L, 1);
+            luaL_addchar(&b, ' ');
+            if (!plain) luaL_addchar(&b, '\'');
+            for (; *w; w++)
+                if (*w == '\'')
+                    luaL_addstring(&b, "'\\''");
+                else
+                    luaL_addchar(&b, *w);
+            if (!plain) luaL_addchar(&b, '\'');
+        }
+    }
+    lua_pop(L, 1);
+    luaL_pushresult(&b);
+    char *s = fm_xstrdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return s;
+}
+
 static void read_config(lua_State *L, int t, const char *what, fm_train_config *cfg,
                         fm_lua_run *u, bool have_data)
 {
@@ -519,6 +554,21 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
         cfg->out_dir = u->out_dir;
         lua_pop(L, 1);
     }
+    opt_bool(L, t, what, "track", &cfg->track);
+    const char *runs_db = opt_str(L, t, what, "runs_db");
+    if (runs_db) {
+        u->runs_db = fm_xstrdup(runs_db);
+        cfg->runs_db = u->runs_db;
+        lua_pop(L, 1);
+    }
+    const char *sweep = opt_str(L, t, what, "sweep");
+    if (sweep) {
+        u->sweep = fm_xstrdup(sweep);
+        cfg->sweep = u->sweep;
+        lua_pop(L, 1);
+    }
+    u->command = script_command(L);
+    cfg->command = u->command;
     cfg->progress_tty = !cfg->quiet && isatty(STDERR_FILENO);
 }
 
@@ -532,7 +582,7 @@ static int l_train(lua_State *L)
         "lr", "seed", "optimizer", "momentum", "weight_decay", "nesterov", "patience",
         "val_split", "scheduler", "step_size", "gamma", "min_lr", "warmup", "augment", "threads",
         "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", "resume",
-        "clip_grad_norm", "save_dtype", "precision", NULL,
+        "clip_grad_norm", "save_dtype", "precision", "track", "runs_db", "sweep", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);
@@ -632,6 +682,7 @@ static int l_train(lua_State *L)
     if (hooks.error) {
         lua_pushfstring(L, "%s: %s callback failed: %s", what, hooks.failed,
                         lua_tostring(L, hooks.error));
+        fm_run_track_failed(u->run, lua_tostring(L, -1));
         return lua_error(L);
     }
     if (st != FM_OK) return fm_lua_core_error(L, what);
@@ -662,6 +713,9 @@ static int run_gc(lua_State *L)
     fm_hparams_free(u->hp);
     free(u->data_dir);
     free(u->out_dir);
+    free(u->runs_db);
+    free(u->sweep);
+    free(u->command);
     if (u->ds) {
         /* The dataset userdata is alive: it is this run's uservalue. */
         u->ds->runs--;
@@ -691,7 +745,7 @@ static void push_history(lua_State *L, fm_run *r)
     const fm_epoch_metrics *h = fm_run_history(r, &n);
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
-        push_metrics(L, &h[i]);
+        fm_lua_push_metrics(L, &h[i]);
         lua_rawseti(L, -2, i + 1);
     }
 }
@@ -728,7 +782,7 @@ static int run_index(lua_State *L)
     } else if (!strcmp(k, "best")) {
         int b = fm_run_best_epoch(r);
         if (b < 1 || b > n) return 0;
-        push_metrics(L, &h[b - 1]);
+        fm_lua_push_metrics(L, &h[b - 1]);
     } else if (!strcmp(k, "params")) {
         lua_pushinteger(L, (lua_Integer)fm_model_num_params(fm_run_model(r)));
     } else if (!strcmp(k, "hparams")) {
@@ -747,6 +801,13 @@ static int run_index(lua_State *L)
         push_path_or_nil(L, fm_run_checkpoint_path(r));
     } else if (!strcmp(k, "results_dir")) {
         push_path_or_nil(L, fm_run_results_dir(r));
+    } else if (!strcmp(k, "id")) {
+        if (!fm_run_track_id(r)) return 0;
+        lua_pushinteger(L, (lua_Integer)fm_run_track_id(r));
+    } else if (!strcmp(k, "runs_db")) {
+        push_path_or_nil(L, fm_run_track_path(r));
+    } else if (!strcmp(k, "run_dir")) {
+        push_path_or_nil(L, fm_run_track_dir(r));
     } else {
         return 0;
     }

@@ -21,6 +21,7 @@ void fm_train_config_init(fm_train_config *cfg)
         .write_artifacts = true,
         .save_dtype = FM_FLOAT_F32,
         .precision = FM_PRECISION_FP32,
+        .track = true,
     };
 }
 

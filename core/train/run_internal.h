@@ -52,6 +52,9 @@ struct fm_run {
     float *confidence;
     bool have_test;
     fm_eval_result test_result;
+    struct fm_track *track;  /* the run store, or NULL when not recorded */
+    bool track_ended;        /* its end is recorded */
+    bool track_warned;       /* a failed write was reported (once) */
 };
 
 /* The options that decide a run's numbers, as key/value strings in a fixed
@@ -66,6 +69,15 @@ typedef struct run_options {
 } run_options;
 
 void run_options_make(const fm_run *r, run_options *o);
+
+/* run_track.c: the run in the run store (fm_track.h), as it goes.  Begin
+ * fails the run when the store cannot be opened or written; later writes
+ * that fail are reported once and training goes on. */
+fm_status run_track_begin(fm_run *r);
+void run_track_epoch(fm_run *r, const fm_epoch_metrics *m, bool best);
+void run_track_end(fm_run *r, fm_status st);
+void run_track_report(fm_run *r, fm_status st);
+void run_track_close(fm_run *r);
 
 /* run_state.c: the state file at r->state_path. */
 fm_status run_state_save(fm_run *r);

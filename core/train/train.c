@@ -123,6 +123,10 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
             return st;
         }
     }
+    if ((st = run_track_begin(r)) != FM_OK) {
+        fm_run_free(r);
+        return st;
+    }
     *out = r;
     return FM_OK;
 }
@@ -130,6 +134,7 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
 void fm_run_free(fm_run *r)
 {
     if (!r) return;
+    run_track_close(r);
     fm_loader_free(r->loader);
     fm_subset_free(&r->train);
     fm_subset_free(&r->val);
@@ -476,6 +481,7 @@ static bool end_epoch(fm_run *r, fm_epoch_metrics *m, double t0, bool go_on, fm_
         }
         if ((*st = write_metrics(r)) != FM_OK) return false;
     }
+    run_track_epoch(r, m, best);
     if (r->cfg.on_epoch && !r->cfg.on_epoch(r->cfg.user, m)) go_on = false;
     if (r->cfg.patience > 0 && r->bad_epochs >= r->cfg.patience) {
         if (!r->cfg.quiet)
@@ -532,6 +538,7 @@ fm_status fm_run_train(fm_run *r)
     if (r->best_epoch > 0) fm_model_state_load(r->model, r->best_state);
     r->have_test = false;
     if (st == FM_OK && (st = save_best_converted(r)) != FM_OK) r->status = FM_RUN_FAILED;
+    run_track_end(r, st);
     return st;
 }
 
@@ -630,9 +637,24 @@ void run_options_make(const fm_run *r, run_options *o)
 #undef OPT
 }
 
+static fm_status run_report(fm_run *r);
+
 fm_status fm_run_report(fm_run *r)
 {
-    if (!r->cfg.write_artifacts) return FM_OK;
+    fm_status st = run_report(r);
+    run_track_report(r, st);
+    return st;
+}
+
+static fm_status run_report(fm_run *r)
+{
+    if (!r->cfg.write_artifacts) {
+        /* A recorded run without artifacts still gets its test numbers. */
+        fm_eval_result test;
+        if (r->track && r->best_epoch > 0 && !r->have_test)
+            return fm_run_evaluate(r, FM_SPLIT_TEST, &test);
+        return FM_OK;
+    }
     fm_status st;
     fm_eval_result test;
     /* The test set tells about the best weights; with none (diverged in the

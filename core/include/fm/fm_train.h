@@ -81,6 +81,16 @@ typedef struct fm_train_config {
     bool (*on_step)(void *user, const fm_step_info *info);
     bool (*on_epoch)(void *user, const fm_epoch_metrics *m);
     void *user;
+
+    /* The run store (fm_track.h).  With `track` (true) and artifacts on, or
+     * runs_db given, fm_run_new records the run in runs_db (NULL:
+     * $FMHOST_RUNS_DB, else <out_dir>/runs.db) and fails, before
+     * training, when it cannot; the run's files are also kept in
+     * <out_dir>/runs/<id>/.  command and sweep are recorded as given. */
+    bool track;
+    const char *runs_db;
+    const char *command;    /* the command line that made the run */
+    const char *sweep;      /* a group of runs (a script's), or NULL */
 } fm_train_config;
 
 FM_API void fm_train_config_init(fm_train_config *cfg);
@@ -194,6 +204,15 @@ FM_API const char *fm_run_checkpoint_path(const fm_run *r);
 FM_API fm_kernels fm_run_kernels(const fm_run *r);
 /* The run's cfg.precision: its training graph and its evaluations use it. */
 FM_API fm_precision fm_run_precision(const fm_run *r);
+/* The run's id in the run store and the store's path: 0 and NULL when the
+ * run is not recorded.  Its own folder (<out>/runs/<id>/, "" without
+ * artifacts) by fm_run_track_dir. */
+FM_API int64_t fm_run_track_id(const fm_run *r);
+FM_API const char *fm_run_track_path(const fm_run *r);
+FM_API const char *fm_run_track_dir(const fm_run *r);
+/* Records the run as failed, with the message (e.g. a script's callback
+ * raised an error, which ended the run). */
+FM_API void fm_run_track_failed(fm_run *r, const char *message);
 
 /* Writes the test-set files of SPEC §4 into dir: confusion_matrix.png and
  * .csv, classification_report.txt, per_class.csv and errors.png.  `res`

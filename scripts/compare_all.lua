@@ -15,6 +15,10 @@
 --   sweep=NAME              the sweep id grouping these runs in the run store
 --                           (default compare_all-<UTC date and time>)
 --
+-- Under Open MPI the models are spread over the ranks, each with the threads
+-- given, and rank 0 alone writes the files, the same as one process's:
+--   mpirun -np 3 fmhost script scripts/compare_all.lua threads=1
+--
 -- Writes OUT/results/comparison.md, comparison.csv and comparison_val_acc.png
 -- again after every model, so an interrupted run still leaves a table; and
 -- for each model what `fmhost train` writes (OUT/artifacts/MODEL_best.safetensors,
@@ -98,7 +102,6 @@ local COLUMNS = {
 
 local results = out .. "/results"
 local rows, curves = {}, {}
-local runs_db  -- the run store the runs went to (nil when not recorded)
 
 local function write_results(data)
     local lines = {
@@ -147,38 +150,60 @@ local data = fm.dataset{dir = fm.args.data, val_split = PROTOCOL.val_split, seed
 print(string.format("compare_all: %s on %s, up to %d epochs each", table.concat(models, ", "),
                     data.dir, epochs))
 
-for i, name in ipairs(models) do
+-- What the table and the plot need of a run; kept as runs finish.
+local function add_result(r)
+    rows[#rows + 1] = r.row
+    curves[#curves + 1] = {name = r.row.model, y = r.val_acc}
+    write_results(data)
+end
+
+-- Every model is one item of fm.dist.map: one process trains them in order
+-- (and writes the table after every model); under mpirun each rank trains
+-- its share and rank 0 writes the table once all are done.
+local alone = fm.dist.size() == 1
+local who = alone and "" or string.format("rank %d: ", fm.dist.rank())
+sweep = fm.dist.broadcast(sweep)  -- one sweep id, rank 0's clock
+
+local finished = fm.dist.map(models, function(name, i)
     local recipe = RECIPES[name]
-    print(string.format("[%d/%d] %s: %s", i, #models, name, describe(recipe)))
+    print(string.format("%s[%d/%d] %s: %s", who, i, #models, name, describe(recipe)))
 
     local options = {plugin = name, data = data, epochs = epochs, out = out, threads = threads,
                      quiet = quiet, sweep = sweep}
     for k, v in pairs(PROTOCOL) do options[k] = v end
     for k, v in pairs(recipe) do options[k] = v end
     local run = fm.train(options)
-    runs_db = run.runs_db
     local test = run:evaluate("test")
-
-    rows[#rows + 1] = {
-        model = name,
-        recipe = describe(recipe),
-        params = run.params,
-        epochs = run.epochs,
-        best_epoch = run.best_epoch,
-        val_acc = run.best.val_acc,
-        test_acc = test.acc,
-        original = ORIGINAL[name],
-        train_seconds = run.seconds,
+    local r = {
+        row = {
+            model = name,
+            recipe = describe(recipe),
+            params = run.params,
+            epochs = run.epochs,
+            best_epoch = run.best_epoch,
+            val_acc = run.best.val_acc,
+            test_acc = test.acc,
+            original = ORIGINAL[name],
+            train_seconds = run.seconds,
+        },
+        val_acc = {},
+        runs_db = run.runs_db,
     }
-    local val_acc = {}
-    for epoch, m in ipairs(run.history) do val_acc[epoch] = m.val_acc end
-    curves[#curves + 1] = {name = name, y = val_acc}
-    write_results(data)
+    for epoch, m in ipairs(run.history) do r.val_acc[epoch] = m.val_acc end
+    run:close()
+    if alone then add_result(r) end
 
-    print(string.format("[%d/%d] %s: test accuracy %.4f (original table %.4f), best epoch %d of %d, "
-                        .. "%.0f s", i, #models, name, test.acc, ORIGINAL[name], run.best_epoch,
-                        run.epochs, run.seconds))
+    print(string.format("%s[%d/%d] %s: test accuracy %.4f (original table %.4f), best epoch %d "
+                        .. "of %d, %.0f s", who, i, #models, name, test.acc, ORIGINAL[name],
+                        r.row.best_epoch, r.row.epochs, r.row.train_seconds))
+    return r
+end)
+if fm.dist.rank() ~= 0 then return end
+if not alone then
+    for _, r in ipairs(finished) do add_result(r) end
 end
+-- The run store the runs went to (nil: none).
+local runs_db = #finished > 0 and finished[#finished].runs_db or nil
 
 print("wrote " .. results .. "/comparison.md, comparison.csv and comparison_val_acc.png")
 if runs_db then

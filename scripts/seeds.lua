@@ -12,6 +12,10 @@
 --   sweep=NAME              the sweep id grouping these runs in the run store
 --                           (default seeds-<UTC date and time>)
 --
+-- Under Open MPI the runs are spread over the ranks, each with the threads
+-- given, and rank 0 alone writes the files, the same as one process's:
+--   mpirun -np 3 fmhost script scripts/seeds.lua threads=1
+--
 -- Writes OUT/results/seeds.md and seeds.csv (mean ± std of the test accuracy
 -- per model), again after every model.  Each run's artifacts go to
 -- OUT/runs/seed-N/ so that no run overwrites another's.  Every run is recorded
@@ -104,36 +108,63 @@ local function write_results()
                  {"model", "recipe", "n", "mean", "std", "min", "max", "per_seed"})
 end
 
-for i, name in ipairs(models) do
-    local recipe = RECIPES[name]
-    local accs = {}
-    for j, seed in ipairs(seeds) do
-        print(string.format("[%d/%d] %s, seed %d (%d of %d)", i, #models, name, seed, j, #seeds))
-        local options = {plugin = name, data = data, epochs = epochs, seed = seed,
-                         out = string.format("%s/runs/seed-%d", out, seed),
-                         threads = threads, quiet = quiet, sweep = sweep, runs_db = runs_db}
-        for k, v in pairs(PROTOCOL) do options[k] = v end
-        for k, v in pairs(recipe) do options[k] = v end
-        local run = fm.train(options)
-        accs[j] = run:evaluate("test").acc
-        print(string.format("[%d/%d] %s, seed %d: test accuracy %.4f", i, #models, name, seed, accs[j]))
-    end
+-- The test accuracy of every (model, seed) run, filled as runs finish; a
+-- model's row is added once all its seeds are in.
+local accs = {}
+for _, name in ipairs(models) do accs[name] = {} end
 
-    local mean, std = mean_std(accs)
+local function add_result(job, acc)
+    local got = accs[job.model]
+    got[job.j] = acc
+    for j = 1, #seeds do if not got[j] then return end end
+    local mean, std = mean_std(got)
     local per_seed = {}
-    for j, a in ipairs(accs) do per_seed[j] = string.format("%.4f", a) end
+    for j, a in ipairs(got) do per_seed[j] = string.format("%.4f", a) end
     rows[#rows + 1] = {
-        model = name,
-        recipe = (recipe.augment and "cosine, crop+flip" or "cosine"),
-        n = #accs,
+        model = job.model,
+        recipe = (RECIPES[job.model].augment and "cosine, crop+flip" or "cosine"),
+        n = #got,
         test_acc = string.format("%.4f ± %.4f", mean, std),
         mean = mean,
         std = std,
-        min = math.min(table.unpack(accs)),
-        max = math.max(table.unpack(accs)),
+        min = math.min(table.unpack(got)),
+        max = math.max(table.unpack(got)),
         per_seed = table.concat(per_seed, " "),
     }
     write_results()
+end
+
+-- Every run is one item of fm.dist.map: one process trains them in order
+-- (and writes the table after every model); under mpirun each rank trains
+-- its share and rank 0 writes the table once all are done.
+local jobs = {}
+for i, name in ipairs(models) do
+    for j, seed in ipairs(seeds) do jobs[#jobs + 1] = {model = name, i = i, seed = seed, j = j} end
+end
+local alone = fm.dist.size() == 1
+local who = alone and "" or string.format("rank %d: ", fm.dist.rank())
+sweep = fm.dist.broadcast(sweep)  -- one sweep id, rank 0's clock
+
+local test_accs = fm.dist.map(jobs, function(job)
+    local name, seed = job.model, job.seed
+    print(string.format("%s[%d/%d] %s, seed %d (%d of %d)", who, job.i, #models, name, seed, job.j,
+                        #seeds))
+    local options = {plugin = name, data = data, epochs = epochs, seed = seed,
+                     out = string.format("%s/runs/seed-%d", out, seed),
+                     threads = threads, quiet = quiet, sweep = sweep, runs_db = runs_db}
+    for k, v in pairs(PROTOCOL) do options[k] = v end
+    for k, v in pairs(RECIPES[name]) do options[k] = v end
+    local run = fm.train(options)
+    local acc = run:evaluate("test").acc
+    run:close()
+    print(string.format("%s[%d/%d] %s, seed %d: test accuracy %.4f", who, job.i, #models, name,
+                        seed, acc))
+    if alone then add_result(job, acc) end
+    return acc
+end)
+if fm.dist.rank() ~= 0 then return end
+if not alone then
+    for k, job in ipairs(jobs) do add_result(job, test_accs[k]) end
 end
 
 print("wrote " .. results .. "/seeds.md and seeds.csv")

@@ -260,6 +260,67 @@ START_TEST(test_training_runs_over_ranks)
 }
 END_TEST
 
+/* Each line without its last field (CSV) or its last cell (a Markdown
+ * table row): the time columns, which differ from run to run. */
+static char *without_last_column(const char *text)
+{
+    char *out = calloc(1, strlen(text) + 1), *o = out;
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        if (!end) end = line + strlen(line);
+        const char *cut = end;
+        if (*line == '|') {
+            /* "| a | b | time |": keep up to the bar before the last cell. */
+            const char *bar = end - 1;
+            while (bar > line && *bar != '|') bar--;     /* the closing bar */
+            while (bar > line && *--bar != '|') {}       /* the one before */
+            cut = bar;
+        } else {
+            const char *comma = memrchr(line, ',', (size_t)(end - line));
+            if (comma) cut = comma;
+        }
+        memcpy(o, line, (size_t)(cut - line));
+        o += cut - line;
+        *o++ = '\n';
+        line = *end ? end + 1 : end;
+    }
+    return out;
+}
+
+/* scripts/compare_all.lua over 1 and 3 ranks: the same table and CSV but
+ * for the training times. */
+START_TEST(test_compare_all_over_ranks)
+{
+    const char *args[] = {"epochs=1", "limit=300", "data=" SAMPLE, "threads=1", "quiet=true",
+                          "sweep=ranks", NULL};
+    char *md[2], *csv[2];
+    for (int k = 0; k < 2; k++) {
+        int rc = run_script(k == 0 ? 0 : 3, FM_SOURCE_DIR "/scripts/compare_all.lua", args);
+        char *log = slurp("log.txt");
+        ck_assert_msg(rc == 0, "%d ranks: exit %d\n%s", k == 0 ? 1 : 3, rc, log);
+        if (k == 1)
+            ck_assert_msg(strstr(log, "rank 2: [3/3] rescnn") && strstr(log, "rank 1: [2/3] cnn"),
+                          "%s", log);
+        free(log);
+        char *text = slurp("results/comparison.md");
+        md[k] = without_last_column(text);
+        free(text);
+        text = slurp("results/comparison.csv");
+        csv[k] = without_last_column(text);
+        free(text);
+        remove("results/comparison.md");
+        remove("results/comparison.csv");
+    }
+    ck_assert_msg(strstr(md[0], "| rescnn ") && !strstr(md[0], "Partial"), "%s", md[0]);
+    ck_assert_str_eq(md[1], md[0]);
+    ck_assert_str_eq(csv[1], csv[0]);
+    for (int k = 0; k < 2; k++) {
+        free(md[k]);
+        free(csv[k]);
+    }
+}
+END_TEST
+
 static Suite *dist_suite(void)
 {
     Suite *s = suite_create("dist");
@@ -269,6 +330,7 @@ static Suite *dist_suite(void)
     tcase_add_test(tc, test_map_over_ranks);
     tcase_add_test(tc, test_error_fails_the_job);
     tcase_add_test(tc, test_training_runs_over_ranks);
+    tcase_add_test(tc, test_compare_all_over_ranks);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -334,6 +334,47 @@ START_TEST(test_concurrent_runs)
 }
 END_TEST
 
+/* Processes creating the same new store at the same moment (the ranks of
+ * an mpirun sweep): each opens it, whichever turns it into WAL first. */
+START_TEST(test_concurrent_create)
+{
+    enum { N = 8 };
+    for (int round = 0; round < 20; round++) {
+        char db[4200], name[32];
+        snprintf(name, sizeof name, "fresh%d.db", round);
+        path_in(db, sizeof db, name);
+        int go[2];
+        ck_assert_int_eq(pipe(go), 0);
+        pid_t pids[N];
+        for (int i = 0; i < N; i++) {
+            pids[i] = fork();
+            ck_assert_int_ge(pids[i], 0);
+            if (pids[i] == 0) {
+                char c;
+                close(go[1]);
+                if (read(go[0], &c, 1) != 0) _exit(3);  /* waits for the parent's close */
+                fm_track *t;
+                fm_status st = fm_track_open(&t, db, true);
+                if (st != FM_OK) {
+                    fprintf(stderr, "%s\n", fm_error_message());
+                    _exit(1);
+                }
+                fm_track_close(t);
+                _exit(0);
+            }
+        }
+        close(go[0]);
+        close(go[1]);  /* all start now */
+        for (int i = 0; i < N; i++) {
+            int ws;
+            ck_assert_int_eq(waitpid(pids[i], &ws, 0), pids[i]);
+            ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "round %d, opener %d: status %d",
+                          round, i, ws);
+        }
+    }
+}
+END_TEST
+
 /* The first schema (version 1), as fmhost wrote it before sweeps. */
 static const char schema_v1[] =
     "CREATE TABLE schema_version(version INTEGER NOT NULL);"
@@ -635,6 +676,7 @@ int main(void)
     tcase_add_test(tc, test_killed_run_marked);
     tcase_add_test(tc, test_diverged_recorded);
     tcase_add_test(tc, test_concurrent_runs);
+    tcase_add_test(tc, test_concurrent_create);
     tcase_add_test(tc, test_migration_from_v1);
     tcase_add_test(tc, test_bad_stores);
     tcase_add_test(tc, test_lua_query);

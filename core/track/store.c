@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fm/fm_io.h"
@@ -135,6 +136,18 @@ fail:
     return st;
 }
 
+/* sqlite3_exec, retried while the file is busy for up to the busy timeout:
+ * switching a new file to WAL needs it alone, and a second process opening
+ * it at the same moment gets SQLITE_BUSY at once, without the busy handler. */
+static int exec_when_free(sqlite3 *db, const char *sql)
+{
+    for (int waited_ms = 0;; waited_ms += 10) {
+        int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        if (rc != SQLITE_BUSY || waited_ms >= BUSY_TIMEOUT_MS) return rc;
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    }
+}
+
 const char *fm_track_default_path(const char *explicit_path, const char *out_dir, char *buf,
                                   size_t size)
 {
@@ -191,7 +204,7 @@ fm_status fm_track_open(fm_track **out, const char *path, bool create)
     sqlite3_busy_timeout(t->db, BUSY_TIMEOUT_MS);
     sqlite3_extended_result_codes(t->db, 0);
     if (writable &&
-        (sqlite3_exec(t->db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK ||
+        (exec_when_free(t->db, "PRAGMA journal_mode=WAL") != SQLITE_OK ||
          sqlite3_exec(t->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK)) {
         st = track_error(t, "open");
         fm_track_close(t);

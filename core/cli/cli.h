@@ -78,7 +78,7 @@ fm_status fm_cli_model_trace(fm_cli_model *cm, fm_graph *g, const float *pixels,
 
 /* Writes the traced forward pass nodes[0..n) (from fm_cli_model_trace: x
  * its input, logits its result) to path as an ONNX model (onnx_write.c);
- * FM_ERR_ARG naming an op without an ONNX mapping. */
+ * FM_ERR_PLUGIN naming an op without an ONNX mapping. */
 struct fm_node;
 fm_status fm_cli_onnx_write(const char *path, const fm_cli_model *cm,
                             const struct fm_node *const *nodes, int n, const fm_tensor *x,

@@ -245,7 +245,7 @@ static bool emit(onnx_builder *b, const fm_node *n, const char *who)
         out = input_name(b, n->in[0]);
         break;
     default:
-        fm_error_set(FM_ERR_ARG, "plugin %s: its forward pass uses the op '%s', which fmhost "
+        fm_error_set(FM_ERR_PLUGIN, "plugin %s: its forward pass uses the op '%s', which fmhost "
                      "export has no ONNX mapping for (it maps linear, conv2d, maxpool2d, "
                      "global_avgpool, batchnorm, batchnorm_relu, relu, add, flatten, dropout)",
                      who, fm_op_table[n->op].name);

@@ -84,7 +84,14 @@ fm_status fm_cli_onnx_write(const char *path, const fm_cli_model *cm,
                             const struct fm_node *const *nodes, int n, const fm_tensor *x,
                             const fm_tensor *logits);
 
+/* A PNG picture as a FashionMNIST image (image.c): grey (colour converted,
+ * transparency composited on black), grey levels inverted with `invert`,
+ * resized to 28x28 by area averaging, into out[784].  FM_ERR_FORMAT naming
+ * the file for anything libpng refuses or a picture too large to hold. */
+fm_status fm_cli_png_load(const char *path, bool invert, uint8_t *out);
+
 int fm_cmd_summary(int argc, char **argv);
+int fm_cmd_predict(int argc, char **argv);
 int fm_cmd_export(int argc, char **argv);
 
 int fm_cmd_train(int argc, char **argv);

@@ -16,6 +16,7 @@ static const char usage[] =
     "  plugins   list the model plugins found, with hyper-parameters and exports\n"
     "  report    redraw the plots of a past run from its metrics.csv\n"
     "  summary   a model layer by layer: op, output shape, parameters, FLOPs\n"
+    "  predict   classify PNG or IDX images with a trained model\n"
     "  export    write a trained model as ONNX or safetensors (f32, bf16, f16)\n"
     "  bench     measure training and evaluation throughput (one JSON line)\n"
     "  script    run a Lua script with the fm module (fmhost script FILE.lua [args])\n"
@@ -82,11 +83,11 @@ int main(int argc, char **argv)
     } commands[] = {
         {"train", fm_cmd_train}, {"eval", fm_cmd_eval},   {"plugins", fm_cmd_plugins},
         {"report", fm_cmd_report}, {"bench", fm_cmd_bench}, {"script", fm_cmd_script},
-        {"summary", fm_cmd_summary}, {"export", fm_cmd_export},
+        {"summary", fm_cmd_summary}, {"predict", fm_cmd_predict}, {"export", fm_cmd_export},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "fmhost: unknown command '%s' (commands: train, eval, plugins, report, bench, "
-            "script, summary, export; see fmhost --help)\n", cmd);
+            "script, summary, predict, export; see fmhost --help)\n", cmd);
     return FM_EXIT_USAGE;
 }

@@ -27,7 +27,7 @@ static const char export_usage[] =
     "  --out DIR            where artifacts/ is, for the default --weights (.)\n"
     "  --onnx FILE          write the model as ONNX\n"
     "  --safetensors FILE   write the weights as safetensors\n"
-    "  --dtype NAME         f32 or bf16: the float tensors' dtype in --safetensors (f32)\n";
+    "  --dtype NAME         f32, bf16 or f16: the float tensors' dtype in --safetensors (f32)\n";
 
 enum { X_MODEL = 256, X_PLUGIN, X_WEIGHTS, X_SET, X_OUT, X_ONNX, X_SAFETENSORS, X_DTYPE, X_HELP };
 

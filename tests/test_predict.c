@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fm/fm_io.h"
@@ -130,7 +131,7 @@ START_TEST(test_predict_as_eval)
     fm_test_spawn(&r, (char *[]){FMHOST, "predict", "--model", "mlp", "--out", out_dir,
                                  (char *)dir, NULL}, NULL, 60);
     ck_assert_int_eq(r.status, 1);  /* a directory is no image */
-    ck_assert_msg(strstr(r.err, dir), "%s", r.err);
+    ck_assert_msg(strstr(r.err, dir) && strstr(r.err, "not a regular file"), "%s", r.err);
     fm_test_proc_free(&r);
     char png0[4096];
     snprintf(png0, sizeof png0, "%s/test_0_0.png", dir);
@@ -167,8 +168,12 @@ START_TEST(test_predict_errors)
     free(bytes);
     fm_test_write_file(txt, "hello, not a picture\n", 21);
 
-    const char *files[] = {png, txt};
-    for (int i = 0; i < 2; i++) {
+    /* A FIFO nobody writes to: refused, not waited on. */
+    char fifo[4096];
+    snprintf(fifo, sizeof fifo, "%s/fifo.png", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    const char *files[] = {png, txt, fifo};
+    for (int i = 0; i < 3; i++) {
         fm_test_proc r;
         fm_test_spawn(&r, (char *[]){FMHOST, "predict", "--model", "mlp", (char *)files[i], NULL},
                       NULL, 60);

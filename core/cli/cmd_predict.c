@@ -1,5 +1,6 @@
 /* fmhost predict: a trained model on pictures (PNG) or IDX image files. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -7,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -72,12 +75,19 @@ static void list_free(image_list *l)
 /* PNG by its signature, else IDX (whose reader names what is wrong). */
 static fm_status list_add_file(image_list *l, const char *path, bool invert)
 {
+    /* Only a regular file: a FIFO would block the reads. */
     uint8_t sig[8] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return fm_error_set(FM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t got = fread(sig, 1, sizeof sig, f);
-    fclose(f);
-    if (got == sizeof sig && png_sig_cmp(sig, 0, sizeof sig) == 0) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return fm_error_set(FM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return fm_error_set(FM_ERR_IO, "%s: not a regular file (an IMAGE is a PNG file or an "
+                            "IDX image file)", path);
+    }
+    ssize_t got = read(fd, sig, sizeof sig);
+    close(fd);
+    if (got == (ssize_t)sizeof sig && png_sig_cmp(sig, 0, sizeof sig) == 0) {
         uint8_t px[FM_IMAGE_PIXELS];
         fm_status st = fm_cli_png_load(path, invert, px);
         if (st == FM_OK) memcpy(list_add(l, path), px, sizeof px);

@@ -90,13 +90,21 @@ static const char *input_name(onnx_builder *b, const fm_tensor *t)
     return name;
 }
 
-static Onnx__AttributeProto *attr_ints(onnx_builder *b, const char *name, int n, int v)
+static Onnx__AttributeProto *attr_new(onnx_builder *b, const char *name,
+                                      Onnx__AttributeProto__AttributeType type)
 {
     Onnx__AttributeProto *a = b_new(b, sizeof *a);
     onnx__attribute_proto__init(a);
     a->name = b_strdup(b, name);
     a->has_type = 1;
-    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+    a->type = type;
+    return a;
+}
+
+/* n ints, all v. */
+static Onnx__AttributeProto *attr_ints(onnx_builder *b, const char *name, int n, int v)
+{
+    Onnx__AttributeProto *a = attr_new(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     a->n_ints = (size_t)n;
     a->ints = b_new(b, (size_t)n * sizeof *a->ints);
     for (int i = 0; i < n; i++) a->ints[i] = v;
@@ -105,11 +113,7 @@ static Onnx__AttributeProto *attr_ints(onnx_builder *b, const char *name, int n,
 
 static Onnx__AttributeProto *attr_int(onnx_builder *b, const char *name, int64_t v)
 {
-    Onnx__AttributeProto *a = b_new(b, sizeof *a);
-    onnx__attribute_proto__init(a);
-    a->name = b_strdup(b, name);
-    a->has_type = 1;
-    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+    Onnx__AttributeProto *a = attr_new(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
     a->has_i = 1;
     a->i = v;
     return a;
@@ -117,11 +121,7 @@ static Onnx__AttributeProto *attr_int(onnx_builder *b, const char *name, int64_t
 
 static Onnx__AttributeProto *attr_float(onnx_builder *b, const char *name, float v)
 {
-    Onnx__AttributeProto *a = b_new(b, sizeof *a);
-    onnx__attribute_proto__init(a);
-    a->name = b_strdup(b, name);
-    a->has_type = 1;
-    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+    Onnx__AttributeProto *a = attr_new(b, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
     a->has_f = 1;
     a->f = v;
     return a;

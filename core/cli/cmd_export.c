@@ -11,11 +11,12 @@
 
 static const char export_usage[] =
     "usage: fmhost export (--model NAME | --plugin PATH) [--weights FILE]\n"
-    "                     (--onnx OUT.onnx | --safetensors OUT.safetensors) [options]\n"
+    "                     [--onnx OUT.onnx] [--safetensors OUT.safetensors] [options]\n"
     "\n"
-    "Writes a trained model for use outside fmhost.  --onnx walks the graph of one\n"
-    "evaluation-mode forward pass and writes it as ONNX (opset 13, IR version 8, the\n"
-    "batch dimension free): input \"input\" [batch, 1, 28, 28] of normalised pixels\n"
+    "Writes a trained model for use outside fmhost (one or both of the files).\n"
+    "--onnx walks the graph of one evaluation-mode forward pass and writes it as\n"
+    "ONNX (opset 13, the IR version of the onnx.proto built with, the batch\n"
+    "dimension free): input \"input\" [batch, 1, 28, 28] of normalised pixels\n"
     "((pixel/255 - 0.2860) / 0.3530), output \"logits\" [batch, 10].  Linear,\n"
     "convolution, batch norm, ReLU, max and global average pooling, addition and\n"
     "flatten map to Gemm, Conv, BatchNormalization, Relu, MaxPool, GlobalAveragePool,\n"

@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -124,3 +125,30 @@ write("plugin_desc", "minimal", desc("tiny", "nothing declared", [], []))
 write("plugin_desc", "old_minor_raw_abi",
       desc("old", "ABI 1.0 given explicitly", TYPED_HP[:1], [], ["n=1"], flags=3,
            extra=struct.pack("<II", 0x10000, 8 * 11)))
+
+
+# ---- image: what fmhost predict reads, PNG pictures and IDX image files ----------
+def png(width, height, color_type, bit_depth, rows, extra=b""):
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    raw = b"".join(b"\x00" + r for r in rows)  # filter type 0 on every row
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + extra
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+grey28 = [bytes((x * 9 + y * 5) % 256 for x in range(28)) for y in range(28)]
+write("image", "grey28.png", png(28, 28, 0, 8, grey28))
+rgba = [bytes(v for x in range(5) for v in (x * 50, y * 80, 200, 255 - x * 40)) for y in range(3)]
+write("image", "rgba5x3.png", png(5, 3, 6, 8, rgba))
+palette = (struct.pack(">I", 9) + b"PLTE" + bytes([0, 0, 0, 255, 0, 0, 255, 255, 255])
+           + struct.pack(">I", zlib.crc32(b"PLTE" + bytes([0, 0, 0, 255, 0, 0, 255, 255, 255])) & 0xFFFFFFFF))
+trns = (struct.pack(">I", 3) + b"tRNS" + bytes([255, 128, 0])
+        + struct.pack(">I", zlib.crc32(b"tRNS" + bytes([255, 128, 0])) & 0xFFFFFFFF))
+write("image", "palette4x4.png", png(4, 4, 3, 8, [bytes([0, 1, 2, 1])] * 4, palette + trns))
+write("image", "grey16_2x2.png", png(2, 2, 0, 16, [b"\x00\x10\xff\xff", b"\x80\x00\x00\x01"]))
+write("image", "grey40x30.png",
+      png(40, 30, 0, 8, [bytes((x * y) % 256 for x in range(40)) for y in range(30)]))
+write("image", "images2.idx", images)
+write("image", "images2.idx.gz", gz(images))

@@ -252,7 +252,7 @@ static const struct {
     {{"train", "--model", "mlp", "--warmup", "3", "--epochs", "2"}, {"--warmup", "3"}},
     {{"train", "--model", "mlp", "--nesterov"}, {"--nesterov"}},
     {{"train", "--model", "mlp", "--set", "nokey"}, {"--set", "nokey"}},
-    {{"train", "--model", "mlp", "--save-dtype", "f16"}, {"--save-dtype", "'f16'", "f32 or bf16"}},
+    {{"train", "--model", "mlp", "--save-dtype", "f8"}, {"--save-dtype", "'f8'", "f32, bf16 or f16"}},
     {{"train", "--model", "mlp", "--precision", "fp16"}, {"--precision", "'fp16'", "fp32 or bf16"}},
     {{"eval", "--model", "mlp", "--precision", "half"}, {"--precision", "'half'", "fp32 or bf16"}},
     {{"bench", "--model", "mlp", "--precision", "x"}, {"--precision", "'x'", "fp32 or bf16"}},
@@ -947,11 +947,11 @@ START_TEST(test_cli_save_dtype_bf16)
     ck_assert_msg(exists(path_of(p, sizeof p, "%s/lua/artifacts/mlp_best.bf16.safetensors", tmp)),
                   "%s missing", p);
     result_free(&r);
-    run(&r, "script", script, out_arg, data_arg, "dtype=f16", NULL);
+    run(&r, "script", script, out_arg, data_arg, "dtype=f8", NULL);
     ck_assert_int_eq(r.status, 1);
     ASSERT_HAS(r.err, "bf16.lua:2");
     ASSERT_HAS(r.err, "save_dtype");
-    ASSERT_HAS(r.err, "'f16'");
+    ASSERT_HAS(r.err, "'f8'");
     result_free(&r);
 
     fm_test_rmtree(tmp);

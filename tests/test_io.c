@@ -421,6 +421,70 @@ START_TEST(test_bf16_rounding_random)
 }
 END_TEST
 
+/* Rounding to binary16 against a double-arithmetic reference: the two
+ * binary16 magnitudes around |x| (from fm_f32_from_f16, exact) and which is
+ * nearer, ties to the even one; 65520 and up to infinity; NaN to 0x7E00
+ * with the sign kept (c10::Half). */
+static uint16_t f16_reference(float x)
+{
+    uint16_t sign = signbit(x) ? 0x8000 : 0;
+    if (isnan(x)) return sign | 0x7E00;
+    double a = fabs((double)x);
+    if (a >= 65520.0) return sign | 0x7C00;
+    uint16_t lo = 0;  /* the largest magnitude <= a, by bisection over the ordered codes */
+    for (uint16_t step = 0x4000; step; step >>= 1)
+        if (lo + step <= 0x7BFF && (double)fm_f32_from_f16((uint16_t)(lo + step)) <= a) lo += step;
+    double below = fm_f32_from_f16(lo);
+    double above = lo == 0x7BFF ? 65536.0 : (double)fm_f32_from_f16((uint16_t)(lo + 1));
+    double to_below = a - below, to_above = above - a;
+    bool up = to_above < to_below || (to_above == to_below && (lo & 1));
+    return (uint16_t)(sign | (lo + up));
+}
+
+/* Every binary16 rounds back to itself (NaNs to 0x7E00 with their sign);
+ * the midpoints between neighbours and one float either side of them round
+ * as the reference says; then random floats of every exponent. */
+START_TEST(test_f16_rounding)
+{
+    for (uint32_t h = 0; h <= 0xFFFF; h++) {
+        float f = fm_f32_from_f16((uint16_t)h);
+        uint16_t want = isnan(f) ? (uint16_t)((h & 0x8000) | 0x7E00) : (uint16_t)h;
+        if (fm_f16_from_f32(f) != want)
+            ck_abort_msg("f16 %04x -> %a -> %04x, want %04x", h, (double)f, fm_f16_from_f32(f), want);
+        if (h >= 0x7BFF) continue;  /* positive and finite below the largest: signs come below */
+        float mid = (float)(((double)f + fm_f32_from_f16((uint16_t)(h + 1))) / 2);  /* exact */
+        const float probes[3] = {mid, nextafterf(mid, 0.0f), nextafterf(mid, INFINITY)};
+        for (int k = 0; k < 3; k++) {
+            float x = probes[k];
+            if (fm_f16_from_f32(x) != f16_reference(x))
+                ck_abort_msg("%a: got %04x, want %04x", (double)x, fm_f16_from_f32(x),
+                             f16_reference(x));
+        }
+    }
+    fm_rng rng;
+    fm_rng_seed(&rng, 20261207, FM_RNG_TEST);
+    for (int i = 0; i < 200000; i++) {
+        /* Exponents around binary16's range, where the cases are. */
+        uint32_t u = (fm_rng_u32(&rng) & 0x807FFFFFu) | (uint32_t)(96 + fm_rng_below(&rng, 48)) << 23;
+        if (i % 7 == 0) u = fm_rng_u32(&rng);  /* and anything at all */
+        float x = fm_test_float_of(u);
+        if (fm_f16_from_f32(x) != f16_reference(x))
+            ck_abort_msg("%08x (%a): got %04x, want %04x", u, (double)x, fm_f16_from_f32(x),
+                         f16_reference(x));
+    }
+    ck_assert_uint_eq(fm_f16_from_f32(65519.996f), 0x7BFF);
+    ck_assert_uint_eq(fm_f16_from_f32(65520.0f), 0x7C00);
+    ck_assert_uint_eq(fm_f16_from_f32(-INFINITY), 0xFC00);
+    ck_assert_uint_eq(fm_f16_from_f32(ldexpf(1.0f, -25)), 0x0000);  /* a tie: to even, zero */
+    ck_assert_uint_eq(fm_f16_from_f32(ldexpf(1.5f, -24)), 0x0002);  /* a tie: to even, up */
+    ck_assert_uint_eq(fm_f16_from_f32(fm_test_float_of(0xFFC00001u)), 0xFE00);
+    float a[3] = {1.0f, -2.5f, 65504.0f};
+    uint16_t b[3];
+    fm_f16_from_f32_n(b, a, 3);
+    ck_assert(b[0] == 0x3C00 && b[1] == 0xC100 && b[2] == 0x7BFF);
+}
+END_TEST
+
 START_TEST(test_float_dtype_names)
 {
     fm_float_dtype d = FM_FLOAT_F32;
@@ -430,6 +494,10 @@ START_TEST(test_float_dtype_names)
     ck_assert_int_eq(fm_float_dtype_parse("f32", &d), FM_OK);
     ck_assert_int_eq(d, FM_FLOAT_F32);
     ck_assert_str_eq(fm_float_dtype_name(d), "f32");
+    ck_assert_int_eq(fm_float_dtype_parse("f16", &d), FM_OK);
+    ck_assert_int_eq(d, FM_FLOAT_F16);
+    ck_assert_str_eq(fm_float_dtype_name(d), "f16");
+    d = FM_FLOAT_F32;
     ck_assert_int_eq(fm_float_dtype_parse("fp16", &d), FM_ERR_ARG);
     ck_assert_msg(strstr(fm_error_message(), "'fp16'") && strstr(fm_error_message(), "bf16"),
                   "%s", fm_error_message());
@@ -709,6 +777,47 @@ START_TEST(test_st_save_bf16)
 }
 END_TEST
 
+/* An F16 save: the header says F16 (I64 stays I64), each weight is
+ * fm_f16_from_f32 of it, and loading the file back gives those values. */
+START_TEST(test_st_save_f16)
+{
+    const char *path = in_dir("f16.safetensors");
+    fm_model *a = tiny_model(1);
+    ck_assert_int_eq(fm_safetensors_save_as(path, a, NULL, 0, FM_FLOAT_F16), FM_OK);
+    size_t len;
+    char *file = read_file(path, &len);
+    uint64_t hlen;
+    memcpy(&hlen, file, 8);
+    ck_assert_uint_eq(len, 8 + hlen + 18 * 2 + 8);
+    char *header = strndup(file + 8, hlen);
+    ck_assert_msg(strstr(header, "\"fc1.weight\":{\"dtype\":\"F16\",\"shape\":[3,4],"
+                                 "\"data_offsets\":[0,24]}") != NULL, "%s", header);
+    ck_assert_msg(strstr(header, "\"bn.num_batches_tracked\":{\"dtype\":\"I64\"") != NULL, "%s",
+                  header);
+    free(header);
+    fm_model *b = tiny_model(2);
+    ck_assert_msg(fm_safetensors_load(path, b, NULL) == FM_OK, "%s", fm_error_message());
+    const char *data = file + 8 + hlen;
+    size_t at = 0;
+    for (int i = 0; i < fm_model_count(a); i++) {
+        const fm_tensor *t = fm_model_entry_at(a, i).tensor, *u = fm_model_entry_at(b, i).tensor;
+        if (t->dtype == FM_I64) {
+            at += 8;
+            continue;
+        }
+        for (int64_t k = 0; k < t->numel; k++, at += 2) {
+            uint16_t h;
+            memcpy(&h, data + at, 2);
+            ck_assert_uint_eq(h, fm_f16_from_f32(t->data[k]));
+            ck_assert(u->data[k] == fm_f32_from_f16(h));
+        }
+    }
+    free(file);
+    fm_model_free(a);
+    fm_model_free(b);
+}
+END_TEST
+
 /* A 16-bit tensor is sized by its own dtype: BF16 given F32's byte count
  * is refused naming the tensor, the dtype and both sizes; an integer
  * buffer is read only as I64. */
@@ -932,6 +1041,7 @@ int main(void)
     tcase_add_test(tc, test_bf16_round_trip_exhaustive);
     tcase_add_test(tc, test_f16_exhaustive);
     tcase_add_test(tc, test_bf16_rounding_random);
+    tcase_add_test(tc, test_f16_rounding);
     tcase_add_test(tc, test_float_dtype_names);
     suite_add_tcase(s, tc);
 
@@ -954,6 +1064,7 @@ int main(void)
     tcase_add_test(tc, test_st_refused_load_leaves_model);
     tcase_add_test(tc, test_st_loads_bf16_and_f16);
     tcase_add_test(tc, test_st_save_bf16);
+    tcase_add_test(tc, test_st_save_f16);
     tcase_add_test(tc, test_st_refuses_bad_bf16);
     tcase_add_loop_test(tc, test_st_mutations, 0, 2);  /* an F32 file, a BF16 one */
     suite_add_tcase(s, tc);

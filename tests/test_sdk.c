@@ -385,6 +385,21 @@ START_TEST(test_quickstart_trains)
     ck_assert_int_eq(rows, 2);
     ck_assert_msg(loss[1] < loss[0] && loss[0] < 2.6, "train loss %g then %g: it must fall",
                   loss[0], loss[1]);
+
+    /* The out-of-tree model in use: summary, predict, export. */
+    FMT(log, "%s/use.log", dir);
+    ck_assert_msg(run_guide_block(dir, "use") == 0, "summary, predict or export failed:\n%s",
+                  log_tail(log));
+    char *out = read_file(log, NULL);
+    ck_assert_msg(strstr(out, "conv2 (conv2d)") && strstr(out, "Total params: 61,706") &&
+                      strstr(out, "lenet: wrote lenet.onnx"), "%s", out);
+    free(out);
+    FMT(path, "%s/predictions.txt", dir);
+    char *pred = read_file(path, NULL);
+    ck_assert_msg(strstr(pred, "t10k-images-idx3-ubyte.gz[499]: "), "%s", pred);
+    free(pred);
+    FMT(path, "%s/lenet.onnx", dir);
+    ck_assert_msg(exists(path), "no %s", path);
 }
 END_TEST
 

@@ -92,6 +92,14 @@ fm_node *fm_node_new(fm_graph *g, fm_op_id op, int n_in, fm_tensor *const *in);
 /* Makes n->out (already shaped, data allocated by the caller unless it is a
  * view), runs the forward, records the node if needed; returns n->out. */
 fm_tensor *fm_graph_apply(fm_graph *g, fm_node *n);
+/* Tracing, for tools that read a model's structure (fmhost summary and
+ * export): with it on, every node fm_graph_apply runs is also kept, recorded
+ * for backward or not, in execution order until the next fm_graph_reset.
+ * fm_graph_trace points *nodes at them (read only; valid until the next op
+ * or reset) and returns how many.  An input that no traced node produced is
+ * a leaf: the graph's input, or a parameter or buffer (its `name` set). */
+FM_API void fm_graph_set_trace(fm_graph *g, bool on);
+FM_API int fm_graph_trace(const fm_graph *g, const fm_node *const **nodes);
 /* During backward: true when input i exists and has a grad to accumulate into. */
 static inline bool fm_node_wants_grad(const fm_node *n, int i)
 {

@@ -9,6 +9,9 @@ struct fm_graph {
     fm_arena *arena;
     fm_node **tape;  /* recorded nodes in execution order */
     int n_tape, cap_tape;
+    fm_node **trace;  /* with tracing on: every node applied, recorded or not */
+    int n_trace, cap_trace;
+    bool tracing;
     bool training, grad;
     fm_rng rng;
     fm_precision precision;
@@ -32,12 +35,14 @@ void fm_graph_free(fm_graph *g)
     if (!g) return;
     fm_arena_free(g->arena);
     free(g->tape);
+    free(g->trace);
     free(g);
 }
 
 void fm_graph_reset(fm_graph *g)
 {
     g->n_tape = 0;
+    g->n_trace = 0;
     fm_arena_reset(g->arena);
 }
 
@@ -96,6 +101,13 @@ fm_tensor *fm_graph_apply(fm_graph *g, fm_node *n)
         }
         g->tape[g->n_tape++] = n;
     }
+    if (g->tracing) {
+        if (g->n_trace == g->cap_trace) {
+            g->cap_trace = g->cap_trace ? 2 * g->cap_trace : 64;
+            g->trace = fm_xrealloc(g->trace, (size_t)g->cap_trace * sizeof *g->trace);
+        }
+        g->trace[g->n_trace++] = n;
+    }
     return n->out;
 }
 
@@ -149,6 +161,14 @@ void fm_backward(fm_graph *g, fm_tensor *loss)
             if (n->in[k] && n->in[k]->requires_grad && n->in[k]->node)
                 FM_ASSERT(!n->in[k]->node->grad_fresh);
     }
+}
+
+void fm_graph_set_trace(fm_graph *g, bool on) { g->tracing = on; }
+
+int fm_graph_trace(const fm_graph *g, const fm_node *const **nodes)
+{
+    *nodes = (const fm_node *const *)g->trace;
+    return g->n_trace;
 }
 
 void fm_graph_set_profile(fm_graph *g, bool enabled)

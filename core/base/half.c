@@ -42,6 +42,27 @@ float fm_f32_from_bf16(uint16_t h)
     return float_of((uint32_t)h << 16);
 }
 
+/* Normal results: rebias 127 -> 15 and round the 13 dropped bits as
+ * fm_bf16_from_f32 rounds its 16 (a carry raises the exponent, which is
+ * right).  Subnormal ones: the significand, its implicit bit made explicit,
+ * shifted to units of 2^-24 and rounded to nearest even. */
+uint16_t fm_f16_from_f32(float x)
+{
+    uint32_t u = bits_of(x);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7FFFFFFFu;
+    if (a > 0x7F800000u) return sign | 0x7E00u;  /* NaN */
+    if (a >= 0x477FF000u) return sign | 0x7C00u;  /* 65520 (65504 + half an ulp) and up */
+    if (a >= 0x38800000u)                         /* 2^-14 and up: normal */
+        return sign | (uint16_t)((a - 0x38000000u + 0xFFFu + ((a >> 13) & 1u)) >> 13);
+    if (a <= 0x33000000u) return sign;            /* 2^-25 and below: zero */
+    uint32_t e = a >> 23, m = (a & 0x7FFFFFu) | 0x800000u;  /* |x| = m * 2^(e - 150) */
+    uint32_t shift = 126 - e;                               /* 14..24 */
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    q += rem > half || (rem == half && (q & 1u));
+    return sign | (uint16_t)q;
+}
+
 float fm_f32_from_f16(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
@@ -67,6 +88,11 @@ void fm_bf16_from_f32_n(uint16_t *dst, const float *src, size_t n)
     for (size_t i = 0; i < n; i++) dst[i] = fm_bf16_from_f32(src[i]);
 }
 
+void fm_f16_from_f32_n(uint16_t *dst, const float *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = fm_f16_from_f32(src[i]);
+}
+
 void fm_f32_from_bf16_n(float *dst, const uint16_t *src, size_t n)
 {
     for (size_t i = 0; i < n; i++) dst[i] = fm_f32_from_bf16(src[i]);
@@ -79,7 +105,7 @@ void fm_f32_from_f16_n(float *dst, const uint16_t *src, size_t n)
 
 const char *fm_float_dtype_name(fm_float_dtype d)
 {
-    return d == FM_FLOAT_BF16 ? "bf16" : "f32";
+    return d == FM_FLOAT_BF16 ? "bf16" : d == FM_FLOAT_F16 ? "f16" : "f32";
 }
 
 fm_status fm_float_dtype_parse(const char *name, fm_float_dtype *out)
@@ -92,5 +118,9 @@ fm_status fm_float_dtype_parse(const char *name, fm_float_dtype *out)
         *out = FM_FLOAT_BF16;
         return FM_OK;
     }
-    return fm_error_set(FM_ERR_ARG, "unknown dtype '%s' (choose f32 or bf16)", name);
+    if (strcmp(name, "f16") == 0) {
+        *out = FM_FLOAT_F16;
+        return FM_OK;
+    }
+    return fm_error_set(FM_ERR_ARG, "unknown dtype '%s' (choose f32, bf16 or f16)", name);
 }

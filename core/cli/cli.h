@@ -47,6 +47,57 @@ char *fm_cli_command_line(const char *program, int argc, char **argv);
 /* Loads the plugin named by --plugin PATH or --model NAME. */
 fm_plugin *fm_cli_open_plugin(const char *cmd, const char *plugin_path, const char *model_name);
 
+/* ---- a model for summary, export and predict (cli_model.c) ---- */
+
+/* What the command line named.  weights NULL: OUT/artifacts/<model>_best
+ * .safetensors when need_weights, else none (the seed-0 initialisation). */
+typedef struct fm_cli_model_args {
+    const char *cmd, *plugin_path, *model_name, *weights, *out_dir;
+    const char *const *sets;
+    int n_sets;
+    bool need_weights;
+} fm_cli_model_args;
+
+typedef struct fm_cli_model {
+    fm_plugin *plugin;
+    fm_hparams *hp;  /* --set, else the checkpoint's "hparams" metadata */
+    fm_model *model;
+    const char *name;     /* the plugin's */
+    char weights[4096];   /* the checkpoint loaded, "" when none */
+} fm_cli_model;
+
+/* Splits a checkpoint's "hparams" metadata ("width=32 blocks=1") into at
+ * most max assignments, in place; returns how many. */
+int fm_cli_split_hparams(char *s, const char **out, int max);
+/* Opens the plugin, makes the model and loads its weights: FM_EXIT_OK, or
+ * the exit status after printing the error (naming the file and the fix).
+ * Close with fm_cli_model_close, which is also safe on a failed open. */
+int fm_cli_model_open(fm_cli_model *cm, const fm_cli_model_args *a);
+void fm_cli_model_close(fm_cli_model *cm);
+/* Resets g and runs one evaluation-mode, float32 forward pass with tracing
+ * on (fm_graph_trace then lists its nodes): x [batch, 1, 28, 28] holds
+ * `pixels` (normalised, batch * 784 floats) or zeros when NULL. */
+fm_status fm_cli_model_trace(fm_cli_model *cm, fm_graph *g, const float *pixels, int batch,
+                             fm_tensor **x, fm_tensor **logits);
+
+/* Writes the traced forward pass nodes[0..n) (from fm_cli_model_trace: x
+ * its input, logits its result) to path as an ONNX model (onnx_write.c);
+ * FM_ERR_PLUGIN naming an op without an ONNX mapping. */
+struct fm_node;
+fm_status fm_cli_onnx_write(const char *path, const fm_cli_model *cm,
+                            const struct fm_node *const *nodes, int n, const fm_tensor *x,
+                            const fm_tensor *logits);
+
+/* A PNG picture as a FashionMNIST image (image.c): grey (colour converted,
+ * transparency composited on black), grey levels inverted with `invert`,
+ * resized to 28x28 by area averaging, into out[784].  FM_ERR_FORMAT naming
+ * the file for anything libpng refuses or a picture too large to hold. */
+fm_status fm_cli_png_load(const char *path, bool invert, uint8_t *out);
+
+int fm_cmd_summary(int argc, char **argv);
+int fm_cmd_predict(int argc, char **argv);
+int fm_cmd_export(int argc, char **argv);
+
 int fm_cmd_train(int argc, char **argv);
 int fm_cmd_eval(int argc, char **argv);
 int fm_cmd_plugins(int argc, char **argv);

@@ -53,17 +53,6 @@ static const struct option eval_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* Splits the checkpoint's "hparams" metadata ("width=32 blocks=1") into
- * assignments, in place. */
-static int split_hparams(char *s, const char **out, int max)
-{
-    int n = 0;
-    for (char *save = NULL, *tok = strtok_r(s, " ", &save); tok && n < max;
-         tok = strtok_r(NULL, " ", &save))
-        out[n++] = tok;
-    return n;
-}
-
 /* The evaluation's row in the run store (opened, or created, at
  * runs_db/$FMHOST_RUNS_DB/OUT/runs.db). */
 static fm_status track_begin(fm_track **store, const char *runs_db, const char *out, const char *name,
@@ -213,7 +202,7 @@ int fm_cmd_eval(int argc, char **argv)
      * user never typed; the tensor check below names the real mismatch. */
     if (n_sets == 0 && same_plugin && fm_meta_get(meta, "hparams")) {
         snprintf(meta_hp, sizeof meta_hp, "%s", fm_meta_get(meta, "hparams"));
-        n_sets = split_hparams(meta_hp, sets, FM_CLI_MAX_SETS);
+        n_sets = fm_cli_split_hparams(meta_hp, sets, FM_CLI_MAX_SETS);
     }
     if (!(hp = fm_hparams_new(plugin, sets, n_sets)) || !(m = fm_plugin_create_model(plugin, hp, 0))) {
         rc = fm_cli_fail(cmd, fm_error_status());

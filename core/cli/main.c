@@ -18,6 +18,9 @@ static const char usage[] =
     "  eval      evaluate a checkpoint on the test set and write its report\n"
     "  plugins   list the model plugins found, with hyper-parameters and exports\n"
     "  report    redraw the plots of a past run from its metrics.csv\n"
+    "  summary   a model layer by layer: op, output shape, parameters, FLOPs\n"
+    "  predict   classify PNG or IDX images with a trained model\n"
+    "  export    write a trained model as ONNX or safetensors (f32, bf16, f16)\n"
     "  bench     measure training and evaluation throughput (one JSON line)\n"
     "  script    run a Lua script with the fm module (fmhost script FILE.lua [args])\n"
     "  runs      list, show, compare, export the recorded runs; an offline dashboard\n"
@@ -103,10 +106,11 @@ static int run_command(int argc, char **argv)
         {"train", fm_cmd_train}, {"eval", fm_cmd_eval},   {"plugins", fm_cmd_plugins},
         {"report", fm_cmd_report}, {"bench", fm_cmd_bench}, {"script", fm_cmd_script},
         {"runs", fm_cmd_runs},
+        {"summary", fm_cmd_summary}, {"predict", fm_cmd_predict}, {"export", fm_cmd_export},
     };
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "fmhost: unknown command '%s' (commands: train, eval, plugins, report, bench, "
-            "script, runs; see fmhost --help)\n", cmd);
+            "script, runs, summary, predict, export; see fmhost --help)\n", cmd);
     return FM_EXIT_USAGE;
 }

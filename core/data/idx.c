@@ -281,9 +281,10 @@ static fm_status check_count(const char *path, uint32_t n, const char *what)
     return FM_OK;
 }
 
-static fm_status dataset_read(fm_dataset *out, idx_file *img, idx_file *lab)
+/* The header and images of an IDX image file: 28x28, a sane count. */
+static fm_status images_read(idx_file *img, uint8_t **images, int *n_out)
 {
-    uint32_t ih[4] = {0}, lh[2] = {0};
+    uint32_t ih[4] = {0};
     fm_status st = idx_read_header(img, ih, 4, IDX_IMAGE_MAGIC, "image");
     if (st != FM_OK)
         return st;
@@ -294,22 +295,34 @@ static fm_status dataset_read(fm_dataset *out, idx_file *img, idx_file *lab)
                             img->path, ih[2], ih[3], FM_IMAGE_H, FM_IMAGE_W);
     if ((st = check_count(img->path, ih[1], "images")) != FM_OK)
         return st;
+    int n = (int)ih[1];
+    char promise[96];
+    snprintf(promise, sizeof promise, "%d images of %dx%d", n, FM_IMAGE_H, FM_IMAGE_W);
+    if ((st = idx_read_payload(img, (size_t)n * FM_IMAGE_PIXELS, promise, images)) != FM_OK)
+        return st;
+    *n_out = n;
+    return FM_OK;
+}
+
+static fm_status dataset_read(fm_dataset *out, idx_file *img, idx_file *lab)
+{
+    uint32_t lh[2] = {0};
+    int n;
+    fm_status st = images_read(img, &out->images, &n);
+    if (st != FM_OK)
+        return st;
     if ((st = idx_read_header(lab, lh, 2, IDX_LABEL_MAGIC, "label")) != FM_OK)
         return st;
     if ((st = check_count(lab->path, lh[1], "labels")) != FM_OK)
         return st;
-    if (ih[1] != lh[1])
+    if ((uint32_t)n != lh[1])
         return fm_error_set(FM_ERR_FORMAT,
-                            "%s has %u images but %s has %u labels: the counts must match "
+                            "%s has %d images but %s has %u labels: the counts must match "
                             "(files from different splits? Use the images and labels of one "
                             "split)",
-                            img->path, ih[1], lab->path, lh[1]);
+                            img->path, n, lab->path, lh[1]);
 
-    int n = (int)ih[1];
     char promise[96];
-    snprintf(promise, sizeof promise, "%d images of %dx%d", n, FM_IMAGE_H, FM_IMAGE_W);
-    if ((st = idx_read_payload(img, (size_t)n * FM_IMAGE_PIXELS, promise, &out->images)) != FM_OK)
-        return st;
     snprintf(promise, sizeof promise, "%d labels", n);
     if ((st = idx_read_payload(lab, (size_t)n, promise, &out->labels)) != FM_OK)
         return st;
@@ -320,6 +333,19 @@ static fm_status dataset_read(fm_dataset *out, idx_file *img, idx_file *lab)
                                 lab->path, out->labels[i], i, FM_NUM_CLASSES - 1);
     out->n = n;
     return FM_OK;
+}
+
+fm_status fm_idx_load_images(const char *path, uint8_t **images, int *n)
+{
+    FM_ASSERT(path && images && n);
+    *images = NULL;
+    *n = 0;
+    idx_file img = {0};
+    fm_status st = idx_open(&img, path);
+    if (st == FM_OK)
+        st = images_read(&img, images, n);
+    idx_close(&img);
+    return st;
 }
 
 fm_status fm_dataset_load(fm_dataset *out, const char *images_path, const char *labels_path)

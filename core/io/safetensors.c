@@ -9,7 +9,7 @@
  * in order, tile the data section exactly (no gap, no overlap, nothing
  * after the last); and it bounds what a header may cost before parsing it.
  * A float32 tensor may be stored as BF16 or F16: it is widened on load, and
- * written as BF16 when the caller asks (fm_safetensors_save_as).
+ * written as BF16 or F16 when the caller asks (fm_safetensors_save_as).
  */
 #include "fm/fm_io.h"
 
@@ -110,7 +110,7 @@ void fm_meta_free(fm_meta *meta)
 
 /* The dtypes of a file: the model's own (F32, I64), and the 16-bit floats of
  * PyTorch's model.bfloat16() and model.half() state dicts, which stand for
- * F32 tensors, widened on load; fmhost writes BF16 on request. */
+ * F32 tensors, widened on load; fmhost writes BF16 or F16 on request. */
 typedef enum st_dtype { ST_F32, ST_I64, ST_BF16, ST_F16 } st_dtype;
 
 static const struct {
@@ -141,7 +141,8 @@ static size_t dtype_size(fm_dtype d)
 /* What a model tensor is stored as when floats go to the file as `as`. */
 static st_dtype st_dtype_saved(fm_dtype d, fm_float_dtype as)
 {
-    return d == FM_I64 ? ST_I64 : as == FM_FLOAT_BF16 ? ST_BF16 : ST_F32;
+    if (d == FM_I64) return ST_I64;
+    return as == FM_FLOAT_BF16 ? ST_BF16 : as == FM_FLOAT_F16 ? ST_F16 : ST_F32;
 }
 
 static bool is_num_batches_tracked(const char *name)
@@ -162,11 +163,11 @@ static void shape_str(const int64_t *shape, int ndim, char *buf, size_t len)
 
 /* ---- writer ------------------------------------------------------------------ */
 
-/* One tensor's data as `as`: BF16 converted a block at a time, so that
- * saving costs no allocation. */
+/* One tensor's data as `as`: BF16 and F16 converted a block at a time, so
+ * that saving costs no allocation. */
 static bool write_data(FILE *f, const fm_tensor *t, st_dtype as)
 {
-    if (as != ST_BF16) {
+    if (as != ST_BF16 && as != ST_F16) {
         size_t bytes = (size_t)t->numel * st_dtypes[as].size;
         const void *src = t->dtype == FM_I64 ? (const void *)t->i64 : (const void *)t->data;
         return fwrite(src, 1, bytes, f) == bytes;
@@ -175,7 +176,10 @@ static bool write_data(FILE *f, const fm_tensor *t, st_dtype as)
     uint16_t block[BLOCK];
     for (size_t i = 0, n; i < (size_t)t->numel; i += n) {
         n = (size_t)t->numel - i < BLOCK ? (size_t)t->numel - i : BLOCK;
-        fm_bf16_from_f32_n(block, t->data + i, n);
+        if (as == ST_BF16)
+            fm_bf16_from_f32_n(block, t->data + i, n);
+        else
+            fm_f16_from_f32_n(block, t->data + i, n);
         if (fwrite(block, sizeof block[0], n, f) != n) return false;
     }
     return true;
@@ -191,7 +195,7 @@ fm_status fm_safetensors_save_as(const char *path, const fm_model *m, const char
                                  int n_meta, fm_float_dtype as)
 {
     FM_ASSERT(path != NULL && m != NULL && n_meta >= 0 && (n_meta == 0 || meta != NULL));
-    FM_ASSERT(as == FM_FLOAT_F32 || as == FM_FLOAT_BF16);
+    FM_ASSERT(as == FM_FLOAT_F32 || as == FM_FLOAT_BF16 || as == FM_FLOAT_F16);
     json_t *root = json_object();
     json_t *md = json_object();
     json_object_set_new(md, "format", json_string("pt"));

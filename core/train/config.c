@@ -61,8 +61,9 @@ fm_status fm_train_config_check(const fm_train_config *c)
     if (c->precision != FM_PRECISION_FP32 && c->precision != FM_PRECISION_BF16)
         return fm_error_set(FM_ERR_ARG, "--precision %d: not a precision (choose fp32 or bf16)",
                             (int)c->precision);
-    if (c->save_dtype != FM_FLOAT_F32 && c->save_dtype != FM_FLOAT_BF16)
-        return fm_error_set(FM_ERR_ARG, "--save-dtype %d: not a dtype (choose f32 or bf16)",
+    if (c->save_dtype != FM_FLOAT_F32 && c->save_dtype != FM_FLOAT_BF16 &&
+        c->save_dtype != FM_FLOAT_F16)
+        return fm_error_set(FM_ERR_ARG, "--save-dtype %d: not a dtype (choose f32, bf16 or f16)",
                             (int)c->save_dtype);
     if (c->save_dtype != FM_FLOAT_F32 && !c->write_artifacts)
         return fm_error_set(FM_ERR_ARG, "--save-dtype %s writes an artifact: it needs the "

@@ -122,21 +122,26 @@ FM_API void fm_rng_shuffle(fm_rng *rng, uint32_t *a, size_t n);
 FM_API uint16_t fm_bf16_from_f32(float x);
 /* Exact: the bits shifted into float32's upper half (NaNs kept as they are). */
 FM_API float fm_f32_from_bf16(uint16_t h);
+/* Round to nearest, ties to even, as c10::Half: magnitudes from 65520 up
+ * give infinity, those below 2^-14 round to binary16's subnormals (ties to
+ * even, 2^-25 to zero), and every NaN becomes 0x7E00 with its sign kept. */
+FM_API uint16_t fm_f16_from_f32(float x);
 /* Exact for every value, subnormals and infinities included; a NaN keeps
  * its sign and payload and is made quiet (as F16C's vcvtph2ps and c10::Half). */
 FM_API float fm_f32_from_f16(uint16_t h);
 /* The same over arrays: dst[i] from src[i] for i < n; dst and src do not overlap. */
 FM_API void fm_bf16_from_f32_n(uint16_t *dst, const float *src, size_t n);
+FM_API void fm_f16_from_f32_n(uint16_t *dst, const float *src, size_t n);
 FM_API void fm_f32_from_bf16_n(float *dst, const uint16_t *src, size_t n);
 FM_API void fm_f32_from_f16_n(float *dst, const uint16_t *src, size_t n);
 
 /* How floating-point tensors are stored in a file written by fmhost (the
  * tensors themselves are always float32). */
-typedef enum fm_float_dtype { FM_FLOAT_F32, FM_FLOAT_BF16 } fm_float_dtype;
+typedef enum fm_float_dtype { FM_FLOAT_F32, FM_FLOAT_BF16, FM_FLOAT_F16 } fm_float_dtype;
 
-/* "f32" or "bf16". */
+/* "f32", "bf16" or "f16". */
 FM_API const char *fm_float_dtype_name(fm_float_dtype d);
-/* The dtype called `name` ("f32", "bf16"); FM_ERR_ARG naming the choices
+/* The dtype called `name` ("f32", "bf16", "f16"); FM_ERR_ARG naming the choices
  * for another name. */
 FM_API fm_status fm_float_dtype_parse(const char *name, fm_float_dtype *out);
 

@@ -40,6 +40,11 @@ FM_API fm_status fm_dataset_load(fm_dataset *out, const char *images_path,
                                  const char *labels_path);
 FM_API void fm_dataset_free(fm_dataset *d);
 
+/* Reads an IDX image file alone (no labels; gzip'd or plain), checked as
+ * fm_dataset_load checks it.  *images [n, 28, 28] is malloc'ed (free it);
+ * on failure it is NULL and the error names the file. */
+FM_API fm_status fm_idx_load_images(const char *path, uint8_t **images, int *n);
+
 /* Finds the directory holding the four FashionMNIST files, trying `cli_dir`
  * (if not NULL), then $FMHOST_DATA, then FM_DATA_SYSTEM_DIR.  When none has
  * them: FM_ERR_IO with the paths tried and "apt-get install

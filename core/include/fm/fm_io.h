@@ -94,7 +94,8 @@ FM_API fm_status fm_safetensors_save(const char *path, const fm_model *m, const 
  * fm_safetensors_save; FM_FLOAT_BF16 writes them as "BF16", each value
  * rounded by fm_bf16_from_f32 (what PyTorch's tensor.to(torch.bfloat16)
  * gives), for a file half the size that safetensors.torch.load_file reads
- * as bfloat16 tensors.  I64 tensors stay "I64".  `meta` is written as
+ * as bfloat16 tensors; FM_FLOAT_F16 likewise as "F16" by fm_f16_from_f32
+ * (tensor.half()).  I64 tensors stay "I64".  `meta` is written as
  * given: no key is added for the dtype. */
 FM_API fm_status fm_safetensors_save_as(const char *path, const fm_model *m,
                                         const char *const *meta, int n_meta, fm_float_dtype as);

@@ -11,19 +11,12 @@
  * the test exits 77, which CTest reports as skipped, saying why. */
 #define _GNU_SOURCE
 #include <check.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fm_test_util.h"
-
-extern char **environ;
 
 #define FMHOST FM_BINARY_DIR "/fmhost"
 #define SAMPLE FM_SOURCE_DIR "/data/sample"
@@ -31,19 +24,16 @@ extern char **environ;
 static char g_out[4096];
 static char g_mpirun[4096];
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+/* Every test runs in a directory of its own (Check forks each test). */
+static void setup(void)
 {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
+    snprintf(g_out, sizeof g_out, "%s", fm_test_tmpdir());
+    ck_assert_int_eq(chdir(g_out), 0);
 }
-
-static void setup(void) { snprintf(g_out, sizeof g_out, "%s", fm_test_tmpdir()); }
 
 static void teardown(void)
 {
-    if (g_out[0]) nftw(g_out, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    if (g_out[0]) fm_test_rmtree(g_out);
 }
 
 /* Where mpirun is on the PATH, or false. */
@@ -61,36 +51,15 @@ static bool find_mpirun(void)
     return found;
 }
 
-/* `fmhost script FILE args...` as one process (ranks 0) or under mpirun
- * with `ranks` processes, in g_out, output in g_out/log.txt. */
-static int run_script(int ranks, const char *script, const char *const *args)
+/* `fmhost script FILE args...` in the test's directory, as one process
+ * (ranks 0) or under mpirun with `ranks` processes; its exit status, and
+ * its output (stdout, then stderr) in *log (the caller frees it). */
+static int run_script(int ranks, const char *script, const char *const *args, char **log)
 {
-    char log[4200];
-    snprintf(log, sizeof log, "%s/log.txt", g_out);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    posix_spawn_file_actions_addchdir_np(&fa, g_out);
     char np[16];
     snprintf(np, sizeof np, "%d", ranks);
     const char *argv[40];
     int n = 0;
-    /* Open MPI's components, loaded and unloaded at run time, leave
-     * allocations LeakSanitizer can neither attribute nor suppress: no leak
-     * check in the ranks (the one-process runs keep it, and test_lua checks
-     * fm.dist's own code with it). */
-    char asan[1024];
-    const char *asan_now = getenv("ASAN_OPTIONS");
-    snprintf(asan, sizeof asan, "ASAN_OPTIONS=%s%sdetect_leaks=0", asan_now ? asan_now : "",
-             asan_now ? ":" : "");
-    size_t nenv = 0;
-    while (environ[nenv]) nenv++;
-    char **envp = calloc(nenv + 2, sizeof *envp);
-    size_t ne = 0;
-    for (size_t i = 0; i < nenv; i++)
-        if (ranks == 0 || strncmp(environ[i], "ASAN_OPTIONS=", 13)) envp[ne++] = environ[i];
-    if (ranks > 0) envp[ne++] = asan;
     if (ranks > 0) {
         argv[n++] = g_mpirun;
         /* More ranks than cores, and CI runs as root in a container. */
@@ -104,36 +73,28 @@ static int run_script(int ranks, const char *script, const char *const *args)
     argv[n++] = script;
     for (; *args && n < 39; args++) argv[n++] = *args;
     argv[n] = NULL;
-    pid_t pid;
-    ck_assert_int_eq(posix_spawn(&pid, argv[0], &fa, NULL, (char **)argv, envp), 0);
-    free(envp);
-    posix_spawn_file_actions_destroy(&fa);
-    int status;
-    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-    ck_assert_msg(WIFEXITED(status), "%s died from a signal", argv[0]);
-    return WEXITSTATUS(status);
+    /* Open MPI's components, loaded and unloaded at run time, leave
+     * allocations LeakSanitizer can neither attribute nor suppress: no leak
+     * check in the ranks (the one-process runs keep it, and test_lua checks
+     * fm.dist's own code with it). */
+    static char asan[1024];
+    const char *asan_now = getenv("ASAN_OPTIONS");
+    snprintf(asan, sizeof asan, "ASAN_OPTIONS=%s%sdetect_leaks=0", asan_now ? asan_now : "",
+             asan_now ? ":" : "");
+    fm_test_proc r;
+    fm_test_spawn(&r, (char *const *)argv, ranks > 0 ? asan : NULL, 300);
+    *log = malloc(strlen(r.out) + strlen(r.err) + 1);
+    strcat(strcpy(*log, r.out), r.err);
+    int status = r.status;
+    fm_test_proc_free(&r);
+    return status;
 }
 
-static char *slurp(const char *name)
-{
-    char path[4400];
-    snprintf(path, sizeof path, "%s/%s", g_out, name);
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "%s was not written", path);
-    char *buf = calloc(1, 1 << 16);
-    ck_assert(fread(buf, 1, (1 << 16) - 1, f) < (1 << 16) - 1);
-    fclose(f);
-    return buf;
-}
+static char *slurp(const char *name) { return fm_test_read_file(name, NULL); }
 
 static void write_file(const char *name, const char *text)
 {
-    char path[4400];
-    snprintf(path, sizeof path, "%s/%s", g_out, name);
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
+    fm_test_write_file(name, text, strlen(text));
 }
 
 /* Rank 0 writes what every rank computed; each rank says who it is. */
@@ -165,8 +126,8 @@ START_TEST(test_map_over_ranks)
     write_file("map.lua", map_script);
     char *expect[4] = {NULL};
     for (int ranks = 0; ranks <= 3; ranks += ranks == 0 ? 2 : 1) {
-        int rc = run_script(ranks, "map.lua", (const char *[]){NULL});
-        char *log = slurp("log.txt");
+        char *log;
+        int rc = run_script(ranks, "map.lua", (const char *[]){NULL}, &log);
         ck_assert_msg(rc == 0, "%d ranks: exit %d\n%s", ranks, rc, log);
         int size = ranks ? ranks : 1;
         for (int r = 0; r < size; r++) {
@@ -202,8 +163,8 @@ START_TEST(test_error_fails_the_job)
                           "  return v\n"
                           "end)\n"
                           "print('not reached')\n");
-    int rc = run_script(3, "bad.lua", (const char *[]){NULL});
-    char *log = slurp("log.txt");
+    char *log;
+    int rc = run_script(3, "bad.lua", (const char *[]){NULL}, &log);
     ck_assert_msg(rc != 0, "exit 0:\n%s", log);
     /* Item 5 is rank 1's (items 2 and 5 of 3 ranks). */
     ck_assert_msg(strstr(log, "fm.dist.map: item 5 on rank 1:") && strstr(log, "item five is bad"),
@@ -241,16 +202,15 @@ START_TEST(test_training_runs_over_ranks)
 {
     write_file("train.lua", train_script);
     const char *args[] = {"data=" SAMPLE, NULL};
-    int rc = run_script(0, "train.lua", args);
-    char *log = slurp("log.txt");
+    char *log;
+    int rc = run_script(0, "train.lua", args, &log);
     ck_assert_msg(rc == 0, "one process: exit %d\n%s", rc, log);
     free(log);
     char *one = slurp("runs.txt");
     ck_assert_msg(strstr(one, "1 mlp 1 ") && strstr(one, "2 cnn 2 ") && strstr(one, "3 mlp 3 "),
                   "%s", one);
     remove("runs.txt");
-    rc = run_script(3, "train.lua", args);
-    log = slurp("log.txt");
+    rc = run_script(3, "train.lua", args, &log);
     ck_assert_msg(rc == 0, "3 ranks: exit %d\n%s", rc, log);
     free(log);
     char *three = slurp("runs.txt");
@@ -295,8 +255,8 @@ START_TEST(test_compare_all_over_ranks)
                           "sweep=ranks", NULL};
     char *md[2], *csv[2];
     for (int k = 0; k < 2; k++) {
-        int rc = run_script(k == 0 ? 0 : 3, FM_SOURCE_DIR "/scripts/compare_all.lua", args);
-        char *log = slurp("log.txt");
+        char *log;
+        int rc = run_script(k == 0 ? 0 : 3, FM_SOURCE_DIR "/scripts/compare_all.lua", args, &log);
         ck_assert_msg(rc == 0, "%d ranks: exit %d\n%s", k == 0 ? 1 : 3, rc, log);
         if (k == 1)
             ck_assert_msg(strstr(log, "rank 2: [3/3] rescnn") && strstr(log, "rank 1: [2/3] cnn"),

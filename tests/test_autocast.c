@@ -370,6 +370,73 @@ START_TEST(test_precision_names)
 }
 END_TEST
 
+/* A bf16 linear layer does its own casts (its products round x and W as
+ * they pack them; it rounds its bias and gradients): forward and every
+ * gradient bit-identical to the same layer between cast nodes
+ * (fm_linear_bf16_fuse(false)), on every set.  Shapes whose products are
+ * one block and ones split by rows and by columns over the pool (MLP's
+ * first layer evaluated 256 at a time among them); x read by the layer
+ * alone or also by a float32 branch. */
+static const int linear_shapes[][3] = {{13, 37, 10}, {200, 96, 40}, {64, 300, 200}, {256, 784, 256}};
+#define N_LINEAR ((int)(sizeof linear_shapes / sizeof linear_shapes[0]))
+
+START_TEST(test_linear_own_casts_equal_cast_nodes)
+{
+    int c = fm_test_each_set(_i, 2 * N_LINEAR);
+    int batch = linear_shapes[c / 2][0], in = linear_shapes[c / 2][1], out = linear_shapes[c / 2][2];
+    bool branch = c % 2;
+    fm_tensor *x = leaf(2, (int[]){batch, in}, 61), *w = leaf(2, (int[]){out, in}, 62);
+    fm_tensor *b = leaf(1, (int[]){out}, 63), *w2 = leaf(2, (int[]){10, out}, 64);
+    fm_tensor *w3 = leaf(2, (int[]){10, in}, 65);
+    int32_t *labels = malloc((size_t)batch * sizeof *labels);
+    for (int i = 0; i < batch; i++) labels[i] = (3 * i + 1) % 10;
+    fm_tensor *leaves[5] = {x, w, b, w2, w3};
+    float *outs[2], *grads[2][5];
+    bool fused[2];
+    for (int run = 0; run < 2; run++) {
+        fm_linear_bf16_fuse(run == 0);
+        fm_graph *g = fm_graph_new();
+        fm_graph_set_precision(g, FM_PRECISION_BF16);
+        fm_tensor *h = fm_linear(g, x, w, b);
+        fm_graph_set_precision(g, FM_PRECISION_FP32);
+        /* h is the in-place cast of the layer's output. */
+        fused[run] = h->node->in[0]->node->in[0] == x;
+        fm_tensor *logits = fm_linear(g, fm_relu(g, h), w2, NULL);
+        if (branch) logits = fm_add(g, logits, fm_linear(g, fm_relu(g, x), w3, NULL));
+        fm_tensor *loss = fm_cross_entropy(g, logits, labels);
+        for (int k = 0; k < 5; k++) zero_grad(leaves[k]);
+        fm_backward(g, loss);
+        outs[run] = malloc((size_t)h->numel * sizeof(float));
+        memcpy(outs[run], h->data, (size_t)h->numel * sizeof(float));
+        for (int k = 0; k < 5; k++) {
+            grads[run][k] = malloc((size_t)leaves[k]->numel * sizeof(float));
+            memcpy(grads[run][k], leaves[k]->grad, (size_t)leaves[k]->numel * sizeof(float));
+        }
+        fm_graph_free(g);
+    }
+    fm_linear_bf16_fuse(true);
+    ck_assert_msg(fused[0] && !fused[1], "fused: %d with fm_linear_bf16_fuse(true), %d without",
+                  fused[0], fused[1]);
+    char what[96];
+    snprintf(what, sizeof what, "%s, linear %dx%d->%d%s: output", fm_test_kernels_name(), batch, in,
+             out, branch ? " (x also read elsewhere)" : "");
+    fm_test_assert_same_bits(outs[0], outs[1], (size_t)batch * out, what);
+    const char *names[5] = {"input", "weight", "bias", "next weight", "branch weight"};
+    for (int k = 0; k < 5; k++) {
+        snprintf(what, sizeof what, "%s, linear %dx%d->%d%s: %s gradient", fm_test_kernels_name(),
+                 batch, in, out, branch ? " (x also read elsewhere)" : "", names[k]);
+        fm_test_assert_same_bits(grads[0][k], grads[1][k], (size_t)leaves[k]->numel, what);
+        free(grads[0][k]);
+        free(grads[1][k]);
+    }
+    free(outs[0]);
+    free(outs[1]);
+    free(labels);
+    for (int k = 0; k < 5; k++) fm_tensor_free(leaves[k]);
+    fm_test_restore_kernels();
+}
+END_TEST
+
 static Suite *autocast_suite(void)
 {
     Suite *s = suite_create("autocast");
@@ -381,6 +448,7 @@ static Suite *autocast_suite(void)
     tcase_add_loop_test(tc, test_conv_products_are_bf16, 0, N_CONV * sets);
     tcase_add_loop_test(tc, test_bf16_gradients_within_bf16_resolution, 0, N_CONV * sets);
     tcase_add_loop_test(tc, test_conv_own_casts_equal_cast_nodes, 0, 2 * N_CONV * sets);
+    tcase_add_loop_test(tc, test_linear_own_casts_equal_cast_nodes, 0, 2 * N_LINEAR * sets);
     tcase_add_test(tc, test_precision_names);
     suite_add_tcase(s, tc);
     return s;

@@ -223,6 +223,9 @@ FM_API void fm_gemm_bf16_allow_native(bool allow);
  * nodes like every other layer — the same bits either way, which is what
  * the test that turns it off checks. */
 FM_API void fm_conv2d_bf16_fuse(bool on);
+/* Whether bf16 linear layers do their own casts (on by default; off puts
+ * cast nodes around them, for the tests comparing the two). */
+FM_API void fm_linear_bf16_fuse(bool on);
 
 /* core/ops/kernels.c: the multiply-add rate of the set in use, in GFLOP/s on
  * the calling thread, measured over about `seconds` (0 on the portable set,

@@ -28,6 +28,7 @@ typedef struct cast_job {
     const float *src;
     float *dst;
     bool add;  /* dst += round(src), else dst = round(src) */
+    bool from_zero;  /* with add: dst += round(0 + src) */
 } cast_job;
 
 static void cast_range(void *arg, int64_t begin, int64_t end)
@@ -35,10 +36,18 @@ static void cast_range(void *arg, int64_t begin, int64_t end)
     const cast_job *j = arg;
     const float *src = j->src;
     float *dst = j->dst;
-    if (j->add)
+    if (j->from_zero)
+        for (int64_t i = begin; i < end; i++) dst[i] += fm_ops_bf16_round(0.0f + src[i]);
+    else if (j->add)
         for (int64_t i = begin; i < end; i++) dst[i] += fm_ops_bf16_round(src[i]);
     else
         for (int64_t i = begin; i < end; i++) dst[i] = fm_ops_bf16_round(src[i]);
+}
+
+void fm_ops_add_bf16_rounded(float *dst, const float *src, int64_t n)
+{
+    cast_job j = {.src = src, .dst = dst, .add = true, .from_zero = true};
+    fm_ops_parallel_range(n, FM_OPS_GRAIN, cast_range, &j);
 }
 
 fm_tensor *fm_to_bf16(fm_graph *g, fm_tensor *x)
@@ -62,12 +71,7 @@ fm_tensor *fm_ops_to_bf16_in_place(fm_graph *g, fm_tensor *y)
 {
     FM_ASSERT(fm_ops_is_f32(y));
     fm_node *n = fm_node_new(g, FM_OP_TO_BF16, 1, &y);
-    fm_tensor *view = fm_graph_alloc(g, sizeof *view);
-    memset(view, 0, sizeof *view);
-    view->dtype = FM_F32;
-    fm_tensor_set_shape(view, y->ndim, y->shape);
-    view->data = y->data;
-    n->out = view;
+    n->out = fm_ops_view(g, y, y->ndim, y->shape);
     return fm_graph_apply(g, n);
 }
 

@@ -70,9 +70,7 @@ static void accumulate_range(void *arg, int64_t begin, int64_t end)
     fm_kset_active()->accumulate(j->dx + begin, j->dy + begin, end - begin);
 }
 
-/* A tensor of the given shape over x's data (as many elements), for the ops
- * whose output is their input: no copy forward, a gradient of its own. */
-static fm_tensor *view_of(fm_graph *g, const fm_tensor *x, int ndim, const int *shape)
+fm_tensor *fm_ops_view(fm_graph *g, const fm_tensor *x, int ndim, const int *shape)
 {
     fm_tensor *view = fm_graph_alloc(g, sizeof *view);
     memset(view, 0, sizeof *view);
@@ -90,7 +88,7 @@ fm_tensor *fm_dropout(fm_graph *g, fm_tensor *x, float p)
     fm_node *n = fm_node_new(g, FM_OP_DROPOUT, 1, &x);
     n->farg[0] = p;
     n->iarg[0] = fm_graph_training(g) && p > 0.0f;  /* 1: masked, 0: identity */
-    n->out = n->iarg[0] ? fm_graph_tensor(g, x->ndim, x->shape) : view_of(g, x, x->ndim, x->shape);
+    n->out = n->iarg[0] ? fm_graph_tensor(g, x->ndim, x->shape) : fm_ops_view(g, x, x->ndim, x->shape);
     return fm_graph_apply(g, n);
 }
 
@@ -167,7 +165,7 @@ fm_tensor *fm_flatten(fm_graph *g, fm_tensor *x)
 {
     FM_ASSERT(fm_ops_is_f32(x));
     fm_node *n = fm_node_new(g, FM_OP_FLATTEN, 1, &x);
-    n->out = view_of(g, x, 2, (int[]){x->shape[0], (int)(x->numel / x->shape[0])});
+    n->out = fm_ops_view(g, x, 2, (int[]){x->shape[0], (int)(x->numel / x->shape[0])});
     return fm_graph_apply(g, n);
 }
 

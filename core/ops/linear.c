@@ -1,8 +1,16 @@
-/* Fully connected layer: y = x W^T + b.  In a bf16 graph its operands are
- * bfloat16 values (the casts fm_ops_autocast puts around it) and its three
- * products run on the bfloat16 kernels (vdpbf16ps, or its exact emulation),
- * flagged by iarg[0]. */
+/* Fully connected layer: y = x W^T + b.  In a bf16 graph its products run
+ * on the bfloat16 kernels (vdpbf16ps, or its exact emulation), flagged by
+ * iarg[0], and its operands are bfloat16 values: the kernels round x and W
+ * as they pack them, so the layer does its own casts (iarg[1]) — it rounds
+ * the bias, and each gradient as the cast's backward would — rather than
+ * copying x and W through cast nodes every step (fm_linear_bf16_fuse(false)
+ * puts the cast nodes back, for the tests).  Its output is rounded in place
+ * either way. */
 #include "ops_util.h"
+
+static bool linear_bf16_fuse = true;
+
+void fm_linear_bf16_fuse(bool on) { linear_bf16_fuse = on; }
 
 /* C = op(A) op(B) + beta C on the product kernels the node was built for. */
 static void linear_gemm(fm_graph *g, const fm_node *n, bool ta, bool tb, int m, int nn, int k,
@@ -21,9 +29,12 @@ fm_tensor *fm_linear(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b)
     FM_ASSERT(x->ndim == 2 && w->ndim == 2);
     FM_ASSERT(x->shape[1] == w->shape[1]);
     if (b) FM_ASSERT(fm_ops_is_f32(b) && b->ndim == 1 && b->shape[0] == w->shape[0]);
-    bool bf16 = fm_ops_autocast(g, &x, &w, &b);
+    bool bf16 = fm_graph_precision(g) == FM_PRECISION_BF16;
+    bool fused = bf16 && linear_bf16_fuse;
+    if (bf16 && !fused) fm_ops_autocast(g, &x, &w, &b);
     fm_node *n = fm_node_new(g, FM_OP_LINEAR, 3, (fm_tensor *[]){x, w, b});
     n->iarg[0] = bf16;
+    n->iarg[1] = fused;  /* rounds its own bias and gradients */
     n->out = fm_graph_tensor(g, 2, (int[]){x->shape[0], w->shape[0]});
     fm_tensor *y = fm_graph_apply(g, n);
     return bf16 ? fm_ops_to_bf16_in_place(g, y) : y;
@@ -33,8 +44,34 @@ void fm_op_linear_forward(fm_graph *g, fm_node *n)
 {
     const fm_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
     int batch = x->shape[0], in = x->shape[1], out = w->shape[0];
-    fm_sgemm_linear(g, n->iarg[0], batch, out, in, x->data, w->data, b ? b->data : NULL,
+    const float *bias = b ? b->data : NULL;  // [out]
+    fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
+    if (n->iarg[1] && b) {
+        float *rb = fm_graph_alloc(g, (size_t)out * sizeof *rb);
+        for (int j = 0; j < out; j++) rb[j] = fm_ops_bf16_round(bias[j]);
+        bias = rb;
+    }
+    fm_sgemm_linear(g, n->iarg[0], batch, out, in, x->data, w->data, bias,
                     n->out->data);  // [N, out]
+    fm_arena_release(fm_graph_arena(g), mark);
+}
+
+/* grad += a product that the layer computes: straight into grad, or, when
+ * the layer does its own casts, into scratch first and then added rounded,
+ * as the cast's backward adds round(0 + product) (its own gradient starts
+ * at zero). */
+static void linear_grad_gemm(fm_graph *g, const fm_node *n, bool ta, int m, int nn, int k,
+                             const float *a, int lda, const float *b, int ldb, float *grad)
+{
+    if (!n->iarg[1]) {
+        linear_gemm(g, n, ta, false, m, nn, k, a, lda, b, ldb, 1.0f, grad, nn);
+        return;
+    }
+    fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
+    float *p = fm_graph_alloc(g, (size_t)m * (size_t)nn * sizeof *p);  // [m, nn]
+    linear_gemm(g, n, ta, false, m, nn, k, a, lda, b, ldb, 0.0f, p, nn);
+    fm_ops_add_bf16_rounded(grad, p, (int64_t)m * nn);
+    fm_arena_release(fm_graph_arena(g), mark);
 }
 
 void fm_op_linear_backward(fm_graph *g, fm_node *n)
@@ -43,17 +80,15 @@ void fm_op_linear_backward(fm_graph *g, fm_node *n)
     int batch = x->shape[0], in = x->shape[1], out = w->shape[0];
     const float *dy = n->out->grad;  // [N, out]
     if (fm_node_wants_grad(n, 0))    // dx [N, in] += dy W
-        linear_gemm(g, n, false, false, batch, in, out, dy, out, w->data, in, 1.0f,
-                    n->in[0]->grad, in);
+        linear_grad_gemm(g, n, false, batch, in, out, dy, out, w->data, in, n->in[0]->grad);
     if (fm_node_wants_grad(n, 1))    // dW [out, in] += dy^T x
-        linear_gemm(g, n, true, false, out, in, batch, dy, out, x->data, in, 1.0f,
-                    n->in[1]->grad, in);
+        linear_grad_gemm(g, n, true, out, in, batch, dy, out, x->data, in, n->in[1]->grad);
     if (fm_node_wants_grad(n, 2)) {  // db [out] += column sums of dy, rows in order
         float *db = n->in[2]->grad;
         for (int j = 0; j < out; j++) {
             double s = 0.0;
             for (int i = 0; i < batch; i++) s += dy[(size_t)i * out + j];
-            db[j] += (float)s;
+            db[j] += n->iarg[1] ? fm_ops_bf16_round(0.0f + (float)s) : (float)s;
         }
     }
 }

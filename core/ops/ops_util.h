@@ -63,6 +63,14 @@ static inline float fm_ops_bf16_round(float x) { return fm_bf16_float(fm_bf16_bi
  * then ends with fm_ops_to_bf16_in_place); else changes nothing. */
 bool fm_ops_autocast(fm_graph *g, fm_tensor **x, fm_tensor **w, fm_tensor **b);
 
+/* dst[i] += round(0 + src[i]) for i < n, over the pool: what a cast's
+ * backward adds for a gradient that started at zero (-0 counted as +0). */
+void fm_ops_add_bf16_rounded(float *dst, const float *src, int64_t n);
+
+/* A tensor of the given shape over x's data (as many elements), for ops
+ * whose output is their input: no copy forward, a gradient of its own. */
+fm_tensor *fm_ops_view(fm_graph *g, const fm_tensor *x, int ndim, const int *shape);
+
 /* fm_to_bf16 of an op's output that nothing else reads: the result is a
  * view rounding y's data in place (its gradient stays y's own), which saves
  * a copy of the activation.  The bf16 linear and convolution layers end

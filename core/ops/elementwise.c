@@ -88,7 +88,8 @@ fm_tensor *fm_dropout(fm_graph *g, fm_tensor *x, float p)
     fm_node *n = fm_node_new(g, FM_OP_DROPOUT, 1, &x);
     n->farg[0] = p;
     n->iarg[0] = fm_graph_training(g) && p > 0.0f;  /* 1: masked, 0: identity */
-    n->out = n->iarg[0] ? fm_graph_tensor(g, x->ndim, x->shape) : fm_ops_view(g, x, x->ndim, x->shape);
+    n->out = n->iarg[0] ? fm_graph_tensor(g, x->ndim, x->shape)
+                        : fm_ops_view(g, x, x->ndim, x->shape);
     return fm_graph_apply(g, n);
 }
 

@@ -226,8 +226,9 @@ static void sgemm_blocks(fm_graph *g, bool bf16, bool trans_a, bool trans_b, int
     if (blocks > 1 && j.split_rows && trans_b) {
         /* Every block of rows would pack all of the transposed B for itself
          * (a linear layer's weight, evaluated 256 images at a time): turn it
-         * once, here, and let the blocks read it in place.  The kernels sum
-         * each element of C in the same order either way. */
+         * once, here, and let the blocks read it in place.  fmhost's kernels
+         * sum each element of C in the same order either way; on the
+         * portable set the choice, like the blocks, follows the shape only. */
         float *bt = fm_graph_alloc(g, (size_t)k * (size_t)n * sizeof *bt);  // [k, n]
         transpose_job tj = {.dst = bt, .src = b, .lds = ldb, .rows = n, .cols = k};
         fm_parallel_for((n + TRANSPOSE_ROWS - 1) / TRANSPOSE_ROWS, transpose_rows, &tj);

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <check.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -784,6 +785,13 @@ END_TEST
 
 /* ---- fm.dist in one process ------------------------------------------------------- */
 
+static int request_stop(lua_State *L)
+{
+    (void)L;
+    fm_stop_request(SIGINT);
+    return 0;
+}
+
 /* One process is a job of one rank: map runs every item here, in order, and
  * the values still cross the byte encoding MPI ranks use (gather and
  * broadcast encode and decode them even alone). */
@@ -830,6 +838,17 @@ START_TEST(test_dist_single)
               "fm.dist.gather", "key that is not a string");
     run_fails(L, "local fm = require 'fm'\n fm.dist.map(3, print)\n", "bad argument #1 to 'map'",
               "table expected");
+    /* A signal during item 2 (as Ctrl-C would): items 3 and 4 are not
+     * started, and the error is item 2's. */
+    lua_pushcfunction(L, request_stop);
+    lua_setglobal(L, "request_stop");
+    run_fails(L, "local fm = require 'fm'\n"
+                 "STARTED = 0\n"
+                 "fm.dist.map({1, 2, 3, 4}, function(v) STARTED = STARTED + 1\n"
+                 "  if v == 2 then request_stop() error('stopped here') end return v end)\n",
+              "fm.dist.map: item 2 on rank 0:", "stopped here");
+    fm_stop_clear();
+    run_ok(L, "assert(STARTED == 2, STARTED)\n");
     fm_lua_free(L);
 }
 END_TEST

@@ -265,6 +265,19 @@ static int l_size(lua_State *L)
     return 1;
 }
 
+/* {i, ok, the value at the top (popped)} appended to the table at `done`. */
+static void add_entry(lua_State *L, int done, lua_Integer i, bool ok)
+{
+    lua_createtable(L, 3, 0);
+    lua_pushinteger(L, i);
+    lua_rawseti(L, -2, 1);
+    lua_pushboolean(L, ok);
+    lua_rawseti(L, -2, 2);
+    lua_rotate(L, -2, 1);
+    lua_rawseti(L, -2, 3);
+    lua_rawseti(L, done, (lua_Integer)lua_rawlen(L, done) + 1);
+}
+
 /* One item of fm.dist.map on this rank: {index, ok, value or message}
  * appended to the table at `done`. */
 static void map_one(lua_State *L, int items, int fn, int done, lua_Integer i)
@@ -289,20 +302,14 @@ static void map_one(lua_State *L, int items, int fn, int done, lua_Integer i)
         lua_pop(L, 1);
         lua_pushstring(L, "(an error object that is not a string)");
     }
-    lua_createtable(L, 3, 0);
-    lua_pushinteger(L, i);
-    lua_rawseti(L, -2, 1);
-    lua_pushboolean(L, ok);
-    lua_rawseti(L, -2, 2);
-    lua_rotate(L, -2, 1);
-    lua_rawseti(L, -2, 3);
-    lua_rawseti(L, done, (lua_Integer)lua_rawlen(L, done) + 1);
+    add_entry(L, done, i, ok);
 }
 
 /* fm.dist.map(items, fn) -> results.  Item i (of the array `items`) goes to
  * rank (i - 1) % size, which calls fn(items[i], i); every rank gets the
  * array of all results in item order.  An error in any fn is raised on
- * every rank, naming the item and the rank, once all have finished. */
+ * every rank, naming the item and the rank, once all have finished; after a
+ * signal a rank starts none of its remaining items. */
 static int l_map(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -311,7 +318,17 @@ static int l_map(lua_State *L)
     lua_Integer n = (lua_Integer)luaL_len(L, 1);
     int rank = fm_dist_rank(), size = fm_dist_size();
     lua_newtable(L); /* 3: this rank's {i, ok, value} */
-    for (lua_Integer i = 1 + rank; i <= n; i += size) map_one(L, 1, 2, 3, i);
+    for (lua_Integer i = 1 + rank; i <= n; i += size) {
+        int sig = fm_stop_requested();
+        if (!sig) {
+            map_one(L, 1, 2, 3, i);
+            continue;
+        }
+        /* A signal (Ctrl-C, or mpirun passing one on) stops this rank's
+         * items where they stand: the rest are errors, not holes. */
+        lua_pushfstring(L, "not run: interrupted by signal %d", sig);
+        add_entry(L, 3, i, false);
+    }
 
     /* Rank 0 puts the results in order and finds the first error ... */
     lua_pushcfunction(L, l_gather);

@@ -39,6 +39,12 @@ static const char train_usage[] =
     "                       above it, as CosineAnnealingLR (T_max = epochs - warmup) (0)\n"
     "  --warmup N           linear warm-up over the first N epochs (0)\n"
     "  --clip-grad-norm F   clip the gradients' total L2 norm to F each step (off)\n"
+    "recipe:\n"
+    "  --label-smoothing F  train on cross-entropy against (1-F) one-hot + F/10, as\n"
+    "                       nn.CrossEntropyLoss(label_smoothing=F); F in [0, 1) (0).  The\n"
+    "                       training loss is the smoothed one; validation and test loss\n"
+    "                       stay the plain cross-entropy, so runs compare and early\n"
+    "                       stopping keeps its meaning\n"
     "run:\n"
     "  --resume             continue the run saved in DIR/artifacts/<model>_last.safetensors\n"
     "                       (written at every epoch end and on Ctrl-C), with the same options:\n"
@@ -75,7 +81,7 @@ enum {
     OPT_SEED, OPT_AUGMENT, OPT_LIMIT, OPT_OPTIMIZER, OPT_LR, OPT_MOMENTUM, OPT_NESTEROV,
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
-    OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK,
+    OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK, OPT_LABEL_SMOOTHING,
 };
 
 static const struct option train_options[] = {
@@ -111,6 +117,7 @@ static const struct option train_options[] = {
     {"precision", required_argument, NULL, OPT_PRECISION},
     {"runs-db", required_argument, NULL, OPT_RUNS_DB},
     {"no-track", no_argument, NULL, OPT_NO_TRACK},
+    {"label-smoothing", required_argument, NULL, OPT_LABEL_SMOOTHING},
     {NULL, 0, NULL, 0},
 };
 
@@ -230,6 +237,11 @@ int fm_cmd_train(int argc, char **argv)
         case OPT_SAVE_DTYPE:
             if (fm_float_dtype_parse(v, &cfg.save_dtype) != FM_OK)
                 return fm_cli_usage_error(cmd, "--save-dtype: %s", fm_error_message());
+            break;
+        case OPT_LABEL_SMOOTHING:
+            if (!fm_cli_double(v, &cfg.label_smoothing) || cfg.label_smoothing < 0 ||
+                cfg.label_smoothing >= 1)
+                return fm_cli_usage_error(cmd, "--label-smoothing '%s': expected a number in [0, 1)", v);
             break;
         case OPT_RUNS_DB: cfg.runs_db = v; break;
         case OPT_NO_TRACK: cfg.track = false; break;

@@ -525,6 +525,8 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
         luaL_error(L, "%s: clip_grad_norm must be >= 0 (0: off), not %f", what,
                    cfg->clip_grad_norm);
 
+    opt_num(L, t, what, "label_smoothing", &cfg->label_smoothing);
+
     const char *precision = opt_str(L, t, what, "precision");
     if (precision) {
         if (fm_precision_parse(precision, &cfg->precision) != FM_OK)
@@ -582,7 +584,8 @@ static int l_train(lua_State *L)
         "lr", "seed", "optimizer", "momentum", "weight_decay", "nesterov", "patience",
         "val_split", "scheduler", "step_size", "gamma", "min_lr", "warmup", "augment", "threads",
         "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", "resume",
-        "clip_grad_norm", "save_dtype", "precision", "track", "runs_db", "sweep", NULL,
+        "clip_grad_norm", "save_dtype", "precision", "track", "runs_db", "sweep",
+        "label_smoothing", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);

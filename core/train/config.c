@@ -52,6 +52,8 @@ fm_status fm_train_config_check(const fm_train_config *c)
     if (c->warmup < 0 || c->warmup >= c->epochs)
         return fm_error_set(FM_ERR_ARG, "--warmup %d: must be >= 0 and below --epochs (%d)",
                             c->warmup, c->epochs);
+    if (!(c->label_smoothing >= 0.0 && c->label_smoothing < 1.0))
+        return fm_error_set(FM_ERR_ARG, "--label-smoothing %g: must be in [0, 1)", c->label_smoothing);
     if (c->threads < 0 || c->threads > 256)
         return fm_error_set(FM_ERR_ARG, "--threads %d: must be between 0 (all cores) and 256", c->threads);
     if (c->limit < 0)

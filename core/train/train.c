@@ -380,7 +380,7 @@ static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, 
     int step = pa->step;
     double lr = step_lr(r, epoch, step, steps);
     fm_optim_set_lr(r->optim, (float)lr);
-    fm_tensor *loss = fm_cross_entropy(r->graph, logits, r->y);
+    fm_tensor *loss = fm_cross_entropy_smooth(r->graph, logits, r->y, (float)r->cfg.label_smoothing);
     double l = loss->data[0];
     if (!isfinite(l)) return diverged(r, epoch, step, "the loss", l);
     fm_model_zero_grad(r->model);
@@ -632,6 +632,7 @@ void run_options_make(const fm_run *r, run_options *o)
     OPT("augment", "%s", c->augment ? "true" : "false");
     OPT("limit", "%d", c->limit);
     OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);
+    OPT("label_smoothing", "%.9g", c->label_smoothing);
     OPT("save_dtype", "%s", fm_float_dtype_name(c->save_dtype));
     OPT("precision", "%s", fm_precision_name(c->precision));
 #undef OPT

@@ -162,6 +162,11 @@ FM_API fm_tensor *fm_flatten(fm_graph *g, fm_tensor *x);
 /* Mean over the batch of -log softmax(logits)[label].  logits: [N, K];
  * labels: N ints in [0, K), copied.  -> [1] */
 FM_API fm_tensor *fm_cross_entropy(fm_graph *g, fm_tensor *logits, const int32_t *labels);
+/* The same with label smoothing in [0, 1), as nn.CrossEntropyLoss(
+ * label_smoothing=): the target puts 1 - smoothing + smoothing / K on the
+ * label and smoothing / K on every other class.  0 is fm_cross_entropy. */
+FM_API fm_tensor *fm_cross_entropy_smooth(fm_graph *g, fm_tensor *logits, const int32_t *labels,
+                                          float smoothing);
 
 #ifdef __cplusplus
 }

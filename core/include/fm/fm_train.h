@@ -62,6 +62,7 @@ typedef struct fm_train_config {
     int warmup;          /* epochs of linear warm-up before the schedule (0) */
     bool augment;        /* random crop + flip (false) */
     double clip_grad_norm;  /* > 0: clip the gradients' total L2 norm to this each step (0) */
+    double label_smoothing; /* training loss only, [0, 1) (fm_cross_entropy_smooth; 0) */
     fm_precision precision;  /* linear and convolution layers' arithmetic (fm_graph.h; fp32) */
     bool resume;         /* continue the run saved in <out>/artifacts/<model>_last.safetensors */
     int threads;         /* 0: one per core */

@@ -612,6 +612,95 @@ START_TEST(test_train_vector_sets_agree)
 }
 END_TEST
 
+/* ---- the weights' moving average (--ema) ------------------------------------------------ */
+
+#define EMA_DECAY 0.75
+#define EMA_MAX_STEPS 8
+
+/* The model's state after every step, for the hand computation. */
+typedef struct ema_trace {
+    fm_run *run;
+    int steps;
+    void *after[EMA_MAX_STEPS];
+} ema_trace;
+
+static bool trace_step(void *user, const fm_step_info *info)
+{
+    (void)info;
+    ema_trace *t = user;
+    fm_model *m = fm_run_model(t->run);
+    ck_assert_int_lt(t->steps, EMA_MAX_STEPS);
+    t->after[t->steps] = malloc(fm_model_state_bytes(m));
+    fm_model_state_save(m, t->after[t->steps++]);
+    return true;
+}
+
+/* ema = 0.75 ema + 0.25 w after each step from the initial weights, worked
+ * in double from the weights the steps left: the run ends holding it (its
+ * best and only epoch), batch-norm running statistics included, counters
+ * copied; it is what was validated; and it is not the trained weights. */
+START_TEST(test_train_ema_by_hand)
+{
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin("rescnn");
+    fm_hparams *hp = new_hparams(p, "width=8");
+    fm_train_config cfg;
+    small_config(&cfg, 240, 1, 40);  /* 216 training images: 6 steps */
+    cfg.ema = EMA_DECAY;
+    ema_trace trace = {0};
+    cfg.on_step = trace_step;
+    cfg.user = &trace;
+    fm_run *run;
+    ck_assert_msg(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK, "%s", fm_error_message());
+    trace.run = run;
+    fm_model *m = fm_run_model(run);
+    void *init = malloc(fm_model_state_bytes(m));
+    fm_model_state_save(m, init);
+    ck_assert(fm_run_train(run) == FM_OK);
+    ck_assert_int_eq(trace.steps, 6);
+    ck_assert_int_eq(fm_run_best_epoch(run), 1);
+
+    int buffers_averaged = 0, checked = 0;
+    for (int i = 0; i < fm_model_count(m); i++) {
+        fm_model_entry e = fm_model_entry_at(m, i);
+        const void *last = fm_model_state_entry(m, trace.after[trace.steps - 1], i);
+        if (e.tensor->dtype == FM_I64) {
+            ck_assert(memcmp(e.tensor->i64, last, (size_t)e.tensor->numel * sizeof(int64_t)) == 0);
+            continue;
+        }
+        bool differs = false;
+        for (int64_t j = 0; j < e.tensor->numel; j++) {
+            double avg = ((const float *)fm_model_state_entry(m, init, i))[j];
+            for (int k = 0; k < trace.steps; k++)
+                avg = EMA_DECAY * avg +
+                      (1 - EMA_DECAY) * ((const float *)fm_model_state_entry(m, trace.after[k], i))[j];
+            float got = e.tensor->data[j];
+            ck_assert_msg(fabs(got - avg) <= 1e-6 + 1e-5 * fabs(avg), "%s[%lld]: %.9g, by hand %.9g",
+                          e.name, (long long)j, (double)got, avg);
+            differs = differs || got != ((const float *)last)[j];
+            checked++;
+        }
+        if (e.is_buffer && differs) buffers_averaged++;
+    }
+    ck_assert_int_gt(checked, 1000);
+    ck_assert_int_ge(buffers_averaged, 2);  /* running means and variances */
+
+    int n;
+    const fm_epoch_metrics *h = fm_run_history(run, &n);
+    fm_eval_result val;
+    ck_assert(fm_run_evaluate(run, FM_SPLIT_VAL, &val) == FM_OK);
+    ck_assert_double_eq_tol(val.loss, h[0].val_loss, 1e-9);
+
+    for (int k = 0; k < trace.steps; k++) free(trace.after[k]);
+    free(init);
+    fm_run_free(run);
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -623,6 +712,7 @@ static Suite *train_suite(void)
     tcase_add_loop_test(tc, test_train_restores_best, 0,
                         (int)(sizeof restore_cases / sizeof restore_cases[0]));
     tcase_add_test(tc, test_train_bad_out_dir);
+    tcase_add_test(tc, test_train_ema_by_hand);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("determinism");

@@ -45,6 +45,11 @@ static const char train_usage[] =
     "                       training loss is the smoothed one; validation and test loss\n"
     "                       stay the plain cross-entropy, so runs compare and early\n"
     "                       stopping keeps its meaning\n"
+    "  --ema DECAY          keep an exponential moving average of the weights and batch-norm\n"
+    "                       buffers, updated after every step as ema = DECAY*ema +\n"
+    "                       (1-DECAY)*w from the initial weights (timm's ModelEmaV2);\n"
+    "                       validation, the best checkpoint and the test use the average;\n"
+    "                       DECAY in (0, 1), e.g. 0.999 (off)\n"
     "run:\n"
     "  --resume             continue the run saved in DIR/artifacts/<model>_last.safetensors\n"
     "                       (written at every epoch end and on Ctrl-C), with the same options:\n"
@@ -81,7 +86,7 @@ enum {
     OPT_SEED, OPT_AUGMENT, OPT_LIMIT, OPT_OPTIMIZER, OPT_LR, OPT_MOMENTUM, OPT_NESTEROV,
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
-    OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK, OPT_LABEL_SMOOTHING,
+    OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK, OPT_LABEL_SMOOTHING, OPT_EMA,
 };
 
 static const struct option train_options[] = {
@@ -118,6 +123,7 @@ static const struct option train_options[] = {
     {"runs-db", required_argument, NULL, OPT_RUNS_DB},
     {"no-track", no_argument, NULL, OPT_NO_TRACK},
     {"label-smoothing", required_argument, NULL, OPT_LABEL_SMOOTHING},
+    {"ema", required_argument, NULL, OPT_EMA},
     {NULL, 0, NULL, 0},
 };
 
@@ -242,6 +248,10 @@ int fm_cmd_train(int argc, char **argv)
             if (!fm_cli_double(v, &cfg.label_smoothing) || cfg.label_smoothing < 0 ||
                 cfg.label_smoothing >= 1)
                 return fm_cli_usage_error(cmd, "--label-smoothing '%s': expected a number in [0, 1)", v);
+            break;
+        case OPT_EMA:
+            if (!fm_cli_double(v, &cfg.ema) || cfg.ema <= 0 || cfg.ema >= 1)
+                return fm_cli_usage_error(cmd, "--ema '%s': expected a decay in (0, 1), e.g. 0.999", v);
             break;
         case OPT_RUNS_DB: cfg.runs_db = v; break;
         case OPT_NO_TRACK: cfg.track = false; break;

@@ -54,6 +54,9 @@ fm_status fm_train_config_check(const fm_train_config *c)
                             c->warmup, c->epochs);
     if (!(c->label_smoothing >= 0.0 && c->label_smoothing < 1.0))
         return fm_error_set(FM_ERR_ARG, "--label-smoothing %g: must be in [0, 1)", c->label_smoothing);
+    if (!(c->ema == 0.0 || (c->ema > 0.0 && c->ema < 1.0)))
+        return fm_error_set(FM_ERR_ARG, "--ema %g: the decay must be in (0, 1), e.g. 0.999 (0: off)",
+                            c->ema);
     if (c->threads < 0 || c->threads > 256)
         return fm_error_set(FM_ERR_ARG, "--threads %d: must be between 0 (all cores) and 256", c->threads);
     if (c->limit < 0)

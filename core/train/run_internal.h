@@ -38,6 +38,8 @@ struct fm_run {
     double best_val_loss;
     int bad_epochs;          /* epochs since the best, for early stopping */
     void *best_state;
+    void *ema_state;         /* cfg.ema > 0: the average, a model state (fm_model_state_save) */
+    void *swap_state;        /* the trained weights while the average is in the model */
     double seconds;
     int64_t global_step;
     run_partial partial;

@@ -109,6 +109,12 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
     r->loader = fm_loader_new(&r->train, cfg->batch_size, true, cfg->augment, cfg->seed);
     r->y = fm_xcalloc((size_t)cfg->batch_size, sizeof(int32_t));
     r->best_state = fm_xmalloc(fm_model_state_bytes(r->model));
+    if (cfg->ema > 0) {
+        /* The average starts from the initial weights (timm's ModelEmaV2). */
+        r->ema_state = fm_xmalloc(fm_model_state_bytes(r->model));
+        r->swap_state = fm_xmalloc(fm_model_state_bytes(r->model));
+        fm_model_state_save(r->model, r->ema_state);
+    }
     int most = r->test.n > r->val.n ? r->test.n : r->val.n;
     r->pred = fm_xcalloc((size_t)most, 1);
     r->confidence = fm_xcalloc((size_t)most, sizeof(float));
@@ -149,6 +155,8 @@ void fm_run_free(fm_run *r)
     free(r->y);
     fm_metrics_free(&r->history);
     free(r->best_state);
+    free(r->ema_state);
+    free(r->swap_state);
     free(r->pred);
     free(r->confidence);
     for (int i = 0; i < 2 * r->n_hp; i++) free(r->hp_kv[i]);
@@ -296,6 +304,16 @@ static fm_status save_weights(fm_run *r, const char *path, fm_float_dtype as)
     };
     /* An F32 checkpoint's metadata stays as it was: no "dtype" key. */
     int n_meta = (int)(sizeof meta / sizeof meta[0] / 2) - (as == FM_FLOAT_F32);
+    /* The weights of a run with --ema are the average: said so, after. */
+    char ema[32];
+    const char *with_ema[sizeof meta / sizeof meta[0] + 2];
+    if (r->cfg.ema > 0) {
+        snprintf(ema, sizeof ema, "%.9g", r->cfg.ema);
+        memcpy(with_ema, meta, 2 * (size_t)n_meta * sizeof *meta);
+        with_ema[2 * n_meta] = "ema";
+        with_ema[2 * n_meta + 1] = ema;
+        return fm_safetensors_save_as(path, r->model, with_ema, n_meta + 1, as);
+    }
     return fm_safetensors_save_as(path, r->model, meta, n_meta, as);
 }
 
@@ -373,6 +391,43 @@ static epoch_end diverged(fm_run *r, int epoch, int step, const char *what, doub
     return EPOCH_DIVERGED;
 }
 
+/* ---- the moving average of the weights --------------------------------------------- */
+
+/* ema = ema * decay + w * (1 - decay) for every float weight and buffer, in
+ * float32 as timm's ModelEmaV2 computes it (decay * e + (1 - decay) * m);
+ * integer buffers (batch-norm counters) are copied. */
+static void ema_update(fm_run *r)
+{
+    const float decay = (float)r->cfg.ema, rest = (float)(1.0 - r->cfg.ema);
+    for (int i = 0; i < fm_model_count(r->model); i++) {
+        fm_tensor *t = fm_model_entry_at(r->model, i).tensor;
+        void *avg = fm_model_state_entry(r->model, r->ema_state, i);
+        if (t->dtype == FM_I64) {
+            memcpy(avg, t->i64, (size_t)t->numel * sizeof(int64_t));
+            continue;
+        }
+        float *e = avg;
+        const float *w = t->data;
+        for (int64_t j = 0; j < t->numel; j++) {
+            float kept = decay * e[j], added = rest * w[j];
+            e[j] = kept + added;
+        }
+    }
+}
+
+/* Puts the average in the model (keeping the trained weights aside), or
+ * the trained weights back; nothing without --ema. */
+static void ema_swap(fm_run *r, bool in)
+{
+    if (!r->ema_state) return;
+    if (in) {
+        fm_model_state_save(r->model, r->swap_state);
+        fm_model_state_load(r->model, r->ema_state);
+    } else {
+        fm_model_state_load(r->model, r->swap_state);
+    }
+}
+
 /* One step on the batch in `logits`; EPOCH_DONE when it went through. */
 static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, int b)
 {
@@ -390,6 +445,7 @@ static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, 
         if (!isfinite(norm)) return diverged(r, epoch, step, "the gradient norm", norm);
     }
     if (!fm_optim_step(r->optim)) return diverged(r, epoch, step, "a gradient element", NAN);
+    if (r->ema_state) ema_update(r);
 
     pa->loss_sum += l * b;
     for (int i = 0; i < b; i++)
@@ -449,10 +505,14 @@ static epoch_end train_epoch(fm_run *r, int epoch, fm_epoch_metrics *m, fm_statu
     return end;
 }
 
-/* The end of an epoch: validation, history, best checkpoint, metrics,
- * hooks, early stopping, the state.  False when the run ends here. */
-static bool end_epoch(fm_run *r, fm_epoch_metrics *m, double t0, bool go_on, fm_status *st)
+/* The end of an epoch on the weights in the model (the average, with
+ * --ema): validation, history, best checkpoint, metrics, hooks, early
+ * stopping.  False when the run ends here, before its state is saved;
+ * *go_on false when it ends after. */
+static bool end_epoch_weights(fm_run *r, fm_epoch_metrics *m, double t0, bool *go_on_out,
+                              fm_status *st)
 {
+    bool go_on = *go_on_out;
     fm_eval_result val;
     if ((*st = fm_run_evaluate(r, FM_SPLIT_VAL, &val)) != FM_OK) return false;
     m->val_loss = val.loss;
@@ -493,6 +553,18 @@ static bool end_epoch(fm_run *r, fm_epoch_metrics *m, double t0, bool go_on, fm_
         r->finished = true;
     }
     if (!go_on && !r->finished) r->status = FM_RUN_STOPPED;
+    *go_on_out = go_on;
+    return true;
+}
+
+/* The end of an epoch: end_epoch_weights on the average (--ema) or the
+ * weights, then the run's state.  False when the run ends here. */
+static bool end_epoch(fm_run *r, fm_epoch_metrics *m, double t0, bool go_on, fm_status *st)
+{
+    ema_swap(r, true);
+    bool ok = end_epoch_weights(r, m, t0, &go_on, st);
+    ema_swap(r, false);
+    if (!ok) return false;
     if (r->cfg.write_artifacts && (*st = run_state_save(r)) != FM_OK) return false;
     return go_on && !r->finished;
 }
@@ -633,6 +705,7 @@ void run_options_make(const fm_run *r, run_options *o)
     OPT("limit", "%d", c->limit);
     OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);
     OPT("label_smoothing", "%.9g", c->label_smoothing);
+    OPT("ema", "%.9g", c->ema);
     OPT("save_dtype", "%s", fm_float_dtype_name(c->save_dtype));
     OPT("precision", "%s", fm_precision_name(c->precision));
 #undef OPT

@@ -63,6 +63,9 @@ typedef struct fm_train_config {
     bool augment;        /* random crop + flip (false) */
     double clip_grad_norm;  /* > 0: clip the gradients' total L2 norm to this each step (0) */
     double label_smoothing; /* training loss only, [0, 1) (fm_cross_entropy_smooth; 0) */
+    double ema;             /* in (0, 1): validate, checkpoint and test an exponential moving
+                             * average of the weights and batch-norm buffers, updated after
+                             * every step as ema = ema * decay + w * (1 - decay) (0: off) */
     fm_precision precision;  /* linear and convolution layers' arithmetic (fm_graph.h; fp32) */
     bool resume;         /* continue the run saved in <out>/artifacts/<model>_last.safetensors */
     int threads;         /* 0: one per core */

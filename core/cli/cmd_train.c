@@ -50,6 +50,9 @@ static const char train_usage[] =
     "                       (1-DECAY)*w from the initial weights (timm's ModelEmaV2);\n"
     "                       validation, the best checkpoint and the test use the average;\n"
     "                       DECAY in (0, 1), e.g. 0.999 (off)\n"
+    "  --tta                test the best weights with test-time augmentation by horizontal\n"
+    "                       flip: the mean of the logits on each image and its mirror (as\n"
+    "                       fmhost eval --tta); validation stays plain\n"
     "run:\n"
     "  --resume             continue the run saved in DIR/artifacts/<model>_last.safetensors\n"
     "                       (written at every epoch end and on Ctrl-C), with the same options:\n"
@@ -87,6 +90,7 @@ enum {
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
     OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK, OPT_LABEL_SMOOTHING, OPT_EMA,
+    OPT_TTA,
 };
 
 static const struct option train_options[] = {
@@ -124,6 +128,7 @@ static const struct option train_options[] = {
     {"no-track", no_argument, NULL, OPT_NO_TRACK},
     {"label-smoothing", required_argument, NULL, OPT_LABEL_SMOOTHING},
     {"ema", required_argument, NULL, OPT_EMA},
+    {"tta", no_argument, NULL, OPT_TTA},
     {NULL, 0, NULL, 0},
 };
 
@@ -253,6 +258,7 @@ int fm_cmd_train(int argc, char **argv)
             if (!fm_cli_double(v, &cfg.ema) || cfg.ema <= 0 || cfg.ema >= 1)
                 return fm_cli_usage_error(cmd, "--ema '%s': expected a decay in (0, 1), e.g. 0.999", v);
             break;
+        case OPT_TTA: cfg.tta = true; break;
         case OPT_RUNS_DB: cfg.runs_db = v; break;
         case OPT_NO_TRACK: cfg.track = false; break;
         case OPT_HELP: fputs(train_usage, stdout); return FM_EXIT_OK;

@@ -527,6 +527,7 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
 
     opt_num(L, t, what, "label_smoothing", &cfg->label_smoothing);
     opt_num(L, t, what, "ema", &cfg->ema);
+    opt_bool(L, t, what, "tta", &cfg->tta);
 
     const char *precision = opt_str(L, t, what, "precision");
     if (precision) {
@@ -586,7 +587,7 @@ static int l_train(lua_State *L)
         "val_split", "scheduler", "step_size", "gamma", "min_lr", "warmup", "augment", "threads",
         "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", "resume",
         "clip_grad_norm", "save_dtype", "precision", "track", "runs_db", "sweep",
-        "label_smoothing", "ema", NULL,
+        "label_smoothing", "ema", "tta", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);

@@ -186,12 +186,32 @@ static const char *model_plugin_name(const fm_model *m)
     return p ? fm_plugin_descriptor_of(p)->name : "(none)";
 }
 
+/* The mean of the logits of x and of its mirror image (x flipped along
+ * its width), in g: test-time augmentation.  *logits holds z(x) on entry. */
+static fm_status flip_average(fm_model *m, fm_graph *g, fm_tensor *x, fm_tensor **logits)
+{
+    fm_tensor *mirror = fm_graph_tensor(g, 4, x->shape);
+    const int w = x->shape[3];
+    const int64_t rows = x->numel / w;
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < w; j++) mirror->data[r * w + j] = x->data[r * w + (w - 1 - j)];
+    fm_tensor *plain = *logits, *flipped;
+    fm_status st = fm_model_forward_checked(m, g, mirror, model_plugin_name(m), &flipped);
+    if (st != FM_OK) return st;
+    fm_tensor *mean = fm_graph_tensor(g, 2, plain->shape);
+    for (int64_t i = 0; i < mean->numel; i++)
+        mean->data[i] = (plain->data[i] + flipped->data[i]) * 0.5f;
+    *logits = mean;
+    return FM_OK;
+}
+
 /* Resets g, loads the loader's next batch straight into a new input tensor
- * and runs the model on it: *logits [b, 10], or NULL at the end of the
- * epoch (*b = 0).  y receives the b labels.  An error when the plugin's
- * forward returns something else than logits. */
-static fm_status next_logits(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, int32_t *y,
-                             int *b, fm_tensor **logits)
+ * and runs the model on it (with `tta`, the mean over the image and its
+ * mirror): *logits [b, 10], or NULL at the end of the epoch (*b = 0).  y
+ * receives the b labels.  An error when the plugin's forward returns
+ * something else than logits. */
+static fm_status next_logits_tta(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, bool tta,
+                                 int32_t *y, int *b, fm_tensor **logits)
 {
     fm_graph_reset(g);
     *logits = NULL;
@@ -200,11 +220,25 @@ static fm_status next_logits(fm_model *m, fm_graph *g, fm_loader *l, int batch_s
     if ((*b = fm_loader_next(l, x->data, y, NULL)) == 0) return FM_OK;
     shape[0] = *b;
     fm_tensor_set_shape(x, 4, shape);  /* a short last batch */
-    return fm_model_forward_checked(m, g, x, model_plugin_name(m), logits);
+    fm_status st = fm_model_forward_checked(m, g, x, model_plugin_name(m), logits);
+    if (st != FM_OK || !tta) return st;
+    return flip_average(m, g, x, logits);
+}
+
+static fm_status next_logits(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, int32_t *y,
+                             int *b, fm_tensor **logits)
+{
+    return next_logits_tta(m, g, l, batch_size, false, y, b, logits);
 }
 
 fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
                       uint8_t *pred, float *confidence)
+{
+    return fm_evaluate_tta(m, s, batch_size, false, out, pred, confidence);
+}
+
+fm_status fm_evaluate_tta(fm_model *m, const fm_subset *s, int batch_size, bool tta,
+                          fm_eval_result *out, uint8_t *pred, float *confidence)
 {
     memset(out, 0, sizeof *out);
     out->data = s->data;
@@ -223,7 +257,7 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
     fm_status st;
     fm_loader_begin_epoch(l);
     fm_tensor *logits;
-    while ((st = next_logits(m, g, l, batch_size, y, &b, &logits)) == FM_OK && logits) {
+    while ((st = next_logits_tta(m, g, l, batch_size, tta, y, &b, &logits)) == FM_OK && logits) {
         fm_tensor *loss = fm_cross_entropy(g, logits, y);
         loss_sum += (double)loss->data[0] * b;
         for (int i = 0; i < b; i++) {
@@ -245,13 +279,14 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
     return st;
 }
 
-/* fm_evaluate in the run's precision. */
+/* fm_evaluate in the run's precision; the test set with --tta. */
 static fm_status run_evaluate_subset(fm_run *r, const fm_subset *s, fm_eval_result *out,
                                      uint8_t *pred, float *confidence)
 {
     fm_precision before = fm_precision_active();
     fm_precision_use(r->cfg.precision);
-    fm_status st = fm_evaluate(r->model, s, EVAL_BATCH, out, pred, confidence);
+    bool tta = r->cfg.tta && s == &r->test;
+    fm_status st = fm_evaluate_tta(r->model, s, EVAL_BATCH, tta, out, pred, confidence);
     fm_precision_use(before);
     return st;
 }
@@ -706,6 +741,7 @@ void run_options_make(const fm_run *r, run_options *o)
     OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);
     OPT("label_smoothing", "%.9g", c->label_smoothing);
     OPT("ema", "%.9g", c->ema);
+    OPT("tta", "%s", c->tta ? "true" : "false");
     OPT("save_dtype", "%s", fm_float_dtype_name(c->save_dtype));
     OPT("precision", "%s", fm_precision_name(c->precision));
 #undef OPT

@@ -63,6 +63,8 @@ typedef struct fm_train_config {
     bool augment;        /* random crop + flip (false) */
     double clip_grad_norm;  /* > 0: clip the gradients' total L2 norm to this each step (0) */
     double label_smoothing; /* training loss only, [0, 1) (fm_cross_entropy_smooth; 0) */
+    bool tta;               /* the test set (fm_run_evaluate FM_SPLIT_TEST) with flip
+                             * test-time augmentation (fm_evaluate_tta; false) */
     double ema;             /* in (0, 1): validate, checkpoint and test an exponential moving
                              * average of the weights and batch-norm buffers, updated after
                              * every step as ema = ema * decay + w * (1 - decay) (0: off) */
@@ -227,6 +229,12 @@ FM_API fm_status fm_eval_write_report(const fm_eval_result *res, const char *dir
  * confidence (may be NULL) receive s->n values. */
 FM_API fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
                              uint8_t *pred, float *confidence);
+/* fm_evaluate, and with `tta` test-time augmentation by horizontal flip:
+ * the logits are the mean of the model's logits on each image and on its
+ * mirror, (z(x) + z(flip(x))) / 2, as timm's validate.py and airbench
+ * average them; loss, prediction and confidence come from that mean. */
+FM_API fm_status fm_evaluate_tta(fm_model *m, const fm_subset *s, int batch_size, bool tta,
+                                 fm_eval_result *out, uint8_t *pred, float *confidence);
 
 #ifdef __cplusplus
 }

@@ -37,6 +37,7 @@ static const char kill_script[] =
     "  data_dir = a.data, out = a.out, threads = tonumber(a.threads), quiet = true,\n"
     "  resume = a.resume == \"1\",\n"
     "  ema = a.ema and tonumber(a.ema), label_smoothing = a.ls and tonumber(a.ls),\n"
+    "  scheduler = a.sched,\n"
     "  on_step = function(s)\n"
     "    if s.global_step == kill_at then io.popen(\"kill -\" .. a.signal .. \" $PPID\"):close() end\n"
     "  end}\n";
@@ -44,7 +45,7 @@ static const char kill_script[] =
 typedef struct run_case {
     const char *model, *width;  /* width: rescnn's, smaller for speed (NULL: the default) */
     const char *kernels;        /* FMHOST_KERNELS for every child (NULL: the default set) */
-    bool recipe;                /* with the recipe options of RECIPE_* */
+    bool recipe;                /* with RECIPE_* and --scheduler onecycle */
 } run_case;
 
 /* The recipe options the recipe case trains with. */
@@ -92,6 +93,7 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
     if (rc->recipe) {
         argv[n++] = "--ema", argv[n++] = RECIPE_EMA;
         argv[n++] = "--label-smoothing", argv[n++] = RECIPE_LS;
+        argv[n++] = "--scheduler", argv[n++] = "onecycle";
     }
     if (resume) argv[n++] = "--resume";
     argv[n] = NULL;
@@ -102,7 +104,7 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
 static int train_killed(const run_case *rc, const char *out, int kill_at, const char *signal,
                         bool resume)
 {
-    char script[4200], a[12][4200];
+    char script[4200], a[13][4200];
     snprintf(script, sizeof script, "%s/kill.lua", tmp);
     snprintf(a[0], sizeof a[0], "model=%s", rc->model);
     snprintf(a[1], sizeof a[1], "epochs=%s", EPOCHS);
@@ -116,9 +118,10 @@ static int train_killed(const run_case *rc, const char *out, int kill_at, const 
     snprintf(a[9], sizeof a[9], "width=%s", rc->width ? rc->width : "");
     snprintf(a[10], sizeof a[10], "ema=%s", RECIPE_EMA);
     snprintf(a[11], sizeof a[11], "ls=%s", RECIPE_LS);
-    char *argv[16] = {FMHOST, "script", script};
+    snprintf(a[12], sizeof a[12], "sched=onecycle");
+    char *argv[20] = {FMHOST, "script", script};
     int n = 3;
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < 13; i++)
         if (i < 9 || (i == 9 && rc->width) || (i >= 10 && rc->recipe)) argv[n++] = a[i];
     argv[n] = NULL;
     return spawn(rc, argv);
@@ -208,7 +211,8 @@ START_TEST(test_resume_after_kills)
 }
 END_TEST
 
-/* The recipe options (the weights' moving average, label smoothing) resume
+/* The recipe options (the weights' moving average, label smoothing, the
+ * one-cycle schedule) resume
  * exactly too: SIGKILL in epoch 2, SIGINT mid-epoch 3, resumed with another
  * thread count; and a resume under another --ema is refused. */
 START_TEST(test_resume_recipe)

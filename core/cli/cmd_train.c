@@ -31,13 +31,18 @@ static const char train_usage[] =
     "  --momentum F         sgd momentum (0)\n"
     "  --nesterov           sgd with Nesterov momentum\n"
     "  --weight-decay F     L2 penalty (adam, sgd) or decoupled decay (adamw) (0; adamw: 0.01)\n"
-    "schedule (per epoch):\n"
-    "  --scheduler NAME     constant, step or cosine (constant)\n"
+    "schedule (per epoch; onecycle per step):\n"
+    "  --scheduler NAME     constant, step, cosine or onecycle (constant)\n"
     "  --step-size N        step: epochs between decays (10)\n"
     "  --gamma F            step: decay factor (0.1)\n"
     "  --min-lr F           cosine: rate annealed toward; the last epoch runs just\n"
     "                       above it, as CosineAnnealingLR (T_max = epochs - warmup) (0)\n"
     "  --warmup N           linear warm-up over the first N epochs (0)\n"
+    "  --pct-start F        onecycle: OneCycleLR per step with max_lr = --lr, cosine from\n"
+    "                       lr/div up to lr over the first F of all steps, then down (0.3)\n"
+    "  --div-factor F       onecycle: the first step runs at lr/F (25)\n"
+    "  --final-div-factor F onecycle: the last step runs at lr/(div-factor*F) (1e4);\n"
+    "                       momentum and betas are not cycled (cycle_momentum=False)\n"
     "  --clip-grad-norm F   clip the gradients' total L2 norm to F each step (off)\n"
     "recipe:\n"
     "  --label-smoothing F  train on cross-entropy against (1-F) one-hot + F/10, as\n"
@@ -90,7 +95,7 @@ enum {
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
     OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK, OPT_LABEL_SMOOTHING, OPT_EMA,
-    OPT_TTA,
+    OPT_TTA, OPT_PCT_START, OPT_DIV_FACTOR, OPT_FINAL_DIV_FACTOR,
 };
 
 static const struct option train_options[] = {
@@ -129,6 +134,9 @@ static const struct option train_options[] = {
     {"label-smoothing", required_argument, NULL, OPT_LABEL_SMOOTHING},
     {"ema", required_argument, NULL, OPT_EMA},
     {"tta", no_argument, NULL, OPT_TTA},
+    {"pct-start", required_argument, NULL, OPT_PCT_START},
+    {"div-factor", required_argument, NULL, OPT_DIV_FACTOR},
+    {"final-div-factor", required_argument, NULL, OPT_FINAL_DIV_FACTOR},
     {NULL, 0, NULL, 0},
 };
 
@@ -259,6 +267,18 @@ int fm_cmd_train(int argc, char **argv)
                 return fm_cli_usage_error(cmd, "--ema '%s': expected a decay in (0, 1), e.g. 0.999", v);
             break;
         case OPT_TTA: cfg.tta = true; break;
+        case OPT_PCT_START:
+            if (!fm_cli_double(v, &cfg.pct_start) || cfg.pct_start <= 0 || cfg.pct_start >= 1)
+                return fm_cli_usage_error(cmd, "--pct-start '%s': expected a number in (0, 1)", v);
+            break;
+        case OPT_DIV_FACTOR:
+            if (!fm_cli_double(v, &cfg.div_factor) || cfg.div_factor <= 0)
+                return fm_cli_usage_error(cmd, "--div-factor '%s': expected a positive number", v);
+            break;
+        case OPT_FINAL_DIV_FACTOR:
+            if (!fm_cli_double(v, &cfg.final_div_factor) || cfg.final_div_factor <= 0)
+                return fm_cli_usage_error(cmd, "--final-div-factor '%s': expected a positive number", v);
+            break;
         case OPT_RUNS_DB: cfg.runs_db = v; break;
         case OPT_NO_TRACK: cfg.track = false; break;
         case OPT_HELP: fputs(train_usage, stdout); return FM_EXIT_OK;

@@ -43,7 +43,9 @@
  *   underscores — epochs, batch_size, lr, seed, optimizer, momentum,
  *   weight_decay, nesterov, patience, val_split, scheduler, step_size, gamma,
  *   min_lr (cosine anneals toward it: the last epoch runs just above it, as
- *   CosineAnnealingLR with T_max = epochs - warmup), warmup, clip_grad_norm,
+ *   CosineAnnealingLR with T_max = epochs - warmup), warmup, pct_start,
+ *   div_factor, final_div_factor (scheduler = "onecycle": OneCycleLR per
+ *   step, max_lr = lr, as --pct-start etc.), clip_grad_norm,
  *   augment, threads, limit, data_dir, out,
  *   quiet, resume (continue the run's saved state, as --resume), save_dtype
  *   ("f32" or "bf16", as --save-dtype: "bf16" also writes the best weights

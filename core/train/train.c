@@ -736,6 +736,9 @@ void run_options_make(const fm_run *r, run_options *o)
     OPT("gamma", "%.9g", c->gamma);
     OPT("min_lr", "%.9g", c->min_lr);
     OPT("warmup", "%d", c->warmup);
+    OPT("pct_start", "%.9g", c->pct_start);
+    OPT("div_factor", "%.9g", c->div_factor);
+    OPT("final_div_factor", "%.9g", c->final_div_factor);
     OPT("augment", "%s", c->augment ? "true" : "false");
     OPT("limit", "%d", c->limit);
     OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);

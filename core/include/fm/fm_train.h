@@ -33,7 +33,9 @@
 extern "C" {
 #endif
 
-typedef enum fm_sched_kind { FM_SCHED_CONSTANT, FM_SCHED_STEP, FM_SCHED_COSINE } fm_sched_kind;
+typedef enum fm_sched_kind {
+    FM_SCHED_CONSTANT, FM_SCHED_STEP, FM_SCHED_COSINE, FM_SCHED_ONECYCLE
+} fm_sched_kind;
 
 FM_API fm_status fm_sched_kind_parse(const char *s, fm_sched_kind *out);
 FM_API const char *fm_sched_kind_name(fm_sched_kind kind);
@@ -60,6 +62,9 @@ typedef struct fm_train_config {
     double gamma;        /* step: decay factor (0.1) */
     double min_lr;       /* cosine: the rate annealed toward, reached one epoch after the last (0) */
     int warmup;          /* epochs of linear warm-up before the schedule (0) */
+    double pct_start;    /* onecycle: fraction of the steps spent rising (0.3) */
+    double div_factor;   /* onecycle: starts at lr / div_factor (25) */
+    double final_div_factor;  /* onecycle: ends at lr / (div_factor * final_div_factor) (1e4) */
     bool augment;        /* random crop + flip (false) */
     double clip_grad_norm;  /* > 0: clip the gradients' total L2 norm to this each step (0) */
     double label_smoothing; /* training loss only, [0, 1) (fm_cross_entropy_smooth; 0) */
@@ -112,7 +117,12 @@ FM_API fm_status fm_train_config_check(const fm_train_config *cfg);
  *     constant: lr; step: lr * gamma^floor(e / step_size) (StepLR);
  *     cosine: min_lr + (lr - min_lr) * (1 + cos(pi * e / T)) / 2
  *     (CosineAnnealingLR with T_max = T, eta_min = min_lr): the last epoch
- *     runs just above min_lr, which would be reached one epoch later. */
+ *     runs just above min_lr, which would be reached one epoch later;
+ *   onecycle (no warm-up of its own): per step, OneCycleLR(max_lr = lr,
+ *     total_steps = epochs * steps_per_epoch, pct_start, div_factor,
+ *     final_div_factor, anneal_strategy "cos", cycle_momentum False):
+ *     cosine from lr / div_factor up to lr over the first pct_start of the
+ *     steps, then down to lr / (div_factor * final_div_factor) at the last. */
 FM_API double fm_sched_lr(const fm_train_config *cfg, int epoch, int step, int steps_per_epoch);
 
 /* Both splits of FashionMNIST, loaded once and shared by runs. */

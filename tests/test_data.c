@@ -867,6 +867,91 @@ START_TEST(test_augment)
 }
 END_TEST
 
+/* Random erasing: with p = 1 every image (of random non-zero pixels, none
+ * of which normalises to 0) has one rectangle set to 0 and is otherwise the
+ * augmented image the loader without erasing gives (its own stream), with
+ * areas and aspect ratios within RandomErasing's ranges (after rounding);
+ * p = 0.5 erases about half; the same seed gives the same bytes. */
+START_TEST(test_random_erasing)
+{
+    enum { N = 400 };
+    fm_dataset d = {.n = N};
+    d.images = fm_xmalloc((size_t)N * FM_IMAGE_PIXELS);
+    d.labels = fm_xcalloc(N, 1);
+    fm_rng rng;
+    fm_rng_seed(&rng, 98, FM_RNG_TEST);
+    for (int i = 0; i < N * FM_IMAGE_PIXELS; i++) d.images[i] = (uint8_t)(1 + fm_rng_below(&rng, 255));
+    fm_subset s;
+    fm_subset_all(&s, &d, 0);
+    float *xe = fm_xmalloc((size_t)N * FM_IMAGE_PIXELS * sizeof *xe);
+    float *xp = fm_xmalloc((size_t)N * FM_IMAGE_PIXELS * sizeof *xp);
+    int32_t *y = fm_xmalloc(N * sizeof *y);
+    fm_loader *erasing = fm_loader_new(&s, N, true, true, 7), *plain = fm_loader_new(&s, N, true, true, 7);
+    fm_loader_set_erasing(erasing, 1.0);
+    ck_assert_int_eq(fm_loader_next(erasing, xe, y, NULL), N);
+    ck_assert_int_eq(fm_loader_next(plain, xp, y, NULL), N);
+    double min_frac = 1, max_frac = 0;
+    int tall = 0, wide = 0;
+    for (int i = 0; i < N; i++) {
+        const float *a = xe + (size_t)i * FM_IMAGE_PIXELS, *b = xp + (size_t)i * FM_IMAGE_PIXELS;
+        int top = 28, bottom = -1, left = 28, right = -1, zeros = 0;
+        for (int p = 0; p < FM_IMAGE_PIXELS; p++) {
+            if (a[p] != 0.0f) {
+                ck_assert_msg(a[p] == b[p], "image %d pixel %d changed but not erased", i, p);
+                continue;
+            }
+            ck_assert(b[p] != 0.0f);
+            zeros++;
+            int r = p / 28, c = p % 28;
+            top = r < top ? r : top, bottom = r > bottom ? r : bottom;
+            left = c < left ? c : left, right = c > right ? c : right;
+        }
+        if (zeros == 0) continue;  /* ten tries that did not fit: rare */
+        int h = bottom - top + 1, w = right - left + 1;
+        ck_assert_int_eq(h * w, zeros);  /* one full rectangle */
+        ck_assert_int_lt(h, 28);
+        ck_assert_int_lt(w, 28);
+        double frac = (double)zeros / FM_IMAGE_PIXELS;
+        min_frac = frac < min_frac ? frac : min_frac;
+        max_frac = frac > max_frac ? frac : max_frac;
+        tall += h > w, wide += w > h;
+    }
+    /* scale (0.02, 0.33) of 784 pixels, give or take the rounding of h, w */
+    ck_assert_double_ge(min_frac, 0.01);
+    ck_assert_double_le(min_frac, 0.05);
+    ck_assert_double_le(max_frac, 0.40);
+    ck_assert_double_ge(max_frac, 0.25);
+    ck_assert_int_gt(tall, N / 4);
+    ck_assert_int_gt(wide, N / 4);
+
+    /* p = 0.5: about half the images (400 draws: sd 10). */
+    fm_loader *half = fm_loader_new(&s, N, false, false, 3), *again = fm_loader_new(&s, N, false, false, 3);
+    fm_loader_set_erasing(half, 0.5);
+    fm_loader_set_erasing(again, 0.5);
+    ck_assert_int_eq(fm_loader_next(half, xe, y, NULL), N);
+    ck_assert_int_eq(fm_loader_next(again, xp, y, NULL), N);
+    ck_assert(memcmp(xe, xp, (size_t)N * FM_IMAGE_PIXELS * sizeof *xe) == 0);
+    int erased = 0;
+    for (int i = 0; i < N; i++) {
+        bool any = false;
+        for (int p = 0; p < FM_IMAGE_PIXELS; p++) any = any || xe[(size_t)i * FM_IMAGE_PIXELS + p] == 0.0f;
+        erased += any;
+    }
+    ck_assert_int_gt(erased, 150);
+    ck_assert_int_lt(erased, 250);
+
+    fm_loader_free(half);
+    fm_loader_free(again);
+    fm_loader_free(erasing);
+    fm_loader_free(plain);
+    free(xe);
+    free(xp);
+    free(y);
+    fm_subset_free(&s);
+    fm_dataset_free(&d);
+}
+END_TEST
+
 /* ---- data/sample ------------------------------------------------------------------ */
 
 START_TEST(test_sample_dataset)
@@ -945,6 +1030,7 @@ static Suite *data_suite(void)
     tcase_add_test(loader, test_loader_shuffle);
     tcase_add_test(loader, test_normalize_values);
     tcase_add_test(loader, test_augment);
+    tcase_add_test(loader, test_random_erasing);
     suite_add_tcase(s, loader);
 
     TCase *sample = tcase_create("sample");

@@ -37,7 +37,7 @@ static const char kill_script[] =
     "  data_dir = a.data, out = a.out, threads = tonumber(a.threads), quiet = true,\n"
     "  resume = a.resume == \"1\",\n"
     "  ema = a.ema and tonumber(a.ema), label_smoothing = a.ls and tonumber(a.ls),\n"
-    "  scheduler = a.sched,\n"
+    "  scheduler = a.sched, random_erasing = a.re and tonumber(a.re),\n"
     "  on_step = function(s)\n"
     "    if s.global_step == kill_at then io.popen(\"kill -\" .. a.signal .. \" $PPID\"):close() end\n"
     "  end}\n";
@@ -51,6 +51,7 @@ typedef struct run_case {
 /* The recipe options the recipe case trains with. */
 #define RECIPE_EMA "0.9"
 #define RECIPE_LS "0.1"
+#define RECIPE_ERASE "0.5"
 
 static const char *tmp;  /* this test's directory */
 
@@ -94,6 +95,7 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
         argv[n++] = "--ema", argv[n++] = RECIPE_EMA;
         argv[n++] = "--label-smoothing", argv[n++] = RECIPE_LS;
         argv[n++] = "--scheduler", argv[n++] = "onecycle";
+        argv[n++] = "--random-erasing", argv[n++] = RECIPE_ERASE;
     }
     if (resume) argv[n++] = "--resume";
     argv[n] = NULL;
@@ -104,7 +106,7 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
 static int train_killed(const run_case *rc, const char *out, int kill_at, const char *signal,
                         bool resume)
 {
-    char script[4200], a[13][4200];
+    char script[4200], a[14][4200];
     snprintf(script, sizeof script, "%s/kill.lua", tmp);
     snprintf(a[0], sizeof a[0], "model=%s", rc->model);
     snprintf(a[1], sizeof a[1], "epochs=%s", EPOCHS);
@@ -119,9 +121,10 @@ static int train_killed(const run_case *rc, const char *out, int kill_at, const 
     snprintf(a[10], sizeof a[10], "ema=%s", RECIPE_EMA);
     snprintf(a[11], sizeof a[11], "ls=%s", RECIPE_LS);
     snprintf(a[12], sizeof a[12], "sched=onecycle");
+    snprintf(a[13], sizeof a[13], "re=%s", RECIPE_ERASE);
     char *argv[20] = {FMHOST, "script", script};
     int n = 3;
-    for (int i = 0; i < 13; i++)
+    for (int i = 0; i < 14; i++)
         if (i < 9 || (i == 9 && rc->width) || (i >= 10 && rc->recipe)) argv[n++] = a[i];
     argv[n] = NULL;
     return spawn(rc, argv);
@@ -212,7 +215,7 @@ START_TEST(test_resume_after_kills)
 END_TEST
 
 /* The recipe options (the weights' moving average, label smoothing, the
- * one-cycle schedule) resume
+ * one-cycle schedule, random erasing) resume
  * exactly too: SIGKILL in epoch 2, SIGINT mid-epoch 3, resumed with another
  * thread count; and a resume under another --ema is refused. */
 START_TEST(test_resume_recipe)

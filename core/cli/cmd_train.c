@@ -55,6 +55,9 @@ static const char train_usage[] =
     "                       (1-DECAY)*w from the initial weights (timm's ModelEmaV2);\n"
     "                       validation, the best checkpoint and the test use the average;\n"
     "                       DECAY in (0, 1), e.g. 0.999 (off)\n"
+    "  --random-erasing P   with probability P per training image, after --augment, erase a\n"
+    "                       rectangle to 0 (normalised) as torchvision's RandomErasing(p=P,\n"
+    "                       scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0); P in [0, 1] (0)\n"
     "  --tta                test the best weights with test-time augmentation by horizontal\n"
     "                       flip: the mean of the logits on each image and its mirror (as\n"
     "                       fmhost eval --tta); validation stays plain\n"
@@ -95,7 +98,7 @@ enum {
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
     OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK, OPT_LABEL_SMOOTHING, OPT_EMA,
-    OPT_TTA, OPT_PCT_START, OPT_DIV_FACTOR, OPT_FINAL_DIV_FACTOR,
+    OPT_TTA, OPT_PCT_START, OPT_DIV_FACTOR, OPT_FINAL_DIV_FACTOR, OPT_RANDOM_ERASING,
 };
 
 static const struct option train_options[] = {
@@ -134,6 +137,7 @@ static const struct option train_options[] = {
     {"label-smoothing", required_argument, NULL, OPT_LABEL_SMOOTHING},
     {"ema", required_argument, NULL, OPT_EMA},
     {"tta", no_argument, NULL, OPT_TTA},
+    {"random-erasing", required_argument, NULL, OPT_RANDOM_ERASING},
     {"pct-start", required_argument, NULL, OPT_PCT_START},
     {"div-factor", required_argument, NULL, OPT_DIV_FACTOR},
     {"final-div-factor", required_argument, NULL, OPT_FINAL_DIV_FACTOR},
@@ -267,6 +271,11 @@ int fm_cmd_train(int argc, char **argv)
                 return fm_cli_usage_error(cmd, "--ema '%s': expected a decay in (0, 1), e.g. 0.999", v);
             break;
         case OPT_TTA: cfg.tta = true; break;
+        case OPT_RANDOM_ERASING:
+            if (!fm_cli_double(v, &cfg.random_erasing) || cfg.random_erasing < 0 ||
+                cfg.random_erasing > 1)
+                return fm_cli_usage_error(cmd, "--random-erasing '%s': expected a probability in [0, 1]", v);
+            break;
         case OPT_PCT_START:
             if (!fm_cli_double(v, &cfg.pct_start) || cfg.pct_start <= 0 || cfg.pct_start >= 1)
                 return fm_cli_usage_error(cmd, "--pct-start '%s': expected a number in (0, 1)", v);

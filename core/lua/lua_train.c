@@ -531,6 +531,7 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
     opt_num(L, t, what, "label_smoothing", &cfg->label_smoothing);
     opt_num(L, t, what, "ema", &cfg->ema);
     opt_bool(L, t, what, "tta", &cfg->tta);
+    opt_num(L, t, what, "random_erasing", &cfg->random_erasing);
 
     const char *precision = opt_str(L, t, what, "precision");
     if (precision) {
@@ -590,7 +591,8 @@ static int l_train(lua_State *L)
         "val_split", "scheduler", "step_size", "gamma", "min_lr", "warmup", "augment", "threads",
         "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", "resume",
         "clip_grad_norm", "save_dtype", "precision", "track", "runs_db", "sweep",
-        "label_smoothing", "ema", "tta", "pct_start", "div_factor", "final_div_factor", NULL,
+        "label_smoothing", "ema", "tta", "pct_start", "div_factor", "final_div_factor",
+        "random_erasing", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);

@@ -73,6 +73,9 @@ fm_status fm_train_config_check(const fm_train_config *c)
     if (c->scheduler == FM_SCHED_ONECYCLE && c->min_lr > 0)
         return fm_error_set(FM_ERR_ARG, "--min-lr %g: onecycle ends at lr / (div_factor * "
                             "final_div_factor); drop --min-lr or set --final-div-factor", c->min_lr);
+    if (!(c->random_erasing >= 0.0 && c->random_erasing <= 1.0))
+        return fm_error_set(FM_ERR_ARG, "--random-erasing %g: must be a probability in [0, 1]",
+                            c->random_erasing);
     if (c->threads < 0 || c->threads > 256)
         return fm_error_set(FM_ERR_ARG, "--threads %d: must be between 0 (all cores) and 256", c->threads);
     if (c->limit < 0)

@@ -107,6 +107,7 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
                             data->dir, r->train.n, r->val.n);
     }
     r->loader = fm_loader_new(&r->train, cfg->batch_size, true, cfg->augment, cfg->seed);
+    if (cfg->random_erasing > 0) fm_loader_set_erasing(r->loader, cfg->random_erasing);
     r->y = fm_xcalloc((size_t)cfg->batch_size, sizeof(int32_t));
     r->best_state = fm_xmalloc(fm_model_state_bytes(r->model));
     if (cfg->ema > 0) {
@@ -740,6 +741,7 @@ void run_options_make(const fm_run *r, run_options *o)
     OPT("div_factor", "%.9g", c->div_factor);
     OPT("final_div_factor", "%.9g", c->final_div_factor);
     OPT("augment", "%s", c->augment ? "true" : "false");
+    OPT("random_erasing", "%.9g", c->random_erasing);
     OPT("limit", "%d", c->limit);
     OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);
     OPT("label_smoothing", "%.9g", c->label_smoothing);

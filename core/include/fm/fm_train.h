@@ -66,6 +66,8 @@ typedef struct fm_train_config {
     double div_factor;   /* onecycle: starts at lr / div_factor (25) */
     double final_div_factor;  /* onecycle: ends at lr / (div_factor * final_div_factor) (1e4) */
     bool augment;        /* random crop + flip (false) */
+    double random_erasing;  /* probability of torchvision's RandomErasing per training image,
+                             * after augmentation (fm_loader_set_erasing; 0) */
     double clip_grad_norm;  /* > 0: clip the gradients' total L2 norm to this each step (0) */
     double label_smoothing; /* training loss only, [0, 1) (fm_cross_entropy_smooth; 0) */
     bool tta;               /* the test set (fm_run_evaluate FM_SPLIT_TEST) with flip

@@ -60,11 +60,13 @@ fm_status fm_train_config_check(const fm_train_config *c)
     if (!(c->ema == 0.0 || (c->ema > 0.0 && c->ema < 1.0)))
         return fm_error_set(FM_ERR_ARG, "--ema %g: the decay must be in (0, 1), e.g. 0.999 (0: off)",
                             c->ema);
-    if (!(c->pct_start > 0.0 && c->pct_start < 1.0))
+    /* onecycle's own options matter (and are checked) only with it. */
+    bool onecycle = c->scheduler == FM_SCHED_ONECYCLE;
+    if (onecycle && !(c->pct_start > 0.0 && c->pct_start < 1.0))
         return fm_error_set(FM_ERR_ARG, "--pct-start %g: must be in (0, 1)", c->pct_start);
-    if (!(c->div_factor > 0.0) || !isfinite(c->div_factor))
+    if (onecycle && (!(c->div_factor > 0.0) || !isfinite(c->div_factor)))
         return fm_error_set(FM_ERR_ARG, "--div-factor %g: must be positive", c->div_factor);
-    if (!(c->final_div_factor > 0.0) || !isfinite(c->final_div_factor))
+    if (onecycle && (!(c->final_div_factor > 0.0) || !isfinite(c->final_div_factor)))
         return fm_error_set(FM_ERR_ARG, "--final-div-factor %g: must be positive",
                             c->final_div_factor);
     if (c->scheduler == FM_SCHED_ONECYCLE && c->warmup > 0)

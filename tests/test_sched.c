@@ -26,6 +26,16 @@ static void assert_rate(const char *name, int epoch, int step, double got, doubl
                   step, got, want);
 }
 
+/* A case's options are set in cfg: they must be valid; its rates follow. */
+static void case_begin(const fm_train_config *cfg, const char *name, int *cases, int *case_rates,
+                       int *want_rates, int rates)
+{
+    ck_assert_msg(fm_train_config_check(cfg) == FM_OK, "case %s: %s", name, fm_error_message());
+    (*cases)++;
+    *case_rates = 0;
+    *want_rates = rates;
+}
+
 START_TEST(test_sched_matches_torch)
 {
     FILE *f = fopen(FIXTURE, "r");
@@ -48,11 +58,7 @@ START_TEST(test_sched_matches_torch)
             cfg.step_size = step_size;
             cfg.gamma = gamma;
             cfg.min_lr = min_lr;
-            ck_assert_msg(fm_train_config_check(&cfg) == FM_OK, "case %s: %s", name,
-                          fm_error_message());
-            cases++;
-            case_rates = 0;
-            want_rates = epochs * steps;
+            case_begin(&cfg, name, &cases, &case_rates, &want_rates, epochs * steps);
         } else if (sscanf(line, "onecycle %63s %d %d %lf %lf %lf %lf", name, &epochs, &steps,
                           &lr, &pct, &div, &final_div) == 7) {
             ck_assert_int_eq(case_rates, want_rates);
@@ -63,12 +69,8 @@ START_TEST(test_sched_matches_torch)
             cfg.pct_start = pct;
             cfg.div_factor = div;
             cfg.final_div_factor = final_div;
-            ck_assert_msg(fm_train_config_check(&cfg) == FM_OK, "case %s: %s", name,
-                          fm_error_message());
-            cases++;
+            case_begin(&cfg, name, &cases, &case_rates, &want_rates, epochs * steps);
             onecycles++;
-            case_rates = 0;
-            want_rates = epochs * steps;
         } else if (sscanf(line, "lr %d %d %lf", &e, &s, &value) == 3) {
             ck_assert_msg(cases > 0, "%s: a rate before the first case", FIXTURE);
             ck_assert_msg(e == case_rates / steps && s == case_rates % steps,

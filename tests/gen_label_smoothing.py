@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Expected label-smoothed cross-entropy for tests/test_ops.c, from PyTorch.
+"""Expected label-smoothed and mixed-target cross-entropy for tests/test_ops.c,
+from PyTorch.
 
 Each case: a batch of float32 logits [N, K], labels and a smoothing e; the
 loss of nn.CrossEntropyLoss(label_smoothing=e) (mean over the batch) and its
@@ -14,6 +15,11 @@ Writes tests/fixtures/label_smoothing.txt:
     loss v
     grad v v v ...      (N*K values)
 
+and for the mixed targets of mixup and cutmix, a "mixcase NAME N K SMOOTHING
+LAM" line, then logits, labels, "labels_b" and loss and grad: PyTorch's
+cross-entropy against the class probabilities lam onehot(labels) + (1 - lam)
+onehot(labels_b), with label_smoothing (as timm's mixup_target builds them).
+
 Run with /usr/bin/python3 (Debian's python3-torch) after changing a case:
 
     /usr/bin/python3 tests/gen_label_smoothing.py
@@ -21,6 +27,7 @@ Run with /usr/bin/python3 (Debian's python3-torch) after changing a case:
 import os
 
 import torch
+import torch.nn.functional as F
 
 # name, N, K, smoothing, seed, logit scale
 CASES = [
@@ -29,6 +36,14 @@ CASES = [
     ("ls02_wide", 7, 10, 0.2, 3, 20.0),
     ("ls05_k4", 3, 4, 0.5, 4, 1.0),
     ("ls09", 4, 10, 0.9, 5, 5.0),
+]
+
+# name, N, K, smoothing, lam, seed, logit scale
+MIX_CASES = [
+    ("mix_plain", 6, 10, 0.0, 0.7, 11, 3.0),
+    ("mix_ls", 6, 10, 0.1, 0.35, 12, 4.0),
+    ("mix_same_labels", 4, 10, 0.2, 0.5, 13, 2.0),
+    ("mix_lam_one", 3, 10, 0.0, 1.0, 14, 3.0),
 ]
 
 
@@ -47,6 +62,23 @@ def main():
         lines.append("case %s %d %d %r" % (name, n, k, eps))
         lines.append("logits " + " ".join("%.9g" % v for v in z32.flatten().tolist()))
         lines.append("labels " + " ".join("%d" % v for v in labels.tolist()))
+        lines.append("loss %.17g" % loss.item())
+        lines.append("grad " + " ".join("%.17g" % v for v in z.grad.flatten().tolist()))
+    for name, n, k, eps, lam, seed, scale in MIX_CASES:
+        g = torch.Generator().manual_seed(seed)
+        z32 = (torch.rand(n, k, generator=g) * 2 - 1) * scale
+        labels = torch.randint(0, k, (n,), generator=g)
+        labels_b = labels.flip(0)  # the batch mixed with itself reversed, as timm does
+        if name == "mix_same_labels":
+            labels_b = labels.clone()
+        target = (lam * F.one_hot(labels, k) + (1 - lam) * F.one_hot(labels_b, k)).double()
+        z = z32.double().requires_grad_(True)
+        loss = torch.nn.CrossEntropyLoss(label_smoothing=eps)(z, target)
+        loss.backward()
+        lines.append("mixcase %s %d %d %r %r" % (name, n, k, eps, lam))
+        lines.append("logits " + " ".join("%.9g" % v for v in z32.flatten().tolist()))
+        lines.append("labels " + " ".join("%d" % v for v in labels.tolist()))
+        lines.append("labels_b " + " ".join("%d" % v for v in labels_b.tolist()))
         lines.append("loss %.17g" % loss.item())
         lines.append("grad " + " ".join("%.17g" % v for v in z.grad.flatten().tolist()))
     with open(out, "w") as f:

@@ -210,7 +210,7 @@ START_TEST(test_cli_help)
                    "--gamma", "--min-lr", "--warmup", "--threads", "--data-dir", "--out", "--quiet",
                    "summary.json", "--kernels", "FMHOST_KERNELS", "--save-dtype", "--precision",
                    "--label-smoothing", "--ema", "--tta", "--random-erasing", "onecycle",
-                   "--pct-start", "--div-factor", "--final-div-factor"}},
+                   "--pct-start", "--div-factor", "--final-div-factor", "--mixup", "--cutmix"}},
         {"eval", {"--model", "--plugin", "--weights", "--set", "--data-dir", "--out", "--threads",
                   "--kernels", "FMHOST_KERNELS", "--precision", "--tta"}},
         {"plugins", {"--dir"}},
@@ -261,6 +261,8 @@ static const struct {
     {{"train", "--model", "mlp", "--div-factor", "0"}, {"--div-factor", "'0'"}},
     {{"train", "--model", "mlp", "--final-div-factor", "-2"}, {"--final-div-factor", "'-2'"}},
     {{"train", "--model", "mlp", "--scheduler", "onecycle", "--warmup", "1"}, {"--warmup", "onecycle"}},
+    {{"train", "--model", "mlp", "--mixup", "0"}, {"--mixup", "'0'"}},
+    {{"train", "--model", "mlp", "--cutmix", "x"}, {"--cutmix", "'x'"}},
     {{"train", "--model", "mlp", "--set", "nokey"}, {"--set", "nokey"}},
     {{"train", "--model", "mlp", "--save-dtype", "f8"}, {"--save-dtype", "'f8'", "f32, bf16 or f16"}},
     {{"train", "--model", "mlp", "--precision", "fp16"}, {"--precision", "'fp16'", "fp32 or bf16"}},
@@ -644,7 +646,7 @@ START_TEST(test_cli_recipe_options)
     run(&r, "train", "--model", "cnn", "--data-dir", SAMPLE_DIR, "--epochs", "2", "--limit", "300",
         "--seed", "3", "--augment", "--out", tmp, "--quiet", "--no-track", "--label-smoothing", "0.1",
         "--ema", "0.8", "--tta", "--random-erasing", "0.25", "--scheduler", "onecycle", "--lr", "0.01",
-        "--pct-start", "0.4", NULL);
+        "--pct-start", "0.4", "--mixup", "0.3", "--cutmix", "1", NULL);
     ck_assert_msg(r.status == 0, "train: exit %d:\n%s", r.status, r.err);
     double train_acc = stdout_accuracy(r.out);
     result_free(&r);
@@ -658,6 +660,8 @@ START_TEST(test_cli_recipe_options)
     ck_assert_double_eq(json_number_value(json_object_get(o, "random_erasing")), 0.25);
     ck_assert_str_eq(json_string_value(json_object_get(o, "scheduler")), "onecycle");
     ck_assert_double_eq(json_number_value(json_object_get(o, "pct_start")), 0.4);
+    ck_assert_double_eq(json_number_value(json_object_get(o, "mixup")), 0.3);
+    ck_assert_double_eq(json_number_value(json_object_get(o, "cutmix")), 1);
     ck_assert_double_eq_tol(json_number_value(json_object_get(sum, "test_acc")), train_acc, 1e-4);
     json_decref(sum);
     size_t len;

@@ -952,6 +952,125 @@ START_TEST(test_random_erasing)
 }
 END_TEST
 
+/* A dataset of n images of random pixels in 1..255, labels i % 10. */
+static fm_dataset random_dataset(int n, uint64_t seed)
+{
+    fm_dataset d = {.n = n};
+    d.images = fm_xmalloc((size_t)n * FM_IMAGE_PIXELS);
+    d.labels = fm_xmalloc((size_t)n);
+    fm_rng rng;
+    fm_rng_seed(&rng, seed, FM_RNG_TEST);
+    for (size_t i = 0; i < (size_t)n * FM_IMAGE_PIXELS; i++) d.images[i] = (uint8_t)(1 + fm_rng_below(&rng, 255));
+    for (int i = 0; i < n; i++) d.labels[i] = (uint8_t)(i % 10);
+    return d;
+}
+
+/* Mixup: x = lam x + (1 - lam) x reversed, pixel for pixel in float32 as
+ * timm computes it, y_b = y reversed; cutmix: one box, the same in every
+ * image, holds the reversed batch's pixels, the rest is untouched, and lam
+ * is the untouched fraction. */
+START_TEST(test_mixing_by_hand)
+{
+    enum { N = 12, PX = FM_IMAGE_PIXELS };
+    fm_dataset d = random_dataset(N, 17);
+    fm_subset s;
+    fm_subset_all(&s, &d, 0);
+    float plain[N * PX], x[N * PX], lam;
+    int32_t y[N], y_b[N], y_plain[N];
+    for (int kind = 0; kind < 2; kind++) {
+        fm_loader *ref = fm_loader_new(&s, N, true, true, 21), *mixed = fm_loader_new(&s, N, true, true, 21);
+        fm_loader_set_mixing(mixed, kind == 0 ? 0.4 : 0.0, kind == 1 ? 1.0 : 0.0);
+        for (int batch = 0; batch < 5; batch++) {
+            fm_loader_begin_epoch(ref);
+            fm_loader_begin_epoch(mixed);
+            ck_assert_int_eq(fm_loader_next(ref, plain, y_plain, NULL), N);
+            ck_assert_int_eq(fm_loader_next_mixed(mixed, x, y, y_b, &lam), N);
+            ck_assert(lam > 0.0f && lam < 1.0f);
+            for (int i = 0; i < N; i++) {
+                ck_assert_int_eq(y[i], y_plain[i]);
+                ck_assert_int_eq(y_b[i], y_plain[N - 1 - i]);
+            }
+            if (kind == 0) {
+                for (int i = 0; i < N; i++)
+                    for (int p = 0; p < PX; p++) {
+                        float mine = plain[i * PX + p] * lam, theirs = plain[(N - 1 - i) * PX + p] * (float)(1.0 - (double)lam);
+                        ck_assert_float_eq(x[i * PX + p], mine + theirs);
+                    }
+                continue;
+            }
+            int top = 28, bottom = -1, left = 28, right = -1;
+            for (int i = 0; i < N; i++)
+                for (int p = 0; p < PX; p++)
+                    if (x[i * PX + p] != plain[i * PX + p]) {
+                        int r = p / 28, c = p % 28;
+                        top = r < top ? r : top, bottom = r > bottom ? r : bottom;
+                        left = c < left ? c : left, right = c > right ? c : right;
+                    }
+            ck_assert_int_ge(bottom, top);
+            int area = (bottom - top + 1) * (right - left + 1);
+            ck_assert_double_eq_tol(lam, 1.0 - area / 784.0, 1e-6);
+            for (int i = 0; i < N; i++)
+                for (int p = 0; p < PX; p++) {
+                    int r = p / 28, c = p % 28;
+                    bool in = r >= top && r <= bottom && c >= left && c <= right;
+                    ck_assert(x[i * PX + p] == plain[(in ? N - 1 - i : i) * PX + p]);
+                }
+        }
+        fm_loader_free(ref);
+        fm_loader_free(mixed);
+    }
+    fm_subset_free(&s);
+    fm_dataset_free(&d);
+}
+END_TEST
+
+/* lam's law: Beta(a, a) has mean 1/2 and variance 1 / (4 (2a + 1)), for a
+ * below and above 1; with both mixup and cutmix on, cutmix (every pixel
+ * one image's or the other's, none blended) in about half the batches. */
+START_TEST(test_mixing_lam_law)
+{
+    enum { DRAWS = 4000 };
+    fm_dataset d = random_dataset(2, 5);
+    fm_subset s;
+    fm_subset_all(&s, &d, 0);
+    float x[2 * FM_IMAGE_PIXELS], plain[2 * FM_IMAGE_PIXELS], lam;
+    int32_t y[2], y_b[2];
+    const double alphas[2] = {0.4, 2.0};
+    for (int k = 0; k < 2; k++) {
+        fm_loader *l = fm_loader_new(&s, 2, false, false, 9);
+        fm_loader_set_mixing(l, alphas[k], 0.0);
+        double sum = 0.0, sq = 0.0;
+        for (int t = 0; t < DRAWS; t++) {
+            fm_loader_begin_epoch(l);
+            ck_assert_int_eq(fm_loader_next_mixed(l, x, y, y_b, &lam), 2);
+            sum += lam, sq += (double)lam * lam;
+        }
+        double mean = sum / DRAWS, var = sq / DRAWS - mean * mean, want = 1.0 / (4 * (2 * alphas[k] + 1));
+        ck_assert_double_eq_tol(mean, 0.5, 0.03);
+        ck_assert_double_eq_tol(var, want, 0.15 * want);
+        fm_loader_free(l);
+    }
+    fm_loader *both = fm_loader_new(&s, 2, false, false, 9), *ref = fm_loader_new(&s, 2, false, false, 9);
+    const int px = FM_IMAGE_PIXELS;
+    fm_loader_set_mixing(both, 0.4, 1.0);
+    ck_assert_int_eq(fm_loader_next(ref, plain, y, NULL), 2);
+    int cutmixes = 0;
+    for (int t = 0; t < 1000; t++) {
+        fm_loader_begin_epoch(both);
+        fm_loader_next_mixed(both, x, y, y_b, &lam);
+        bool blended = false;
+        for (int p = 0; p < px && !blended; p++) blended = x[p] != plain[p] && x[p] != plain[px + p];
+        cutmixes += !blended;
+    }
+    ck_assert_int_gt(cutmixes, 430);
+    ck_assert_int_lt(cutmixes, 570);
+    fm_loader_free(both);
+    fm_loader_free(ref);
+    fm_subset_free(&s);
+    fm_dataset_free(&d);
+}
+END_TEST
+
 /* ---- data/sample ------------------------------------------------------------------ */
 
 START_TEST(test_sample_dataset)
@@ -1031,6 +1150,8 @@ static Suite *data_suite(void)
     tcase_add_test(loader, test_normalize_values);
     tcase_add_test(loader, test_augment);
     tcase_add_test(loader, test_random_erasing);
+    tcase_add_test(loader, test_mixing_by_hand);
+    tcase_add_test(loader, test_mixing_lam_law);
     suite_add_tcase(s, loader);
 
     TCase *sample = tcase_create("sample");

@@ -38,6 +38,7 @@ static const char kill_script[] =
     "  resume = a.resume == \"1\",\n"
     "  ema = a.ema and tonumber(a.ema), label_smoothing = a.ls and tonumber(a.ls),\n"
     "  scheduler = a.sched, random_erasing = a.re and tonumber(a.re),\n"
+    "  mixup = a.mixup and tonumber(a.mixup), cutmix = a.cutmix and tonumber(a.cutmix),\n"
     "  on_step = function(s)\n"
     "    if s.global_step == kill_at then io.popen(\"kill -\" .. a.signal .. \" $PPID\"):close() end\n"
     "  end}\n";
@@ -52,6 +53,8 @@ typedef struct run_case {
 #define RECIPE_EMA "0.9"
 #define RECIPE_LS "0.1"
 #define RECIPE_ERASE "0.5"
+#define RECIPE_MIXUP "0.4"
+#define RECIPE_CUTMIX "1"
 
 static const char *tmp;  /* this test's directory */
 
@@ -86,7 +89,7 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
 {
     char set[64];
     snprintf(set, sizeof set, "width=%s", rc->width ? rc->width : "32");
-    char *argv[32] = {FMHOST, "train", "--model", (char *)rc->model, "--epochs", EPOCHS,
+    char *argv[40] = {FMHOST, "train", "--model", (char *)rc->model, "--epochs", EPOCHS,
                       "--limit", LIMIT, "--seed", "7", "--augment", "--data-dir", SAMPLE_DIR,
                       "--out", (char *)out, "--threads", (char *)threads, "--quiet"};
     int n = 18;
@@ -96,6 +99,8 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
         argv[n++] = "--label-smoothing", argv[n++] = RECIPE_LS;
         argv[n++] = "--scheduler", argv[n++] = "onecycle";
         argv[n++] = "--random-erasing", argv[n++] = RECIPE_ERASE;
+        argv[n++] = "--mixup", argv[n++] = RECIPE_MIXUP;
+        argv[n++] = "--cutmix", argv[n++] = RECIPE_CUTMIX;
     }
     if (resume) argv[n++] = "--resume";
     argv[n] = NULL;
@@ -106,7 +111,7 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
 static int train_killed(const run_case *rc, const char *out, int kill_at, const char *signal,
                         bool resume)
 {
-    char script[4200], a[14][4200];
+    char script[4200], a[16][4200];
     snprintf(script, sizeof script, "%s/kill.lua", tmp);
     snprintf(a[0], sizeof a[0], "model=%s", rc->model);
     snprintf(a[1], sizeof a[1], "epochs=%s", EPOCHS);
@@ -122,9 +127,11 @@ static int train_killed(const run_case *rc, const char *out, int kill_at, const 
     snprintf(a[11], sizeof a[11], "ls=%s", RECIPE_LS);
     snprintf(a[12], sizeof a[12], "sched=onecycle");
     snprintf(a[13], sizeof a[13], "re=%s", RECIPE_ERASE);
-    char *argv[20] = {FMHOST, "script", script};
+    snprintf(a[14], sizeof a[14], "mixup=%s", RECIPE_MIXUP);
+    snprintf(a[15], sizeof a[15], "cutmix=%s", RECIPE_CUTMIX);
+    char *argv[24] = {FMHOST, "script", script};
     int n = 3;
-    for (int i = 0; i < 14; i++)
+    for (int i = 0; i < 16; i++)
         if (i < 9 || (i == 9 && rc->width) || (i >= 10 && rc->recipe)) argv[n++] = a[i];
     argv[n] = NULL;
     return spawn(rc, argv);
@@ -215,7 +222,7 @@ START_TEST(test_resume_after_kills)
 END_TEST
 
 /* The recipe options (the weights' moving average, label smoothing, the
- * one-cycle schedule, random erasing) resume
+ * one-cycle schedule, random erasing, mixup and cutmix) resume
  * exactly too: SIGKILL in epoch 2, SIGINT mid-epoch 3, resumed with another
  * thread count; and a resume under another --ema is refused. */
 START_TEST(test_resume_recipe)

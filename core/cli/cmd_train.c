@@ -58,6 +58,11 @@ static const char train_usage[] =
     "  --random-erasing P   with probability P per training image, after --augment, erase a\n"
     "                       rectangle to 0 (normalised) as torchvision's RandomErasing(p=P,\n"
     "                       scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0); P in [0, 1] (0)\n"
+    "  --mixup A            mix each batch with itself reversed, x = lam*x + (1-lam)*x', lam ~\n"
+    "                       Beta(A, A), training on the mixed targets, as timm's Mixup (off)\n"
+    "  --cutmix A           paste a box of the reversed batch, lam ~ Beta(A, A) corrected to\n"
+    "                       the box's area, as timm's CutMix; with --mixup, either one per\n"
+    "                       batch with probability 0.5 (off)\n"
     "  --tta                test the best weights with test-time augmentation by horizontal\n"
     "                       flip: the mean of the logits on each image and its mirror (as\n"
     "                       fmhost eval --tta); validation stays plain\n"
@@ -99,6 +104,7 @@ enum {
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
     OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK, OPT_LABEL_SMOOTHING, OPT_EMA,
     OPT_TTA, OPT_PCT_START, OPT_DIV_FACTOR, OPT_FINAL_DIV_FACTOR, OPT_RANDOM_ERASING,
+    OPT_MIXUP, OPT_CUTMIX,
 };
 
 static const struct option train_options[] = {
@@ -138,6 +144,8 @@ static const struct option train_options[] = {
     {"ema", required_argument, NULL, OPT_EMA},
     {"tta", no_argument, NULL, OPT_TTA},
     {"random-erasing", required_argument, NULL, OPT_RANDOM_ERASING},
+    {"mixup", required_argument, NULL, OPT_MIXUP},
+    {"cutmix", required_argument, NULL, OPT_CUTMIX},
     {"pct-start", required_argument, NULL, OPT_PCT_START},
     {"div-factor", required_argument, NULL, OPT_DIV_FACTOR},
     {"final-div-factor", required_argument, NULL, OPT_FINAL_DIV_FACTOR},
@@ -271,6 +279,14 @@ int fm_cmd_train(int argc, char **argv)
                 return fm_cli_usage_error(cmd, "--ema '%s': expected a decay in (0, 1), e.g. 0.999", v);
             break;
         case OPT_TTA: cfg.tta = true; break;
+        case OPT_MIXUP:
+            if (!fm_cli_double(v, &cfg.mixup) || cfg.mixup <= 0)
+                return fm_cli_usage_error(cmd, "--mixup '%s': expected a Beta alpha > 0, e.g. 0.2", v);
+            break;
+        case OPT_CUTMIX:
+            if (!fm_cli_double(v, &cfg.cutmix) || cfg.cutmix <= 0)
+                return fm_cli_usage_error(cmd, "--cutmix '%s': expected a Beta alpha > 0, e.g. 1", v);
+            break;
         case OPT_RANDOM_ERASING:
             if (!fm_cli_double(v, &cfg.random_erasing) || cfg.random_erasing < 0 ||
                 cfg.random_erasing > 1)

@@ -101,12 +101,14 @@ struct fm_loader {
     int batch_size;
     int pos;          /* next position in order */
     bool shuffle, augment, begun;
-    fm_rng shuffle_rng, augment_rng, erase_rng;
+    fm_rng shuffle_rng, augment_rng, erase_rng, mix_rng;
     fm_rng shuffle_at_begin;  /* shuffle_rng before the current epoch's shuffle */
     uint32_t *batch_idx;      /* [batch_size] the batch's dataset indices */
     augment_draw *batch_draw; /* [batch_size] its augmentation */
     double erase_p;           /* random erasing's probability (0: off) */
     erase_draw *batch_erase;  /* [batch_size] its erased rectangles */
+    double mixup_alpha, cutmix_alpha;  /* 0: off */
+    float *mix_copy;          /* [batch_size, 784] the batch before mixing */
 };
 
 fm_loader *fm_loader_new(const fm_subset *s, int batch_size, bool shuffle, bool augment,
@@ -124,7 +126,17 @@ fm_loader *fm_loader_new(const fm_subset *s, int batch_size, bool shuffle, bool 
     fm_rng_seed(&l->shuffle_rng, seed, FM_RNG_SHUFFLE);
     fm_rng_seed(&l->augment_rng, seed, FM_RNG_AUGMENT);
     fm_rng_seed(&l->erase_rng, seed, FM_RNG_ERASE);
+    fm_rng_seed(&l->mix_rng, seed, FM_RNG_MIX);
     return l;
+}
+
+void fm_loader_set_mixing(fm_loader *l, double mixup_alpha, double cutmix_alpha)
+{
+    FM_ASSERT(l && mixup_alpha >= 0.0 && cutmix_alpha >= 0.0);
+    l->mixup_alpha = mixup_alpha;
+    l->cutmix_alpha = cutmix_alpha;
+    if ((mixup_alpha > 0.0 || cutmix_alpha > 0.0) && !l->mix_copy)
+        l->mix_copy = fm_xmalloc((size_t)l->batch_size * FM_IMAGE_PIXELS * sizeof *l->mix_copy);
 }
 
 void fm_loader_set_erasing(fm_loader *l, double p)
@@ -143,6 +155,7 @@ void fm_loader_free(fm_loader *l)
     free(l->batch_idx);
     free(l->batch_draw);
     free(l->batch_erase);
+    free(l->mix_copy);
     free(l);
 }
 
@@ -165,7 +178,8 @@ fm_loader_state fm_loader_save(const fm_loader *l)
 {
     FM_ASSERT(l);
     return (fm_loader_state){.shuffle_at_begin = l->begun ? l->shuffle_at_begin : l->shuffle_rng,
-                             .augment = l->augment_rng, .erase = l->erase_rng, .pos = l->pos,
+                             .augment = l->augment_rng, .erase = l->erase_rng, .mix = l->mix_rng,
+                             .pos = l->pos,
                              .begun = l->begun};
 }
 
@@ -178,6 +192,7 @@ void fm_loader_restore(fm_loader *l, const fm_loader_state *s)
         fm_loader_begin_epoch(l);  /* the same order, the stream advanced past it */
     l->augment_rng = s->augment;
     l->erase_rng = s->erase;
+    l->mix_rng = s->mix;
     l->pos = s->pos;
 }
 
@@ -315,5 +330,90 @@ int fm_loader_next(fm_loader *l, float *x, int32_t *y, uint32_t *index_out)
     batch_fill f = {.images = d->images, .idx = idx, .draw = draw, .erase = erase, .x = x, .b = b};
     fm_parallel_for((b + FILL_IMAGES - 1) / FILL_IMAGES, batch_fill_task, &f);
     l->pos += b;
+    return b;
+}
+
+/* ---- mixup and cutmix ------------------------------------------------------------ */
+
+/* Uniform in (0, 1), 53 bits. */
+static double open_uniform(fm_rng *rng)
+{
+    uint64_t hi = fm_rng_u32(rng) >> 5, lo = fm_rng_u32(rng) >> 6;
+    return ((double)(hi * 67108864u + lo) + 0.5) / 9007199254740992.0;
+}
+
+/* Standard normal (Box-Muller, one of the pair). */
+static double normal(fm_rng *rng)
+{
+    double u = open_uniform(rng), v = open_uniform(rng);
+    return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
+}
+
+/* Gamma(a, 1), Marsaglia and Tsang; a < 1 through Gamma(a + 1) u^(1/a). */
+static double gamma_draw(fm_rng *rng, double a)
+{
+    if (a < 1.0) return gamma_draw(rng, a + 1.0) * pow(open_uniform(rng), 1.0 / a);
+    const double d = a - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+    for (;;) {
+        double x = normal(rng), v = 1.0 + c * x;
+        if (v <= 0.0) continue;
+        v = v * v * v;
+        double u = open_uniform(rng);
+        if (log(u) < 0.5 * x * x + d - d * v + d * log(v)) return d * v;
+    }
+}
+
+/* Beta(a, a) = X / (X + Y), X, Y ~ Gamma(a). */
+static double beta_draw(fm_rng *rng, double a)
+{
+    double x = gamma_draw(rng, a), y = gamma_draw(rng, a);
+    return x / (x + y);
+}
+
+/* The b images of x mixed with the batch reversed (fm_loader_set_mixing);
+ * returns lam.  Draws per batch: the mixup-or-cutmix coin (both on), the
+ * two gammas of lam, then cutmix's centre row and column. */
+static float mix_batch(fm_loader *l, float *x, int b)
+{
+    bool cutmix = l->cutmix_alpha > 0.0;
+    if (l->mixup_alpha > 0.0 && l->cutmix_alpha > 0.0) cutmix = fm_rng_uniform(&l->mix_rng) < 0.5f;
+    double lam = beta_draw(&l->mix_rng, cutmix ? l->cutmix_alpha : l->mixup_alpha);
+    const size_t px = FM_IMAGE_PIXELS;
+    if (cutmix) {
+        double ratio = sqrt(1.0 - lam);
+        int cut_h = (int)(FM_IMAGE_H * ratio), cut_w = (int)(FM_IMAGE_W * ratio);
+        int cy = (int)fm_rng_below(&l->mix_rng, FM_IMAGE_H), cx = (int)fm_rng_below(&l->mix_rng, FM_IMAGE_W);
+        int yl = cy - cut_h / 2 < 0 ? 0 : cy - cut_h / 2, yh = cy + cut_h / 2 > FM_IMAGE_H ? FM_IMAGE_H : cy + cut_h / 2;
+        int xl = cx - cut_w / 2 < 0 ? 0 : cx - cut_w / 2, xh = cx + cut_w / 2 > FM_IMAGE_W ? FM_IMAGE_W : cx + cut_w / 2;
+        lam = 1.0 - (double)((yh - yl) * (xh - xl)) / (double)px;
+        if (lam == 1.0) return 1.0f;
+        memcpy(l->mix_copy, x, (size_t)b * px * sizeof *x);
+        for (int i = 0; i < b; i++) {
+            const float *other = l->mix_copy + (size_t)(b - 1 - i) * px;
+            for (int r = yl; r < yh; r++)
+                for (int c = xl; c < xh; c++) x[i * px + r * FM_IMAGE_W + c] = other[r * FM_IMAGE_W + c];
+        }
+        return (float)lam;
+    }
+    const float keep = (float)lam, take = (float)(1.0 - (double)keep);
+    if (keep == 1.0f) return 1.0f;
+    memcpy(l->mix_copy, x, (size_t)b * px * sizeof *x);
+    for (int i = 0; i < b; i++) {
+        const float *other = l->mix_copy + (size_t)(b - 1 - i) * px;
+        for (size_t p = 0; p < px; p++) {
+            float mine = x[i * px + p] * keep, theirs = other[p] * take;
+            x[i * px + p] = mine + theirs;
+        }
+    }
+    return (float)lam;
+}
+
+int fm_loader_next_mixed(fm_loader *l, float *x, int32_t *y, int32_t *y_b, float *lam)
+{
+    FM_ASSERT(y_b && lam);
+    int b = fm_loader_next(l, x, y, NULL);
+    *lam = 1.0f;
+    for (int i = 0; i < b; i++) y_b[i] = y[b - 1 - i];
+    if (b > 0 && (l->mixup_alpha > 0.0 || l->cutmix_alpha > 0.0)) *lam = mix_batch(l, x, b);
     return b;
 }

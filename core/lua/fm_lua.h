@@ -60,6 +60,7 @@
  *   validated, checkpointed and tested; 0 = off), tta (as --tta: the test
  *   set with flip test-time augmentation), random_erasing (as
  *   --random-erasing: torchvision's RandomErasing probability per image),
+ *   mixup, cutmix (as --mixup, --cutmix: Beta alphas, 0 = off),
  *   track (false: not recorded in the run store), runs_db (the store's path,
  *   as --runs-db; default $FMHOST_RUNS_DB, else <out>/runs.db), sweep (a
  *   string grouping the runs of one script in the store) —

@@ -532,6 +532,8 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
     opt_num(L, t, what, "ema", &cfg->ema);
     opt_bool(L, t, what, "tta", &cfg->tta);
     opt_num(L, t, what, "random_erasing", &cfg->random_erasing);
+    opt_num(L, t, what, "mixup", &cfg->mixup);
+    opt_num(L, t, what, "cutmix", &cfg->cutmix);
 
     const char *precision = opt_str(L, t, what, "precision");
     if (precision) {
@@ -592,7 +594,7 @@ static int l_train(lua_State *L)
         "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", "resume",
         "clip_grad_norm", "save_dtype", "precision", "track", "runs_db", "sweep",
         "label_smoothing", "ema", "tta", "pct_start", "div_factor", "final_div_factor",
-        "random_erasing", NULL,
+        "random_erasing", "mixup", "cutmix", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);

@@ -78,6 +78,10 @@ fm_status fm_train_config_check(const fm_train_config *c)
     if (!(c->random_erasing >= 0.0 && c->random_erasing <= 1.0))
         return fm_error_set(FM_ERR_ARG, "--random-erasing %g: must be a probability in [0, 1]",
                             c->random_erasing);
+    if (!(c->mixup >= 0.0) || !isfinite(c->mixup))
+        return fm_error_set(FM_ERR_ARG, "--mixup %g: the Beta alpha must be > 0 (0: off)", c->mixup);
+    if (!(c->cutmix >= 0.0) || !isfinite(c->cutmix))
+        return fm_error_set(FM_ERR_ARG, "--cutmix %g: the Beta alpha must be > 0 (0: off)", c->cutmix);
     if (c->threads < 0 || c->threads > 256)
         return fm_error_set(FM_ERR_ARG, "--threads %d: must be between 0 (all cores) and 256", c->threads);
     if (c->limit < 0)

@@ -33,6 +33,8 @@ struct fm_run {
     fm_subset train, val, test;
     fm_loader *loader;
     int32_t *y;      /* [B] */
+    int32_t *y_b;    /* [B] with mixup or cutmix: the labels mixed in, else NULL */
+    float lam;       /* their batch's weight of y */
     fm_metrics history;
     int best_epoch;
     double best_val_loss;

@@ -9,7 +9,8 @@
  * Metadata: the plugin, its hyper-parameters, the seed and every option the
  * numbers depend on (a resume under other ones is refused), and every
  * scalar of the loop -- epochs done, the epoch in progress, the optimizer's
- * step count, each random stream (random erasing's only when on), the
+ * step count, each random stream (random erasing's, mixing's only when
+ * on), the
  * loader's position, early stopping's
  * counters, the history -- floats as C99 hexadecimal, so they come back
  * exactly.  The scheduler needs nothing of its own: the learning rate is a
@@ -184,6 +185,7 @@ fm_status run_state_save(fm_run *r)
     put_rng(&m, "rng_shuffle", &ls.shuffle_at_begin);
     put_rng(&m, "rng_augment", &ls.augment);
     if (r->cfg.random_erasing > 0) put_rng(&m, "rng_erase", &ls.erase);
+    if (r->y_b) put_rng(&m, "rng_mix", &ls.mix);
     meta_put(&m, "loader", "%d %d", ls.pos, ls.begun);
     const run_partial *pa = &r->partial;
     meta_put(&m, "partial", "%d %d %a %" PRId64 " %" PRId64 " %a %a", pa->active, pa->step,
@@ -324,6 +326,8 @@ fm_status run_state_load(fm_run *r)
         scan_rng(&s, "rng_augment", &ls.augment);
         ls.erase = fm_loader_save(r->loader).erase;  /* unused without erasing */
         if (r->cfg.random_erasing > 0) scan_rng(&s, "rng_erase", &ls.erase);
+        ls.mix = fm_loader_save(r->loader).mix;
+        if (r->y_b) scan_rng(&s, "rng_mix", &ls.mix);
         scan(&s, "loader", 2, "%d %d", &loader_pos, &loader_begun);
         scan(&s, "partial", 7, "%d %d %la %" SCNd64 " %" SCNd64 " %la %la", &active, &pa.step,
              &pa.loss_sum, &pa.correct, &pa.seen, &pa.lr, &pa.seconds);

@@ -109,6 +109,11 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
     r->loader = fm_loader_new(&r->train, cfg->batch_size, true, cfg->augment, cfg->seed);
     if (cfg->random_erasing > 0) fm_loader_set_erasing(r->loader, cfg->random_erasing);
     r->y = fm_xcalloc((size_t)cfg->batch_size, sizeof(int32_t));
+    r->lam = 1.0f;
+    if (cfg->mixup > 0 || cfg->cutmix > 0) {
+        fm_loader_set_mixing(r->loader, cfg->mixup, cfg->cutmix);
+        r->y_b = fm_xcalloc((size_t)cfg->batch_size, sizeof(int32_t));
+    }
     r->best_state = fm_xmalloc(fm_model_state_bytes(r->model));
     if (cfg->ema > 0) {
         /* The average starts from the initial weights (timm's ModelEmaV2). */
@@ -154,6 +159,7 @@ void fm_run_free(fm_run *r)
         free(r->owned_data);
     }
     free(r->y);
+    free(r->y_b);
     fm_metrics_free(&r->history);
     free(r->best_state);
     free(r->ema_state);
@@ -209,16 +215,18 @@ static fm_status flip_average(fm_model *m, fm_graph *g, fm_tensor *x, fm_tensor 
 /* Resets g, loads the loader's next batch straight into a new input tensor
  * and runs the model on it (with `tta`, the mean over the image and its
  * mirror): *logits [b, 10], or NULL at the end of the epoch (*b = 0).  y
- * receives the b labels.  An error when the plugin's forward returns
- * something else than logits. */
+ * receives the b labels; with y_b the batch is mixed (fm_loader_next_mixed:
+ * y_b and *lam receive the labels mixed in and y's weight).  An error when
+ * the plugin's forward returns something else than logits. */
 static fm_status next_logits_tta(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, bool tta,
-                                 int32_t *y, int *b, fm_tensor **logits)
+                                 int32_t *y, int32_t *y_b, float *lam, int *b, fm_tensor **logits)
 {
     fm_graph_reset(g);
     *logits = NULL;
     int shape[4] = {batch_size, 1, FM_IMAGE_H, FM_IMAGE_W};
     fm_tensor *x = fm_graph_tensor(g, 4, shape);
-    if ((*b = fm_loader_next(l, x->data, y, NULL)) == 0) return FM_OK;
+    *b = y_b ? fm_loader_next_mixed(l, x->data, y, y_b, lam) : fm_loader_next(l, x->data, y, NULL);
+    if (*b == 0) return FM_OK;
     shape[0] = *b;
     fm_tensor_set_shape(x, 4, shape);  /* a short last batch */
     fm_status st = fm_model_forward_checked(m, g, x, model_plugin_name(m), logits);
@@ -226,11 +234,6 @@ static fm_status next_logits_tta(fm_model *m, fm_graph *g, fm_loader *l, int bat
     return flip_average(m, g, x, logits);
 }
 
-static fm_status next_logits(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, int32_t *y,
-                             int *b, fm_tensor **logits)
-{
-    return next_logits_tta(m, g, l, batch_size, false, y, b, logits);
-}
 
 fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
                       uint8_t *pred, float *confidence)
@@ -258,7 +261,8 @@ fm_status fm_evaluate_tta(fm_model *m, const fm_subset *s, int batch_size, bool 
     fm_status st;
     fm_loader_begin_epoch(l);
     fm_tensor *logits;
-    while ((st = next_logits_tta(m, g, l, batch_size, tta, y, &b, &logits)) == FM_OK && logits) {
+    while ((st = next_logits_tta(m, g, l, batch_size, tta, y, NULL, NULL, &b, &logits)) == FM_OK &&
+           logits) {
         fm_tensor *loss = fm_cross_entropy(g, logits, y);
         loss_sum += (double)loss->data[0] * b;
         for (int i = 0; i < b; i++) {
@@ -471,7 +475,8 @@ static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, 
     int step = pa->step;
     double lr = step_lr(r, epoch, step, steps);
     fm_optim_set_lr(r->optim, (float)lr);
-    fm_tensor *loss = fm_cross_entropy_smooth(r->graph, logits, r->y, (float)r->cfg.label_smoothing);
+    fm_tensor *loss = fm_cross_entropy_mix(r->graph, logits, r->y, r->y_b, r->lam,
+                                           (float)r->cfg.label_smoothing);
     double l = loss->data[0];
     if (!isfinite(l)) return diverged(r, epoch, step, "the loss", l);
     fm_model_zero_grad(r->model);
@@ -484,8 +489,10 @@ static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, 
     if (r->ema_state) ema_update(r);
 
     pa->loss_sum += l * b;
+    /* Mixed images count as right on the label that weighs more. */
+    const int32_t *truth = r->y_b && r->lam < 0.5f ? r->y_b : r->y;
     for (int i = 0; i < b; i++)
-        pa->correct += argmax10(logits->data + (size_t)i * FM_NUM_CLASSES, NULL) == r->y[i];
+        pa->correct += argmax10(logits->data + (size_t)i * FM_NUM_CLASSES, NULL) == truth[i];
     pa->seen += b;
     pa->step++;
     pa->lr = lr;
@@ -516,8 +523,8 @@ static epoch_end train_epoch(fm_run *r, int epoch, fm_epoch_metrics *m, fm_statu
     for (;;) {
         fm_tensor *logits;
         int b;
-        if ((*st = next_logits(r->model, r->graph, r->loader, r->cfg.batch_size, r->y, &b,
-                               &logits)) != FM_OK)
+        if ((*st = next_logits_tta(r->model, r->graph, r->loader, r->cfg.batch_size, false, r->y,
+                                   r->y_b, &r->lam, &b, &logits)) != FM_OK)
             return EPOCH_DIVERGED;
         if (!logits) break;
         end = train_step(r, epoch, steps, logits, b);
@@ -742,6 +749,8 @@ void run_options_make(const fm_run *r, run_options *o)
     OPT("final_div_factor", "%.9g", c->final_div_factor);
     OPT("augment", "%s", c->augment ? "true" : "false");
     OPT("random_erasing", "%.9g", c->random_erasing);
+    OPT("mixup", "%.9g", c->mixup);
+    OPT("cutmix", "%.9g", c->cutmix);
     OPT("limit", "%d", c->limit);
     OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);
     OPT("label_smoothing", "%.9g", c->label_smoothing);

@@ -114,6 +114,18 @@ FM_API int fm_loader_next(fm_loader *l, float *x, int32_t *y, uint32_t *index_ou
  * position.  Draws from fm_rng(seed, FM_RNG_ERASE), so p = 0 (the default)
  * leaves every other stream as it was. */
 FM_API void fm_loader_set_erasing(fm_loader *l, double p);
+/* Mixup (alpha > 0) and cutmix (cutmix_alpha > 0) of every batch with
+ * itself reversed, as timm's Mixup(mode="batch", prob=1, switch_prob=0.5,
+ * correct_lam=True) does after the per-image transforms: per batch, with
+ * both on, cutmix with probability 0.5; lam ~ Beta(alpha, alpha) of the
+ * one chosen; mixup: x = lam x + (1 - lam) x reversed; cutmix: a box of
+ * int(28 sqrt(1 - lam)) per side centred at a uniform pixel, clipped, gets
+ * the reversed batch's pixels and lam becomes 1 - box area / 784.  Draws
+ * from fm_rng(seed, FM_RNG_MIX); mixing shows only in fm_loader_next_mixed. */
+FM_API void fm_loader_set_mixing(fm_loader *l, double mixup_alpha, double cutmix_alpha);
+/* fm_loader_next, then the mixing: y_b receives the labels of the images
+ * mixed in (y reversed) and *lam the weight of y's (1 without mixing). */
+FM_API int fm_loader_next_mixed(fm_loader *l, float *x, int32_t *y, int32_t *y_b, float *lam);
 
 /* Where a loader stands, for a run that stops and resumes: its shuffling
  * stream as it was when the current epoch began (the epoch's order follows
@@ -122,7 +134,7 @@ FM_API void fm_loader_set_erasing(fm_loader *l, double p);
  * size and flags continues with exactly the batches the saved one would
  * have given. */
 typedef struct fm_loader_state {
-    fm_rng shuffle_at_begin, augment, erase;
+    fm_rng shuffle_at_begin, augment, erase, mix;
     int pos;     /* images of the epoch already given */
     bool begun;  /* an epoch has begun */
 } fm_loader_state;

@@ -167,6 +167,12 @@ FM_API fm_tensor *fm_cross_entropy(fm_graph *g, fm_tensor *logits, const int32_t
  * label and smoothing / K on every other class.  0 is fm_cross_entropy. */
 FM_API fm_tensor *fm_cross_entropy_smooth(fm_graph *g, fm_tensor *logits, const int32_t *labels,
                                           float smoothing);
+/* Mixed targets (mixup, cutmix): the cross-entropy against lam t(labels) +
+ * (1 - lam) t(labels_b), t the smoothed one-hot above, i.e. lam times the
+ * loss on labels plus (1 - lam) times the loss on labels_b.  labels_b NULL:
+ * fm_cross_entropy_smooth. */
+FM_API fm_tensor *fm_cross_entropy_mix(fm_graph *g, fm_tensor *logits, const int32_t *labels,
+                                       const int32_t *labels_b, float lam, float smoothing);
 
 #ifdef __cplusplus
 }

@@ -68,6 +68,9 @@ typedef struct fm_train_config {
     bool augment;        /* random crop + flip (false) */
     double random_erasing;  /* probability of torchvision's RandomErasing per training image,
                              * after augmentation (fm_loader_set_erasing; 0) */
+    double mixup, cutmix;   /* > 0: Beta alphas of mixup and cutmix of each batch with itself
+                             * reversed, the loss on the mixed targets (fm_loader_set_mixing,
+                             * fm_cross_entropy_mix; 0) */
     double clip_grad_norm;  /* > 0: clip the gradients' total L2 norm to this each step (0) */
     double label_smoothing; /* training loss only, [0, 1) (fm_cross_entropy_smooth; 0) */
     bool tta;               /* the test set (fm_run_evaluate FM_SPLIT_TEST) with flip

@@ -46,15 +46,20 @@ static const char kill_script[] =
 typedef struct run_case {
     const char *model, *width;  /* width: rescnn's, smaller for speed (NULL: the default) */
     const char *kernels;        /* FMHOST_KERNELS for every child (NULL: the default set) */
-    bool recipe;                /* with RECIPE_* and --scheduler onecycle */
+    bool recipe;                /* with the options of `recipe` */
 } run_case;
 
-/* The recipe options the recipe case trains with. */
+/* The recipe options the recipe case trains with: the command line's
+ * flag, the kill script's argument, the value. */
 #define RECIPE_EMA "0.9"
-#define RECIPE_LS "0.1"
-#define RECIPE_ERASE "0.5"
-#define RECIPE_MIXUP "0.4"
-#define RECIPE_CUTMIX "1"
+#define RECIPE_N 6
+static const struct {
+    const char *flag, *arg, *value;
+} recipe[RECIPE_N] = {
+    {"--ema", "ema", RECIPE_EMA}, {"--label-smoothing", "ls", "0.1"},
+    {"--scheduler", "sched", "onecycle"}, {"--random-erasing", "re", "0.5"},
+    {"--mixup", "mixup", "0.4"}, {"--cutmix", "cutmix", "1"},
+};
 
 static const char *tmp;  /* this test's directory */
 
@@ -94,14 +99,8 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
                       "--out", (char *)out, "--threads", (char *)threads, "--quiet"};
     int n = 18;
     if (rc->width) argv[n++] = "--set", argv[n++] = set;
-    if (rc->recipe) {
-        argv[n++] = "--ema", argv[n++] = RECIPE_EMA;
-        argv[n++] = "--label-smoothing", argv[n++] = RECIPE_LS;
-        argv[n++] = "--scheduler", argv[n++] = "onecycle";
-        argv[n++] = "--random-erasing", argv[n++] = RECIPE_ERASE;
-        argv[n++] = "--mixup", argv[n++] = RECIPE_MIXUP;
-        argv[n++] = "--cutmix", argv[n++] = RECIPE_CUTMIX;
-    }
+    for (int k = 0; rc->recipe && k < RECIPE_N; k++)
+        argv[n++] = (char *)recipe[k].flag, argv[n++] = (char *)recipe[k].value;
     if (resume) argv[n++] = "--resume";
     argv[n] = NULL;
     return spawn(rc, argv);
@@ -111,7 +110,7 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
 static int train_killed(const run_case *rc, const char *out, int kill_at, const char *signal,
                         bool resume)
 {
-    char script[4200], a[16][4200];
+    char script[4200], a[10 + RECIPE_N][4200];
     snprintf(script, sizeof script, "%s/kill.lua", tmp);
     snprintf(a[0], sizeof a[0], "model=%s", rc->model);
     snprintf(a[1], sizeof a[1], "epochs=%s", EPOCHS);
@@ -123,15 +122,11 @@ static int train_killed(const run_case *rc, const char *out, int kill_at, const 
     snprintf(a[7], sizeof a[7], "signal=%s", signal);
     snprintf(a[8], sizeof a[8], "resume=%d", resume);
     snprintf(a[9], sizeof a[9], "width=%s", rc->width ? rc->width : "");
-    snprintf(a[10], sizeof a[10], "ema=%s", RECIPE_EMA);
-    snprintf(a[11], sizeof a[11], "ls=%s", RECIPE_LS);
-    snprintf(a[12], sizeof a[12], "sched=onecycle");
-    snprintf(a[13], sizeof a[13], "re=%s", RECIPE_ERASE);
-    snprintf(a[14], sizeof a[14], "mixup=%s", RECIPE_MIXUP);
-    snprintf(a[15], sizeof a[15], "cutmix=%s", RECIPE_CUTMIX);
-    char *argv[24] = {FMHOST, "script", script};
+    for (int k = 0; k < RECIPE_N; k++)
+        snprintf(a[10 + k], sizeof a[10 + k], "%s=%s", recipe[k].arg, recipe[k].value);
+    char *argv[16 + RECIPE_N] = {FMHOST, "script", script};
     int n = 3;
-    for (int i = 0; i < 16; i++)
+    for (int i = 0; i < 10 + RECIPE_N; i++)
         if (i < 9 || (i == 9 && rc->width) || (i >= 10 && rc->recipe)) argv[n++] = a[i];
     argv[n] = NULL;
     return spawn(rc, argv);

@@ -9,12 +9,10 @@
  * Metadata: the plugin, its hyper-parameters, the seed and every option the
  * numbers depend on (a resume under other ones is refused), and every
  * scalar of the loop -- epochs done, the epoch in progress, the optimizer's
- * step count, each random stream (random erasing's, mixing's only when
- * on), the
- * loader's position, early stopping's
- * counters, the history -- floats as C99 hexadecimal, so they come back
- * exactly.  The scheduler needs nothing of its own: the learning rate is a
- * function of (epoch, step). */
+ * step count, each random stream (random erasing's and mixing's when on),
+ * the loader's position, early stopping's counters, the history -- floats
+ * as C99 hexadecimal, so they come back exactly.  The scheduler needs
+ * nothing of its own: the learning rate is a function of (epoch, step). */
 #include "run_internal.h"
 
 #include <errno.h>
@@ -32,8 +30,6 @@
 
 /* ---- the tensors ------------------------------------------------------------- */
 
-/* A model holding the state's tensors, shaped after the run's model and
- * optimizer (its data zeroed). */
 static size_t tensor_bytes(const fm_tensor *t)
 {
     return (size_t)t->numel * (t->dtype == FM_I64 ? sizeof(int64_t) : sizeof(float));
@@ -52,6 +48,8 @@ static void *state_part_at(fm_run *r, int p, int i)
     return fm_model_state_entry(r->model, p == 1 ? r->best_state : r->ema_state, i);
 }
 
+/* A model holding the state's tensors, shaped after the run's model and
+ * optimizer (its data zeroed). */
 static fm_model *state_layout(fm_run *r)
 {
     fm_model *l = fm_model_new();

@@ -657,7 +657,7 @@ static const struct {
     {"option_value", "fm.train{plugin = 'mlp', data_dir = fm.args.data, out = fm.args.out,\n"
      "  epochs = 0}\n", {"option_value.lua:1", "'epochs' is 0", "between 1 and 100000"}},
     {"scheduler", "fm.train{plugin = 'mlp', data_dir = fm.args.data, out = fm.args.out,\n"
-     "  scheduler = 'linear'}\n", {"scheduler.lua:1", "'linear'", "choose constant, step or cosine"}},
+     "  scheduler = 'linear'}\n", {"scheduler.lua:1", "'linear'", "choose constant, step, cosine or onecycle"}},
     {"set", "fm.train{plugin = 'mlp', data_dir = fm.args.data, out = fm.args.out,\n"
      "  set = {hidden1 = 'x'}}\n", {"set.lua:1", "hidden1", "'x' is not a valid int"}},
     {"plugin", "fm.train{plugin = 'nosuchmodel', data_dir = fm.args.data, out = fm.args.out}\n",

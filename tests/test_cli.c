@@ -202,15 +202,17 @@ START_TEST(test_cli_help)
 
     static const struct {
         const char *cmd;
-        const char *opts[32];
+        const char *opts[40];
     } helps[] = {
         {"train", {"--model", "--plugin", "--set", "--epochs", "--batch-size", "--patience",
                    "--val-split", "--seed", "--augment", "--limit", "--optimizer", "--lr",
                    "--momentum", "--nesterov", "--weight-decay", "--scheduler", "--step-size",
                    "--gamma", "--min-lr", "--warmup", "--threads", "--data-dir", "--out", "--quiet",
-                   "summary.json", "--kernels", "FMHOST_KERNELS", "--save-dtype", "--precision"}},
+                   "summary.json", "--kernels", "FMHOST_KERNELS", "--save-dtype", "--precision",
+                   "--label-smoothing", "--ema", "--tta", "--random-erasing", "onecycle",
+                   "--pct-start", "--div-factor", "--final-div-factor", "--mixup", "--cutmix"}},
         {"eval", {"--model", "--plugin", "--weights", "--set", "--data-dir", "--out", "--threads",
-                  "--kernels", "FMHOST_KERNELS", "--precision"}},
+                  "--kernels", "FMHOST_KERNELS", "--precision", "--tta"}},
         {"plugins", {"--dir"}},
         {"report", {"RESULTS_DIR", "metrics.csv"}},
         {"bench", {"--model", "--plugin", "--batches", "--batch-size", "--threads", "--set",
@@ -251,6 +253,16 @@ static const struct {
     {{"train", "--model", "mlp", "--batch-size", "12x"}, {"--batch-size", "12x"}},
     {{"train", "--model", "mlp", "--warmup", "3", "--epochs", "2"}, {"--warmup", "3"}},
     {{"train", "--model", "mlp", "--nesterov"}, {"--nesterov"}},
+    {{"train", "--model", "mlp", "--label-smoothing", "1"}, {"--label-smoothing", "'1'", "[0, 1)"}},
+    {{"train", "--model", "mlp", "--ema", "1"}, {"--ema", "'1'", "(0, 1)"}},
+    {{"train", "--model", "mlp", "--ema", "0"}, {"--ema", "'0'"}},
+    {{"train", "--model", "mlp", "--random-erasing", "1.5"}, {"--random-erasing", "'1.5'"}},
+    {{"train", "--model", "mlp", "--pct-start", "1"}, {"--pct-start", "'1'"}},
+    {{"train", "--model", "mlp", "--div-factor", "0"}, {"--div-factor", "'0'"}},
+    {{"train", "--model", "mlp", "--final-div-factor", "-2"}, {"--final-div-factor", "'-2'"}},
+    {{"train", "--model", "mlp", "--scheduler", "onecycle", "--warmup", "1"}, {"--warmup", "onecycle"}},
+    {{"train", "--model", "mlp", "--mixup", "0"}, {"--mixup", "'0'"}},
+    {{"train", "--model", "mlp", "--cutmix", "x"}, {"--cutmix", "'x'"}},
     {{"train", "--model", "mlp", "--set", "nokey"}, {"--set", "nokey"}},
     {{"train", "--model", "mlp", "--save-dtype", "f8"}, {"--save-dtype", "'f8'", "f32, bf16 or f16"}},
     {{"train", "--model", "mlp", "--precision", "fp16"}, {"--precision", "'fp16'", "fp32 or bf16"}},
@@ -620,6 +632,48 @@ START_TEST(test_cli_deterministic)
         fm_test_rmtree(dirs[i]);
         free(dirs[i]);
     }
+}
+END_TEST
+
+/* The recipe options: recorded in summary.json, the checkpoint says it
+ * holds the average, and `eval --tta` on the checkpoint gives the test
+ * numbers of `train --tta`. */
+START_TEST(test_cli_recipe_options)
+{
+    char *tmp = new_tmpdir();
+    char p[4400];
+    cli_result r;
+    run(&r, "train", "--model", "cnn", "--data-dir", SAMPLE_DIR, "--epochs", "2", "--limit", "300",
+        "--seed", "3", "--augment", "--out", tmp, "--quiet", "--no-track", "--label-smoothing", "0.1",
+        "--ema", "0.8", "--tta", "--random-erasing", "0.25", "--scheduler", "onecycle", "--lr", "0.01",
+        "--pct-start", "0.4", "--mixup", "0.3", "--cutmix", "1", NULL);
+    ck_assert_msg(r.status == 0, "train: exit %d:\n%s", r.status, r.err);
+    double train_acc = stdout_accuracy(r.out);
+    result_free(&r);
+    json_t *sum = json_load_file(path_of(p, sizeof p, "%s/results/cnn/summary.json", tmp), 0, NULL);
+    ck_assert_ptr_nonnull(sum);
+    json_t *o = json_object_get(sum, "options");
+    ck_assert_ptr_nonnull(o);
+    ck_assert_double_eq(json_number_value(json_object_get(o, "label_smoothing")), 0.1);
+    ck_assert_double_eq(json_number_value(json_object_get(o, "ema")), 0.8);
+    ck_assert(json_is_true(json_object_get(o, "tta")));
+    ck_assert_double_eq(json_number_value(json_object_get(o, "random_erasing")), 0.25);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "scheduler")), "onecycle");
+    ck_assert_double_eq(json_number_value(json_object_get(o, "pct_start")), 0.4);
+    ck_assert_double_eq(json_number_value(json_object_get(o, "mixup")), 0.3);
+    ck_assert_double_eq(json_number_value(json_object_get(o, "cutmix")), 1);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(sum, "test_acc")), train_acc, 1e-4);
+    json_decref(sum);
+    size_t len;
+    char *ckpt = fm_test_read_file(path_of(p, sizeof p, "%s/artifacts/cnn_best.safetensors", tmp), &len);
+    ck_assert_ptr_nonnull(memmem(ckpt, len, "\"ema\":\"0.8\"", 11));
+    free(ckpt);
+    run(&r, "eval", "--model", "cnn", "--data-dir", SAMPLE_DIR, "--out", tmp, "--no-track", "--tta", NULL);
+    ck_assert_msg(r.status == 0, "eval: exit %d:\n%s", r.status, r.err);
+    ck_assert_double_eq_tol(stdout_accuracy(r.out), train_acc, 1e-9);
+    result_free(&r);
+    fm_test_rmtree(tmp);
+    free(tmp);
 }
 END_TEST
 
@@ -1058,6 +1112,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, test_cli_train_pipeline);
     tcase_add_test(tc, test_cli_shape_mismatch);
     tcase_add_test(tc, test_cli_deterministic);
+    tcase_add_test(tc, test_cli_recipe_options);
     tcase_add_test(tc, test_cli_progress_lines);
     tcase_add_test(tc, test_cli_bench_json);
     tcase_add_test(tc, test_cli_kernels_version);

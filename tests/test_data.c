@@ -867,6 +867,210 @@ START_TEST(test_augment)
 }
 END_TEST
 
+/* Random erasing: with p = 1 every image (of random non-zero pixels, none
+ * of which normalises to 0) has one rectangle set to 0 and is otherwise the
+ * augmented image the loader without erasing gives (its own stream), with
+ * areas and aspect ratios within RandomErasing's ranges (after rounding);
+ * p = 0.5 erases about half; the same seed gives the same bytes. */
+START_TEST(test_random_erasing)
+{
+    enum { N = 400 };
+    fm_dataset d = {.n = N};
+    d.images = fm_xmalloc((size_t)N * FM_IMAGE_PIXELS);
+    d.labels = fm_xcalloc(N, 1);
+    fm_rng rng;
+    fm_rng_seed(&rng, 98, FM_RNG_TEST);
+    for (int i = 0; i < N * FM_IMAGE_PIXELS; i++) d.images[i] = (uint8_t)(1 + fm_rng_below(&rng, 255));
+    fm_subset s;
+    fm_subset_all(&s, &d, 0);
+    float *xe = fm_xmalloc((size_t)N * FM_IMAGE_PIXELS * sizeof *xe);
+    float *xp = fm_xmalloc((size_t)N * FM_IMAGE_PIXELS * sizeof *xp);
+    int32_t *y = fm_xmalloc(N * sizeof *y);
+    fm_loader *erasing = fm_loader_new(&s, N, true, true, 7), *plain = fm_loader_new(&s, N, true, true, 7);
+    fm_loader_set_erasing(erasing, 1.0);
+    ck_assert_int_eq(fm_loader_next(erasing, xe, y, NULL), N);
+    ck_assert_int_eq(fm_loader_next(plain, xp, y, NULL), N);
+    double min_frac = 1, max_frac = 0;
+    int tall = 0, wide = 0;
+    for (int i = 0; i < N; i++) {
+        const float *a = xe + (size_t)i * FM_IMAGE_PIXELS, *b = xp + (size_t)i * FM_IMAGE_PIXELS;
+        int top = 28, bottom = -1, left = 28, right = -1, zeros = 0;
+        for (int p = 0; p < FM_IMAGE_PIXELS; p++) {
+            if (a[p] != 0.0f) {
+                ck_assert_msg(a[p] == b[p], "image %d pixel %d changed but not erased", i, p);
+                continue;
+            }
+            ck_assert(b[p] != 0.0f);
+            zeros++;
+            int r = p / 28, c = p % 28;
+            top = r < top ? r : top, bottom = r > bottom ? r : bottom;
+            left = c < left ? c : left, right = c > right ? c : right;
+        }
+        if (zeros == 0) continue;  /* ten tries that did not fit: rare */
+        int h = bottom - top + 1, w = right - left + 1;
+        ck_assert_int_eq(h * w, zeros);  /* one full rectangle */
+        ck_assert_int_lt(h, 28);
+        ck_assert_int_lt(w, 28);
+        double frac = (double)zeros / FM_IMAGE_PIXELS;
+        min_frac = frac < min_frac ? frac : min_frac;
+        max_frac = frac > max_frac ? frac : max_frac;
+        tall += h > w, wide += w > h;
+    }
+    /* scale (0.02, 0.33) of 784 pixels, give or take the rounding of h, w */
+    ck_assert_double_ge(min_frac, 0.01);
+    ck_assert_double_le(min_frac, 0.05);
+    ck_assert_double_le(max_frac, 0.40);
+    ck_assert_double_ge(max_frac, 0.25);
+    ck_assert_int_gt(tall, N / 4);
+    ck_assert_int_gt(wide, N / 4);
+
+    /* p = 0.5: about half the images (400 draws: sd 10). */
+    fm_loader *half = fm_loader_new(&s, N, false, false, 3), *again = fm_loader_new(&s, N, false, false, 3);
+    fm_loader_set_erasing(half, 0.5);
+    fm_loader_set_erasing(again, 0.5);
+    ck_assert_int_eq(fm_loader_next(half, xe, y, NULL), N);
+    ck_assert_int_eq(fm_loader_next(again, xp, y, NULL), N);
+    ck_assert(memcmp(xe, xp, (size_t)N * FM_IMAGE_PIXELS * sizeof *xe) == 0);
+    int erased = 0;
+    for (int i = 0; i < N; i++) {
+        bool any = false;
+        for (int p = 0; p < FM_IMAGE_PIXELS; p++) any = any || xe[(size_t)i * FM_IMAGE_PIXELS + p] == 0.0f;
+        erased += any;
+    }
+    ck_assert_int_gt(erased, 150);
+    ck_assert_int_lt(erased, 250);
+
+    fm_loader_free(half);
+    fm_loader_free(again);
+    fm_loader_free(erasing);
+    fm_loader_free(plain);
+    free(xe);
+    free(xp);
+    free(y);
+    fm_subset_free(&s);
+    fm_dataset_free(&d);
+}
+END_TEST
+
+/* A dataset of n images of random pixels in 1..255, labels i % 10. */
+static fm_dataset random_dataset(int n, uint64_t seed)
+{
+    fm_dataset d = {.n = n};
+    d.images = fm_xmalloc((size_t)n * FM_IMAGE_PIXELS);
+    d.labels = fm_xmalloc((size_t)n);
+    fm_rng rng;
+    fm_rng_seed(&rng, seed, FM_RNG_TEST);
+    for (size_t i = 0; i < (size_t)n * FM_IMAGE_PIXELS; i++) d.images[i] = (uint8_t)(1 + fm_rng_below(&rng, 255));
+    for (int i = 0; i < n; i++) d.labels[i] = (uint8_t)(i % 10);
+    return d;
+}
+
+/* Mixup: x = lam x + (1 - lam) x reversed, pixel for pixel in float32 as
+ * timm computes it, y_b = y reversed; cutmix: one box, the same in every
+ * image, holds the reversed batch's pixels, the rest is untouched, and lam
+ * is the untouched fraction. */
+START_TEST(test_mixing_by_hand)
+{
+    enum { N = 12, PX = FM_IMAGE_PIXELS };
+    fm_dataset d = random_dataset(N, 17);
+    fm_subset s;
+    fm_subset_all(&s, &d, 0);
+    float plain[N * PX], x[N * PX], lam;
+    int32_t y[N], y_b[N], y_plain[N];
+    for (int kind = 0; kind < 2; kind++) {
+        fm_loader *ref = fm_loader_new(&s, N, true, true, 21), *mixed = fm_loader_new(&s, N, true, true, 21);
+        fm_loader_set_mixing(mixed, kind == 0 ? 0.4 : 0.0, kind == 1 ? 1.0 : 0.0);
+        for (int batch = 0; batch < 5; batch++) {
+            fm_loader_begin_epoch(ref);
+            fm_loader_begin_epoch(mixed);
+            ck_assert_int_eq(fm_loader_next(ref, plain, y_plain, NULL), N);
+            ck_assert_int_eq(fm_loader_next_mixed(mixed, x, y, y_b, &lam), N);
+            ck_assert(lam > 0.0f && lam < 1.0f);
+            for (int i = 0; i < N; i++) {
+                ck_assert_int_eq(y[i], y_plain[i]);
+                ck_assert_int_eq(y_b[i], y_plain[N - 1 - i]);
+            }
+            if (kind == 0) {
+                for (int i = 0; i < N; i++)
+                    for (int p = 0; p < PX; p++) {
+                        float mine = plain[i * PX + p] * lam, theirs = plain[(N - 1 - i) * PX + p] * (float)(1.0 - (double)lam);
+                        ck_assert_float_eq(x[i * PX + p], mine + theirs);
+                    }
+                continue;
+            }
+            int top = 28, bottom = -1, left = 28, right = -1;
+            for (int i = 0; i < N; i++)
+                for (int p = 0; p < PX; p++)
+                    if (x[i * PX + p] != plain[i * PX + p]) {
+                        int r = p / 28, c = p % 28;
+                        top = r < top ? r : top, bottom = r > bottom ? r : bottom;
+                        left = c < left ? c : left, right = c > right ? c : right;
+                    }
+            ck_assert_int_ge(bottom, top);
+            int area = (bottom - top + 1) * (right - left + 1);
+            ck_assert_double_eq_tol(lam, 1.0 - area / 784.0, 1e-6);
+            for (int i = 0; i < N; i++)
+                for (int p = 0; p < PX; p++) {
+                    int r = p / 28, c = p % 28;
+                    bool in = r >= top && r <= bottom && c >= left && c <= right;
+                    ck_assert(x[i * PX + p] == plain[(in ? N - 1 - i : i) * PX + p]);
+                }
+        }
+        fm_loader_free(ref);
+        fm_loader_free(mixed);
+    }
+    fm_subset_free(&s);
+    fm_dataset_free(&d);
+}
+END_TEST
+
+/* lam's law: Beta(a, a) has mean 1/2 and variance 1 / (4 (2a + 1)), for a
+ * below and above 1; with both mixup and cutmix on, cutmix (every pixel
+ * one image's or the other's, none blended) in about half the batches. */
+START_TEST(test_mixing_lam_law)
+{
+    enum { DRAWS = 4000 };
+    fm_dataset d = random_dataset(2, 5);
+    fm_subset s;
+    fm_subset_all(&s, &d, 0);
+    float x[2 * FM_IMAGE_PIXELS], plain[2 * FM_IMAGE_PIXELS], lam;
+    int32_t y[2], y_b[2];
+    const double alphas[2] = {0.4, 2.0};
+    for (int k = 0; k < 2; k++) {
+        fm_loader *l = fm_loader_new(&s, 2, false, false, 9);
+        fm_loader_set_mixing(l, alphas[k], 0.0);
+        double sum = 0.0, sq = 0.0;
+        for (int t = 0; t < DRAWS; t++) {
+            fm_loader_begin_epoch(l);
+            ck_assert_int_eq(fm_loader_next_mixed(l, x, y, y_b, &lam), 2);
+            sum += lam, sq += (double)lam * lam;
+        }
+        double mean = sum / DRAWS, var = sq / DRAWS - mean * mean, want = 1.0 / (4 * (2 * alphas[k] + 1));
+        ck_assert_double_eq_tol(mean, 0.5, 0.03);
+        ck_assert_double_eq_tol(var, want, 0.15 * want);
+        fm_loader_free(l);
+    }
+    fm_loader *both = fm_loader_new(&s, 2, false, false, 9), *ref = fm_loader_new(&s, 2, false, false, 9);
+    const int px = FM_IMAGE_PIXELS;
+    fm_loader_set_mixing(both, 0.4, 1.0);
+    ck_assert_int_eq(fm_loader_next(ref, plain, y, NULL), 2);
+    int cutmixes = 0;
+    for (int t = 0; t < 1000; t++) {
+        fm_loader_begin_epoch(both);
+        fm_loader_next_mixed(both, x, y, y_b, &lam);
+        bool blended = false;
+        for (int p = 0; p < px && !blended; p++) blended = x[p] != plain[p] && x[p] != plain[px + p];
+        cutmixes += !blended;
+    }
+    ck_assert_int_gt(cutmixes, 430);
+    ck_assert_int_lt(cutmixes, 570);
+    fm_loader_free(both);
+    fm_loader_free(ref);
+    fm_subset_free(&s);
+    fm_dataset_free(&d);
+}
+END_TEST
+
 /* ---- data/sample ------------------------------------------------------------------ */
 
 START_TEST(test_sample_dataset)
@@ -945,6 +1149,9 @@ static Suite *data_suite(void)
     tcase_add_test(loader, test_loader_shuffle);
     tcase_add_test(loader, test_normalize_values);
     tcase_add_test(loader, test_augment);
+    tcase_add_test(loader, test_random_erasing);
+    tcase_add_test(loader, test_mixing_by_hand);
+    tcase_add_test(loader, test_mixing_lam_law);
     suite_add_tcase(s, loader);
 
     TCase *sample = tcase_create("sample");

@@ -117,6 +117,15 @@ static fm_tensor *build_ce(fm_graph *g, const op_case *c)
     return fm_cross_entropy(g, c->in[0], c->labels);
 }
 
+/* Smoothing farg[0]; farg[1] > 0: targets mixed with weight farg[1]. */
+static fm_tensor *build_ce_smooth(fm_graph *g, const op_case *c)
+{
+    static const int32_t labels_b[5] = {2, 2, 0, 3, 1};
+    if (c->farg[1] > 0.0f)
+        return fm_cross_entropy_mix(g, c->in[0], c->labels, labels_b, c->farg[1], c->farg[0]);
+    return fm_cross_entropy_smooth(g, c->in[0], c->labels, c->farg[0]);
+}
+
 static fm_tensor *case_run(fm_graph *g, const op_case *c)
 {
     fm_graph_reset(g);
@@ -1380,6 +1389,115 @@ START_TEST(test_cross_entropy_known_value)
 }
 END_TEST
 
+START_TEST(test_cross_entropy_smooth_gradcheck)
+{
+    fm_test_each_set(_i, 1);
+    static const int32_t labels[5] = {0, 3, 1, 1, 2};
+    const float eps[3] = {0.1f, 0.6f, 0.1f}, lam[3] = {0.0f, 0.0f, 0.3f};
+    for (int k = 0; k < 3; k++) {
+        op_case c = {.build = build_ce_smooth, .labels = labels, .farg = {eps[k], lam[k]}};
+        c.in[0] = leaf(2, (int[]){5, 4}, -3, 3, true);
+        c.diff[0] = true;
+        ck_assert_double_gt(grad_check(&c, 1e-3, 1e-2), 0.02);
+        case_free(&c);
+    }
+    fm_test_restore_kernels();
+}
+END_TEST
+
+/* Reads `count` numbers after `tag` on the fixture's next line. */
+static void read_values(FILE *f, const char *tag, double *v, int count)
+{
+    char word[32];
+    ck_assert_msg(fscanf(f, "%31s", word) == 1 && !strcmp(word, tag), "label_smoothing.txt: "
+                  "expected '%s', found '%s'", tag, word);
+    for (int i = 0; i < count; i++) ck_assert_int_eq(fscanf(f, "%lf", &v[i]), 1);
+}
+
+/* Every case of tests/fixtures/label_smoothing.txt (tests/gen_label_smoothing.py):
+ * nn.CrossEntropyLoss(label_smoothing=e)'s loss and gradient, computed by
+ * PyTorch in float64 from the same float32 logits; the "mixcase" ones with
+ * the class-probability targets of mixup and cutmix (fm_cross_entropy_mix). */
+START_TEST(test_cross_entropy_smooth_matches_torch)
+{
+    const char *path = FM_SOURCE_DIR "/tests/fixtures/label_smoothing.txt";
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s (written by tests/gen_label_smoothing.py)", path);
+    char line[256];
+    ck_assert(fgets(line, sizeof line, f) != NULL);  /* the header */
+    int cases = 0, smoothed = 0;
+    char name[64], kind[16];
+    int n, k, mixed = 0;
+    double eps, lam = 1.0;
+    while (fscanf(f, " %15s %63s %d %d %lf", kind, name, &n, &k, &eps) == 5) {
+        bool mix = !strcmp(kind, "mixcase");
+        ck_assert_msg(mix || !strcmp(kind, "case"), "label_smoothing.txt: '%s'", kind);
+        if (mix) ck_assert_int_eq(fscanf(f, "%lf", &lam), 1);
+        double *z = malloc((size_t)n * k * sizeof *z), *grad = malloc((size_t)n * k * sizeof *grad);
+        double *lab = malloc((size_t)n * sizeof *lab), *lab_b = malloc((size_t)n * sizeof *lab_b);
+        double loss_want;
+        read_values(f, "logits", z, n * k);
+        read_values(f, "labels", lab, n);
+        if (mix) read_values(f, "labels_b", lab_b, n);
+        read_values(f, "loss", &loss_want, 1);
+        read_values(f, "grad", grad, n * k);
+        fm_tensor *x = fm_tensor_new(FM_F32, 2, (int[]){n, k});
+        int32_t *labels = malloc((size_t)n * sizeof *labels), *labels_b = malloc((size_t)n * sizeof *labels_b);
+        for (int i = 0; i < n * k; i++) x->data[i] = (float)z[i];
+        for (int i = 0; i < n; i++) labels[i] = (int32_t)lab[i], labels_b[i] = (int32_t)lab_b[i];
+        x->requires_grad = true;
+        x->grad = calloc((size_t)n * k, sizeof(float));
+        fm_graph *g = fm_graph_new();
+        fm_tensor *loss = mix ? fm_cross_entropy_mix(g, x, labels, labels_b, (float)lam, (float)eps)
+                              : fm_cross_entropy_smooth(g, x, labels, (float)eps);
+        ck_assert_msg(fabs(loss->data[0] - loss_want) <= 1e-6 * fmax(1.0, fabs(loss_want)),
+                      "%s: loss %.9g, PyTorch %.9g", name, (double)loss->data[0], loss_want);
+        fm_backward(g, loss);
+        for (int i = 0; i < n * k; i++)
+            ck_assert_msg(fabs(x->grad[i] - grad[i]) <= 1e-7 + 1e-5 * fabs(grad[i]),
+                          "%s: grad[%d] %.9g, PyTorch %.9g", name, i, (double)x->grad[i], grad[i]);
+        fm_graph_free(g);
+        fm_tensor_free(x);
+        free(labels);
+        free(labels_b);
+        free(z);
+        free(grad);
+        free(lab);
+        free(lab_b);
+        cases++;
+        smoothed += eps > 0;
+        mixed += mix;
+    }
+    fclose(f);
+    ck_assert_int_ge(cases, 9);
+    ck_assert_int_ge(mixed, 4);
+    ck_assert_int_ge(smoothed, 4);
+}
+END_TEST
+
+/* Smoothing 0 is the plain loss, bit for bit, value and gradient. */
+START_TEST(test_cross_entropy_smooth_zero_is_plain)
+{
+    static const int32_t labels[6] = {0, 3, 1, 1, 2, 9};
+    fm_tensor *a = leaf(2, (int[]){6, 10}, -4, 4, true), *b = leaf(2, (int[]){6, 10}, -4, 4, true);
+    memcpy(b->data, a->data, 60 * sizeof(float));
+    zero_grad(a);
+    zero_grad(b);
+    fm_graph *g = fm_graph_new();
+    fm_tensor *la = fm_cross_entropy(g, a, labels);
+    fm_backward(g, la);
+    float va = la->data[0];
+    fm_graph_reset(g);
+    fm_tensor *lb = fm_cross_entropy_smooth(g, b, labels, 0.0f);
+    fm_backward(g, lb);
+    ck_assert(memcmp(&va, lb->data, sizeof va) == 0);
+    ck_assert(memcmp(a->grad, b->grad, 60 * sizeof(float)) == 0);
+    fm_graph_free(g);
+    fm_tensor_free(a);
+    fm_tensor_free(b);
+}
+END_TEST
+
 START_TEST(test_cross_entropy_bad_label_aborts)
 {
     fm_tensor *x = leaf(2, (int[]){2, 3}, -1, 1, false);
@@ -1554,6 +1672,9 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(tc, test_cross_entropy_gradcheck, 0, sets);
     tcase_add_loop_test(tc, test_cross_entropy_known_value, 0, sets);
     tcase_add_test_raise_signal(tc, test_cross_entropy_bad_label_aborts, SIGABRT);
+    tcase_add_loop_test(tc, test_cross_entropy_smooth_gradcheck, 0, sets);
+    tcase_add_test(tc, test_cross_entropy_smooth_matches_torch);
+    tcase_add_test(tc, test_cross_entropy_smooth_zero_is_plain);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("engine");

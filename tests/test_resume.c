@@ -36,6 +36,9 @@ static const char kill_script[] =
     "  epochs = tonumber(a.epochs), limit = tonumber(a.limit), seed = 7, augment = true,\n"
     "  data_dir = a.data, out = a.out, threads = tonumber(a.threads), quiet = true,\n"
     "  resume = a.resume == \"1\",\n"
+    "  ema = a.ema and tonumber(a.ema), label_smoothing = a.ls and tonumber(a.ls),\n"
+    "  scheduler = a.sched, random_erasing = a.re and tonumber(a.re),\n"
+    "  mixup = a.mixup and tonumber(a.mixup), cutmix = a.cutmix and tonumber(a.cutmix),\n"
     "  on_step = function(s)\n"
     "    if s.global_step == kill_at then io.popen(\"kill -\" .. a.signal .. \" $PPID\"):close() end\n"
     "  end}\n";
@@ -43,7 +46,20 @@ static const char kill_script[] =
 typedef struct run_case {
     const char *model, *width;  /* width: rescnn's, smaller for speed (NULL: the default) */
     const char *kernels;        /* FMHOST_KERNELS for every child (NULL: the default set) */
+    bool recipe;                /* with the options of `recipe` */
 } run_case;
+
+/* The recipe options the recipe case trains with: the command line's
+ * flag, the kill script's argument, the value. */
+#define RECIPE_EMA "0.9"
+#define RECIPE_N 6
+static const struct {
+    const char *flag, *arg, *value;
+} recipe[RECIPE_N] = {
+    {"--ema", "ema", RECIPE_EMA}, {"--label-smoothing", "ls", "0.1"},
+    {"--scheduler", "sched", "onecycle"}, {"--random-erasing", "re", "0.5"},
+    {"--mixup", "mixup", "0.4"}, {"--cutmix", "cutmix", "1"},
+};
 
 static const char *tmp;  /* this test's directory */
 
@@ -78,11 +94,13 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
 {
     char set[64];
     snprintf(set, sizeof set, "width=%s", rc->width ? rc->width : "32");
-    char *argv[32] = {FMHOST, "train", "--model", (char *)rc->model, "--epochs", EPOCHS,
+    char *argv[40] = {FMHOST, "train", "--model", (char *)rc->model, "--epochs", EPOCHS,
                       "--limit", LIMIT, "--seed", "7", "--augment", "--data-dir", SAMPLE_DIR,
                       "--out", (char *)out, "--threads", (char *)threads, "--quiet"};
     int n = 18;
     if (rc->width) argv[n++] = "--set", argv[n++] = set;
+    for (int k = 0; rc->recipe && k < RECIPE_N; k++)
+        argv[n++] = (char *)recipe[k].flag, argv[n++] = (char *)recipe[k].value;
     if (resume) argv[n++] = "--resume";
     argv[n] = NULL;
     return spawn(rc, argv);
@@ -92,7 +110,7 @@ static int train_cli(const run_case *rc, const char *out, const char *threads, b
 static int train_killed(const run_case *rc, const char *out, int kill_at, const char *signal,
                         bool resume)
 {
-    char script[4200], a[10][4200];
+    char script[4200], a[10 + RECIPE_N][4200];
     snprintf(script, sizeof script, "%s/kill.lua", tmp);
     snprintf(a[0], sizeof a[0], "model=%s", rc->model);
     snprintf(a[1], sizeof a[1], "epochs=%s", EPOCHS);
@@ -104,10 +122,12 @@ static int train_killed(const run_case *rc, const char *out, int kill_at, const 
     snprintf(a[7], sizeof a[7], "signal=%s", signal);
     snprintf(a[8], sizeof a[8], "resume=%d", resume);
     snprintf(a[9], sizeof a[9], "width=%s", rc->width ? rc->width : "");
-    char *argv[16] = {FMHOST, "script", script};
+    for (int k = 0; k < RECIPE_N; k++)
+        snprintf(a[10 + k], sizeof a[10 + k], "%s=%s", recipe[k].arg, recipe[k].value);
+    char *argv[16 + RECIPE_N] = {FMHOST, "script", script};
     int n = 3;
-    for (int i = 0; i < 10; i++)
-        if (i < 9 || rc->width) argv[n++] = a[i];
+    for (int i = 0; i < 10 + RECIPE_N; i++)
+        if (i < 9 || (i == 9 && rc->width) || (i >= 10 && rc->recipe)) argv[n++] = a[i];
     argv[n] = NULL;
     return spawn(rc, argv);
 }
@@ -162,7 +182,8 @@ static void setup_dir(void)
     fm_test_write_file(script, kill_script, strlen(kill_script));
 }
 
-static const run_case model_cases[] = {{"mlp", NULL, NULL}, {"cnn", NULL, NULL}, {"rescnn", "8", NULL}};
+static const run_case model_cases[] = {
+    {"mlp", NULL, NULL, false}, {"cnn", NULL, NULL, false}, {"rescnn", "8", NULL, false}};
 
 /* Three stops in one run: SIGKILL in epoch 2 (nothing saved since epoch
  * 1's end), resumed by the script and stopped by SIGINT in epoch 3 (the step
@@ -195,6 +216,37 @@ START_TEST(test_resume_after_kills)
 }
 END_TEST
 
+/* The recipe options (the weights' moving average, label smoothing, the
+ * one-cycle schedule, random erasing, mixup and cutmix) resume
+ * exactly too: SIGKILL in epoch 2, SIGINT mid-epoch 3, resumed with another
+ * thread count; and a resume under another --ema is refused. */
+START_TEST(test_resume_recipe)
+{
+    run_case rc = {"rescnn", "8", NULL, true};
+    setup_dir();
+    char ref[4200], out[4200];
+    snprintf(ref, sizeof ref, "%s/ref", tmp);
+    snprintf(out, sizeof out, "%s/stopped", tmp);
+    ck_assert_int_eq(train_cli(&rc, ref, "2", false), 0);
+    ck_assert_int_eq(train_killed(&rc, out, 7, "KILL", false), 128 + 9);
+    ck_assert_int_eq(train_killed(&rc, out, 12, "INT", true), 130);
+    run_case plain = {"rescnn", "8", NULL, false};
+    ck_assert_int_eq(train_cli(&plain, out, "1", true), 2);  /* a usage error */
+    ck_assert_int_eq(train_cli(&rc, out, "1", true), 0);
+    assert_same_run(&rc, ref, out);
+    /* The average is what was checkpointed: not the plain run's weights. */
+    ck_assert_int_eq(train_cli(&plain, path_in(tmp, "plain"), "2", false), 0);
+    size_t la, lb;
+    char *a = fm_test_read_file(path_in(ref, "artifacts/rescnn_best.safetensors"), &la);
+    char *b = fm_test_read_file(path_in(tmp, "plain/artifacts/rescnn_best.safetensors"), &lb);
+    ck_assert(la != lb || memcmp(a, b, la) != 0);
+    const char meta[] = "\"ema\":\"" RECIPE_EMA "\"";
+    ck_assert_ptr_nonnull(memmem(a, la, meta, strlen(meta)));
+    free(a);
+    free(b);
+}
+END_TEST
+
 /* Every kernel set this processor runs, each its own reference: SIGKILL
  * in epoch 2, resumed with another thread count. */
 START_TEST(test_resume_each_kernel_set)
@@ -202,7 +254,7 @@ START_TEST(test_resume_each_kernel_set)
     fm_kernels sets[FM_KERNELS_COUNT];
     int n = fm_test_kernel_sets(sets);
     ck_assert_int_lt(_i, n);
-    run_case rc = {"rescnn", "8", fm_kernels_name(sets[_i])};
+    run_case rc = {"rescnn", "8", fm_kernels_name(sets[_i]), false};
     setup_dir();
     char ref[4200], out[4200];
     snprintf(ref, sizeof ref, "%s/ref", tmp);
@@ -219,7 +271,7 @@ END_TEST
 START_TEST(test_diverged_first_epoch)
 {
     setup_dir();
-    run_case rc = {"mlp", NULL, NULL};
+    run_case rc = {"mlp", NULL, NULL, false};
     char out[4200];
     snprintf(out, sizeof out, "%s/diverged", tmp);
     char *argv[] = {FMHOST, "train", "--model", "mlp", "--epochs", "2", "--limit", LIMIT,
@@ -248,7 +300,7 @@ END_TEST
 START_TEST(test_diverged_later_keeps_checkpoint)
 {
     setup_dir();
-    run_case rc = {"mlp", NULL, NULL};
+    run_case rc = {"mlp", NULL, NULL, false};
     char script[4200], out[4200];
     snprintf(script, sizeof script, "%s/diverge.lua", tmp);
     snprintf(out, sizeof out, "%s/diverged", tmp);
@@ -282,6 +334,7 @@ int main(void)
     TCase *tc = tcase_create("resume");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_resume_after_kills, 0, 3);
+    tcase_add_test(tc, test_resume_recipe);
     tcase_add_test(tc, test_diverged_first_epoch);
     tcase_add_test(tc, test_diverged_later_keeps_checkpoint);
     fm_kernels sets[FM_KERNELS_COUNT];

@@ -1,7 +1,8 @@
 /* The built-in learning-rate schedules (fm_sched_lr, core/train/config.c)
  * step for step against torch.optim.lr_scheduler (1.13): StepLR,
  * CosineAnnealingLR with and without eta_min, and the linear warm-up
- * (LinearLR per step) before either.  The expected rates are in
+ * (LinearLR per step) before either, and OneCycleLR stepped per step
+ * (cosine, without momentum cycling).  The expected rates are in
  * tests/fixtures/sched.txt, written by tests/gen_sched.py, which says how
  * each of fmhost's options maps to PyTorch's. */
 #include "fm_test_util.h"
@@ -25,16 +26,26 @@ static void assert_rate(const char *name, int epoch, int step, double got, doubl
                   step, got, want);
 }
 
+/* A case's options are set in cfg: they must be valid; its rates follow. */
+static void case_begin(const fm_train_config *cfg, const char *name, int *cases, int *case_rates,
+                       int *want_rates, int rates)
+{
+    ck_assert_msg(fm_train_config_check(cfg) == FM_OK, "case %s: %s", name, fm_error_message());
+    (*cases)++;
+    *case_rates = 0;
+    *want_rates = rates;
+}
+
 START_TEST(test_sched_matches_torch)
 {
     FILE *f = fopen(FIXTURE, "r");
     ck_assert_msg(f != NULL, "cannot open %s (written by tests/gen_sched.py)", FIXTURE);
     char line[512], name[64] = "", sched[32];
     fm_train_config cfg;
-    int steps = 0, cases = 0, rates = 0, case_rates = 0, want_rates = 0;
+    int steps = 0, cases = 0, rates = 0, case_rates = 0, want_rates = 0, onecycles = 0;
     while (fgets(line, sizeof line, f)) {
         int epochs, warmup, step_size, e, s;
-        double lr, gamma, min_lr, value;
+        double lr, gamma, min_lr, value, pct, div, final_div;
         if (line[0] == '#') continue;
         if (sscanf(line, "case %63s %31s %d %d %d %lf %d %lf %lf", name, sched, &epochs, &warmup,
                    &steps, &lr, &step_size, &gamma, &min_lr) == 9) {
@@ -47,11 +58,19 @@ START_TEST(test_sched_matches_torch)
             cfg.step_size = step_size;
             cfg.gamma = gamma;
             cfg.min_lr = min_lr;
-            ck_assert_msg(fm_train_config_check(&cfg) == FM_OK, "case %s: %s", name,
-                          fm_error_message());
-            cases++;
-            case_rates = 0;
-            want_rates = epochs * steps;
+            case_begin(&cfg, name, &cases, &case_rates, &want_rates, epochs * steps);
+        } else if (sscanf(line, "onecycle %63s %d %d %lf %lf %lf %lf", name, &epochs, &steps,
+                          &lr, &pct, &div, &final_div) == 7) {
+            ck_assert_int_eq(case_rates, want_rates);
+            fm_train_config_init(&cfg);
+            cfg.scheduler = FM_SCHED_ONECYCLE;
+            cfg.epochs = epochs;
+            cfg.optim.lr = (float)lr;
+            cfg.pct_start = pct;
+            cfg.div_factor = div;
+            cfg.final_div_factor = final_div;
+            case_begin(&cfg, name, &cases, &case_rates, &want_rates, epochs * steps);
+            onecycles++;
         } else if (sscanf(line, "lr %d %d %lf", &e, &s, &value) == 3) {
             ck_assert_msg(cases > 0, "%s: a rate before the first case", FIXTURE);
             ck_assert_msg(e == case_rates / steps && s == case_rates % steps,
@@ -65,7 +84,8 @@ START_TEST(test_sched_matches_torch)
     }
     fclose(f);
     ck_assert_int_eq(case_rates, want_rates);
-    ck_assert_int_ge(cases, 10);
+    ck_assert_int_ge(cases, 15);
+    ck_assert_int_ge(onecycles, 5);
     ck_assert_int_ge(rates, 200);
 }
 END_TEST
@@ -96,12 +116,52 @@ START_TEST(test_cosine_reaches_min_lr_after_the_last_epoch)
 }
 END_TEST
 
+/* onecycle's defaults are OneCycleLR's, its options are checked, and it
+ * takes no warm-up of fmhost's nor --min-lr. */
+START_TEST(test_onecycle_defaults_and_checks)
+{
+    fm_train_config cfg;
+    fm_train_config_init(&cfg);
+    ck_assert_int_eq(fm_sched_kind_parse("onecycle", &cfg.scheduler), FM_OK);
+    ck_assert_str_eq(fm_sched_kind_name(cfg.scheduler), "onecycle");
+    ck_assert_double_eq(cfg.pct_start, 0.3);
+    ck_assert_double_eq(cfg.div_factor, 25.0);
+    ck_assert_double_eq(cfg.final_div_factor, 1e4);
+    cfg.optim.lr = 0.5f;
+    cfg.epochs = 4;
+    ck_assert_int_eq(fm_train_config_check(&cfg), FM_OK);
+    ck_assert_double_eq_tol(fm_sched_lr(&cfg, 0, 0, 10), 0.5 / 25, 1e-15);
+    ck_assert_double_eq_tol(fm_sched_lr(&cfg, 3, 9, 10), 0.5 / 25 / 1e4, 1e-18);
+    fm_train_config bad = cfg;
+    bad.warmup = 1;
+    ck_assert_int_eq(fm_train_config_check(&bad), FM_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(fm_error_message(), "--warmup"));
+    bad = cfg;
+    bad.min_lr = 1e-4;
+    ck_assert_int_eq(fm_train_config_check(&bad), FM_ERR_ARG);
+    const double pcts[] = {0.0, 1.0, -0.1, NAN};
+    for (int i = 0; i < 4; i++) {
+        bad = cfg;
+        bad.pct_start = pcts[i];
+        ck_assert_int_eq(fm_train_config_check(&bad), FM_ERR_ARG);
+        ck_assert_ptr_nonnull(strstr(fm_error_message(), "--pct-start"));
+    }
+    bad = cfg;
+    bad.div_factor = 0;
+    ck_assert_int_eq(fm_train_config_check(&bad), FM_ERR_ARG);
+    bad = cfg;
+    bad.final_div_factor = -1;
+    ck_assert_int_eq(fm_train_config_check(&bad), FM_ERR_ARG);
+}
+END_TEST
+
 static Suite *sched_suite(void)
 {
     Suite *s = suite_create("sched");
     TCase *tc = tcase_create("torch");
     tcase_add_test(tc, test_sched_matches_torch);
     tcase_add_test(tc, test_cosine_reaches_min_lr_after_the_last_epoch);
+    tcase_add_test(tc, test_onecycle_defaults_and_checks);
     suite_add_tcase(s, tc);
     return s;
 }

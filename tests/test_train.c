@@ -612,6 +612,184 @@ START_TEST(test_train_vector_sets_agree)
 }
 END_TEST
 
+/* ---- the weights' moving average (--ema) ------------------------------------------------ */
+
+#define EMA_DECAY 0.75
+#define EMA_MAX_STEPS 8
+
+/* The model's state after every step, for the hand computation. */
+typedef struct ema_trace {
+    fm_run *run;
+    int steps;
+    void *after[EMA_MAX_STEPS];
+} ema_trace;
+
+static bool trace_step(void *user, const fm_step_info *info)
+{
+    (void)info;
+    ema_trace *t = user;
+    fm_model *m = fm_run_model(t->run);
+    ck_assert_int_lt(t->steps, EMA_MAX_STEPS);
+    t->after[t->steps] = malloc(fm_model_state_bytes(m));
+    fm_model_state_save(m, t->after[t->steps++]);
+    return true;
+}
+
+/* ema = 0.75 ema + 0.25 w after each step from the initial weights, worked
+ * in double from the weights the steps left: the run ends holding it (its
+ * best and only epoch), batch-norm running statistics included, counters
+ * copied; it is what was validated; and it is not the trained weights. */
+START_TEST(test_train_ema_by_hand)
+{
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin("rescnn");
+    fm_hparams *hp = new_hparams(p, "width=8");
+    fm_train_config cfg;
+    small_config(&cfg, 240, 1, 40);  /* 216 training images: 6 steps */
+    cfg.ema = EMA_DECAY;
+    ema_trace trace = {0};
+    cfg.on_step = trace_step;
+    cfg.user = &trace;
+    fm_run *run;
+    ck_assert_msg(fm_run_new(&run, p, hp, &data, &cfg) == FM_OK, "%s", fm_error_message());
+    trace.run = run;
+    fm_model *m = fm_run_model(run);
+    void *init = malloc(fm_model_state_bytes(m));
+    fm_model_state_save(m, init);
+    ck_assert(fm_run_train(run) == FM_OK);
+    ck_assert_int_eq(trace.steps, 6);
+    ck_assert_int_eq(fm_run_best_epoch(run), 1);
+
+    int buffers_averaged = 0, checked = 0;
+    for (int i = 0; i < fm_model_count(m); i++) {
+        fm_model_entry e = fm_model_entry_at(m, i);
+        const void *last = fm_model_state_entry(m, trace.after[trace.steps - 1], i);
+        if (e.tensor->dtype == FM_I64) {
+            ck_assert(memcmp(e.tensor->i64, last, (size_t)e.tensor->numel * sizeof(int64_t)) == 0);
+            continue;
+        }
+        bool differs = false;
+        for (int64_t j = 0; j < e.tensor->numel; j++) {
+            double avg = ((const float *)fm_model_state_entry(m, init, i))[j];
+            for (int k = 0; k < trace.steps; k++)
+                avg = EMA_DECAY * avg +
+                      (1 - EMA_DECAY) * ((const float *)fm_model_state_entry(m, trace.after[k], i))[j];
+            float got = e.tensor->data[j];
+            ck_assert_msg(fabs(got - avg) <= 1e-6 + 1e-5 * fabs(avg), "%s[%lld]: %.9g, by hand %.9g",
+                          e.name, (long long)j, (double)got, avg);
+            differs = differs || got != ((const float *)last)[j];
+            checked++;
+        }
+        if (e.is_buffer && differs) buffers_averaged++;
+    }
+    ck_assert_int_gt(checked, 1000);
+    ck_assert_int_ge(buffers_averaged, 2);  /* running means and variances */
+
+    int n;
+    const fm_epoch_metrics *h = fm_run_history(run, &n);
+    fm_eval_result val;
+    ck_assert(fm_run_evaluate(run, FM_SPLIT_VAL, &val) == FM_OK);
+    ck_assert_double_eq_tol(val.loss, h[0].val_loss, 1e-9);
+
+    for (int k = 0; k < trace.steps; k++) free(trace.after[k]);
+    free(init);
+    fm_run_free(run);
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+}
+END_TEST
+
+/* ---- test-time augmentation by flip (--tta) -------------------------------------------- */
+
+/* fm_evaluate_tta against both passes worked by hand: the loader's batch
+ * and its mirror through the model, the logits averaged, then the
+ * cross-entropy, the arg max and the softmax probability; TTA changes
+ * something, and a mirrored test set gives the same numbers bit for bit. */
+START_TEST(test_evaluate_tta_by_hand)
+{
+    enum { N = 40 };
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin("cnn");
+    fm_hparams *hp = new_hparams(p, NULL);
+    fm_model *m = fm_plugin_create_model(p, hp, 5);
+    ck_assert(m != NULL);
+    fm_subset s;
+    fm_subset_all(&s, &data.test, N);
+    ck_assert_int_eq(s.n, N);
+    uint8_t pred[N], pred_plain[N];
+    float conf[N], conf_plain[N];
+    fm_eval_result tta, plain;
+    ck_assert(fm_evaluate_tta(m, &s, 16, true, &tta, pred, conf) == FM_OK);
+    ck_assert(fm_evaluate(m, &s, 16, &plain, pred_plain, conf_plain) == FM_OK);
+    ck_assert_int_eq(tta.n, N);
+
+    float *x = malloc((size_t)N * 784 * sizeof *x);
+    int32_t y[N];
+    fm_loader *l = fm_loader_new(&s, N, false, false, 0);
+    ck_assert_int_eq(fm_loader_next(l, x, y, NULL), N);
+    fm_graph *g = fm_graph_new();
+    fm_graph_set_training(g, false);
+    fm_graph_set_grad(g, false);
+    int shape[4] = {N, 1, 28, 28};
+    fm_tensor *a = fm_graph_tensor(g, 4, shape), *b = fm_graph_tensor(g, 4, shape);
+    for (int i = 0; i < N * 28; i++)
+        for (int j = 0; j < 28; j++) {
+            a->data[i * 28 + j] = x[i * 28 + j];
+            b->data[i * 28 + j] = x[i * 28 + 27 - j];
+        }
+    const float *za = fm_model_forward(m, g, a)->data, *zb = fm_model_forward(m, g, b)->data;
+    double loss = 0.0;
+    int changed = 0;
+    for (int i = 0; i < N; i++) {
+        double z[10], mx = -INFINITY, sum = 0.0;
+        int best = 0;
+        for (int k = 0; k < 10; k++) {
+            z[k] = 0.5 * ((double)za[i * 10 + k] + zb[i * 10 + k]);
+            if (z[k] > mx) mx = z[k], best = k;
+        }
+        for (int k = 0; k < 10; k++) sum += exp(z[k] - mx);
+        loss += mx + log(sum) - z[y[i]];
+        ck_assert_int_eq(pred[i], best);
+        ck_assert_double_eq_tol(conf[i], 1.0 / sum, 1e-6);
+        changed += pred[i] != pred_plain[i] || conf[i] != conf_plain[i];
+    }
+    ck_assert_double_eq_tol(tta.loss, loss / N, 1e-6);
+    ck_assert_int_gt(changed, N / 2);
+
+    /* The mirrored set: each image flipped. */
+    fm_dataset mirror = {.n = N, .images = malloc((size_t)N * 784), .labels = malloc(N)};
+    for (int i = 0; i < N; i++) {
+        mirror.labels[i] = data.test.labels[s.index[i]];
+        for (int r = 0; r < 28; r++)
+            for (int c = 0; c < 28; c++)
+                mirror.images[i * 784 + r * 28 + c] = data.test.images[(size_t)s.index[i] * 784 + r * 28 + 27 - c];
+    }
+    fm_subset ms;
+    fm_subset_all(&ms, &mirror, 0);
+    uint8_t pred_m[N];
+    float conf_m[N];
+    fm_eval_result tm;
+    ck_assert(fm_evaluate_tta(m, &ms, 16, true, &tm, pred_m, conf_m) == FM_OK);
+    ck_assert(memcmp(pred_m, pred, N) == 0 && memcmp(conf_m, conf, sizeof conf) == 0);
+    ck_assert(tm.loss == tta.loss);
+
+    fm_subset_free(&ms);
+    free(mirror.images);
+    free(mirror.labels);
+    fm_graph_free(g);
+    fm_loader_free(l);
+    free(x);
+    fm_subset_free(&s);
+    fm_model_free(m);
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -623,6 +801,8 @@ static Suite *train_suite(void)
     tcase_add_loop_test(tc, test_train_restores_best, 0,
                         (int)(sizeof restore_cases / sizeof restore_cases[0]));
     tcase_add_test(tc, test_train_bad_out_dir);
+    tcase_add_test(tc, test_train_ema_by_hand);
+    tcase_add_test(tc, test_evaluate_tta_by_hand);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("determinism");

@@ -28,13 +28,15 @@ static const char eval_usage[] =
     "                   any set; its metadata names the set that trained it\n"
     "  --precision P    fp32 or bf16: linear and convolution layers in bfloat16 with\n"
     "                   float32 accumulation, as PyTorch's CPU autocast (fp32)\n"
+    "  --tta            test-time augmentation by horizontal flip: each image's logits\n"
+    "                   are the mean of the model's on it and on its mirror image\n"
     "  --runs-db PATH   record the evaluation in this run store (else $FMHOST_RUNS_DB,\n"
     "                   else OUT/runs.db; its files are kept in OUT/runs/<id>/)\n"
     "  --no-track       do not record it\n";
 
 enum {
     E_MODEL = 256, E_PLUGIN, E_WEIGHTS, E_SET, E_DATA, E_OUT, E_THREADS, E_KERNELS, E_HELP,
-    E_PRECISION, E_RUNS_DB, E_NO_TRACK,
+    E_PRECISION, E_RUNS_DB, E_NO_TRACK, E_TTA,
 };
 
 static const struct option eval_options[] = {
@@ -50,6 +52,7 @@ static const struct option eval_options[] = {
     {"help", no_argument, NULL, E_HELP},
     {"runs-db", required_argument, NULL, E_RUNS_DB},
     {"no-track", no_argument, NULL, E_NO_TRACK},
+    {"tta", no_argument, NULL, E_TTA},
     {NULL, 0, NULL, 0},
 };
 
@@ -57,7 +60,8 @@ static const struct option eval_options[] = {
  * runs_db/$FMHOST_RUNS_DB/OUT/runs.db). */
 static fm_status track_begin(fm_track **store, const char *runs_db, const char *out, const char *name,
                              const fm_plugin *plugin, const fm_hparams *hp, const char *weights,
-                             const char *data_dir, int threads, int64_t params, const char *command)
+                             const char *data_dir, int threads, bool tta, int64_t params,
+                             const char *command)
 {
     char path[4096], hs[512], sha[65] = "", th[16];
     fm_status st = fm_track_open(store, fm_track_default_path(runs_db, out, path, sizeof path), true);
@@ -74,6 +78,7 @@ static fm_status track_begin(fm_track **store, const char *runs_db, const char *
         "weights", weights, "weights_sha256", sha, "threads", th,
         "kernels", fm_kernels_name(fm_kernels_active()),
         "precision", fm_precision_name(fm_precision_active()), "out", out, "data_dir", data_dir,
+        "tta", tta ? "true" : "false",
     };
     fm_track_start s = {
         .kind = "eval", .model = name, .command = command, .plugin_path = fm_plugin_path(plugin),
@@ -123,7 +128,7 @@ int fm_cmd_eval(int argc, char **argv)
     const char *sets[FM_CLI_MAX_SETS];
     int n_sets = 0, threads = 0;
     const char *runs_db = NULL;
-    bool track = true;
+    bool track = true, tta = false;
     opterr = 0;
     optind = 1;
     /* The leading ':' makes a missing value come back as ':', not '?'. */
@@ -152,6 +157,7 @@ int fm_cmd_eval(int argc, char **argv)
         }
         case E_RUNS_DB: runs_db = optarg; break;
         case E_NO_TRACK: track = false; break;
+        case E_TTA: tta = true; break;
         case E_HELP: fputs(eval_usage, stdout); return FM_EXIT_OK;
         case ':': return fm_cli_usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         default: return fm_cli_usage_error(cmd, "unknown option '%s'", argv[optind - 1]);
@@ -211,7 +217,7 @@ int fm_cmd_eval(int argc, char **argv)
     if ((st = fm_safetensors_load(weights, m, NULL)) != FM_OK ||
         (st = fm_fashion_load(&data, data_dir)) != FM_OK || (st = fm_mkdirs(results)) != FM_OK ||
         (track && (st = track_begin(&store, runs_db, out, name, plugin, hp, weights, data.dir,
-                                    threads, fm_model_num_params(m), command)) != FM_OK)) {
+                                    threads, tta, fm_model_num_params(m), command)) != FM_OK)) {
         rc = fm_cli_fail(cmd, st);
         goto done;
     }
@@ -219,7 +225,7 @@ int fm_cmd_eval(int argc, char **argv)
     pred = fm_xcalloc((size_t)test.n, 1);
     conf = fm_xcalloc((size_t)test.n, sizeof *conf);
     fm_eval_result res;
-    if ((st = fm_evaluate(m, &test, 256, &res, pred, conf)) != FM_OK ||
+    if ((st = fm_evaluate_tta(m, &test, 256, tta, &res, pred, conf)) != FM_OK ||
         (st = fm_eval_write_report(&res, results, name)) != FM_OK) {
         rc = fm_cli_fail(cmd, st);
         goto done;

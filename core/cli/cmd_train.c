@@ -31,14 +31,41 @@ static const char train_usage[] =
     "  --momentum F         sgd momentum (0)\n"
     "  --nesterov           sgd with Nesterov momentum\n"
     "  --weight-decay F     L2 penalty (adam, sgd) or decoupled decay (adamw) (0; adamw: 0.01)\n"
-    "schedule (per epoch):\n"
-    "  --scheduler NAME     constant, step or cosine (constant)\n"
+    "schedule (per epoch; onecycle per step):\n"
+    "  --scheduler NAME     constant, step, cosine or onecycle (constant)\n"
     "  --step-size N        step: epochs between decays (10)\n"
     "  --gamma F            step: decay factor (0.1)\n"
     "  --min-lr F           cosine: rate annealed toward; the last epoch runs just\n"
     "                       above it, as CosineAnnealingLR (T_max = epochs - warmup) (0)\n"
     "  --warmup N           linear warm-up over the first N epochs (0)\n"
+    "  --pct-start F        onecycle: OneCycleLR per step with max_lr = --lr, cosine from\n"
+    "                       lr/div up to lr over the first F of all steps, then down (0.3)\n"
+    "  --div-factor F       onecycle: the first step runs at lr/F (25)\n"
+    "  --final-div-factor F onecycle: the last step runs at lr/(div-factor*F) (1e4);\n"
+    "                       momentum and betas are not cycled (cycle_momentum=False)\n"
     "  --clip-grad-norm F   clip the gradients' total L2 norm to F each step (off)\n"
+    "recipe:\n"
+    "  --label-smoothing F  train on cross-entropy against (1-F) one-hot + F/10, as\n"
+    "                       nn.CrossEntropyLoss(label_smoothing=F); F in [0, 1) (0).  The\n"
+    "                       training loss is the smoothed one; validation and test loss\n"
+    "                       stay the plain cross-entropy, so runs compare and early\n"
+    "                       stopping keeps its meaning\n"
+    "  --ema DECAY          keep an exponential moving average of the weights and batch-norm\n"
+    "                       buffers, updated after every step as ema = DECAY*ema +\n"
+    "                       (1-DECAY)*w from the initial weights (timm's ModelEmaV2);\n"
+    "                       validation, the best checkpoint and the test use the average;\n"
+    "                       DECAY in (0, 1), e.g. 0.999 (off)\n"
+    "  --random-erasing P   with probability P per training image, after --augment, erase a\n"
+    "                       rectangle to 0 (normalised) as torchvision's RandomErasing(p=P,\n"
+    "                       scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0); P in [0, 1] (0)\n"
+    "  --mixup A            mix each batch with itself reversed, x = lam*x + (1-lam)*x', lam ~\n"
+    "                       Beta(A, A), training on the mixed targets, as timm's Mixup (off)\n"
+    "  --cutmix A           paste a box of the reversed batch, lam ~ Beta(A, A) corrected to\n"
+    "                       the box's area, as timm's CutMix; with --mixup, either one per\n"
+    "                       batch with probability 0.5 (off)\n"
+    "  --tta                test the best weights with test-time augmentation by horizontal\n"
+    "                       flip: the mean of the logits on each image and its mirror (as\n"
+    "                       fmhost eval --tta); validation stays plain\n"
     "run:\n"
     "  --resume             continue the run saved in DIR/artifacts/<model>_last.safetensors\n"
     "                       (written at every epoch end and on Ctrl-C), with the same options:\n"
@@ -75,7 +102,9 @@ enum {
     OPT_SEED, OPT_AUGMENT, OPT_LIMIT, OPT_OPTIMIZER, OPT_LR, OPT_MOMENTUM, OPT_NESTEROV,
     OPT_WD, OPT_SCHEDULER, OPT_STEP_SIZE, OPT_GAMMA, OPT_MIN_LR, OPT_WARMUP, OPT_THREADS,
     OPT_KERNELS, OPT_DATA_DIR, OPT_OUT, OPT_QUIET, OPT_HELP, OPT_RESUME, OPT_CLIP,
-    OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK,
+    OPT_SAVE_DTYPE, OPT_PRECISION, OPT_RUNS_DB, OPT_NO_TRACK, OPT_LABEL_SMOOTHING, OPT_EMA,
+    OPT_TTA, OPT_PCT_START, OPT_DIV_FACTOR, OPT_FINAL_DIV_FACTOR, OPT_RANDOM_ERASING,
+    OPT_MIXUP, OPT_CUTMIX,
 };
 
 static const struct option train_options[] = {
@@ -111,6 +140,15 @@ static const struct option train_options[] = {
     {"precision", required_argument, NULL, OPT_PRECISION},
     {"runs-db", required_argument, NULL, OPT_RUNS_DB},
     {"no-track", no_argument, NULL, OPT_NO_TRACK},
+    {"label-smoothing", required_argument, NULL, OPT_LABEL_SMOOTHING},
+    {"ema", required_argument, NULL, OPT_EMA},
+    {"tta", no_argument, NULL, OPT_TTA},
+    {"random-erasing", required_argument, NULL, OPT_RANDOM_ERASING},
+    {"mixup", required_argument, NULL, OPT_MIXUP},
+    {"cutmix", required_argument, NULL, OPT_CUTMIX},
+    {"pct-start", required_argument, NULL, OPT_PCT_START},
+    {"div-factor", required_argument, NULL, OPT_DIV_FACTOR},
+    {"final-div-factor", required_argument, NULL, OPT_FINAL_DIV_FACTOR},
     {NULL, 0, NULL, 0},
 };
 
@@ -230,6 +268,41 @@ int fm_cmd_train(int argc, char **argv)
         case OPT_SAVE_DTYPE:
             if (fm_float_dtype_parse(v, &cfg.save_dtype) != FM_OK)
                 return fm_cli_usage_error(cmd, "--save-dtype: %s", fm_error_message());
+            break;
+        case OPT_LABEL_SMOOTHING:
+            if (!fm_cli_double(v, &cfg.label_smoothing) || cfg.label_smoothing < 0 ||
+                cfg.label_smoothing >= 1)
+                return fm_cli_usage_error(cmd, "--label-smoothing '%s': expected a number in [0, 1)", v);
+            break;
+        case OPT_EMA:
+            if (!fm_cli_double(v, &cfg.ema) || cfg.ema <= 0 || cfg.ema >= 1)
+                return fm_cli_usage_error(cmd, "--ema '%s': expected a decay in (0, 1), e.g. 0.999", v);
+            break;
+        case OPT_TTA: cfg.tta = true; break;
+        case OPT_MIXUP:
+            if (!fm_cli_double(v, &cfg.mixup) || cfg.mixup <= 0)
+                return fm_cli_usage_error(cmd, "--mixup '%s': expected a Beta alpha > 0, e.g. 0.2", v);
+            break;
+        case OPT_CUTMIX:
+            if (!fm_cli_double(v, &cfg.cutmix) || cfg.cutmix <= 0)
+                return fm_cli_usage_error(cmd, "--cutmix '%s': expected a Beta alpha > 0, e.g. 1", v);
+            break;
+        case OPT_RANDOM_ERASING:
+            if (!fm_cli_double(v, &cfg.random_erasing) || cfg.random_erasing < 0 ||
+                cfg.random_erasing > 1)
+                return fm_cli_usage_error(cmd, "--random-erasing '%s': expected a probability in [0, 1]", v);
+            break;
+        case OPT_PCT_START:
+            if (!fm_cli_double(v, &cfg.pct_start) || cfg.pct_start <= 0 || cfg.pct_start >= 1)
+                return fm_cli_usage_error(cmd, "--pct-start '%s': expected a number in (0, 1)", v);
+            break;
+        case OPT_DIV_FACTOR:
+            if (!fm_cli_double(v, &cfg.div_factor) || cfg.div_factor <= 0)
+                return fm_cli_usage_error(cmd, "--div-factor '%s': expected a positive number", v);
+            break;
+        case OPT_FINAL_DIV_FACTOR:
+            if (!fm_cli_double(v, &cfg.final_div_factor) || cfg.final_div_factor <= 0)
+                return fm_cli_usage_error(cmd, "--final-div-factor '%s': expected a positive number", v);
             break;
         case OPT_RUNS_DB: cfg.runs_db = v; break;
         case OPT_NO_TRACK: cfg.track = false; break;

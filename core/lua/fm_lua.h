@@ -43,7 +43,9 @@
  *   underscores — epochs, batch_size, lr, seed, optimizer, momentum,
  *   weight_decay, nesterov, patience, val_split, scheduler, step_size, gamma,
  *   min_lr (cosine anneals toward it: the last epoch runs just above it, as
- *   CosineAnnealingLR with T_max = epochs - warmup), warmup, clip_grad_norm,
+ *   CosineAnnealingLR with T_max = epochs - warmup), warmup, pct_start,
+ *   div_factor, final_div_factor (scheduler = "onecycle": OneCycleLR per
+ *   step, max_lr = lr, as --pct-start etc.), clip_grad_norm,
  *   augment, threads, limit, data_dir, out,
  *   quiet, resume (continue the run's saved state, as --resume), save_dtype
  *   ("f32" or "bf16", as --save-dtype: "bf16" also writes the best weights
@@ -53,6 +55,12 @@
  *   kernel set's name: the run trains, evaluates and reports with it, and
  *   the set in use before is restored when fm.train returns or raises; an
  *   unknown set, or one the processor cannot run, is an error naming it),
+ *   label_smoothing (as --label-smoothing: the training loss only), ema
+ *   (as --ema: the decay of the weights' moving average, which is
+ *   validated, checkpointed and tested; 0 = off), tta (as --tta: the test
+ *   set with flip test-time augmentation), random_erasing (as
+ *   --random-erasing: torchvision's RandomErasing probability per image),
+ *   mixup, cutmix (as --mixup, --cutmix: Beta alphas, 0 = off),
  *   track (false: not recorded in the run store), runs_db (the store's path,
  *   as --runs-db; default $FMHOST_RUNS_DB, else <out>/runs.db), sweep (a
  *   string grouping the runs of one script in the store) —

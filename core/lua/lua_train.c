@@ -515,6 +515,9 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
     opt_num(L, t, what, "gamma", &cfg->gamma);
     opt_num(L, t, what, "min_lr", &cfg->min_lr);
     opt_int32(L, t, what, "warmup", 0, 100000, &cfg->warmup);
+    opt_num(L, t, what, "pct_start", &cfg->pct_start);
+    opt_num(L, t, what, "div_factor", &cfg->div_factor);
+    opt_num(L, t, what, "final_div_factor", &cfg->final_div_factor);
     opt_bool(L, t, what, "augment", &cfg->augment);
     opt_int32(L, t, what, "threads", 0, 256, &cfg->threads);
     opt_int32(L, t, what, "limit", 0, 100000000, &cfg->limit);
@@ -524,6 +527,13 @@ static void read_config(lua_State *L, int t, const char *what, fm_train_config *
     if (opt_num(L, t, what, "clip_grad_norm", &cfg->clip_grad_norm) && cfg->clip_grad_norm < 0)
         luaL_error(L, "%s: clip_grad_norm must be >= 0 (0: off), not %f", what,
                    cfg->clip_grad_norm);
+
+    opt_num(L, t, what, "label_smoothing", &cfg->label_smoothing);
+    opt_num(L, t, what, "ema", &cfg->ema);
+    opt_bool(L, t, what, "tta", &cfg->tta);
+    opt_num(L, t, what, "random_erasing", &cfg->random_erasing);
+    opt_num(L, t, what, "mixup", &cfg->mixup);
+    opt_num(L, t, what, "cutmix", &cfg->cutmix);
 
     const char *precision = opt_str(L, t, what, "precision");
     if (precision) {
@@ -582,7 +592,9 @@ static int l_train(lua_State *L)
         "lr", "seed", "optimizer", "momentum", "weight_decay", "nesterov", "patience",
         "val_split", "scheduler", "step_size", "gamma", "min_lr", "warmup", "augment", "threads",
         "limit", "data_dir", "out", "quiet", "artifacts", "report", "kernels", "resume",
-        "clip_grad_norm", "save_dtype", "precision", "track", "runs_db", "sweep", NULL,
+        "clip_grad_norm", "save_dtype", "precision", "track", "runs_db", "sweep",
+        "label_smoothing", "ema", "tta", "pct_start", "div_factor", "final_div_factor",
+        "random_erasing", "mixup", "cutmix", NULL,
     };
     const char *what = "fm.train";
     luaL_checktype(L, T_OPTS, LUA_TTABLE);

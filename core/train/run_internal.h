@@ -33,11 +33,15 @@ struct fm_run {
     fm_subset train, val, test;
     fm_loader *loader;
     int32_t *y;      /* [B] */
+    int32_t *y_b;    /* [B] with mixup or cutmix: the labels mixed in, else NULL */
+    float lam;       /* their batch's weight of y */
     fm_metrics history;
     int best_epoch;
     double best_val_loss;
     int bad_epochs;          /* epochs since the best, for early stopping */
     void *best_state;
+    void *ema_state;         /* cfg.ema > 0: the average, a model state (fm_model_state_save) */
+    void *swap_state;        /* the trained weights while the average is in the model */
     double seconds;
     int64_t global_step;
     run_partial partial;

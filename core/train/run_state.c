@@ -3,15 +3,16 @@
  * the same bytes as one never stopped.
  *
  * Tensors: "model.<name>" (every weight and buffer as they are now),
- * "best.<name>" (as they were after the best epoch) and "optim.m.<name>",
+ * "best.<name>" (as they were after the best epoch), with --ema
+ * "ema.<name>" (their moving average), and "optim.m.<name>",
  * "optim.v.<name>" (the optimizer's state of each parameter that has one).
  * Metadata: the plugin, its hyper-parameters, the seed and every option the
  * numbers depend on (a resume under other ones is refused), and every
  * scalar of the loop -- epochs done, the epoch in progress, the optimizer's
- * step count, each random stream, the loader's position, early stopping's
- * counters, the history -- floats as C99 hexadecimal, so they come back
- * exactly.  The scheduler needs nothing of its own: the learning rate is a
- * function of (epoch, step). */
+ * step count, each random stream (random erasing's and mixing's when on),
+ * the loader's position, early stopping's counters, the history -- floats
+ * as C99 hexadecimal, so they come back exactly.  The scheduler needs
+ * nothing of its own: the learning rate is a function of (epoch, step). */
 #include "run_internal.h"
 
 #include <errno.h>
@@ -29,14 +30,32 @@
 
 /* ---- the tensors ------------------------------------------------------------- */
 
+static size_t tensor_bytes(const fm_tensor *t)
+{
+    return (size_t)t->numel * (t->dtype == FM_I64 ? sizeof(int64_t) : sizeof(float));
+}
+
+static void *tensor_bytes_at(fm_tensor *t) { return t->dtype == FM_I64 ? (void *)t->i64 : (void *)t->data; }
+
+/* The copies of the model the state holds: the weights, the best ones and
+ * the average (--ema). */
+static int state_parts(const fm_run *r) { return r->ema_state ? 3 : 2; }
+
+/* Part p's copy of entry i, in the run. */
+static void *state_part_at(fm_run *r, int p, int i)
+{
+    if (p == 0) return tensor_bytes_at(fm_model_entry_at(r->model, i).tensor);
+    return fm_model_state_entry(r->model, p == 1 ? r->best_state : r->ema_state, i);
+}
+
 /* A model holding the state's tensors, shaped after the run's model and
  * optimizer (its data zeroed). */
 static fm_model *state_layout(fm_run *r)
 {
     fm_model *l = fm_model_new();
     char name[512];
-    const char *parts[2] = {"model", "best"};
-    for (int p = 0; p < 2; p++)
+    const char *parts[3] = {"model", "best", "ema"};
+    for (int p = 0; p < state_parts(r); p++)
         for (int i = 0; i < fm_model_count(r->model); i++) {
             fm_model_entry e = fm_model_entry_at(r->model, i);
             snprintf(name, sizeof name, "%s.%s", parts[p], e.name);
@@ -60,22 +79,15 @@ static fm_model *state_layout(fm_run *r)
     return l;
 }
 
-static size_t tensor_bytes(const fm_tensor *t)
-{
-    return (size_t)t->numel * (t->dtype == FM_I64 ? sizeof(int64_t) : sizeof(float));
-}
-
-static void *tensor_bytes_at(fm_tensor *t) { return t->dtype == FM_I64 ? (void *)t->i64 : (void *)t->data; }
-
 /* Copies between the run and the layout, in layout order: into the layout
  * (`save`) or out of it. */
 static void state_copy(fm_run *r, fm_model *l, bool save)
 {
     int at = 0, n = fm_model_count(r->model);
-    for (int p = 0; p < 2; p++)
+    for (int p = 0; p < state_parts(r); p++)
         for (int i = 0; i < n; i++, at++) {
             fm_tensor *t = fm_model_entry_at(r->model, i).tensor;
-            void *run = p == 0 ? tensor_bytes_at(t) : fm_model_state_entry(r->model, r->best_state, i);
+            void *run = state_part_at(r, p, i);
             void *file = tensor_bytes_at(fm_model_entry_at(l, at).tensor);
             memcpy(save ? file : run, save ? run : file, tensor_bytes(t));
         }
@@ -170,6 +182,8 @@ fm_status run_state_save(fm_run *r)
     fm_loader_state ls = fm_loader_save(r->loader);
     put_rng(&m, "rng_shuffle", &ls.shuffle_at_begin);
     put_rng(&m, "rng_augment", &ls.augment);
+    if (r->cfg.random_erasing > 0) put_rng(&m, "rng_erase", &ls.erase);
+    if (r->y_b) put_rng(&m, "rng_mix", &ls.mix);
     meta_put(&m, "loader", "%d %d", ls.pos, ls.begun);
     const run_partial *pa = &r->partial;
     meta_put(&m, "partial", "%d %d %a %" PRId64 " %" PRId64 " %a %a", pa->active, pa->step,
@@ -308,6 +322,10 @@ fm_status run_state_load(fm_run *r)
         scan_rng(&s, "rng_dropout", &dropout);
         scan_rng(&s, "rng_shuffle", &ls.shuffle_at_begin);
         scan_rng(&s, "rng_augment", &ls.augment);
+        ls.erase = fm_loader_save(r->loader).erase;  /* unused without erasing */
+        if (r->cfg.random_erasing > 0) scan_rng(&s, "rng_erase", &ls.erase);
+        ls.mix = fm_loader_save(r->loader).mix;
+        if (r->y_b) scan_rng(&s, "rng_mix", &ls.mix);
         scan(&s, "loader", 2, "%d %d", &loader_pos, &loader_begun);
         scan(&s, "partial", 7, "%d %d %la %" SCNd64 " %" SCNd64 " %la %la", &active, &pa.step,
              &pa.loss_sum, &pa.correct, &pa.seen, &pa.lr, &pa.seconds);

@@ -107,8 +107,20 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
                             data->dir, r->train.n, r->val.n);
     }
     r->loader = fm_loader_new(&r->train, cfg->batch_size, true, cfg->augment, cfg->seed);
+    if (cfg->random_erasing > 0) fm_loader_set_erasing(r->loader, cfg->random_erasing);
     r->y = fm_xcalloc((size_t)cfg->batch_size, sizeof(int32_t));
+    r->lam = 1.0f;
+    if (cfg->mixup > 0 || cfg->cutmix > 0) {
+        fm_loader_set_mixing(r->loader, cfg->mixup, cfg->cutmix);
+        r->y_b = fm_xcalloc((size_t)cfg->batch_size, sizeof(int32_t));
+    }
     r->best_state = fm_xmalloc(fm_model_state_bytes(r->model));
+    if (cfg->ema > 0) {
+        /* The average starts from the initial weights (timm's ModelEmaV2). */
+        r->ema_state = fm_xmalloc(fm_model_state_bytes(r->model));
+        r->swap_state = fm_xmalloc(fm_model_state_bytes(r->model));
+        fm_model_state_save(r->model, r->ema_state);
+    }
     int most = r->test.n > r->val.n ? r->test.n : r->val.n;
     r->pred = fm_xcalloc((size_t)most, 1);
     r->confidence = fm_xcalloc((size_t)most, sizeof(float));
@@ -147,8 +159,11 @@ void fm_run_free(fm_run *r)
         free(r->owned_data);
     }
     free(r->y);
+    free(r->y_b);
     fm_metrics_free(&r->history);
     free(r->best_state);
+    free(r->ema_state);
+    free(r->swap_state);
     free(r->pred);
     free(r->confidence);
     for (int i = 0; i < 2 * r->n_hp; i++) free(r->hp_kv[i]);
@@ -178,25 +193,56 @@ static const char *model_plugin_name(const fm_model *m)
     return p ? fm_plugin_descriptor_of(p)->name : "(none)";
 }
 
+/* The mean of the logits of x and of its mirror image (x flipped along
+ * its width), in g: test-time augmentation.  *logits holds z(x) on entry. */
+static fm_status flip_average(fm_model *m, fm_graph *g, fm_tensor *x, fm_tensor **logits)
+{
+    fm_tensor *mirror = fm_graph_tensor(g, 4, x->shape);
+    const int w = x->shape[3];
+    const int64_t rows = x->numel / w;
+    for (int64_t r = 0; r < rows; r++)
+        for (int j = 0; j < w; j++) mirror->data[r * w + j] = x->data[r * w + (w - 1 - j)];
+    fm_tensor *plain = *logits, *flipped;
+    fm_status st = fm_model_forward_checked(m, g, mirror, model_plugin_name(m), &flipped);
+    if (st != FM_OK) return st;
+    fm_tensor *mean = fm_graph_tensor(g, 2, plain->shape);
+    for (int64_t i = 0; i < mean->numel; i++)
+        mean->data[i] = (plain->data[i] + flipped->data[i]) * 0.5f;
+    *logits = mean;
+    return FM_OK;
+}
+
 /* Resets g, loads the loader's next batch straight into a new input tensor
- * and runs the model on it: *logits [b, 10], or NULL at the end of the
- * epoch (*b = 0).  y receives the b labels.  An error when the plugin's
- * forward returns something else than logits. */
-static fm_status next_logits(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, int32_t *y,
-                             int *b, fm_tensor **logits)
+ * and runs the model on it (with `tta`, the mean over the image and its
+ * mirror): *logits [b, 10], or NULL at the end of the epoch (*b = 0).  y
+ * receives the b labels; with y_b the batch is mixed (fm_loader_next_mixed:
+ * y_b and *lam receive the labels mixed in and y's weight).  An error when
+ * the plugin's forward returns something else than logits. */
+static fm_status next_logits_tta(fm_model *m, fm_graph *g, fm_loader *l, int batch_size, bool tta,
+                                 int32_t *y, int32_t *y_b, float *lam, int *b, fm_tensor **logits)
 {
     fm_graph_reset(g);
     *logits = NULL;
     int shape[4] = {batch_size, 1, FM_IMAGE_H, FM_IMAGE_W};
     fm_tensor *x = fm_graph_tensor(g, 4, shape);
-    if ((*b = fm_loader_next(l, x->data, y, NULL)) == 0) return FM_OK;
+    *b = y_b ? fm_loader_next_mixed(l, x->data, y, y_b, lam) : fm_loader_next(l, x->data, y, NULL);
+    if (*b == 0) return FM_OK;
     shape[0] = *b;
     fm_tensor_set_shape(x, 4, shape);  /* a short last batch */
-    return fm_model_forward_checked(m, g, x, model_plugin_name(m), logits);
+    fm_status st = fm_model_forward_checked(m, g, x, model_plugin_name(m), logits);
+    if (st != FM_OK || !tta) return st;
+    return flip_average(m, g, x, logits);
 }
+
 
 fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
                       uint8_t *pred, float *confidence)
+{
+    return fm_evaluate_tta(m, s, batch_size, false, out, pred, confidence);
+}
+
+fm_status fm_evaluate_tta(fm_model *m, const fm_subset *s, int batch_size, bool tta,
+                          fm_eval_result *out, uint8_t *pred, float *confidence)
 {
     memset(out, 0, sizeof *out);
     out->data = s->data;
@@ -215,7 +261,8 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
     fm_status st;
     fm_loader_begin_epoch(l);
     fm_tensor *logits;
-    while ((st = next_logits(m, g, l, batch_size, y, &b, &logits)) == FM_OK && logits) {
+    while ((st = next_logits_tta(m, g, l, batch_size, tta, y, NULL, NULL, &b, &logits)) == FM_OK &&
+           logits) {
         fm_tensor *loss = fm_cross_entropy(g, logits, y);
         loss_sum += (double)loss->data[0] * b;
         for (int i = 0; i < b; i++) {
@@ -237,13 +284,14 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
     return st;
 }
 
-/* fm_evaluate in the run's precision. */
+/* fm_evaluate in the run's precision; the test set with --tta. */
 static fm_status run_evaluate_subset(fm_run *r, const fm_subset *s, fm_eval_result *out,
                                      uint8_t *pred, float *confidence)
 {
     fm_precision before = fm_precision_active();
     fm_precision_use(r->cfg.precision);
-    fm_status st = fm_evaluate(r->model, s, EVAL_BATCH, out, pred, confidence);
+    bool tta = r->cfg.tta && s == &r->test;
+    fm_status st = fm_evaluate_tta(r->model, s, EVAL_BATCH, tta, out, pred, confidence);
     fm_precision_use(before);
     return st;
 }
@@ -296,6 +344,16 @@ static fm_status save_weights(fm_run *r, const char *path, fm_float_dtype as)
     };
     /* An F32 checkpoint's metadata stays as it was: no "dtype" key. */
     int n_meta = (int)(sizeof meta / sizeof meta[0] / 2) - (as == FM_FLOAT_F32);
+    /* The weights of a run with --ema are the average: said so, after. */
+    char ema[32];
+    const char *with_ema[sizeof meta / sizeof meta[0] + 2];
+    if (r->cfg.ema > 0) {
+        snprintf(ema, sizeof ema, "%.9g", r->cfg.ema);
+        memcpy(with_ema, meta, 2 * (size_t)n_meta * sizeof *meta);
+        with_ema[2 * n_meta] = "ema";
+        with_ema[2 * n_meta + 1] = ema;
+        return fm_safetensors_save_as(path, r->model, with_ema, n_meta + 1, as);
+    }
     return fm_safetensors_save_as(path, r->model, meta, n_meta, as);
 }
 
@@ -373,6 +431,43 @@ static epoch_end diverged(fm_run *r, int epoch, int step, const char *what, doub
     return EPOCH_DIVERGED;
 }
 
+/* ---- the moving average of the weights --------------------------------------------- */
+
+/* ema = ema * decay + w * (1 - decay) for every float weight and buffer, in
+ * float32 as timm's ModelEmaV2 computes it (decay * e + (1 - decay) * m);
+ * integer buffers (batch-norm counters) are copied. */
+static void ema_update(fm_run *r)
+{
+    const float decay = (float)r->cfg.ema, rest = (float)(1.0 - r->cfg.ema);
+    for (int i = 0; i < fm_model_count(r->model); i++) {
+        fm_tensor *t = fm_model_entry_at(r->model, i).tensor;
+        void *avg = fm_model_state_entry(r->model, r->ema_state, i);
+        if (t->dtype == FM_I64) {
+            memcpy(avg, t->i64, (size_t)t->numel * sizeof(int64_t));
+            continue;
+        }
+        float *e = avg;
+        const float *w = t->data;
+        for (int64_t j = 0; j < t->numel; j++) {
+            float kept = decay * e[j], added = rest * w[j];
+            e[j] = kept + added;
+        }
+    }
+}
+
+/* Puts the average in the model (keeping the trained weights aside), or
+ * the trained weights back; nothing without --ema. */
+static void ema_swap(fm_run *r, bool in)
+{
+    if (!r->ema_state) return;
+    if (in) {
+        fm_model_state_save(r->model, r->swap_state);
+        fm_model_state_load(r->model, r->ema_state);
+    } else {
+        fm_model_state_load(r->model, r->swap_state);
+    }
+}
+
 /* One step on the batch in `logits`; EPOCH_DONE when it went through. */
 static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, int b)
 {
@@ -380,7 +475,8 @@ static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, 
     int step = pa->step;
     double lr = step_lr(r, epoch, step, steps);
     fm_optim_set_lr(r->optim, (float)lr);
-    fm_tensor *loss = fm_cross_entropy(r->graph, logits, r->y);
+    fm_tensor *loss = fm_cross_entropy_mix(r->graph, logits, r->y, r->y_b, r->lam,
+                                           (float)r->cfg.label_smoothing);
     double l = loss->data[0];
     if (!isfinite(l)) return diverged(r, epoch, step, "the loss", l);
     fm_model_zero_grad(r->model);
@@ -390,10 +486,13 @@ static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, 
         if (!isfinite(norm)) return diverged(r, epoch, step, "the gradient norm", norm);
     }
     if (!fm_optim_step(r->optim)) return diverged(r, epoch, step, "a gradient element", NAN);
+    if (r->ema_state) ema_update(r);
 
     pa->loss_sum += l * b;
+    /* Mixed images count as right on the label that weighs more. */
+    const int32_t *truth = r->y_b && r->lam < 0.5f ? r->y_b : r->y;
     for (int i = 0; i < b; i++)
-        pa->correct += argmax10(logits->data + (size_t)i * FM_NUM_CLASSES, NULL) == r->y[i];
+        pa->correct += argmax10(logits->data + (size_t)i * FM_NUM_CLASSES, NULL) == truth[i];
     pa->seen += b;
     pa->step++;
     pa->lr = lr;
@@ -424,8 +523,8 @@ static epoch_end train_epoch(fm_run *r, int epoch, fm_epoch_metrics *m, fm_statu
     for (;;) {
         fm_tensor *logits;
         int b;
-        if ((*st = next_logits(r->model, r->graph, r->loader, r->cfg.batch_size, r->y, &b,
-                               &logits)) != FM_OK)
+        if ((*st = next_logits_tta(r->model, r->graph, r->loader, r->cfg.batch_size, false, r->y,
+                                   r->y_b, &r->lam, &b, &logits)) != FM_OK)
             return EPOCH_DIVERGED;
         if (!logits) break;
         end = train_step(r, epoch, steps, logits, b);
@@ -449,10 +548,14 @@ static epoch_end train_epoch(fm_run *r, int epoch, fm_epoch_metrics *m, fm_statu
     return end;
 }
 
-/* The end of an epoch: validation, history, best checkpoint, metrics,
- * hooks, early stopping, the state.  False when the run ends here. */
-static bool end_epoch(fm_run *r, fm_epoch_metrics *m, double t0, bool go_on, fm_status *st)
+/* The end of an epoch on the weights in the model (the average, with
+ * --ema): validation, history, best checkpoint, metrics, hooks, early
+ * stopping.  False when the run ends here, before its state is saved;
+ * *go_on false when it ends after. */
+static bool end_epoch_weights(fm_run *r, fm_epoch_metrics *m, double t0, bool *go_on_out,
+                              fm_status *st)
 {
+    bool go_on = *go_on_out;
     fm_eval_result val;
     if ((*st = fm_run_evaluate(r, FM_SPLIT_VAL, &val)) != FM_OK) return false;
     m->val_loss = val.loss;
@@ -493,6 +596,18 @@ static bool end_epoch(fm_run *r, fm_epoch_metrics *m, double t0, bool go_on, fm_
         r->finished = true;
     }
     if (!go_on && !r->finished) r->status = FM_RUN_STOPPED;
+    *go_on_out = go_on;
+    return true;
+}
+
+/* The end of an epoch: end_epoch_weights on the average (--ema) or the
+ * weights, then the run's state.  False when the run ends here. */
+static bool end_epoch(fm_run *r, fm_epoch_metrics *m, double t0, bool go_on, fm_status *st)
+{
+    ema_swap(r, true);
+    bool ok = end_epoch_weights(r, m, t0, &go_on, st);
+    ema_swap(r, false);
+    if (!ok) return false;
     if (r->cfg.write_artifacts && (*st = run_state_save(r)) != FM_OK) return false;
     return go_on && !r->finished;
 }
@@ -629,9 +744,18 @@ void run_options_make(const fm_run *r, run_options *o)
     OPT("gamma", "%.9g", c->gamma);
     OPT("min_lr", "%.9g", c->min_lr);
     OPT("warmup", "%d", c->warmup);
+    OPT("pct_start", "%.9g", c->pct_start);
+    OPT("div_factor", "%.9g", c->div_factor);
+    OPT("final_div_factor", "%.9g", c->final_div_factor);
     OPT("augment", "%s", c->augment ? "true" : "false");
+    OPT("random_erasing", "%.9g", c->random_erasing);
+    OPT("mixup", "%.9g", c->mixup);
+    OPT("cutmix", "%.9g", c->cutmix);
     OPT("limit", "%d", c->limit);
     OPT("clip_grad_norm", "%.9g", c->clip_grad_norm);
+    OPT("label_smoothing", "%.9g", c->label_smoothing);
+    OPT("ema", "%.9g", c->ema);
+    OPT("tta", "%s", c->tta ? "true" : "false");
     OPT("save_dtype", "%s", fm_float_dtype_name(c->save_dtype));
     OPT("precision", "%s", fm_precision_name(c->precision));
 #undef OPT

@@ -99,6 +99,8 @@ enum {
     FM_RNG_DROPOUT,   /* dropout masks */
     FM_RNG_AUGMENT,   /* crop offsets and flips */
     FM_RNG_TEST,      /* tests and benchmarks */
+    FM_RNG_ERASE,     /* random erasing */
+    FM_RNG_MIX,       /* mixup and cutmix */
 };
 
 FM_API void fm_rng_seed(fm_rng *rng, uint64_t seed, uint64_t stream);

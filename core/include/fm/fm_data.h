@@ -105,6 +105,27 @@ FM_API int fm_loader_num_batches(const fm_loader *l);
  * x must hold batch_size*784 floats, y batch_size ints.  If index_out is not
  * NULL it receives the dataset indices of the batch's images. */
 FM_API int fm_loader_next(fm_loader *l, float *x, int32_t *y, uint32_t *index_out);
+/* Random erasing of each image the loader gives from now on, after the
+ * augmentation and the normalisation, as torchvision's RandomErasing(p,
+ * scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0): with probability p, up to
+ * 10 tries of an area fraction uniform in the scale and a log-uniform aspect
+ * ratio; the first rectangle that fits (h = round(sqrt(area * ratio)),
+ * w = round(sqrt(area / ratio)), both below 28) is set to 0 at a uniform
+ * position.  Draws from fm_rng(seed, FM_RNG_ERASE), so p = 0 (the default)
+ * leaves every other stream as it was. */
+FM_API void fm_loader_set_erasing(fm_loader *l, double p);
+/* Mixup (alpha > 0) and cutmix (cutmix_alpha > 0) of every batch with
+ * itself reversed, as timm's Mixup(mode="batch", prob=1, switch_prob=0.5,
+ * correct_lam=True) does after the per-image transforms: per batch, with
+ * both on, cutmix with probability 0.5; lam ~ Beta(alpha, alpha) of the
+ * one chosen; mixup: x = lam x + (1 - lam) x reversed; cutmix: a box of
+ * int(28 sqrt(1 - lam)) per side centred at a uniform pixel, clipped, gets
+ * the reversed batch's pixels and lam becomes 1 - box area / 784.  Draws
+ * from fm_rng(seed, FM_RNG_MIX); mixing shows only in fm_loader_next_mixed. */
+FM_API void fm_loader_set_mixing(fm_loader *l, double mixup_alpha, double cutmix_alpha);
+/* fm_loader_next, then the mixing: y_b receives the labels of the images
+ * mixed in (y reversed) and *lam the weight of y's (1 without mixing). */
+FM_API int fm_loader_next_mixed(fm_loader *l, float *x, int32_t *y, int32_t *y_b, float *lam);
 
 /* Where a loader stands, for a run that stops and resumes: its shuffling
  * stream as it was when the current epoch began (the epoch's order follows
@@ -113,7 +134,7 @@ FM_API int fm_loader_next(fm_loader *l, float *x, int32_t *y, uint32_t *index_ou
  * size and flags continues with exactly the batches the saved one would
  * have given. */
 typedef struct fm_loader_state {
-    fm_rng shuffle_at_begin, augment;
+    fm_rng shuffle_at_begin, augment, erase, mix;
     int pos;     /* images of the epoch already given */
     bool begun;  /* an epoch has begun */
 } fm_loader_state;

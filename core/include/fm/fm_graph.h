@@ -162,6 +162,17 @@ FM_API fm_tensor *fm_flatten(fm_graph *g, fm_tensor *x);
 /* Mean over the batch of -log softmax(logits)[label].  logits: [N, K];
  * labels: N ints in [0, K), copied.  -> [1] */
 FM_API fm_tensor *fm_cross_entropy(fm_graph *g, fm_tensor *logits, const int32_t *labels);
+/* The same with label smoothing in [0, 1), as nn.CrossEntropyLoss(
+ * label_smoothing=): the target puts 1 - smoothing + smoothing / K on the
+ * label and smoothing / K on every other class.  0 is fm_cross_entropy. */
+FM_API fm_tensor *fm_cross_entropy_smooth(fm_graph *g, fm_tensor *logits, const int32_t *labels,
+                                          float smoothing);
+/* Mixed targets (mixup, cutmix): the cross-entropy against lam t(labels) +
+ * (1 - lam) t(labels_b), t the smoothed one-hot above, i.e. lam times the
+ * loss on labels plus (1 - lam) times the loss on labels_b.  labels_b NULL:
+ * fm_cross_entropy_smooth. */
+FM_API fm_tensor *fm_cross_entropy_mix(fm_graph *g, fm_tensor *logits, const int32_t *labels,
+                                       const int32_t *labels_b, float lam, float smoothing);
 
 #ifdef __cplusplus
 }

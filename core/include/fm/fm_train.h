@@ -33,7 +33,9 @@
 extern "C" {
 #endif
 
-typedef enum fm_sched_kind { FM_SCHED_CONSTANT, FM_SCHED_STEP, FM_SCHED_COSINE } fm_sched_kind;
+typedef enum fm_sched_kind {
+    FM_SCHED_CONSTANT, FM_SCHED_STEP, FM_SCHED_COSINE, FM_SCHED_ONECYCLE
+} fm_sched_kind;
 
 FM_API fm_status fm_sched_kind_parse(const char *s, fm_sched_kind *out);
 FM_API const char *fm_sched_kind_name(fm_sched_kind kind);
@@ -60,8 +62,22 @@ typedef struct fm_train_config {
     double gamma;        /* step: decay factor (0.1) */
     double min_lr;       /* cosine: the rate annealed toward, reached one epoch after the last (0) */
     int warmup;          /* epochs of linear warm-up before the schedule (0) */
+    double pct_start;    /* onecycle: fraction of the steps spent rising (0.3) */
+    double div_factor;   /* onecycle: starts at lr / div_factor (25) */
+    double final_div_factor;  /* onecycle: ends at lr / (div_factor * final_div_factor) (1e4) */
     bool augment;        /* random crop + flip (false) */
+    double random_erasing;  /* probability of torchvision's RandomErasing per training image,
+                             * after augmentation (fm_loader_set_erasing; 0) */
+    double mixup, cutmix;   /* > 0: Beta alphas of mixup and cutmix of each batch with itself
+                             * reversed, the loss on the mixed targets (fm_loader_set_mixing,
+                             * fm_cross_entropy_mix; 0) */
     double clip_grad_norm;  /* > 0: clip the gradients' total L2 norm to this each step (0) */
+    double label_smoothing; /* training loss only, [0, 1) (fm_cross_entropy_smooth; 0) */
+    bool tta;               /* the test set (fm_run_evaluate FM_SPLIT_TEST) with flip
+                             * test-time augmentation (fm_evaluate_tta; false) */
+    double ema;             /* in (0, 1): validate, checkpoint and test an exponential moving
+                             * average of the weights and batch-norm buffers, updated after
+                             * every step as ema = ema * decay + w * (1 - decay) (0: off) */
     fm_precision precision;  /* linear and convolution layers' arithmetic (fm_graph.h; fp32) */
     bool resume;         /* continue the run saved in <out>/artifacts/<model>_last.safetensors */
     int threads;         /* 0: one per core */
@@ -106,7 +122,12 @@ FM_API fm_status fm_train_config_check(const fm_train_config *cfg);
  *     constant: lr; step: lr * gamma^floor(e / step_size) (StepLR);
  *     cosine: min_lr + (lr - min_lr) * (1 + cos(pi * e / T)) / 2
  *     (CosineAnnealingLR with T_max = T, eta_min = min_lr): the last epoch
- *     runs just above min_lr, which would be reached one epoch later. */
+ *     runs just above min_lr, which would be reached one epoch later;
+ *   onecycle (no warm-up of its own): per step, OneCycleLR(max_lr = lr,
+ *     total_steps = epochs * steps_per_epoch, pct_start, div_factor,
+ *     final_div_factor, anneal_strategy "cos", cycle_momentum False):
+ *     cosine from lr / div_factor up to lr over the first pct_start of the
+ *     steps, then down to lr / (div_factor * final_div_factor) at the last. */
 FM_API double fm_sched_lr(const fm_train_config *cfg, int epoch, int step, int steps_per_epoch);
 
 /* Both splits of FashionMNIST, loaded once and shared by runs. */
@@ -223,6 +244,12 @@ FM_API fm_status fm_eval_write_report(const fm_eval_result *res, const char *dir
  * confidence (may be NULL) receive s->n values. */
 FM_API fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
                              uint8_t *pred, float *confidence);
+/* fm_evaluate, and with `tta` test-time augmentation by horizontal flip:
+ * the logits are the mean of the model's logits on each image and on its
+ * mirror, (z(x) + z(flip(x))) / 2, as timm's validate.py and airbench
+ * average them; loss, prediction and confidence come from that mean. */
+FM_API fm_status fm_evaluate_tta(fm_model *m, const fm_subset *s, int batch_size, bool tta,
+                                 fm_eval_result *out, uint8_t *pred, float *confidence);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fm/fm_dist.h"
 #ifdef FM_HAVE_MPI
 #include "dist_mpi.h"
 #endif
@@ -65,9 +66,10 @@ int main(int argc, char **argv)
     if (!fm_mpi_start(&argc, &argv)) return FM_EXIT_FAIL;
     return fm_mpi_end(run_command(argc, argv));
 #else
-    if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK")) {
-        fprintf(stderr, "fmhost: started by mpirun, but this fmhost was built without Open MPI: "
-                "install libopenmpi-dev and openmpi-bin, then build again\n");
+    if (fm_dist_launcher()) {
+        fprintf(stderr, "fmhost: started by mpirun (%s is set), but this fmhost was built "
+                "without Open MPI: install libopenmpi-dev and openmpi-bin, then build again\n",
+                fm_dist_launcher());
         return FM_EXIT_FAIL;
     }
     return run_command(argc, argv);

@@ -2,7 +2,16 @@
  * another (core/mpi/ under mpirun). */
 #include "fm/fm_dist.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+const char *fm_dist_launcher(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i])) return vars[i];
+    return NULL;
+}
 
 static fm_status single_gather(const void *bytes, size_t n, void **all, size_t *len)
 {

@@ -93,17 +93,9 @@ static fm_status mpi_barrier(void)
     return rc == MPI_SUCCESS ? FM_OK : mpi_error(rc, "barrier");
 }
 
-const char *fm_mpi_launched(void)
-{
-    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
-        if (getenv(vars[i])) return vars[i];
-    return NULL;
-}
-
 bool fm_mpi_start(int *argc, char ***argv)
 {
-    if (!fm_mpi_launched()) return true;
+    if (!fm_dist_launcher()) return true;
     int provided = 0;
     int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     if (rc != MPI_SUCCESS) {

@@ -5,14 +5,10 @@
 
 #include <stdbool.h>
 
-/* The launcher's rank-count variable when this process was started by
- * mpirun (OMPI_COMM_WORLD_SIZE, else PMIX's or PMI's), else NULL. */
-const char *fm_mpi_launched(void);
-
 /* Under mpirun: MPI_Init and the MPI backend for fm_dist, so that every
- * rank knows its place before the command runs.  Without a launcher does
- * nothing (one process, no MPI at all).  False, with a message on stderr,
- * when MPI cannot start. */
+ * rank knows its place before the command runs.  Without a launcher
+ * (fm_dist_launcher) does nothing (one process, no MPI at all).  False,
+ * with a message on stderr, when MPI cannot start. */
 bool fm_mpi_start(int *argc, char ***argv);
 
 /* The process's exit: MPI_Finalize after a success; after a failure

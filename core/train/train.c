@@ -234,7 +234,6 @@ static fm_status next_logits_tta(fm_model *m, fm_graph *g, fm_loader *l, int bat
     return flip_average(m, g, x, logits);
 }
 
-
 fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
                       uint8_t *pred, float *confidence)
 {

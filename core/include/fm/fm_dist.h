@@ -30,6 +30,10 @@ typedef struct fm_dist_backend {
     fm_status (*barrier)(void);
 } fm_dist_backend;
 
+/* The variable an MPI launcher (mpirun) sets in each process it starts
+ * (OMPI_COMM_WORLD_SIZE, else PMIx's or PMI's), or NULL: not started by one. */
+FM_API const char *fm_dist_launcher(void);
+
 /* Installs `b` (static storage) for the rest of the process; the single-
  * process backend until then. */
 FM_API void fm_dist_set_backend(const fm_dist_backend *b);

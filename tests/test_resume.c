@@ -247,6 +247,59 @@ START_TEST(test_resume_recipe)
 }
 END_TEST
 
+/* Rewrites the safetensors file `path` without the metadata keys `drop`,
+ * as a file from before those keys existed: the header keeps its length
+ * (padded with spaces, which the format allows), the tensors their bytes. */
+static void drop_metadata(const char *path, const char *const *drop, int n_drop)
+{
+    size_t len;
+    unsigned char *f = (unsigned char *)fm_test_read_file(path, &len);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | f[i];
+    ck_assert_uint_le(8 + hlen, len);
+    json_error_t err;
+    json_t *h = json_loadb((const char *)f + 8, hlen, 0, &err);
+    ck_assert_msg(h != NULL, "%s: %s", path, err.text);
+    json_t *meta = json_object_get(h, "__metadata__");
+    for (int i = 0; i < n_drop; i++) ck_assert_int_eq(json_object_del(meta, drop[i]), 0);
+    char *text = json_dumps(h, JSON_COMPACT);
+    size_t tlen = strlen(text);
+    ck_assert_uint_le(tlen, hlen);
+    memset(f + 8, ' ', hlen);
+    memcpy(f + 8, text, tlen);
+    fm_test_write_file(path, f, len);
+    free(text);
+    json_decref(h);
+    free(f);
+}
+
+/* A run state saved before the recipe options existed lacks their keys: it
+ * resumes to the same run when they are at their defaults, and is refused
+ * (a usage error) when the resuming run sets one. */
+START_TEST(test_resume_older_state)
+{
+    run_case rc = {"mlp", NULL, NULL, false};
+    setup_dir();
+    char ref[4200], out[4200];
+    snprintf(ref, sizeof ref, "%s/ref", tmp);
+    snprintf(out, sizeof out, "%s/old", tmp);
+    ck_assert_int_eq(train_cli(&rc, ref, "2", false), 0);
+    ck_assert_int_eq(train_killed(&rc, out, 7, "KILL", false), 128 + 9);
+    static const char *const newer[] = {"pct_start", "div_factor", "final_div_factor",
+                                        "random_erasing", "mixup", "cutmix",
+                                        "label_smoothing", "ema", "tta"};
+    drop_metadata(path_in(out, "artifacts/mlp_last.safetensors"), newer,
+                  (int)(sizeof newer / sizeof *newer));
+    run_case ema = {"mlp", NULL, NULL, false};
+    char *argv[] = {FMHOST, "train", "--model", "mlp", "--epochs", EPOCHS, "--limit", LIMIT,
+                    "--seed", "7", "--augment", "--data-dir", SAMPLE_DIR, "--out", out,
+                    "--ema", "0.9", "--resume", "--quiet", NULL};
+    ck_assert_int_eq(spawn(&ema, argv), 2);
+    ck_assert_int_eq(train_cli(&rc, out, "1", true), 0);
+    assert_same_run(&rc, ref, out);
+}
+END_TEST
+
 /* Every kernel set this processor runs, each its own reference: SIGKILL
  * in epoch 2, resumed with another thread count. */
 START_TEST(test_resume_each_kernel_set)
@@ -335,6 +388,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_resume_after_kills, 0, 3);
     tcase_add_test(tc, test_resume_recipe);
+    tcase_add_test(tc, test_resume_older_state);
     tcase_add_test(tc, test_diverged_first_epoch);
     tcase_add_test(tc, test_diverged_later_keeps_checkpoint);
     fm_kernels sets[FM_KERNELS_COUNT];

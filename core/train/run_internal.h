@@ -72,7 +72,7 @@ typedef struct run_options {
     char text[RUN_MAX_OPTIONS][48];
 } run_options;
 
-void run_options_make(const fm_run *r, run_options *o);
+void run_options_make(const fm_train_config *c, run_options *o);
 
 /* run_track.c: the run in the run store (fm_track.h), as it goes.  Begin
  * fails the run when the store cannot be opened or written; later writes

@@ -162,7 +162,7 @@ static void put_identity(state_meta *m, const fm_run *r)
     meta_put(m, "kernels", "%s", fm_kernels_name(r->kernels));
     meta_put(m, "train_images", "%d", r->train.n);
     run_options o;
-    run_options_make(r, &o);
+    run_options_make(&r->cfg, &o);
     for (int i = 0; i < o.n; i++) meta_put(m, o.key[i], "%s", o.value[i]);
 }
 
@@ -244,6 +244,15 @@ static void scan_rng(state_reader *s, const char *key, fm_rng *rng)
     scan(s, key, 2, "%" SCNx64 ":%" SCNx64, &rng->state, &rng->inc);
 }
 
+/* The value an option had before it existed: its default (a state saved by
+ * an older fmhost lacks the key); NULL for a key that is not an option. */
+static const char *option_default(const run_options *defaults, const char *key)
+{
+    for (int i = 0; i < defaults->n; i++)
+        if (!strcmp(defaults->key[i], key)) return defaults->value[i];
+    return NULL;
+}
+
 /* The saved identity against this run's: the first difference, named. */
 static fm_status check_identity(state_reader *s, const fm_run *r)
 {
@@ -252,9 +261,16 @@ static fm_status check_identity(state_reader *s, const fm_run *r)
                             FM_VERSION_STRING);
     state_meta now = {0};
     put_identity(&now, r);
+    fm_train_config defaults_cfg;
+    fm_train_config_init(&defaults_cfg);
+    run_options defaults;
+    run_options_make(&defaults_cfg, &defaults);
     fm_status st = FM_OK;
     for (int i = 1; i < now.n && st == FM_OK; i++) {
-        const char *key = now.kv[2 * i], *want = now.kv[2 * i + 1], *had = get(s, key);
+        const char *key = now.kv[2 * i], *want = now.kv[2 * i + 1];
+        const char *had = fm_meta_get(s->meta, key);
+        if (!had) had = option_default(&defaults, key);  /* saved before the option existed */
+        if (!had) had = get(s, key);
         if (s->st != FM_OK) {
             st = s->st;
         } else if (!strcmp(key, "kernels")) {

@@ -28,7 +28,7 @@ fm_status run_track_begin(fm_run *r)
     if (st != FM_OK) return st;
 
     run_options opt;
-    run_options_make(r, &opt);
+    run_options_make(&r->cfg, &opt);
     const char *kv[2 * (RUN_MAX_OPTIONS + 8)];
     int n = 0;
     for (int i = 0; i < opt.n; i++) {

@@ -714,9 +714,8 @@ fm_status fm_eval_write_report(const fm_eval_result *res, const char *dir, const
 
 /* The options that decide the run's numbers (the run state's and
  * summary.json's). */
-void run_options_make(const fm_run *r, run_options *o)
+void run_options_make(const fm_train_config *c, run_options *o)
 {
-    const fm_train_config *c = &r->cfg;
     o->n = 0;
 #define OPT(k, ...)                                                                    \
     do {                                                                               \
@@ -791,7 +790,7 @@ static fm_status run_report(fm_run *r)
         return st;
 
     run_options opt;
-    run_options_make(r, &opt);
+    run_options_make(&r->cfg, &opt);
     const char *options[2 * RUN_MAX_OPTIONS];
     for (int i = 0; i < opt.n; i++) {
         options[2 * i] = opt.key[i];

@@ -21,16 +21,36 @@
 -- OUT/runs/seed-N/ so that no run overwrites another's.  Every run is recorded
 -- in one run store, OUT/runs.db (or $FMHOST_RUNS_DB), under one sweep id, and
 -- OUT/results/seeds_dashboard/index.html shows them (fmhost runs html).
+--
+-- Another script runs its own recipe over seeds with this one, passing a
+-- table that replaces the defaults below (the command line's arguments still
+-- apply), as scripts/best.lua does:
+--   loadfile(dir .. "/seeds.lua"){
+--     name = "best",                  -- OUT/results/best.md, OUT/runs/best/seed-N/
+--     title = "...", about = "...",   -- the table's heading and the line under it
+--     protocol = {...},               -- fm.train options of every run
+--     recipes = {rescnn = {...}},     -- fm.train options per model, on top
+--     describe = {rescnn = "..."},    -- the recipe column
+--     seeds = "1,2,3", epochs = 20,   -- defaults of seeds= and epochs=
+--   }
 
 local fm = require "fm"
 
+local spec = ...
+if type(spec) ~= "table" then spec = {} end  -- run by fmhost script: its arguments
+
 -- The same protocol and recipe as compare_all.lua (read the reasons there).
-local PROTOCOL = {optimizer = "adam", lr = 1e-3, batch_size = 64, patience = 5, val_split = 0.1}
-local RECIPES = {
+local PROTOCOL = spec.protocol or
+    {optimizer = "adam", lr = 1e-3, batch_size = 64, patience = 5, val_split = 0.1}
+local RECIPES = spec.recipes or {
     mlp    = {scheduler = "cosine", augment = false},
     cnn    = {scheduler = "cosine", augment = true},
     rescnn = {scheduler = "cosine", augment = true},
 }
+local DESCRIBE = spec.describe or
+    {mlp = "cosine", cnn = "cosine, crop+flip", rescnn = "cosine, crop+flip"}
+local NAME = spec.name or "seeds"
+local RUNS = spec.name and "runs/" .. spec.name or "runs"
 
 local function int_arg(name, default)
     local v = fm.args[name]
@@ -47,23 +67,28 @@ local function list_arg(name, default)
     return items
 end
 
-local epochs = int_arg("epochs", 20)
+local epochs = int_arg("epochs", spec.epochs or 20)
 local limit = int_arg("limit", 0)
 local threads = int_arg("threads", 0)
 local out = tostring(fm.args.out or ".")
 local quiet = fm.args.quiet == true
-local sweep = tostring(fm.args.sweep or ("seeds-" .. os.date("!%Y%m%d-%H%M%S")))
+local sweep = tostring(fm.args.sweep or (NAME .. "-" .. os.date("!%Y%m%d-%H%M%S")))
 local env_db = os.getenv("FMHOST_RUNS_DB")
 local runs_db = env_db and env_db ~= "" and env_db or out .. "/runs.db"
-local models = list_arg("models", "mlp,cnn,rescnn")
+local model_names = {}
+for name in pairs(RECIPES) do model_names[#model_names + 1] = name end
+table.sort(model_names)
+local models = list_arg("models", spec.recipes and table.concat(model_names, ",") or "mlp,cnn,rescnn")
 local seeds = {}
-for _, s in ipairs(list_arg("seeds", "42,43,44")) do
+for _, s in ipairs(list_arg("seeds", spec.seeds or "42,43,44")) do
     local n = math.tointeger(tonumber(s))
     if not n or n < 0 then error("seeds=" .. tostring(fm.args.seeds) .. ": '" .. s .. "' is not a seed", 0) end
     seeds[#seeds + 1] = n
 end
 for _, name in ipairs(models) do
-    if not RECIPES[name] then error("unknown model '" .. name .. "' (choose from mlp, cnn, rescnn)", 0) end
+    if not RECIPES[name] then
+        error(string.format("unknown model '%s' (choose from %s)", name, table.concat(model_names, ", ")), 0)
+    end
 end
 
 -- Mean and sample standard deviation (0 for a single value).
@@ -92,9 +117,10 @@ local data = fm.dataset{dir = fm.args.data, val_split = PROTOCOL.val_split, limi
 
 local function write_results()
     local lines = {
-        "# FashionMNIST: test accuracy over seeds",
+        "# " .. (spec.title or "FashionMNIST: test accuracy over seeds"),
         "",
-        string.format("Protocol and recipe of scripts/compare_all.lua, at most %d epochs, seeds %s%s.",
+        string.format("%s, at most %d epochs, seeds %s%s.",
+                      spec.about or "Protocol and recipe of scripts/compare_all.lua",
                       epochs, table.concat(seeds, ", "),
                       limit > 0 and string.format(", training on the first %d images", limit) or ""),
         "",
@@ -103,8 +129,8 @@ local function write_results()
     if #rows < #models then
         lines[#lines + 1] = string.format("Partial results: %d of %d models done.", #rows, #models)
     end
-    fm.write_markdown(results .. "/seeds.md", lines)
-    fm.write_csv(results .. "/seeds.csv", rows,
+    fm.write_markdown(results .. "/" .. NAME .. ".md", lines)
+    fm.write_csv(results .. "/" .. NAME .. ".csv", rows,
                  {"model", "recipe", "n", "mean", "std", "min", "max", "per_seed"})
 end
 
@@ -122,7 +148,7 @@ local function add_result(job, acc)
     for j, a in ipairs(got) do per_seed[j] = string.format("%.4f", a) end
     rows[#rows + 1] = {
         model = job.model,
-        recipe = (RECIPES[job.model].augment and "cosine, crop+flip" or "cosine"),
+        recipe = DESCRIBE[job.model] or "",
         n = #got,
         test_acc = string.format("%.4f ± %.4f", mean, std),
         mean = mean,
@@ -150,7 +176,7 @@ local test_accs = fm.dist.map(jobs, function(job)
     print(string.format("%s[%d/%d] %s, seed %d (%d of %d)", who, job.i, #models, name, seed, job.j,
                         #seeds))
     local options = {plugin = name, data = data, epochs = epochs, seed = seed,
-                     out = string.format("%s/runs/seed-%d", out, seed),
+                     out = string.format("%s/%s/seed-%d", out, RUNS, seed),
                      threads = threads, quiet = quiet, sweep = sweep, runs_db = runs_db}
     for k, v in pairs(PROTOCOL) do options[k] = v end
     for k, v in pairs(RECIPES[name]) do options[k] = v end
@@ -167,8 +193,8 @@ if not alone then
     for k, job in ipairs(jobs) do add_result(job, test_accs[k]) end
 end
 
-print("wrote " .. results .. "/seeds.md and seeds.csv")
-local page = fm.runs.html{dir = results .. "/seeds_dashboard", db = runs_db, sweep = sweep}
+print(string.format("wrote %s/%s.md and %s.csv", results, NAME, NAME))
+local page = fm.runs.html{dir = string.format("%s/%s_dashboard", results, NAME), db = runs_db, sweep = sweep}
 print(string.format("runs recorded in %s, sweep %s: fmhost runs list --runs-db %s --sweep %s",
                     runs_db, sweep, runs_db, sweep))
 print("dashboard: " .. page)

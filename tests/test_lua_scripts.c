@@ -153,6 +153,24 @@ START_TEST(test_seeds_quick)
 }
 END_TEST
 
+/* best.lua runs its own recipe through seeds.lua: its own table, its own
+ * run directories, the recipe's options in the runs' summaries. */
+START_TEST(test_best_quick)
+{
+    const char *args[] = {FM_SOURCE_DIR "/scripts/best.lua", "seeds=3", "epochs=1", "limit=200",
+                          "data=" SAMPLE, out_arg(), "quiet=true", NULL};
+    int rc = fmhost_script(args);
+    ck_assert_msg(rc == 0, "exit %d:\n%s", rc, slurp("log.txt"));
+    const char *md = slurp("results/best.md");
+    ck_assert_msg(strstr(md, "# FashionMNIST: the best ResCNN recipe") && strstr(md, "| rescnn ") &&
+                  strstr(md, "seeds 3,"), "%s", md);
+    ck_assert_int_eq(count_lines(slurp("results/best.csv")), 2);
+    const char *summary = slurp("runs/best/seed-3/results/rescnn/summary.json");
+    ck_assert_msg(strstr(summary, "\"ema\": 0.999,") && strstr(summary, "\"scheduler\": \"onecycle\"") &&
+                  strstr(summary, "\"tta\": true,"), "%s", summary);
+}
+END_TEST
+
 START_TEST(test_schedules_quick)
 {
     const char *args[] = {FM_SOURCE_DIR "/scripts/schedules.lua", "model=mlp", "epochs=2",
@@ -228,6 +246,7 @@ static Suite *scripts_suite(void)
     tcase_add_test(tc, test_compare_all_quick);
     tcase_add_test(tc, test_compare_all_arguments_checked);
     tcase_add_test(tc, test_seeds_quick);
+    tcase_add_test(tc, test_best_quick);
     tcase_add_test(tc, test_schedules_quick);
     tcase_add_test(tc, test_script_error_exit_status);
     tcase_add_test(tc, test_script_kernels);

@@ -26,12 +26,15 @@
 -- table that replaces the defaults below (the command line's arguments still
 -- apply), as scripts/best.lua does:
 --   loadfile(dir .. "/seeds.lua"){
---     name = "best",                  -- OUT/results/best.md, OUT/runs/best/seed-N/
+--     name = "best",                  -- OUT/results/best.md, OUT/runs/best/ROW/seed-N/
 --     title = "...", about = "...",   -- the table's heading and the line under it
 --     protocol = {...},               -- fm.train options of every run
---     recipes = {rescnn = {...}},     -- fm.train options per model, on top
+--     recipes = {rescnn = {...},      -- a row each: fm.train options on top (epochs=
+--                plain = {plugin = "rescnn", ...}},  -- on the command line wins); the
+--                                     -- plugin is the row's name or `plugin`
 --     describe = {rescnn = "..."},    -- the recipe column
 --     seeds = "1,2,3", epochs = 20,   -- defaults of seeds= and epochs=
+--     per_class = true,               -- also a table of test accuracy per class
 --   }
 
 local fm = require "fm"
@@ -50,7 +53,6 @@ local RECIPES = spec.recipes or {
 local DESCRIBE = spec.describe or
     {mlp = "cosine", cnn = "cosine, crop+flip", rescnn = "cosine, crop+flip"}
 local NAME = spec.name or "seeds"
-local RUNS = spec.name and "runs/" .. spec.name or "runs"
 
 local function int_arg(name, default)
     local v = fm.args[name]
@@ -79,6 +81,12 @@ local model_names = {}
 for name in pairs(RECIPES) do model_names[#model_names + 1] = name end
 table.sort(model_names)
 local models = list_arg("models", spec.recipes and table.concat(model_names, ",") or "mlp,cnn,rescnn")
+-- Where a run writes: one directory per seed, and per row under a recipe of
+-- another script's (two rows may train the same plugin).
+local function run_dir(name, seed)
+    if spec.name then return string.format("%s/runs/%s/%s/seed-%d", out, spec.name, name, seed) end
+    return string.format("%s/runs/seed-%d", out, seed)
+end
 local seeds = {}
 for _, s in ipairs(list_arg("seeds", spec.seeds or "42,43,44")) do
     local n = math.tointeger(tonumber(s))
@@ -111,6 +119,12 @@ local COLUMNS = {
     {"per_seed", "per seed"},
 }
 
+-- Each recipe may set its own epochs; the command line's epochs= sets all.
+local epochs_said = string.format("at most %d epochs", epochs)
+for _, name in ipairs(models) do
+    if RECIPES[name].epochs and fm.args.epochs == nil then epochs_said = "epochs as in the recipe column" end
+end
+
 local results = out .. "/results"
 local rows = {}
 local data = fm.dataset{dir = fm.args.data, val_split = PROTOCOL.val_split, limit = limit}
@@ -119,15 +133,26 @@ local function write_results()
     local lines = {
         "# " .. (spec.title or "FashionMNIST: test accuracy over seeds"),
         "",
-        string.format("%s, at most %d epochs, seeds %s%s.",
+        string.format("%s, %s, seeds %s%s.",
                       spec.about or "Protocol and recipe of scripts/compare_all.lua",
-                      epochs, table.concat(seeds, ", "),
+                      epochs_said, table.concat(seeds, ", "),
                       limit > 0 and string.format(", training on the first %d images", limit) or ""),
         "",
         fm.table(rows, COLUMNS),
     }
     if #rows < #models then
         lines[#lines + 1] = string.format("Partial results: %d of %d models done.", #rows, #models)
+    end
+    if spec.per_class and #rows > 0 then
+        lines[#lines + 1] = "Test accuracy per class, mean over the seeds:"
+        lines[#lines + 1] = ""
+        local cols, by_class = {{"class", "class"}}, {}
+        for r, row in ipairs(rows) do cols[#cols + 1] = {key = "m" .. r, title = row.model, format = "%.4f"} end
+        for c, class in ipairs(fm.class_names) do
+            by_class[c] = {class = class}
+            for r, row in ipairs(rows) do by_class[c]["m" .. r] = row.per_class[c] end
+        end
+        lines[#lines + 1] = fm.table(by_class, cols)
     end
     fm.write_markdown(results .. "/" .. NAME .. ".md", lines)
     fm.write_csv(results .. "/" .. NAME .. ".csv", rows,
@@ -136,16 +161,24 @@ end
 
 -- The test accuracy of every (model, seed) run, filled as runs finish; a
 -- model's row is added once all its seeds are in.
-local accs = {}
-for _, name in ipairs(models) do accs[name] = {} end
+local accs, classes_of = {}, {}
+for _, name in ipairs(models) do accs[name], classes_of[name] = {}, {} end
 
-local function add_result(job, acc)
-    local got = accs[job.model]
-    got[job.j] = acc
+-- A run's result: its test accuracy, and per class (the confusion matrix's
+-- diagonal over its rows).
+local function add_result(job, result)
+    local got, classes = accs[job.model], classes_of[job.model]
+    got[job.j] = result.acc
+    classes[job.j] = result.per_class
     for j = 1, #seeds do if not got[j] then return end end
     local mean, std = mean_std(got)
-    local per_seed = {}
+    local per_seed, per_class = {}, {}
     for j, a in ipairs(got) do per_seed[j] = string.format("%.4f", a) end
+    for c = 1, #fm.class_names do
+        local xs = {}
+        for j = 1, #seeds do xs[j] = classes[j][c] end
+        per_class[c] = mean_std(xs)
+    end
     rows[#rows + 1] = {
         model = job.model,
         recipe = DESCRIBE[job.model] or "",
@@ -156,6 +189,7 @@ local function add_result(job, acc)
         min = math.min(table.unpack(got)),
         max = math.max(table.unpack(got)),
         per_seed = table.concat(per_seed, " "),
+        per_class = per_class,
     }
     write_results()
 end
@@ -171,26 +205,32 @@ local alone = fm.dist.size() == 1
 local who = alone and "" or string.format("rank %d: ", fm.dist.rank())
 sweep = fm.dist.broadcast(sweep)  -- one sweep id, rank 0's clock
 
-local test_accs = fm.dist.map(jobs, function(job)
+local results_of = fm.dist.map(jobs, function(job)
     local name, seed = job.model, job.seed
     print(string.format("%s[%d/%d] %s, seed %d (%d of %d)", who, job.i, #models, name, seed, job.j,
                         #seeds))
-    local options = {plugin = name, data = data, epochs = epochs, seed = seed,
-                     out = string.format("%s/%s/seed-%d", out, RUNS, seed),
+    local options = {plugin = name, data = data, epochs = epochs, seed = seed, out = run_dir(name, seed),
                      threads = threads, quiet = quiet, sweep = sweep, runs_db = runs_db}
     for k, v in pairs(PROTOCOL) do options[k] = v end
     for k, v in pairs(RECIPES[name]) do options[k] = v end
+    if fm.args.epochs ~= nil then options.epochs = epochs end
     local run = fm.train(options)
-    local acc = run:evaluate("test").acc
+    local test = run:evaluate("test")
     run:close()
+    local result = {acc = test.acc, per_class = {}}
+    for c, row in ipairs(test.confusion) do
+        local n = 0
+        for _, count in ipairs(row) do n = n + count end
+        result.per_class[c] = n > 0 and row[c] / n or 0
+    end
     print(string.format("%s[%d/%d] %s, seed %d: test accuracy %.4f", who, job.i, #models, name,
-                        seed, acc))
-    if alone then add_result(job, acc) end
-    return acc
+                        seed, result.acc))
+    if alone then add_result(job, result) end
+    return result
 end)
 if fm.dist.rank() ~= 0 then return end
 if not alone then
-    for k, job in ipairs(jobs) do add_result(job, test_accs[k]) end
+    for k, job in ipairs(jobs) do add_result(job, results_of[k]) end
 end
 
 print(string.format("wrote %s/%s.md and %s.csv", results, NAME, NAME))

@@ -153,8 +153,9 @@ START_TEST(test_seeds_quick)
 }
 END_TEST
 
-/* best.lua runs its own recipe through seeds.lua: its own table, its own
- * run directories, the recipe's options in the runs' summaries. */
+/* best.lua runs its own recipe through seeds.lua: its own table with the
+ * plain protocol's row and the accuracy per class, its own run directories
+ * (a row each: both train rescnn), the recipe's options in the summaries. */
 START_TEST(test_best_quick)
 {
     const char *args[] = {FM_SOURCE_DIR "/scripts/best.lua", "seeds=3", "epochs=1", "limit=200",
@@ -163,11 +164,14 @@ START_TEST(test_best_quick)
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, slurp("log.txt"));
     const char *md = slurp("results/best.md");
     ck_assert_msg(strstr(md, "# FashionMNIST: the best ResCNN recipe") && strstr(md, "| rescnn ") &&
-                  strstr(md, "seeds 3,"), "%s", md);
-    ck_assert_int_eq(count_lines(slurp("results/best.csv")), 2);
-    const char *summary = slurp("runs/best/seed-3/results/rescnn/summary.json");
+                  strstr(md, "| rescnn-plain ") && strstr(md, "seeds 3,") &&
+                  strstr(md, "| class ") && strstr(md, "| Shirt "), "%s", md);
+    ck_assert_int_eq(count_lines(slurp("results/best.csv")), 3);
+    const char *summary = slurp("runs/best/rescnn/seed-3/results/rescnn/summary.json");
     ck_assert_msg(strstr(summary, "\"ema\": 0.999,") && strstr(summary, "\"scheduler\": \"onecycle\"") &&
-                  strstr(summary, "\"tta\": true,"), "%s", summary);
+                  strstr(summary, "\"tta\": true,") && strstr(summary, "\"epochs_run\": 1,"), "%s", summary);
+    summary = slurp("runs/best/rescnn-plain/seed-3/results/rescnn/summary.json");
+    ck_assert_msg(strstr(summary, "\"optimizer\": \"adam\"") && strstr(summary, "\"ema\": 0,"), "%s", summary);
 }
 END_TEST
 

@@ -14,7 +14,7 @@ struct fm_graph {
     int n_trace, cap_trace;
     bool tracing;
     bool training, grad;
-    int batch_total, batch_offset;  /* fm_graph_set_batch */
+    int batch_total, batch_offset, batch_n;  /* fm_graph_set_batch */
     fm_rng rng;
     fm_precision precision;
     bool profile;
@@ -54,17 +54,23 @@ void fm_graph_set_grad(fm_graph *g, bool enabled) { g->grad = enabled; }
 bool fm_graph_grad_enabled(const fm_graph *g) { return g->grad; }
 fm_rng *fm_graph_rng(fm_graph *g) { return &g->rng; }
 
-void fm_graph_set_batch(fm_graph *g, int total, int offset)
+void fm_graph_set_batch(fm_graph *g, int total, int offset, int n)
 {
-    FM_ASSERT(total >= 0 && offset >= 0 && (total == 0 || offset <= total));
+    FM_ASSERT(total >= 0 && offset >= 0 && n >= 0 && offset + n <= total);
     FM_ASSERT(total == 0 || offset % fm_chunk_size(total) == 0);
     g->batch_total = total;
     g->batch_offset = offset;
+    g->batch_n = n;
 }
 
 void fm_graph_chunks(const fm_graph *g, int n, fm_chunks *out)
 {
     int total = g->batch_total ? g->batch_total : n, offset = g->batch_total ? g->batch_offset : 0;
+    /* A rank with no chunk runs a stand-in image. */
+    if (g->batch_total) {
+        FM_ASSERT(n == (g->batch_n ? g->batch_n : 1));
+        n = g->batch_n;
+    }
     FM_ASSERT(n >= 0 && offset + n <= total);
     out->total = total;
     out->offset = offset;

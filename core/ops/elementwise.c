@@ -110,10 +110,11 @@ void fm_op_dropout_forward(fm_graph *g, fm_node *n)
     for (int d = 1; d < x->ndim; d++) row *= x->shape[d];
     fm_chunks ch;
     fm_graph_chunks(g, x->shape[0], &ch);
-    int64_t before = (int64_t)ch.offset * row, after = (int64_t)ch.total * row - before - numel;
+    int64_t before = (int64_t)ch.offset * row, mine = ch.end > ch.first ? numel : 0;
     for (int64_t i = 0; i < before; i++) (void)fm_rng_uniform(rng);
-    for (int64_t i = 0; i < numel; i++) mask[i] = fm_rng_uniform(rng) >= p;
-    for (int64_t i = 0; i < after; i++) (void)fm_rng_uniform(rng);
+    for (int64_t i = 0; i < mine; i++) mask[i] = fm_rng_uniform(rng) >= p;
+    for (int64_t i = mine; i < numel; i++) mask[i] = 1;  /* a stand-in image's */
+    for (int64_t i = before + mine; i < (int64_t)ch.total * row; i++) (void)fm_rng_uniform(rng);
     j.mask = mask;
     j.scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
     n->farg[1] = j.scale;

@@ -86,7 +86,7 @@ void fm_op_cross_entropy_forward(fm_graph *g, fm_node *n)
             for (int k = 0; k < classes; k++) zsum += z[k];
             li = (1.0 - sv->smoothing) * li + sv->smoothing * (lse - zsum / classes);
         }
-        parts[i / ch.size] += li;
+        if (i / ch.size < ch.end - ch.first) parts[i / ch.size] += li;  /* not a stand-in */
         if (sv->prob) {
             float *p = sv->prob + (size_t)i * classes;
             for (int k = 0; k < classes; k++) p[k] = (float)exp((double)z[k] - lse);

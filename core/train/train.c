@@ -503,11 +503,14 @@ static fm_status next_train_logits(fm_run *r, int *b, int *offset, int *n, fm_te
     fm_chunk_share(fm_chunk_count(*b), fm_dist_rank(), fm_dist_size(), &first, &end);
     *offset = first * size;
     *n = (end * size < *b ? end * size : *b) - *offset;
-    fm_graph_set_batch(g, *b, *offset);
-    shape[0] = *n;
+    fm_graph_set_batch(g, *b, *offset, *n);
+    /* A rank with no chunk of a small batch still runs every op (and
+     * takes part in every sum) on a stand-in: the batch's first image. */
+    int held = *n ? *n : 1, from = *n ? *offset : 0;
+    shape[0] = held;
     fm_tensor *mine = fm_graph_tensor(g, 4, shape);
     const size_t image = (size_t)FM_IMAGE_H * FM_IMAGE_W;
-    memcpy(mine->data, x->data + (size_t)*offset * image, (size_t)*n * image * sizeof(float));
+    memcpy(mine->data, x->data + (size_t)from * image, (size_t)held * image * sizeof(float));
     return fm_model_forward_checked(r->model, g, mine, model_plugin_name(r->model), logits);
 }
 

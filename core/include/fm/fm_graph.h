@@ -56,8 +56,10 @@ FM_API bool fm_graph_grad_enabled(const fm_graph *g);
  * that sum over the batch (weight and bias gradients, batch statistics, the
  * loss) sum its chunks' parts with the other ranks' (fm_chunk_sum), so that
  * every rank gets the whole batch's result; dropout draws the whole batch's
- * mask and keeps its rows.  total 0 (the default): the ops' batch is whole. */
-FM_API void fm_graph_set_batch(fm_graph *g, int total, int offset);
+ * mask and keeps its rows.  n 0 (a rank with no chunk of a small batch):
+ * the ops' tensors hold one stand-in image, whose parts count nowhere.
+ * total 0 (the default): the ops' batch is whole. */
+FM_API void fm_graph_set_batch(fm_graph *g, int total, int offset, int n);
 
 /* ---- precision ------------------------------------------------------------ */
 

@@ -45,6 +45,11 @@ FM_API fm_status fm_dist_gather(const void *bytes, size_t n, void **all, size_t 
 FM_API fm_status fm_dist_broadcast(void **bytes, size_t *n);
 FM_API fm_status fm_dist_barrier(void);
 
+/* What this process's collectives cost so far: wall seconds inside them
+ * (waiting for the other ranks included) and bytes it sent and received
+ * (a broadcast counted as rank 0 sending to each rank in turn). */
+FM_API void fm_dist_traffic(double *seconds, uint64_t *bytes);
+
 /* ---- a batch in chunks (core/dist/chunks.c) ----
  *
  * Data-parallel training cuts each batch into chunks that depend on the

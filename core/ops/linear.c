@@ -51,8 +51,18 @@ void fm_op_linear_forward(fm_graph *g, fm_node *n)
         for (int j = 0; j < out; j++) rb[j] = fm_ops_bf16_round(bias[j]);
         bias = rb;
     }
-    fm_sgemm_linear(g, n->iarg[0], batch, out, in, x->data, w->data, bias,
-                    n->out->data);  // [N, out]
+    /* OpenBLAS (the portable set) may round a row differently in a
+     * product of another height: there, one product per chunk of the
+     * batch, the same on any rank (fmhost's kernels sum each row alike
+     * whatever the height). */
+    fm_chunks ch;
+    fm_graph_chunks(g, batch, &ch);
+    int rows = fm_kset_active()->gemm || batch == 0 ? batch : ch.size;
+    for (int r0 = 0; r0 < batch; r0 += rows) {
+        int m = batch - r0 < rows ? batch - r0 : rows;
+        fm_sgemm_linear(g, n->iarg[0], m, out, in, x->data + (size_t)r0 * in, w->data, bias,
+                        n->out->data + (size_t)r0 * out);  // [N, out]
+    }
     fm_arena_release(fm_graph_arena(g), mark);
 }
 
@@ -123,15 +133,21 @@ void fm_op_linear_backward(fm_graph *g, fm_node *n)
     const float *dy = n->out->grad;  // [N, out]
     fm_chunks ch;
     fm_graph_chunks(g, batch, &ch);
-    if (fm_node_wants_grad(n, 0)) {  // dx [N, in] += dy W
+    if (fm_node_wants_grad(n, 0)) {  // dx [N, in] += dy W, by chunks as the forward
         float *dx = n->in[0]->grad;
-        if (!n->iarg[1]) {
-            linear_gemm(g, n, false, false, batch, in, out, dy, out, w->data, in, 1.0f, dx, in);
-        } else {
+        int rows = fm_kset_active()->gemm ? batch : ch.size;
+        for (int r0 = 0; r0 < batch; r0 += rows) {
+            int m = batch - r0 < rows ? batch - r0 : rows;
+            const float *dyr = dy + (size_t)r0 * out;
+            float *dxr = dx + (size_t)r0 * in;
+            if (!n->iarg[1]) {
+                linear_gemm(g, n, false, false, m, in, out, dyr, out, w->data, in, 1.0f, dxr, in);
+                continue;
+            }
             fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
-            float *p = fm_graph_alloc(g, (size_t)batch * (size_t)in * sizeof *p);  // [N, in]
-            linear_gemm(g, n, false, false, batch, in, out, dy, out, w->data, in, 0.0f, p, in);
-            fm_ops_add_bf16_rounded(dx, p, (int64_t)batch * in);
+            float *p = fm_graph_alloc(g, (size_t)m * (size_t)in * sizeof *p);  // [m, in]
+            linear_gemm(g, n, false, false, m, in, out, dyr, out, w->data, in, 0.0f, p, in);
+            fm_ops_add_bf16_rounded(dxr, p, (int64_t)m * in);
             fm_arena_release(fm_graph_arena(g), mark);
         }
     }

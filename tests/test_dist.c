@@ -5,7 +5,9 @@
  * results in item order, and rank 0 alone writes the result file, which
  * must be byte-identical for every N — small training runs included (each
  * run on one rank is the run one process makes).  An error in one item
- * fails the whole job, naming the item and its rank.
+ * fails the whole job, naming the item and its rank.  `fmhost train`
+ * under mpirun, data-parallel, ends with the one-process checkpoint and
+ * metrics, bit for bit, for mlp, cnn and rescnn.
  *
  * Needs fmhost built with Open MPI and `mpirun` on the PATH; without them
  * the test exits 77, which CTest reports as skipped, saying why. */
@@ -51,10 +53,10 @@ static bool find_mpirun(void)
     return found;
 }
 
-/* `fmhost script FILE args...` in the test's directory, as one process
- * (ranks 0) or under mpirun with `ranks` processes; its exit status, and
- * its output (stdout, then stderr) in *log (the caller frees it). */
-static int run_script(int ranks, const char *script, const char *const *args, char **log)
+/* `fmhost ARGS...` in the test's directory, as one process (ranks 0) or
+ * under mpirun with `ranks` processes; its exit status, and its output
+ * (stdout, then stderr) in *log (the caller frees it). */
+static int run_fmhost(int ranks, const char *const *args, char **log)
 {
     char np[16];
     snprintf(np, sizeof np, "%d", ranks);
@@ -69,8 +71,6 @@ static int run_script(int ranks, const char *script, const char *const *args, ch
         argv[n++] = np;
     }
     argv[n++] = FMHOST;
-    argv[n++] = "script";
-    argv[n++] = script;
     for (; *args && n < 39; args++) argv[n++] = *args;
     argv[n] = NULL;
     /* Open MPI's components, loaded and unloaded at run time, leave
@@ -88,6 +88,16 @@ static int run_script(int ranks, const char *script, const char *const *args, ch
     int status = r.status;
     fm_test_proc_free(&r);
     return status;
+}
+
+/* `fmhost script FILE args...`, as run_fmhost. */
+static int run_script(int ranks, const char *script, const char *const *args, char **log)
+{
+    const char *argv[40] = {"script", script};
+    int n = 2;
+    for (; *args && n < 39; args++) argv[n++] = *args;
+    argv[n] = NULL;
+    return run_fmhost(ranks, argv, log);
 }
 
 static char *slurp(const char *name) { return fm_test_read_file(name, NULL); }
@@ -282,6 +292,76 @@ START_TEST(test_compare_all_over_ranks)
 }
 END_TEST
 
+/* `fmhost train` of a short run of `model` (a small width for rescnn)
+ * into out/, as one process with two threads (ranks 0) or data-parallel
+ * over `ranks` ranks of one thread each. */
+static void train_run(const char *model, int ranks, const char *out, const char *epochs)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "%s", out);
+    const char *args[40] = {"train", "--model", model, "--data-dir", SAMPLE, "--limit", "330",
+                            "--batch-size", "32", "--epochs", epochs, "--patience", "0",
+                            "--seed", "5", "--augment", "--threads", ranks ? "1" : "2",
+                            "--out", dir, "--no-track", "--quiet"};
+    int n = 22;
+    if (!strcmp(model, "rescnn")) {
+        args[n++] = "--set";
+        args[n++] = "width=4";
+    }
+    args[n] = NULL;
+    char *log;
+    int rc = run_fmhost(ranks, args, &log);
+    ck_assert_msg(rc == 0, "%s on %d ranks: exit %d\n%s", model, ranks, rc, log);
+    free(log);
+}
+
+/* The file, and metrics.csv without its seconds column, of two runs. */
+static void assert_same_run(const char *model, const char *a, const char *b, const char *what)
+{
+    char pa[256], pb[256];
+    snprintf(pa, sizeof pa, "%s/artifacts/%s_best.safetensors", a, model);
+    snprintf(pb, sizeof pb, "%s/artifacts/%s_best.safetensors", b, model);
+    size_t la, lb;
+    char *ca = fm_test_read_file(pa, &la), *cb = fm_test_read_file(pb, &lb);
+    ck_assert_msg(ca && cb, "%s: %s: no checkpoint", model, what);
+    ck_assert_msg(la == lb && memcmp(ca, cb, la) == 0,
+                  "%s: %s: the checkpoint differs from one process's", model, what);
+    free(ca);
+    free(cb);
+    snprintf(pa, sizeof pa, "%s/results/%s/metrics.csv", a, model);
+    snprintf(pb, sizeof pb, "%s/results/%s/metrics.csv", b, model);
+    char *ma = slurp(pa), *mb = slurp(pb);
+    char *ta = without_last_column(ma), *tb = without_last_column(mb);
+    ck_assert_msg(!strcmp(ta, tb), "%s: %s: metrics differ:\n%s\n%s", model, what, ma, mb);
+    free(ma);
+    free(mb);
+    free(ta);
+    free(tb);
+}
+
+/* Data-parallel training: the batch's chunks over 2 and 3 ranks give the
+ * one-process checkpoint and metrics, bit for bit (297 training images:
+ * batches of 32 in 8 chunks, the last of 9 images in 5 chunks of 2 and 1,
+ * which 3 ranks share unevenly), with dropout, batch norm and
+ * augmentation. */
+static void check_data_parallel(const char *model)
+{
+    train_run(model, 0, "one", "1");
+    train_run(model, 2, "two", "1");
+    assert_same_run(model, "one", "two", "2 ranks");
+    train_run(model, 3, "three", "1");
+    assert_same_run(model, "one", "three", "3 ranks");
+}
+
+START_TEST(test_data_parallel_mlp) { check_data_parallel("mlp"); }
+END_TEST
+
+START_TEST(test_data_parallel_cnn) { check_data_parallel("cnn"); }
+END_TEST
+
+START_TEST(test_data_parallel_rescnn) { check_data_parallel("rescnn"); }
+END_TEST
+
 static Suite *dist_suite(void)
 {
     Suite *s = suite_create("dist");
@@ -292,6 +372,9 @@ static Suite *dist_suite(void)
     tcase_add_test(tc, test_error_fails_the_job);
     tcase_add_test(tc, test_training_runs_over_ranks);
     tcase_add_test(tc, test_compare_all_over_ranks);
+    tcase_add_test(tc, test_data_parallel_mlp);
+    tcase_add_test(tc, test_data_parallel_cnn);
+    tcase_add_test(tc, test_data_parallel_rescnn);
     suite_add_tcase(s, tc);
     return s;
 }

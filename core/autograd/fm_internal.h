@@ -16,6 +16,7 @@
 #ifndef FM_INTERNAL_H
 #define FM_INTERNAL_H
 
+#include "fm/fm_dist.h"
 #include "fm/fm_graph.h"
 
 #define FM_NODE_MAX_IN 7
@@ -86,6 +87,28 @@ void fm_op_batchnorm_relu_forward(fm_graph *g, fm_node *n);
 void fm_op_batchnorm_relu_backward(fm_graph *g, fm_node *n);
 void fm_op_to_bf16_forward(fm_graph *g, fm_node *n);
 void fm_op_to_bf16_backward(fm_graph *g, fm_node *n);
+
+/* The chunks of an op's batch of n images in g (fm_graph_set_batch): the
+ * whole batch's total, chunk size and count, and the chunks [first, end)
+ * this graph holds, from image `offset` on; local chunk i is images
+ * [i * size, min((i + 1) * size, n)) of the op's tensors. */
+typedef struct fm_chunks {
+    int total, offset, size, count, first, end;
+    bool across;  /* the other chunks are the other ranks' (fm_graph_set_batch) */
+} fm_chunks;
+void fm_graph_chunks(const fm_graph *g, int n, fm_chunks *out);
+/* fm_chunk_sum_or_die over c's chunks: parts [c->end - c->first, len]. */
+static inline void fm_chunks_sum(const fm_chunks *c, fm_chunk_type type, void *sum, void *parts,
+                                 int64_t len)
+{
+    fm_chunk_sum_or_die(type, sum, parts, len, c->count, c->first, c->end, c->across);
+}
+/* Images of local chunk i of n. */
+static inline int fm_chunks_len(const fm_chunks *c, int n, int i)
+{
+    int rest = n - i * c->size;
+    return rest < c->size ? rest : c->size;
+}
 
 /* A zeroed node for `op` with inputs in[0..n_in), in the arena. */
 fm_node *fm_node_new(fm_graph *g, fm_op_id op, int n_in, fm_tensor *const *in);

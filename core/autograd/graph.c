@@ -1,6 +1,7 @@
 /* The tape and the backward driver. */
 #include "fm_internal.h"
 #include "../ops/ops_util.h"
+#include "fm/fm_dist.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@ struct fm_graph {
     int n_trace, cap_trace;
     bool tracing;
     bool training, grad;
+    int batch_total, batch_offset, batch_n;  /* fm_graph_set_batch */
     fm_rng rng;
     fm_precision precision;
     bool profile;
@@ -51,6 +53,41 @@ bool fm_graph_training(const fm_graph *g) { return g->training; }
 void fm_graph_set_grad(fm_graph *g, bool enabled) { g->grad = enabled; }
 bool fm_graph_grad_enabled(const fm_graph *g) { return g->grad; }
 fm_rng *fm_graph_rng(fm_graph *g) { return &g->rng; }
+
+void fm_graph_set_batch(fm_graph *g, int total, int offset, int n)
+{
+    FM_ASSERT(total >= 0 && offset >= 0 && n >= 0 && offset + n <= total);
+    FM_ASSERT(total == 0 || offset % fm_chunk_size(total) == 0);
+    g->batch_total = total;
+    g->batch_offset = offset;
+    g->batch_n = n;
+}
+
+void fm_graph_chunks(const fm_graph *g, int n, fm_chunks *out)
+{
+    int total = g->batch_total ? g->batch_total : n, offset = g->batch_total ? g->batch_offset : 0;
+    /* A rank with no chunk runs a stand-in image. */
+    if (g->batch_total) {
+        FM_ASSERT(n == (g->batch_n ? g->batch_n : 1));
+        n = g->batch_n;
+    }
+    FM_ASSERT(n >= 0 && offset + n <= total);
+    out->total = total;
+    out->offset = offset;
+    out->size = fm_chunk_size(total);
+    out->count = fm_chunk_count(total);
+    out->first = offset / out->size;
+    out->end = out->first + (n + out->size - 1) / out->size;
+    /* The ops' batch is whole chunks. */
+    FM_ASSERT(out->end <= out->count &&
+              (n % out->size == 0 || offset + n == total));
+    out->across = g->batch_total != 0;
+    if (out->across) {
+        int first, end;
+        fm_chunk_share(out->count, fm_dist_rank(), fm_dist_size(), &first, &end);
+        FM_ASSERT(first == out->first && end == out->end);
+    }
+}
 void fm_graph_set_precision(fm_graph *g, fm_precision p) { g->precision = p; }
 fm_precision fm_graph_precision(const fm_graph *g) { return g->precision; }
 fm_arena *fm_graph_arena(fm_graph *g) { return g->arena; }

@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 
 #include "cli.h"
+#include "fm/fm_dist.h"
 
 static const char bench_usage[] =
     "usage: fmhost bench (--model NAME | --plugin PATH) [options]\n"
@@ -16,8 +17,13 @@ static const char bench_usage[] =
     "of 5,000 test images, then prints one JSON line:\n"
     "  {\"model\", \"params\", \"threads\", \"batch\", \"train_img_s\", \"eval_img_s\",\n"
     "   \"gflops\", \"peak_rss_mb\", \"arena_mb\", \"eval_batch\", \"eval_peak_rss_mb\",\n"
-    "   \"kernels\", \"precision\"}\n"
+    "   \"kernels\", \"precision\", \"ranks\", \"step_ms\", \"comm_ms_per_step\",\n"
+    "   \"comm_bytes_per_step\"}\n"
     "gflops is the training arithmetic rate (3x the plugin's forward flops export).\n"
+    "Under mpirun (mpirun -np 2 fmhost bench --model cnn --threads 1) the steps run\n"
+    "data-parallel over the ranks as fmhost train runs them, and rank 0 prints the line:\n"
+    "comm_ms_per_step is its time per step inside the exchanges between ranks (waiting\n"
+    "for the others included), comm_bytes_per_step the bytes it sent and received.\n"
     "peak_rss_mb is the process's peak resident memory when the timed training steps\n"
     "end (before evaluation); arena_mb is the per-step arena's capacity at that point;\n"
     "eval_peak_rss_mb is the peak after evaluation, which runs --eval-batch images per\n"
@@ -69,11 +75,22 @@ static fm_status train_step(fm_model *m, const char *name, fm_graph *g, fm_optim
                             const fm_dataset *d, int first, int b, int32_t *y)
 {
     fm_graph_reset(g);
-    fm_tensor *x = fm_graph_tensor(g, 4, (int[]){b, 1, FM_IMAGE_H, FM_IMAGE_W});
-    for (int i = 0; i < b; i++) {
-        fm_image_normalize(d->images + (size_t)(first + i) * FM_IMAGE_PIXELS,
+    /* Under mpirun, data-parallel as fmhost train: this rank's chunks. */
+    int offset = 0, n = b;
+    if (fm_dist_size() > 1) {
+        int size = fm_chunk_size(b), c0, c1;
+        fm_chunk_share(fm_chunk_count(b), fm_dist_rank(), fm_dist_size(), &c0, &c1);
+        offset = c0 * size;
+        n = (c1 * size < b ? c1 * size : b) - offset;
+        fm_graph_set_batch(g, b, offset, n);
+    }
+    int held = n ? n : 1;  /* a rank without a chunk runs a stand-in */
+    fm_tensor *x = fm_graph_tensor(g, 4, (int[]){held, 1, FM_IMAGE_H, FM_IMAGE_W});
+    for (int i = 0; i < held; i++) {
+        int k = first + (n ? offset + i : 0);
+        fm_image_normalize(d->images + (size_t)k * FM_IMAGE_PIXELS,
                            x->data + (size_t)i * FM_IMAGE_PIXELS);
-        y[i] = d->labels[first + i];
+        y[i] = d->labels[k];
     }
     fm_tensor *logits;
     fm_status st = fm_model_forward_checked(m, g, x, name, &logits);
@@ -199,10 +216,17 @@ int fm_cmd_bench(int argc, char **argv)
     for (int i = 0; i < 10 && st == FM_OK; i++)
         st = train_step(m, name, g, opt, &data.train, (i * batch) % span, batch, y);
     fm_graph_set_profile(g, profile);
+    double comm0, comm_s;
+    uint64_t bytes0, bytes;
+    if (st == FM_OK) st = fm_dist_barrier();
+    fm_dist_traffic(&comm0, &bytes0);
     double t0 = fm_now();
     for (int i = 0; i < batches && st == FM_OK; i++)
         st = train_step(m, name, g, opt, &data.train, (i * batch) % span, batch, y);
     double train_s = fm_now() - t0;
+    fm_dist_traffic(&comm_s, &bytes);
+    comm_s -= comm0;
+    bytes -= bytes0;
     if (profile) print_profile(g, train_s);
     /* Training's footprint on its own: evaluation's larger batches and its
      * own arena would otherwise set the peak. */
@@ -228,14 +252,17 @@ int fm_cmd_bench(int argc, char **argv)
         if (fm_plugin_export_call(plugin, fi, m, args, 2, &ret) == FM_OK)
             gflops = 3.0 * ret.d * batches / train_s / 1e9;
     }
-    printf("{\"model\": \"%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, "
-           "\"train_img_s\": %.1f, \"eval_img_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mb\": %.1f, "
-           "\"arena_mb\": %.1f, \"eval_batch\": %d, \"eval_peak_rss_mb\": %.1f, \"kernels\": \"%s\", "
-           "\"precision\": \"%s\"}\n",
-           fm_plugin_descriptor_of(plugin)->name, (long long)fm_model_num_params(m),
-           fm_get_threads(), batch, (double)batches * batch / train_s, eval_set.n / eval_s, gflops,
-           train_rss_mb, arena_mb, eval_batch, peak_rss_mb(), fm_kernels_name(fm_kernels_active()),
-           fm_precision_name(fm_precision_active()));
+    if (fm_dist_rank() == 0)
+        printf("{\"model\": \"%s\", \"params\": %lld, \"threads\": %d, \"batch\": %d, "
+               "\"train_img_s\": %.1f, \"eval_img_s\": %.1f, \"gflops\": %.1f, \"peak_rss_mb\": %.1f, "
+               "\"arena_mb\": %.1f, \"eval_batch\": %d, \"eval_peak_rss_mb\": %.1f, \"kernels\": \"%s\", "
+               "\"precision\": \"%s\", \"ranks\": %d, \"step_ms\": %.2f, \"comm_ms_per_step\": %.2f, "
+               "\"comm_bytes_per_step\": %.0f}\n",
+               fm_plugin_descriptor_of(plugin)->name, (long long)fm_model_num_params(m),
+               fm_get_threads(), batch, (double)batches * batch / train_s, eval_set.n / eval_s, gflops,
+               train_rss_mb, arena_mb, eval_batch, peak_rss_mb(), fm_kernels_name(fm_kernels_active()),
+               fm_precision_name(fm_precision_active()), fm_dist_size(), 1e3 * train_s / batches,
+               1e3 * comm_s / batches, (double)bytes / batches);
 done:
     fm_subset_free(&eval_set);
     free(y);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fm/fm_dist.h"
 
 static const char train_usage[] =
     "usage: fmhost train (--model NAME | --plugin PATH) [options]\n"
@@ -95,7 +96,14 @@ static const char train_usage[] =
     "Ctrl-C (SIGINT) or SIGTERM stops after the current step, saves the state and the report\n"
     "of the epochs done, prints the command that resumes and exits 130 (143); a second one\n"
     "quits at once.  A non-finite loss or gradient stops the run with a diagnosis and exit\n"
-    "status 3; summary.json then says \"status\": \"diverged\".\n";
+    "status 3; summary.json then says \"status\": \"diverged\".\n"
+    "\n"
+    "Under Open MPI, one run trains data-parallel over the ranks; each batch is cut into\n"
+    "chunks that depend on its size only, every rank computes its share of them and every\n"
+    "sum over the batch is added in one fixed order, so the metrics and the checkpoint are\n"
+    "the same bits as one process's, for any number of ranks (and --resume may change it).\n"
+    "Rank 0 alone writes the files:\n"
+    "  mpirun -np 4 --hostfile hosts fmhost train --model rescnn --set width=64 --threads 1\n";
 
 enum {
     OPT_PLUGIN = 256, OPT_MODEL, OPT_SET, OPT_EPOCHS, OPT_BATCH, OPT_PATIENCE, OPT_VAL_SPLIT,
@@ -325,6 +333,10 @@ int fm_cmd_train(int argc, char **argv)
     if (wd >= 0) oc.weight_decay = (float)wd;
     cfg.optim = oc;
     cfg.progress_tty = isatty(STDERR_FILENO);
+    cfg.data_parallel = fm_dist_size() > 1;
+    /* Rank 0 speaks for a data-parallel job. */
+    bool speaks = fm_dist_rank() == 0;
+    if (!speaks) cfg.quiet = true;
     fm_status st = fm_train_config_check(&cfg);
     if (st != FM_OK) return fm_cli_fail(cmd, st);
 
@@ -369,6 +381,21 @@ int fm_cmd_train(int argc, char **argv)
     }
     int n_epochs;
     fm_run_history(run, &n_epochs);
+    if (cfg.data_parallel) {
+        /* Every rank stopped after the same step; the others wait for rank
+         * 0's state and report before the job ends (a non-zero exit, as
+         * after a signal, ends it at once). */
+        if ((st = fm_dist_barrier()) != FM_OK) {
+            rc = fm_cli_fail(cmd, st);
+            goto done;
+        }
+    }
+    if (!speaks) {
+        rc = status == FM_RUN_INTERRUPTED ? fm_cli_signal_exit()
+             : status == FM_RUN_DIVERGED  ? FM_EXIT_DIVERGED
+                                          : FM_EXIT_OK;
+        goto done;
+    }
     if (status == FM_RUN_INTERRUPTED) {
         fprintf(stderr, "fmhost train: %s; report of the %d epochs done in %s\n",
                 fm_run_status_message(run), n_epochs, fm_run_results_dir(run));

@@ -47,17 +47,44 @@ const char *fm_dist_name(void) { return backend->name; }
 int fm_dist_rank(void) { return backend->rank; }
 int fm_dist_size(void) { return backend->size; }
 
+static double traffic_seconds;
+static uint64_t traffic_bytes;
+
+void fm_dist_traffic(double *seconds, uint64_t *bytes)
+{
+    *seconds = traffic_seconds;
+    *bytes = traffic_bytes;
+}
+
 fm_status fm_dist_gather(const void *bytes, size_t n, void **all, size_t *len)
 {
     FM_ASSERT(all && len && (bytes || n == 0));
     *all = NULL;
-    return backend->gather(bytes, n, all, len);
+    double t0 = fm_now();
+    fm_status st = backend->gather(bytes, n, all, len);
+    traffic_seconds += fm_now() - t0;
+    if (backend->size > 1 && backend->rank != 0)
+        traffic_bytes += n;
+    else if (backend->size > 1 && st == FM_OK)
+        for (int r = 1; r < backend->size; r++) traffic_bytes += len[r];
+    return st;
 }
 
 fm_status fm_dist_broadcast(void **bytes, size_t *n)
 {
     FM_ASSERT(bytes && n);
-    return backend->broadcast(bytes, n);
+    double t0 = fm_now();
+    fm_status st = backend->broadcast(bytes, n);
+    traffic_seconds += fm_now() - t0;
+    if (backend->size > 1 && st == FM_OK)
+        traffic_bytes += backend->rank == 0 ? *n * (uint64_t)(backend->size - 1) : *n;
+    return st;
 }
 
-fm_status fm_dist_barrier(void) { return backend->barrier(); }
+fm_status fm_dist_barrier(void)
+{
+    double t0 = fm_now();
+    fm_status st = backend->barrier();
+    traffic_seconds += fm_now() - t0;
+    return st;
+}

@@ -42,6 +42,10 @@ typedef struct bn_job {
     uint16_t *mask;       // [N, C, mask_words]
     int64_t mask_words;
     int block;            /* channels per reduction task (bn_block) */
+    fm_chunks ch;         /* the batch's chunks (fm_graph_chunks) */
+    double *part;         // [chunks, C] or [chunks, 2, C]: per-chunk sums
+    double *stat;         // [C] the mean, between the forward's two passes
+    int pass;             /* bn_stats_task: 0 sums x, 1 squared deviations */
 } bn_job;
 
 static inline bool bn_mask_bit(const uint16_t *mask, int64_t q)
@@ -166,7 +170,7 @@ static void bn_forward_channel(const bn_job *j, int c, double mean, double sq)
 {
     double invstd;
     if (j->batch_stats) {
-        double m = (double)j->n * j->s, var = sq / m;
+        double m = (double)j->ch.total * j->s, var = sq / m;
         invstd = 1.0 / sqrt(var + j->eps);
         if (j->update_running) {
             double mom = j->momentum;
@@ -186,26 +190,36 @@ static void bn_forward_channel(const bn_job *j, int c, double mean, double sq)
     j->coef[j->c + c] = (float)(b - mean * w * invstd);
 }
 
-static void bn_forward_task(void *arg, int task, int thread)
+/* The batch statistics' sums over the chunks of the batch, a block of
+ * channels a task: per local chunk and channel, the sum of x (pass 0) or of
+ * (x - mean)^2 (pass 1) into part [chunks, C]. */
+static void bn_stats_task(void *arg, int task, int thread)
 {
     (void)thread;
     const bn_job *j = arg;
     int nc, c0 = bn_block_span(j, task, &nc);
-    if (!j->batch_stats) {
-        for (int c = c0; c < c0 + nc; c++) bn_forward_channel(j, c, 0.0, 0.0);
-        return;
-    }
     size_t cs = (size_t)j->c * j->s;
-    const float *x0 = j->x + (size_t)c0 * j->s;
-    double m = (double)j->n * j->s, mean[BN_MAX_BLOCK];
-    double lane[BN_MAX_BLOCK][BN_LANES] = {{0}}, lsq[BN_MAX_BLOCK][BN_LANES] = {{0}};
-    for (int i = 0; i < j->n; i++)
-        for (int c = 0; c < nc; c++) bn_lanes_sum(lane[c], x0 + i * cs + c * j->s, j->s);
-    for (int c = 0; c < nc; c++) mean[c] = bn_lanes_total(lane[c]) / m;
-    for (int i = 0; i < j->n; i++)
-        for (int c = 0; c < nc; c++)
-            bn_lanes_sqdev(lsq[c], x0 + i * cs + c * j->s, j->s, mean[c]);
-    for (int c = 0; c < nc; c++) bn_forward_channel(j, c0 + c, mean[c], bn_lanes_total(lsq[c]));
+    for (int k = 0; k < j->ch.end - j->ch.first; k++) {
+        int i0 = k * j->ch.size, i1 = i0 + fm_chunks_len(&j->ch, j->n, k);
+        double lane[BN_MAX_BLOCK][BN_LANES] = {{0}};
+        for (int i = i0; i < i1; i++)
+            for (int c = 0; c < nc; c++) {
+                const float *x = j->x + i * cs + (size_t)(c0 + c) * j->s;
+                if (j->pass == 0)
+                    bn_lanes_sum(lane[c], x, j->s);
+                else
+                    bn_lanes_sqdev(lane[c], x, j->s, j->stat[c0 + c]);
+            }
+        for (int c = 0; c < nc; c++) j->part[(size_t)k * j->c + c0 + c] = bn_lanes_total(lane[c]);
+    }
+}
+
+/* part [chunks, C] of the pass, summed over the batch into j->stat [C]. */
+static void bn_stats_pass(bn_job *j, int pass)
+{
+    j->pass = pass;
+    fm_parallel_for(bn_block_tasks(j), bn_stats_task, j);
+    fm_chunks_sum(&j->ch, FM_CHUNK_F64, j->part, j->part, j->c);
 }
 
 static void bn_forward_range(void *arg, int64_t begin, int64_t end)
@@ -256,7 +270,7 @@ static void bn_backward_channel(const bn_job *j, int c, double sum_dy, double su
     double w = j->weight ? j->weight[c] : 1.0, k = w * invstd;
     double a = k, b = 0.0, d = 0.0;
     if (j->batch_stats) {
-        double m = (double)j->n * j->s;
+        double m = (double)j->ch.total * j->s;
         b = -k * sum_dy_xmu / m * invstd * invstd;
         d = -k * sum_dy / m;
     }
@@ -266,26 +280,34 @@ static void bn_backward_channel(const bn_job *j, int c, double sum_dy, double su
     j->coef[3 * j->c + c] = (float)d;
 }
 
+/* Per local chunk and channel of a block, the sums of dy and of
+ * dy * (x - mean) into part [chunks, 2, C]. */
 static void bn_backward_task(void *arg, int task, int thread)
 {
     (void)thread;
     const bn_job *j = arg;
     int nc, c0 = bn_block_span(j, task, &nc);
     size_t cs = (size_t)j->c * j->s;
-    double l_dy[BN_MAX_BLOCK][BN_LANES] = {{0}}, l_dyx[BN_MAX_BLOCK][BN_LANES] = {{0}};
-    for (int i = 0; i < j->n; i++)
+    for (int k = 0; k < j->ch.end - j->ch.first; k++) {
+        int i0 = k * j->ch.size, i1 = i0 + fm_chunks_len(&j->ch, j->n, k);
+        double l_dy[BN_MAX_BLOCK][BN_LANES] = {{0}}, l_dyx[BN_MAX_BLOCK][BN_LANES] = {{0}};
+        for (int i = i0; i < i1; i++)
+            for (int c = 0; c < nc; c++) {
+                size_t off = (size_t)(c0 + c) * j->s + i * cs;
+                double mean = j->mean[c0 + c];
+                if (j->relu)
+                    bn_lanes_dy_relu(l_dy[c], l_dyx[c], j->dy + off,
+                                     j->mask + ((size_t)i * j->c + (size_t)(c0 + c)) * j->mask_words,
+                                     j->x + off, j->s, mean);
+                else
+                    bn_lanes_dy(l_dy[c], l_dyx[c], j->dy + off, j->x + off, j->s, mean);
+            }
+        double *part = j->part + (size_t)k * 2 * j->c;
         for (int c = 0; c < nc; c++) {
-            size_t off = (size_t)(c0 + c) * j->s + i * cs;
-            double mean = j->mean[c0 + c];
-            if (j->relu)
-                bn_lanes_dy_relu(l_dy[c], l_dyx[c], j->dy + off,
-                                 j->mask + ((size_t)i * j->c + (size_t)(c0 + c)) * j->mask_words,
-                                 j->x + off, j->s, mean);
-            else
-                bn_lanes_dy(l_dy[c], l_dyx[c], j->dy + off, j->x + off, j->s, mean);
+            part[c0 + c] = bn_lanes_total(l_dy[c]);
+            part[j->c + c0 + c] = bn_lanes_total(l_dyx[c]);
         }
-    for (int c = 0; c < nc; c++)
-        bn_backward_channel(j, c0 + c, bn_lanes_total(l_dy[c]), bn_lanes_total(l_dyx[c]));
+    }
 }
 
 /* The fused op's backward for one plane: g = dy masked by the relu; dx as
@@ -385,10 +407,13 @@ fm_tensor *fm_batchnorm_relu(fm_graph *g, fm_tensor *x, fm_tensor *weight, fm_te
     return fm_graph_apply(g, n);
 }
 
-static bn_job bn_job_make(const fm_node *n)
+static bn_job bn_job_make(const fm_graph *g, const fm_node *n)
 {
     const fm_tensor *x = n->in[0];
+    fm_chunks ch;
+    fm_graph_chunks(g, x->shape[0], &ch);
     return (bn_job){
+        .ch = ch,
         .n = x->shape[0], .c = x->shape[1],
         .s = x->ndim == 4 ? (int64_t)x->shape[2] * x->shape[3] : 1,
         .momentum = n->farg[0], .eps = n->farg[1],
@@ -419,7 +444,7 @@ static uint16_t *bn_saved_mask(const bn_job *j, float *saved)
 void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
 {
     bool training = fm_graph_training(g);
-    bn_job j = bn_job_make(n);
+    bn_job j = bn_job_make(g, n);
     /* Without running statistics, eval mode normalises with the batch's, as
      * PyTorch does with track_running_stats=False. */
     j.batch_stats = training || !n->in[3];
@@ -428,7 +453,7 @@ void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
         j.running_mean = n->in[3]->data;
         j.running_var = n->in[4]->data;
     }
-    if (j.batch_stats) FM_ASSERT((int64_t)j.n * j.s > 1);  /* as PyTorch: > 1 value per channel */
+    if (j.batch_stats) FM_ASSERT((int64_t)j.ch.total * j.s > 1);  /* as PyTorch: > 1 value per channel */
     if (training && n->in[5]) n->in[5]->i64[0] += 1;
     float *stats = fm_graph_alloc(g, bn_saved_floats(&j) * sizeof(float));
     j.mean = stats;
@@ -438,7 +463,20 @@ void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
     j.coef = fm_graph_alloc(g, 2 * (size_t)j.c * sizeof(float));
     j.y = n->out->data;
     j.block = bn_block(&j);
-    fm_parallel_for(bn_block_tasks(&j), bn_forward_task, &j);
+    if (j.batch_stats) {
+        /* The mean, then the squared deviations from it: each the batch's
+         * chunks' tree of their sums (fm_chunk_sum), as one process on the
+         * whole batch computes them. */
+        j.part = fm_graph_alloc(g, (size_t)(j.ch.end - j.ch.first + 1) * j.c * sizeof(double));
+        j.stat = fm_graph_alloc(g, (size_t)j.c * sizeof(double));
+        double m = (double)j.ch.total * j.s;
+        bn_stats_pass(&j, 0);
+        for (int c = 0; c < j.c; c++) j.stat[c] = j.part[c] / m;
+        bn_stats_pass(&j, 1);
+        for (int c = 0; c < j.c; c++) bn_forward_channel(&j, c, j.stat[c], j.part[c]);
+    } else {
+        for (int c = 0; c < j.c; c++) bn_forward_channel(&j, c, 0.0, 0.0);
+    }
     fm_ops_parallel_range((int64_t)j.n * j.c, bn_grain(j.s), bn_forward_range, &j);
     fm_arena_release(fm_graph_arena(g), mark);
     n->iarg[0] = j.batch_stats;
@@ -447,7 +485,7 @@ void fm_op_batchnorm_forward(fm_graph *g, fm_node *n)
 
 void fm_op_batchnorm_backward(fm_graph *g, fm_node *n)
 {
-    bn_job j = bn_job_make(n);
+    bn_job j = bn_job_make(g, n);
     j.batch_stats = n->iarg[0] != 0;
     float *stats = n->saved;
     j.mean = stats;
@@ -466,7 +504,10 @@ void fm_op_batchnorm_backward(fm_graph *g, fm_node *n)
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
     j.coef = fm_graph_alloc(g, 4 * (size_t)j.c * sizeof(float));
     j.block = bn_block(&j);
+    j.part = fm_graph_alloc(g, (size_t)(j.ch.end - j.ch.first + 1) * 2 * j.c * sizeof(double));
     fm_parallel_for(bn_block_tasks(&j), bn_backward_task, &j);
+    fm_chunks_sum(&j.ch, FM_CHUNK_F64, j.part, j.part, 2 * (int64_t)j.c);
+    for (int c = 0; c < j.c; c++) bn_backward_channel(&j, c, j.part[c], j.part[j.c + c]);
     if (j.dx || j.dres)
         fm_ops_parallel_range((int64_t)j.n * j.c, bn_grain(j.s), bn_backward_range, &j);
     fm_arena_release(fm_graph_arena(g), mark);

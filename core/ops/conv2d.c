@@ -59,10 +59,6 @@
  * chunks (2-9 MB blocks), the speed was the same within the noise of a loaded
  * machine. */
 #define CONV_COL_FLOATS ((int64_t)1 << 18)
-/* Split even small batches of small maps into at least this many chunks so
- * that a few threads have work. */
-#define CONV_MIN_CHUNKS 4
-
 typedef struct conv_geom {
     int n, c, h, w;           /* input [N, C, H, W] */
     int o, kh, kw;            /* weight [O, C, KH, KW] */
@@ -70,6 +66,8 @@ typedef struct conv_geom {
     int k;                    /* C*KH*KW: rows of the im2col matrix */
     int p;                    /* OH*OW */
     int chunk, nchunks;       /* images per chunk, number of chunks */
+    int sub;                  /* chunks per chunk of the batch (fm_graph_chunks) */
+    fm_chunks batch;
     /* Direct path: images per plane, the distance F between their first
      * columns, the plane's width Wg and rows Hq (a phase plane's, with
      * stride), the wide output length OH*Wg, and the plane strides of the
@@ -87,9 +85,6 @@ typedef struct conv_geom {
     size_t wnt;
 } conv_geom;
 
-/* Chunks the direct path cuts a batch into: enough for a few threads, few
- * enough that the per-chunk weight gradients cost little to add up. */
-#define CONV_DIRECT_CHUNKS 8
 /* Images per plane: as many as fit this many columns (28x28 maps: 2, 14x14:
  * 4, 7x7: 8 with a 3x3 kernel), within a chunk.  Wider planes would waste
  * a little less and need a larger workspace. */
@@ -163,9 +158,11 @@ static void conv_wino_layout(conv_geom *cg, bool allowed)
 
 /* bf16: operands that are bfloat16 values, whose products must stay exact
  * (no Winograd, see fm_graph.h). */
-static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stride, int pad,
-                                bool bf16)
+static conv_geom conv_geom_make(const fm_graph *g, const fm_tensor *x, const fm_tensor *w,
+                                int stride, int pad, bool bf16)
 {
+    fm_chunks ch;
+    fm_graph_chunks(g, x->shape[0], &ch);
     conv_geom cg = {
         .n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
         .o = w->shape[0], .kh = w->shape[2], .kw = w->shape[3],
@@ -179,12 +176,16 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
      * the rounded operands (exact products, float32 sums): the bf16 loop
      * there is a scalar one. */
     cg.bf16 = bf16 && fm_kset_active()->gemm;
-    /* Images whose im2col block [K, chunk*P] fits CONV_COL_FLOATS, at least one. */
+    /* The batch's chunks (fm_graph_chunks): the direct path's, or cut in
+     * `sub` equal parts for im2col, whose block [K, chunk*P] should fit
+     * CONV_COL_FLOATS: a chunk's weight gradient is its parts' sum, then
+     * the chunks' tree, whichever rank holds it. */
     int chunk = (int)(CONV_COL_FLOATS / ((int64_t)cg.k * cg.p));
-    int cap = (cg.n + CONV_MIN_CHUNKS - 1) / CONV_MIN_CHUNKS;
-    if (chunk > cap) chunk = cap;
     if (chunk < 1) chunk = 1;
-    cg.chunk = (cg.n + CONV_DIRECT_CHUNKS - 1) / CONV_DIRECT_CHUNKS;
+    if (chunk > ch.size) chunk = ch.size;
+    while (ch.size % chunk) chunk--;
+    cg.chunk = ch.size;
+    cg.sub = 1;
     cg.direct = conv_direct_layout(&cg);
     if (cg.direct) {
         cg.nw = cg.oh * cg.wg;
@@ -205,7 +206,9 @@ static conv_geom conv_geom_make(const fm_tensor *x, const fm_tensor *w, int stri
         cg.tap_major = cg.c % 16 == 0;
     } else {
         cg.chunk = chunk;
+        cg.sub = ch.size / chunk;
     }
+    cg.batch = ch;
     cg.nchunks = (cg.n + cg.chunk - 1) / cg.chunk;
     return cg;
 }
@@ -1003,7 +1006,7 @@ fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int 
     FM_ASSERT(x->shape[2] + 2 * pad >= w->shape[2] && x->shape[3] + 2 * pad >= w->shape[3]);
     if (b) FM_ASSERT(fm_ops_is_f32(b) && b->ndim == 1 && b->shape[0] == w->shape[0]);
     bool bf16 = fm_graph_precision(g) == FM_PRECISION_BF16;
-    conv_geom cg = conv_geom_make(x, w, stride, pad, bf16);
+    conv_geom cg = conv_geom_make(g, x, w, stride, pad, bf16);
     /* The direct path on the bf16 kernels rounds x and w as it packs them,
      * and rounds its own gradients: no cast (and no copy of x) needed. */
     bool fused = bf16 && cg.bf16 && cg.direct && conv_bf16_fuse;
@@ -1019,8 +1022,8 @@ fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int 
 }
 
 /* dW += the chunks' parts, each element summed in chunk order (so the
- * split over threads changes nothing); with 16 parts of a 128 x 1152 weight
- * this is no small pass to leave on one thread. */
+ * split over threads changes nothing): the sum of the batch's chunks (one
+ * part), laid out as dW. */
 typedef struct conv_dw_sum_job {
     const float *part;  // [nchunks, O*K], K as (c, tap), or (tap, c) when tap_major
     float *dw;          // [O*K]
@@ -1067,6 +1070,28 @@ static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
                     o++;
                 }
             }
+        }
+    }
+}
+
+/* part [chunks, size]: chunk c's part = the sum of parts c*sub ..
+ * c*sub + sub - 1 (those below nparts), in order, in place. */
+typedef struct conv_sub_sum_job {
+    float *part;
+    size_t size;
+    int sub, nparts, chunks;
+} conv_sub_sum_job;
+
+static void conv_sub_sum_range(void *arg, int64_t begin, int64_t end)
+{
+    const conv_sub_sum_job *j = arg;
+    for (int c = 0; c < j->chunks; c++) {
+        float *dst = j->part + (size_t)c * j->size;
+        const float *first = j->part + (size_t)c * j->sub * j->size;
+        if (dst != first) memcpy(dst + begin, first + begin, (size_t)(end - begin) * sizeof *dst);
+        for (int t = c * j->sub + 1; t < (c + 1) * j->sub && t < j->nparts; t++) {
+            const float *p = j->part + (size_t)t * j->size;
+            for (int64_t i = begin; i < end; i++) dst[i] += p[i];
         }
     }
 }
@@ -1121,7 +1146,7 @@ void fm_op_conv2d_forward(fm_graph *g, fm_node *n)
 {
     const fm_tensor *b = n->in[2];
     conv_job j = {
-        .cg = conv_geom_make(n->in[0], n->in[1], n->iarg[0], n->iarg[1], n->iarg[2]),
+        .cg = conv_geom_make(g, n->in[0], n->in[1], n->iarg[0], n->iarg[1], n->iarg[2]),
         .x = n->in[0]->data, .w = n->in[1]->data, .b = b ? b->data : NULL,
         .y = n->out->data,
     };
@@ -1156,7 +1181,7 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
          want_db = fm_node_wants_grad(n, 2);
     if (!want_dx && !want_dw && !want_db) return;
     conv_job j = {
-        .cg = conv_geom_make(n->in[0], n->in[1], n->iarg[0], n->iarg[1], n->iarg[2]),
+        .cg = conv_geom_make(g, n->in[0], n->in[1], n->iarg[0], n->iarg[1], n->iarg[2]),
         .x = n->in[0]->data, .w = n->in[1]->data, .dy = n->out->grad,
         .dx = want_dx ? n->in[0]->grad : NULL,
         .dx_store = want_dx && fm_node_grad_overwrite(n, 0),
@@ -1205,22 +1230,36 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
     j.ws = conv_ws_alloc(g, cg, &j.ws_stride);
     fm_parallel_for(cg->nchunks, conv_task, &j);
 
+    /* Each chunk of the batch: its parts summed in order (im2col), then the
+     * chunks' tree (fm_chunk_sum) into the first part. */
+    const fm_chunks *ch = &cg->batch;
+    if (want_dw) {
+        if (cg->sub > 1) {
+            conv_sub_sum_job sj = {j.dw_part, psize, cg->sub, cg->nchunks, ch->end - ch->first};
+            fm_ops_parallel_range((int64_t)psize, FM_OPS_GRAIN / 4, conv_sub_sum_range, &sj);
+        }
+        fm_chunks_sum(ch, FM_CHUNK_F32, j.dw_part, j.dw_part, (int64_t)psize);
+    }
     if (want_dw && cg->wino_dw) {
-        float *du = fm_graph_alloc(g, psize * sizeof(float));
-        conv_dw_sum_job sj = {j.dw_part, du, psize, cg->nchunks, false, 0, 0, true, false};
-        fm_ops_parallel_range((int64_t)psize, FM_OPS_GRAIN / 4, conv_dw_sum_range, &sj);
-        conv_wino_weight_grad_fold(n->in[1]->grad, du, cg->o, cg->c);
+        conv_wino_weight_grad_fold(n->in[1]->grad, j.dw_part, cg->o, cg->c);
     } else if (want_dw) {
-        conv_dw_sum_job sj = {j.dw_part, n->in[1]->grad, wsize, cg->nchunks, cg->tap_major,
+        conv_dw_sum_job sj = {j.dw_part, n->in[1]->grad, wsize, 1, cg->tap_major,
                               cg->c, cg->kh * cg->kw, false, n->iarg[3]};
         fm_ops_parallel_range((int64_t)wsize, FM_OPS_GRAIN / 4, conv_dw_sum_range, &sj);
     }
     if (want_db) {
+        for (int c = 0; c < ch->end - ch->first; c++)
+            for (int o = 0; o < cg->o; o++) {
+                double s = 0.0;
+                for (int t = c * cg->sub; t < (c + 1) * cg->sub && t < cg->nchunks; t++)
+                    s += j.db_part[(size_t)t * cg->o + o];
+                j.db_part[(size_t)c * cg->o + o] = s;
+            }
+        fm_chunks_sum(ch, FM_CHUNK_F64, j.db_part, j.db_part, cg->o);
         float *db = n->in[2]->grad;
         for (int o = 0; o < cg->o; o++) {
-            double s = 0.0;
-            for (int c = 0; c < cg->nchunks; c++) s += j.db_part[(size_t)c * cg->o + o];
-            db[o] += n->iarg[3] ? fm_ops_bf16_round(0.0f + (float)s) : (float)s;
+            float s = (float)j.db_part[o];
+            db[o] += n->iarg[3] ? fm_ops_bf16_round(0.0f + s) : s;
         }
     }
     fm_arena_release(fm_graph_arena(g), mark);

@@ -100,10 +100,21 @@ void fm_op_dropout_forward(fm_graph *g, fm_node *n)
     int64_t numel = n->out->numel;
     unary_job j = {.x = n->in[0]->data, .y = n->out->data};
     /* The mask is drawn serially in element order, so it depends on the seed
-     * only; kept in the arena for backward (and dropped with it). */
-    uint8_t *mask = fm_graph_alloc(g, (size_t)numel);
+     * only; kept in the arena for backward (and dropped with it).  A slice
+     * of a batch (fm_graph_set_batch) draws the whole batch's mask and keeps
+     * its own rows: every rank's images get the single process's mask. */
+    uint8_t *mask = fm_graph_alloc(g, (size_t)numel ? (size_t)numel : 1);
     fm_rng *rng = fm_graph_rng(g);
-    for (int64_t i = 0; i < numel; i++) mask[i] = fm_rng_uniform(rng) >= p;
+    const fm_tensor *x = n->in[0];
+    int64_t row = 1;
+    for (int d = 1; d < x->ndim; d++) row *= x->shape[d];
+    fm_chunks ch;
+    fm_graph_chunks(g, x->shape[0], &ch);
+    int64_t before = (int64_t)ch.offset * row, mine = ch.end > ch.first ? numel : 0;
+    for (int64_t i = 0; i < before; i++) (void)fm_rng_uniform(rng);
+    for (int64_t i = 0; i < mine; i++) mask[i] = fm_rng_uniform(rng) >= p;
+    for (int64_t i = mine; i < numel; i++) mask[i] = 1;  /* a stand-in image's */
+    for (int64_t i = before + mine; i < (int64_t)ch.total * row; i++) (void)fm_rng_uniform(rng);
     j.mask = mask;
     j.scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
     n->farg[1] = j.scale;

@@ -51,26 +51,78 @@ void fm_op_linear_forward(fm_graph *g, fm_node *n)
         for (int j = 0; j < out; j++) rb[j] = fm_ops_bf16_round(bias[j]);
         bias = rb;
     }
-    fm_sgemm_linear(g, n->iarg[0], batch, out, in, x->data, w->data, bias,
-                    n->out->data);  // [N, out]
+    /* OpenBLAS (the portable set) may round a row differently in a
+     * product of another height: there, one product per chunk of the
+     * batch, the same on any rank (fmhost's kernels sum each row alike
+     * whatever the height). */
+    fm_chunks ch;
+    fm_graph_chunks(g, batch, &ch);
+    int rows = fm_kset_active()->gemm || batch == 0 ? batch : ch.size;
+    for (int r0 = 0; r0 < batch; r0 += rows) {
+        int m = batch - r0 < rows ? batch - r0 : rows;
+        fm_sgemm_linear(g, n->iarg[0], m, out, in, x->data + (size_t)r0 * in, w->data, bias,
+                        n->out->data + (size_t)r0 * out);  // [N, out]
+    }
     fm_arena_release(fm_graph_arena(g), mark);
 }
 
-/* grad += a product that the layer computes: straight into grad, or, when
- * the layer does its own casts, into scratch first and then added rounded,
- * as the cast's backward adds round(0 + product) (its own gradient starts
- * at zero). */
-static void linear_grad_gemm(fm_graph *g, const fm_node *n, bool ta, int m, int nn, int k,
-                             const float *a, int lda, const float *b, int ldb, float *grad)
+typedef struct add_job {
+    float *dst;
+    const float *src;
+    bool round;
+} add_job;
+
+static void add_range(void *arg, int64_t begin, int64_t end)
 {
-    if (!n->iarg[1]) {
-        linear_gemm(g, n, ta, false, m, nn, k, a, lda, b, ldb, 1.0f, grad, nn);
+    const add_job *j = arg;
+    if (!j->round) {
+        fm_kset_active()->accumulate(j->dst + begin, j->src + begin, end - begin);
         return;
     }
+    for (int64_t i = begin; i < end; i++) j->dst[i] += fm_ops_bf16_round(0.0f + j->src[i]);
+}
+
+/* dW [out, in] += dy^T x summed over the batch's chunks in their tree
+ * (fm_chunk_sum): one product per chunk, then the tree; when the layer
+ * does its own casts, the sum is added rounded, as the cast's backward
+ * adds round(0 + sum) (its own gradient starts at zero). */
+static void linear_weight_grad(fm_graph *g, const fm_node *n, const fm_chunks *ch, int batch,
+                               int in, int out, const float *dy, const float *x, float *grad)
+{
+    int local = ch->end - ch->first;
+    size_t wsize = (size_t)out * in;
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
-    float *p = fm_graph_alloc(g, (size_t)m * (size_t)nn * sizeof *p);  // [m, nn]
-    linear_gemm(g, n, ta, false, m, nn, k, a, lda, b, ldb, 0.0f, p, nn);
-    fm_ops_add_bf16_rounded(grad, p, (int64_t)m * nn);
+    float *parts = fm_graph_alloc(g, (local ? local : 1) * wsize * sizeof *parts);  // [local, out, in]
+    for (int c = 0; c < local; c++) {
+        size_t row = (size_t)c * ch->size;
+        linear_gemm(g, n, true, false, out, in, fm_chunks_len(ch, batch, c), dy + row * out, out,
+                    x + row * in, in, 0.0f, parts + c * wsize, in);
+    }
+    fm_chunks_sum(ch, FM_CHUNK_F32, parts, parts, (int64_t)wsize);
+    add_job j = {grad, parts, n->iarg[1] != 0};
+    fm_ops_parallel_range((int64_t)wsize, FM_OPS_GRAIN, add_range, &j);
+    fm_arena_release(fm_graph_arena(g), mark);
+}
+
+/* db [out] += column sums of dy, each chunk's in double, rows in order,
+ * then the chunks' tree. */
+static void linear_bias_grad(fm_graph *g, const fm_node *n, const fm_chunks *ch, int batch,
+                             int out, const float *dy, float *db)
+{
+    int local = ch->end - ch->first;
+    fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
+    double *parts = fm_graph_alloc(g, (size_t)(local ? local : 1) * out * sizeof *parts);
+    for (int c = 0; c < local; c++) {
+        int i0 = c * ch->size, len = fm_chunks_len(ch, batch, c);
+        for (int j = 0; j < out; j++) {
+            double s = 0.0;
+            for (int i = i0; i < i0 + len; i++) s += dy[(size_t)i * out + j];
+            parts[(size_t)c * out + j] = s;
+        }
+    }
+    fm_chunks_sum(ch, FM_CHUNK_F64, parts, parts, out);
+    for (int j = 0; j < out; j++)
+        db[j] += n->iarg[1] ? fm_ops_bf16_round(0.0f + (float)parts[j]) : (float)parts[j];
     fm_arena_release(fm_graph_arena(g), mark);
 }
 
@@ -79,16 +131,28 @@ void fm_op_linear_backward(fm_graph *g, fm_node *n)
     const fm_tensor *x = n->in[0], *w = n->in[1];
     int batch = x->shape[0], in = x->shape[1], out = w->shape[0];
     const float *dy = n->out->grad;  // [N, out]
-    if (fm_node_wants_grad(n, 0))    // dx [N, in] += dy W
-        linear_grad_gemm(g, n, false, batch, in, out, dy, out, w->data, in, n->in[0]->grad);
-    if (fm_node_wants_grad(n, 1))    // dW [out, in] += dy^T x
-        linear_grad_gemm(g, n, true, out, in, batch, dy, out, x->data, in, n->in[1]->grad);
-    if (fm_node_wants_grad(n, 2)) {  // db [out] += column sums of dy, rows in order
-        float *db = n->in[2]->grad;
-        for (int j = 0; j < out; j++) {
-            double s = 0.0;
-            for (int i = 0; i < batch; i++) s += dy[(size_t)i * out + j];
-            db[j] += n->iarg[1] ? fm_ops_bf16_round(0.0f + (float)s) : (float)s;
+    fm_chunks ch;
+    fm_graph_chunks(g, batch, &ch);
+    if (fm_node_wants_grad(n, 0)) {  // dx [N, in] += dy W, by chunks as the forward
+        float *dx = n->in[0]->grad;
+        int rows = fm_kset_active()->gemm ? batch : ch.size;
+        for (int r0 = 0; r0 < batch; r0 += rows) {
+            int m = batch - r0 < rows ? batch - r0 : rows;
+            const float *dyr = dy + (size_t)r0 * out;
+            float *dxr = dx + (size_t)r0 * in;
+            if (!n->iarg[1]) {
+                linear_gemm(g, n, false, false, m, in, out, dyr, out, w->data, in, 1.0f, dxr, in);
+                continue;
+            }
+            fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));
+            float *p = fm_graph_alloc(g, (size_t)m * (size_t)in * sizeof *p);  // [m, in]
+            linear_gemm(g, n, false, false, m, in, out, dyr, out, w->data, in, 0.0f, p, in);
+            fm_ops_add_bf16_rounded(dxr, p, (int64_t)m * in);
+            fm_arena_release(fm_graph_arena(g), mark);
         }
     }
+    if (fm_node_wants_grad(n, 1))    // dW [out, in] += dy^T x
+        linear_weight_grad(g, n, &ch, batch, in, out, dy, x->data, n->in[1]->grad);
+    if (fm_node_wants_grad(n, 2))    // db [out] += column sums of dy
+        linear_bias_grad(g, n, &ch, batch, out, dy, n->in[2]->grad);
 }

@@ -15,6 +15,7 @@ typedef struct ce_saved {
     float smoothing;  // in [0, 1)
     int32_t *labels_b;  // [N] the second labels of mixed targets, or NULL
     float lam;          // the weight of `labels` in mixed targets
+    int total;          // images in the whole batch (fm_graph_set_batch)
 } ce_saved;
 
 fm_tensor *fm_cross_entropy(fm_graph *g, fm_tensor *logits, const int32_t *labels)
@@ -65,7 +66,11 @@ void fm_op_cross_entropy_forward(fm_graph *g, fm_node *n)
     int batch = logits->shape[0], classes = logits->shape[1];
     ce_saved *sv = n->saved;
     if (n->record) sv->prob = fm_graph_alloc(g, (size_t)logits->numel * sizeof *sv->prob);
-    double total = 0.0;
+    /* Each chunk's sum in double, then the chunks' tree (fm_chunk_sum). */
+    fm_chunks ch;
+    fm_graph_chunks(g, batch, &ch);
+    double *parts = fm_graph_alloc(g, (size_t)(ch.end - ch.first + 1) * sizeof *parts);
+    for (int c = 0; c < ch.end - ch.first; c++) parts[c] = 0.0;
     for (int i = 0; i < batch; i++) {
         const float *z = logits->data + (size_t)i * classes;
         double zmax = z[0];
@@ -81,13 +86,15 @@ void fm_op_cross_entropy_forward(fm_graph *g, fm_node *n)
             for (int k = 0; k < classes; k++) zsum += z[k];
             li = (1.0 - sv->smoothing) * li + sv->smoothing * (lse - zsum / classes);
         }
-        total += li;
+        if (i / ch.size < ch.end - ch.first) parts[i / ch.size] += li;  /* not a stand-in */
         if (sv->prob) {
             float *p = sv->prob + (size_t)i * classes;
             for (int k = 0; k < classes; k++) p[k] = (float)exp((double)z[k] - lse);
         }
     }
-    n->out->data[0] = (float)(total / batch);
+    fm_chunks_sum(&ch, FM_CHUNK_F64, parts, parts, 1);
+    n->out->data[0] = (float)(parts[0] / ch.total);
+    sv->total = ch.total;
 }
 
 void fm_op_cross_entropy_backward(fm_graph *g, fm_node *n)
@@ -98,7 +105,8 @@ void fm_op_cross_entropy_backward(fm_graph *g, fm_node *n)
     int batch = logits->shape[0], classes = logits->shape[1];
     const ce_saved *sv = n->saved;
     FM_ASSERT(sv->prob != NULL);
-    float scale = n->out->grad[0] / (float)batch;
+    /* The mean is over the whole batch, whichever of its chunks are here. */
+    float scale = n->out->grad[0] / (float)sv->total;
     float *dz = n->in[0]->grad;
     /* The target: 1 at the label, 0 elsewhere, without smoothing. */
     const float hit = 1.0f - sv->smoothing, spread = sv->smoothing / (float)classes;

@@ -59,6 +59,9 @@ struct fm_run {
     struct fm_track *track;  /* the run store, or NULL when not recorded */
     bool track_ended;        /* its end is recorded */
     bool track_warned;       /* a failed write was reported (once) */
+    bool parallel;           /* data-parallel over the job's ranks (cfg.data_parallel) */
+    bool writer;             /* writes the run's files: not a data-parallel rank but 0 */
+    double comm_seconds;     /* spent in the per-step agreement between ranks */
 };
 
 /* The options that decide a run's numbers, as key/value strings in a fixed

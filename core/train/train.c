@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fm/fm_dist.h"
 #include "fm/fm_io.h"
 #include "run_internal.h"
 
@@ -47,6 +48,13 @@ fm_status fm_run_new(fm_run **out, fm_plugin *plugin, const fm_hparams *hp, cons
 
     fm_run *r = fm_xcalloc(1, sizeof *r);
     r->cfg = *cfg;
+    r->parallel = cfg->data_parallel && fm_dist_size() > 1;
+    r->writer = !r->parallel || fm_dist_rank() == 0;
+    if (!r->writer) {
+        /* Rank 0 speaks and writes for the job. */
+        r->cfg.quiet = true;
+        r->cfg.track = false;
+    }
     r->kernels = fm_kernels_active();
     r->plugin = plugin;
     fm_plugin_retain(plugin);
@@ -365,7 +373,7 @@ fm_status fm_run_save(fm_run *r, const char *path)
  * <model>_best.bf16.safetensors beside the best checkpoint, when asked. */
 static fm_status save_best_converted(fm_run *r)
 {
-    if (r->cfg.save_dtype == FM_FLOAT_F32 || !r->checkpoint_written) return FM_OK;
+    if (r->cfg.save_dtype == FM_FLOAT_F32 || !r->checkpoint_written || !r->writer) return FM_OK;
     char path[sizeof r->checkpoint + 16];
     int stem = (int)(strlen(r->checkpoint) - strlen(".safetensors"));
     snprintf(path, sizeof path, "%.*s.%s.safetensors", stem, r->checkpoint,
@@ -467,14 +475,99 @@ static void ema_swap(fm_run *r, bool in)
     }
 }
 
-/* One step on the batch in `logits`; EPOCH_DONE when it went through. */
-static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, int b)
+/* Resets the run's graph, loads the next training batch and runs the
+ * model on it: *logits, or NULL at the end of the epoch (*b = 0).
+ * Data-parallel, every rank loads the whole batch of *b images (so the
+ * loader's shuffling and augmentation streams stay the single process's)
+ * and runs its chunks (fm_chunk_share) alone: images [*offset, *offset +
+ * *n) of the batch; else *offset = 0, *n = *b. */
+static fm_status next_train_logits(fm_run *r, int *b, int *offset, int *n, fm_tensor **logits)
+{
+    fm_graph *g = r->graph;
+    if (!r->parallel) {
+        fm_status st = next_logits_tta(r->model, g, r->loader, r->cfg.batch_size, false, r->y,
+                                       r->y_b, &r->lam, b, logits);
+        *offset = 0;
+        *n = *b;
+        return st;
+    }
+    fm_graph_reset(g);
+    *logits = NULL;
+    *offset = *n = 0;
+    int shape[4] = {r->cfg.batch_size, 1, FM_IMAGE_H, FM_IMAGE_W};
+    fm_tensor *x = fm_graph_tensor(g, 4, shape);
+    *b = r->y_b ? fm_loader_next_mixed(r->loader, x->data, r->y, r->y_b, &r->lam)
+                : fm_loader_next(r->loader, x->data, r->y, NULL);
+    if (*b == 0) return FM_OK;
+    int size = fm_chunk_size(*b), first, end;
+    fm_chunk_share(fm_chunk_count(*b), fm_dist_rank(), fm_dist_size(), &first, &end);
+    *offset = first * size;
+    *n = (end * size < *b ? end * size : *b) - *offset;
+    fm_graph_set_batch(g, *b, *offset, *n);
+    /* A rank with no chunk of a small batch still runs every op (and
+     * takes part in every sum) on a stand-in: the batch's first image. */
+    int held = *n ? *n : 1, from = *n ? *offset : 0;
+    shape[0] = held;
+    fm_tensor *mine = fm_graph_tensor(g, 4, shape);
+    const size_t image = (size_t)FM_IMAGE_H * FM_IMAGE_W;
+    memcpy(mine->data, x->data + (size_t)from * image, (size_t)held * image * sizeof(float));
+    return fm_model_forward_checked(r->model, g, mine, model_plugin_name(r->model), logits);
+}
+
+/* Data-parallel: every rank stops after the same step, when rank 0 says
+ * so; the others' own signals are mpirun's forwarding of the same one.
+ * *correct (this rank's right answers) becomes the batch's.  Integer
+ * counts: their sum does not depend on the order. */
+static fm_status parallel_agree(fm_run *r, int64_t *correct, bool *stop)
+{
+    if (!r->parallel) return FM_OK;
+    double t0 = fm_now();
+    int size = fm_dist_size();
+    size_t *lens = fm_xcalloc((size_t)size, sizeof *lens);
+    void *all = NULL;
+    int64_t mine = correct ? *correct : 0, msg[2] = {0, *stop};
+    fm_status st = fm_dist_gather(&mine, sizeof mine, &all, lens);
+    if (st == FM_OK && fm_dist_rank() == 0)
+        for (int k = 0; k < size; k++) {
+            int64_t v;
+            memcpy(&v, (char *)all + k * sizeof v, sizeof v);
+            msg[0] += v;
+        }
+    free(all);
+    free(lens);
+    void *buf = msg;
+    size_t len = sizeof msg;
+    if (st == FM_OK && (st = fm_dist_broadcast(&buf, &len)) == FM_OK && buf != msg) {
+        FM_ASSERT(len == sizeof msg);
+        memcpy(msg, buf, sizeof msg);
+        free(buf);
+    }
+    if (correct) *correct = msg[0];
+    *stop = msg[1] != 0;
+    r->comm_seconds += fm_now() - t0;
+    return st;
+}
+
+/* Whether to stop now, the same on every rank. */
+static bool stop_agreed(fm_run *r, fm_status *st)
+{
+    bool stop = fm_stop_requested();
+    *st = parallel_agree(r, NULL, &stop);
+    return stop;
+}
+
+/* One step on the batch in `logits` (images [offset, offset + n) of the
+ * b); EPOCH_DONE when it went through, EPOCH_INTERRUPTED when the run
+ * stops after it. */
+static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, int b, int offset,
+                            int n, fm_status *st)
 {
     run_partial *pa = &r->partial;
     int step = pa->step;
     double lr = step_lr(r, epoch, step, steps);
     fm_optim_set_lr(r->optim, (float)lr);
-    fm_tensor *loss = fm_cross_entropy_mix(r->graph, logits, r->y, r->y_b, r->lam,
+    fm_tensor *loss = fm_cross_entropy_mix(r->graph, logits, r->y + offset,
+                                           r->y_b ? r->y_b + offset : NULL, r->lam,
                                            (float)r->cfg.label_smoothing);
     double l = loss->data[0];
     if (!isfinite(l)) return diverged(r, epoch, step, "the loss", l);
@@ -489,9 +582,13 @@ static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, 
 
     pa->loss_sum += l * b;
     /* Mixed images count as right on the label that weighs more. */
-    const int32_t *truth = r->y_b && r->lam < 0.5f ? r->y_b : r->y;
-    for (int i = 0; i < b; i++)
-        pa->correct += argmax10(logits->data + (size_t)i * FM_NUM_CLASSES, NULL) == truth[i];
+    const int32_t *truth = (r->y_b && r->lam < 0.5f ? r->y_b : r->y) + offset;
+    int64_t correct = 0;
+    for (int i = 0; i < n; i++)
+        correct += argmax10(logits->data + (size_t)i * FM_NUM_CLASSES, NULL) == truth[i];
+    bool stop = fm_stop_requested();
+    if ((*st = parallel_agree(r, &correct, &stop)) != FM_OK) return EPOCH_DIVERGED;
+    pa->correct += correct;
     pa->seen += b;
     pa->step++;
     pa->lr = lr;
@@ -501,6 +598,7 @@ static epoch_end train_step(fm_run *r, int epoch, int steps, fm_tensor *logits, 
         go_on = r->cfg.on_step(r->cfg.user, &info);
     }
     r->global_step++;
+    if (stop) return EPOCH_INTERRUPTED;
     return go_on ? EPOCH_DONE : EPOCH_HOOK_STOP;
 }
 
@@ -521,19 +619,18 @@ static epoch_end train_epoch(fm_run *r, int epoch, fm_epoch_metrics *m, fm_statu
     fm_graph_set_grad(r->graph, true);
     for (;;) {
         fm_tensor *logits;
-        int b;
-        if ((*st = next_logits_tta(r->model, r->graph, r->loader, r->cfg.batch_size, false, r->y,
-                                   r->y_b, &r->lam, &b, &logits)) != FM_OK)
-            return EPOCH_DIVERGED;
-        if (!logits) break;
-        end = train_step(r, epoch, steps, logits, b);
+        int b, offset, n;
+        if ((*st = next_train_logits(r, &b, &offset, &n, &logits)) != FM_OK) return EPOCH_DIVERGED;
+        if (b == 0) break;
+        end = train_step(r, epoch, steps, logits, b, offset, n, st);
+        if (*st != FM_OK) return EPOCH_DIVERGED;
         double now = fm_now();
         if (now - last_draw > 0.1 || pa->step == steps) {
             progress_bar(r, epoch + 1, pa->step, steps, pa->loss_sum / pa->seen, now - t0);
             last_draw = now;
         }
         if (end == EPOCH_DIVERGED) return end;
-        if (fm_stop_requested()) {
+        if (end == EPOCH_INTERRUPTED) {
             pa->seconds = fm_now() - t0;
             return EPOCH_INTERRUPTED;
         }
@@ -576,7 +673,7 @@ static bool end_epoch_weights(fm_run *r, fm_epoch_metrics *m, double t0, bool *g
         r->bad_epochs++;
     }
     epoch_line(r, m, best);
-    if (r->cfg.write_artifacts) {
+    if (r->cfg.write_artifacts && r->writer) {
         if (best) {
             if ((*st = fm_run_save(r, r->checkpoint)) != FM_OK) return false;
             r->checkpoint_written = true;
@@ -607,7 +704,7 @@ static bool end_epoch(fm_run *r, fm_epoch_metrics *m, double t0, bool go_on, fm_
     bool ok = end_epoch_weights(r, m, t0, &go_on, st);
     ema_swap(r, false);
     if (!ok) return false;
-    if (r->cfg.write_artifacts && (*st = run_state_save(r)) != FM_OK) return false;
+    if (r->cfg.write_artifacts && r->writer && (*st = run_state_save(r)) != FM_OK) return false;
     return go_on && !r->finished;
 }
 
@@ -618,10 +715,11 @@ fm_status fm_run_train(fm_run *r)
     r->status = FM_RUN_RUNNING;
     r->status_msg[0] = '\0';
     for (int epoch = r->history.n; !r->finished && epoch < r->cfg.epochs; epoch++) {
-        if (fm_stop_requested() && !r->partial.active) {
+        if (!r->partial.active && stop_agreed(r, &st)) {
             r->status = FM_RUN_INTERRUPTED;
             break;
         }
+        if (st != FM_OK) break;
         double t0 = fm_now() - r->partial.seconds;
         fm_epoch_metrics m = {0};
         epoch_end end = train_epoch(r, epoch, &m, &st);
@@ -647,7 +745,7 @@ fm_status fm_run_train(fm_run *r)
         else
             snprintf(r->status_msg, sizeof r->status_msg, "%s: interrupted after epoch %d%s",
                      r->name, r->history.n, saved);
-        if (st == FM_OK && r->cfg.write_artifacts) st = run_state_save(r);
+        if (st == FM_OK && r->cfg.write_artifacts && r->writer) st = run_state_save(r);
     }
     if (r->best_epoch > 0) fm_model_state_load(r->model, r->best_state);
     r->have_test = false;
@@ -770,6 +868,7 @@ fm_status fm_run_report(fm_run *r)
 
 static fm_status run_report(fm_run *r)
 {
+    if (!r->writer) return FM_OK;
     if (!r->cfg.write_artifacts) {
         /* A recorded run without artifacts still gets its test numbers. */
         fm_eval_result test;

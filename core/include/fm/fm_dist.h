@@ -45,6 +45,48 @@ FM_API fm_status fm_dist_gather(const void *bytes, size_t n, void **all, size_t 
 FM_API fm_status fm_dist_broadcast(void **bytes, size_t *n);
 FM_API fm_status fm_dist_barrier(void);
 
+/* What this process's collectives cost so far: wall seconds inside them
+ * (waiting for the other ranks included) and bytes it sent and received
+ * (a broadcast counted as rank 0 sending to each rank in turn). */
+FM_API void fm_dist_traffic(double *seconds, uint64_t *bytes);
+
+/* ---- a batch in chunks (core/dist/chunks.c) ----
+ *
+ * Data-parallel training cuts each batch into chunks that depend on the
+ * batch's size only (never on ranks or threads): FM_BATCH_CHUNKS of
+ * fm_chunk_size(batch) images, the last one shorter, or fewer when the
+ * batch is small.  A rank computes a contiguous range of chunks
+ * (fm_chunk_share); every sum over the batch is the sum of per-chunk parts
+ * in one fixed binary tree over chunk index (fm_chunk_sum), so one process
+ * and any number of ranks get the same bits. */
+#define FM_BATCH_CHUNKS 8
+
+FM_API int fm_chunk_size(int batch);
+FM_API int fm_chunk_count(int batch);
+/* Chunks [*first, *end) of n_chunks that rank `rank` of `size` computes:
+ * contiguous, in rank order, as even as can be (empty past n_chunks ranks). */
+FM_API void fm_chunk_share(int n_chunks, int rank, int size, int *first, int *end);
+
+typedef enum fm_chunk_type { FM_CHUNK_F32, FM_CHUNK_F64 } fm_chunk_type;
+
+/* The tree sum over all n_chunks chunks of len elements each:
+ * node [lo, hi) = node [lo, mid) + node [mid, hi), mid = lo + (hi - lo) / 2,
+ * a leaf one chunk's part.  parts [end - first, len] holds this process's
+ * chunks [first, end) (fm_chunk_share of the job's rank and size) and is
+ * used as scratch; sum [len] (which may be parts itself) receives the
+ * root.  With `across` and more than one rank in the job, each rank sends
+ * its whole subtrees to rank 0, which completes the tree and broadcasts the
+ * root (fm_dist_gather, fm_dist_broadcast): every rank calls it, in the
+ * same order, and gets the same bits.  Without, the process holds every
+ * chunk.  Element-wise, over the thread pool. */
+FM_API fm_status fm_chunk_sum(fm_chunk_type type, void *sum, void *parts, int64_t len,
+                              int n_chunks, int first, int end, bool across);
+/* fm_chunk_sum for the ops, inside a step: a failure of the job's
+ * communication there cannot be handed back, so it ends the process with
+ * its message (mpirun then ends the other ranks). */
+FM_API void fm_chunk_sum_or_die(fm_chunk_type type, void *sum, void *parts, int64_t len,
+                                int n_chunks, int first, int end, bool across);
+
 #ifdef __cplusplus
 }
 #endif

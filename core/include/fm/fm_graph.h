@@ -50,6 +50,17 @@ FM_API bool fm_graph_training(const fm_graph *g);
 FM_API void fm_graph_set_grad(fm_graph *g, bool enabled);
 FM_API bool fm_graph_grad_enabled(const fm_graph *g);
 
+/* Data-parallel training (fm_dist.h's chunks): the batch the graph's ops
+ * see is images [offset, offset + n) of a batch of `total` images, offset
+ * on a chunk boundary (fm_chunk_size(total)), n the ops' own batch.  Ops
+ * that sum over the batch (weight and bias gradients, batch statistics, the
+ * loss) sum its chunks' parts with the other ranks' (fm_chunk_sum), so that
+ * every rank gets the whole batch's result; dropout draws the whole batch's
+ * mask and keeps its rows.  n 0 (a rank with no chunk of a small batch):
+ * the ops' tensors hold one stand-in image, whose parts count nowhere.
+ * total 0 (the default): the ops' batch is whole. */
+FM_API void fm_graph_set_batch(fm_graph *g, int total, int offset, int n);
+
 /* ---- precision ------------------------------------------------------------ */
 
 /* The arithmetic of linear and convolution layers.  FM_PRECISION_BF16 is

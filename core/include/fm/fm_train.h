@@ -85,6 +85,12 @@ typedef struct fm_train_config {
     const char *data_dir;   /* NULL: $FMHOST_DATA, then the system dir */
     const char *out_dir;    /* "." : artifacts/ and results/ go under it */
     bool write_artifacts;   /* true */
+    /* Data-parallel over the ranks of the job (fm_dist.h, several ranks):
+     * each batch's chunks are split over the ranks, every sum over the
+     * batch is the one-process sum (fm_graph_set_batch), and only rank 0
+     * writes files or records the run.  false: every rank is a run of its
+     * own (fm.dist.map's). */
+    bool data_parallel;
     fm_float_dtype save_dtype;  /* FM_FLOAT_BF16: also write the best weights as BF16 (F32) */
     bool quiet;             /* no progress output */
     bool progress_tty;      /* draw a live bar (set when stderr is a terminal) */

@@ -1021,37 +1021,24 @@ fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *b, int 
     return bf16 ? fm_ops_to_bf16_in_place(g, y) : y;
 }
 
-/* dW += the chunks' parts, each element summed in chunk order (so the
- * split over threads changes nothing): the sum of the batch's chunks (one
- * part), laid out as dW. */
-typedef struct conv_dw_sum_job {
-    const float *part;  // [nchunks, O*K], K as (c, tap), or (tap, c) when tap_major
-    float *dw;          // [O*K]
-    size_t wsize;
-    int nchunks;
+/* dW += the batch's sum of the weight gradient (the chunks' tree), laid
+ * out as dW. */
+typedef struct conv_dw_add_job {
+    const float *sum;  // [O*K], K as (c, tap), or (tap, c) when tap_major
+    float *dw;         // [O*K]
     bool tap_major;
     int c, taps;
-    bool store;         /* dw = the sum (Winograd's du), rather than += */
-    bool round;         /* dw += round(0 + sum): a fused bf16 convolution's cast */
-} conv_dw_sum_job;
+    bool round;        /* dw += round(0 + sum): a fused bf16 convolution's cast */
+} conv_dw_add_job;
 
-static void conv_dw_sum_range(void *arg, int64_t begin, int64_t end)
+static void conv_dw_add_range(void *arg, int64_t begin, int64_t end)
 {
-    const conv_dw_sum_job *j = arg;
-    /* A block at a time, part after part: streaming reads that vectorise,
-     * and still each element's sum in chunk order. */
+    const conv_dw_add_job *j = arg;
+    /* A block at a time: vectorised passes over a buffer in the cache. */
     float acc[1024];
     for (int64_t b0 = begin; b0 < end; b0 += 1024) {
         int64_t len = end - b0 < 1024 ? end - b0 : 1024;
-        memcpy(acc, j->part + b0, (size_t)len * sizeof *acc);
-        for (int c = 1; c < j->nchunks; c++) {
-            const float *p = j->part + (size_t)c * j->wsize + (size_t)b0;
-            for (int64_t i = 0; i < len; i++) acc[i] += p[i];
-        }
-        if (j->store) {
-            memcpy(j->dw + b0, acc, (size_t)len * sizeof *acc);
-            continue;
-        }
+        memcpy(acc, j->sum + b0, (size_t)len * sizeof *acc);
         if (j->round)
             for (int64_t i = 0; i < len; i++) acc[i] = fm_ops_bf16_round(0.0f + acc[i]);
         if (!j->tap_major) {
@@ -1243,9 +1230,9 @@ void fm_op_conv2d_backward(fm_graph *g, fm_node *n)
     if (want_dw && cg->wino_dw) {
         conv_wino_weight_grad_fold(n->in[1]->grad, j.dw_part, cg->o, cg->c);
     } else if (want_dw) {
-        conv_dw_sum_job sj = {j.dw_part, n->in[1]->grad, wsize, 1, cg->tap_major,
-                              cg->c, cg->kh * cg->kw, false, n->iarg[3]};
-        fm_ops_parallel_range((int64_t)wsize, FM_OPS_GRAIN / 4, conv_dw_sum_range, &sj);
+        conv_dw_add_job aj = {j.dw_part, n->in[1]->grad, cg->tap_major, cg->c, cg->kh * cg->kw,
+                              n->iarg[3]};
+        fm_ops_parallel_range((int64_t)wsize, FM_OPS_GRAIN / 4, conv_dw_add_range, &aj);
     }
     if (want_db) {
         for (int c = 0; c < ch->end - ch->first; c++)

@@ -61,7 +61,6 @@ struct fm_run {
     bool track_warned;       /* a failed write was reported (once) */
     bool parallel;           /* data-parallel over the job's ranks (cfg.data_parallel) */
     bool writer;             /* writes the run's files: not a data-parallel rank but 0 */
-    double comm_seconds;     /* spent in the per-step agreement between ranks */
 };
 
 /* The options that decide a run's numbers, as key/value strings in a fixed

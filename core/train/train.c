@@ -521,7 +521,6 @@ static fm_status next_train_logits(fm_run *r, int *b, int *offset, int *n, fm_te
 static fm_status parallel_agree(fm_run *r, int64_t *correct, bool *stop)
 {
     if (!r->parallel) return FM_OK;
-    double t0 = fm_now();
     int size = fm_dist_size();
     size_t *lens = fm_xcalloc((size_t)size, sizeof *lens);
     void *all = NULL;
@@ -544,7 +543,6 @@ static fm_status parallel_agree(fm_run *r, int64_t *correct, bool *stop)
     }
     if (correct) *correct = msg[0];
     *stop = msg[1] != 0;
-    r->comm_seconds += fm_now() - t0;
     return st;
 }
 

@@ -13,9 +13,14 @@
  * the test exits 77, which CTest reports as skipped, saying why. */
 #define _GNU_SOURCE
 #include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fm_test_util.h"
@@ -53,14 +58,13 @@ static bool find_mpirun(void)
     return found;
 }
 
-/* `fmhost ARGS...` in the test's directory, as one process (ranks 0) or
- * under mpirun with `ranks` processes; its exit status, and its output
- * (stdout, then stderr) in *log (the caller frees it). */
-static int run_fmhost(int ranks, const char *const *args, char **log)
+/* argv (40 slots) of `fmhost ARGS...`, as one process (ranks 0) or under
+ * mpirun with `ranks` processes, and the environment its ranks need (NULL
+ * for one process). */
+static void fmhost_argv(int ranks, const char *const *args, const char **argv, const char **env)
 {
-    char np[16];
+    static char np[16];
     snprintf(np, sizeof np, "%d", ranks);
-    const char *argv[40];
     int n = 0;
     if (ranks > 0) {
         argv[n++] = g_mpirun;
@@ -81,8 +85,18 @@ static int run_fmhost(int ranks, const char *const *args, char **log)
     const char *asan_now = getenv("ASAN_OPTIONS");
     snprintf(asan, sizeof asan, "ASAN_OPTIONS=%s%sdetect_leaks=0", asan_now ? asan_now : "",
              asan_now ? ":" : "");
+    *env = ranks > 0 ? asan : NULL;
+}
+
+/* `fmhost ARGS...` in the test's directory, as one process (ranks 0) or
+ * under mpirun with `ranks` processes; its exit status, and its output
+ * (stdout, then stderr) in *log (the caller frees it). */
+static int run_fmhost(int ranks, const char *const *args, char **log)
+{
+    const char *argv[40], *env;
+    fmhost_argv(ranks, args, argv, &env);
     fm_test_proc r;
-    fm_test_spawn(&r, (char *const *)argv, ranks > 0 ? asan : NULL, 300);
+    fm_test_spawn(&r, (char *const *)argv, env, 300);
     *log = malloc(strlen(r.out) + strlen(r.err) + 1);
     strcat(strcpy(*log, r.out), r.err);
     int status = r.status;
@@ -292,23 +306,31 @@ START_TEST(test_compare_all_over_ranks)
 }
 END_TEST
 
-/* `fmhost train` of a short run of `model` (a small width for rescnn)
- * into out/, as one process with two threads (ranks 0) or data-parallel
- * over `ranks` ranks of one thread each. */
-static void train_run(const char *model, int ranks, const char *out, const char *epochs)
+/* The arguments (40 slots) of `fmhost train` of a short run of `model` (a
+ * small width for rescnn) on `limit` images into out/, as one process with
+ * two threads (ranks 0) or data-parallel over `ranks` ranks of one thread
+ * each. */
+static void train_args(const char **args, const char *model, int ranks, const char *out,
+                       const char *limit, const char *epochs, bool resume)
 {
-    char dir[64];
-    snprintf(dir, sizeof dir, "%s", out);
-    const char *args[40] = {"train", "--model", model, "--data-dir", SAMPLE, "--limit", "330",
-                            "--batch-size", "32", "--epochs", epochs, "--patience", "0",
-                            "--seed", "5", "--augment", "--threads", ranks ? "1" : "2",
-                            "--out", dir, "--no-track", "--quiet"};
-    int n = 22;
+    const char *fixed[] = {"train", "--model", model, "--data-dir", SAMPLE, "--limit", limit,
+                           "--batch-size", "32", "--epochs", epochs, "--patience", "0",
+                           "--seed", "5", "--augment", "--threads", ranks ? "1" : "2",
+                           "--out", out, "--no-track", "--quiet"};
+    int n = 0;
+    for (; n < (int)(sizeof fixed / sizeof *fixed); n++) args[n] = fixed[n];
     if (!strcmp(model, "rescnn")) {
         args[n++] = "--set";
         args[n++] = "width=4";
     }
+    if (resume) args[n++] = "--resume";
     args[n] = NULL;
+}
+
+static void train_run(const char *model, int ranks, const char *out, const char *epochs)
+{
+    const char *args[40];
+    train_args(args, model, ranks, out, "330", epochs, false);
     char *log;
     int rc = run_fmhost(ranks, args, &log);
     ck_assert_msg(rc == 0, "%s on %d ranks: exit %d\n%s", model, ranks, rc, log);
@@ -362,6 +384,122 @@ END_TEST
 START_TEST(test_data_parallel_rescnn) { check_data_parallel("rescnn"); }
 END_TEST
 
+/* ---- faults ---------------------------------------------------------------- */
+
+#define FAULT_LIMIT "1000"  /* 29 steps of 32 an epoch: the faults land mid-epoch */
+#define FAULT_EPOCHS "3"
+#define FAULT_STATE "faulty/artifacts/cnn_last.safetensors"
+
+/* Starts `fmhost ARGS...` as run_fmhost runs it (output to async.log), and
+ * returns at once: mpirun's pid (or fmhost's, for one process). */
+static pid_t start_fmhost(int ranks, const char *const *args)
+{
+    const char *argv[40], *env;
+    fmhost_argv(ranks, args, argv, &env);
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int log = open("async.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int null = open("/dev/null", O_RDONLY);
+        if (log < 0 || null < 0) _exit(126);
+        dup2(null, 0), dup2(log, 1), dup2(log, 2);
+        unsetenv("FMHOST_DATA");
+        if (env) putenv((char *)env);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Waits (up to 5 minutes) until the run state is written anew: a
+ * modification time other than *seen, which it updates. */
+static void wait_for_state(struct timespec *seen)
+{
+    for (int i = 0; i < 30000; i++) {
+        struct stat st;
+        if (stat(FAULT_STATE, &st) == 0 &&
+            (st.st_mtim.tv_sec != seen->tv_sec || st.st_mtim.tv_nsec != seen->tv_nsec)) {
+            *seen = st.st_mtim;
+            return;
+        }
+        usleep(10000);
+    }
+    ck_abort_msg("no new %s in 5 minutes:\n%s", FAULT_STATE, slurp("async.log"));
+}
+
+/* A rank of the job under mpirun `job`: a child of it that runs fmhost. */
+static pid_t rank_of(pid_t job)
+{
+    DIR *d = opendir("/proc");
+    ck_assert_ptr_nonnull(d);
+    pid_t found = 0;
+    for (struct dirent *e; !found && (e = readdir(d)) != NULL;) {
+        char path[300], stat_line[512], *exe = NULL;
+        pid_t pid = (pid_t)atoi(e->d_name), ppid = 0;
+        if (pid <= 0) continue;
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        bool read = fgets(stat_line, sizeof stat_line, f) != NULL;
+        fclose(f);
+        const char *close = read ? strrchr(stat_line, ')') : NULL;  /* after the name */
+        if (!close || sscanf(close + 1, " %*c %d", &ppid) != 1 || ppid != job) continue;
+        snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
+        exe = realpath(path, NULL);
+        if (exe && strstr(exe, "fmhost")) found = pid;
+        free(exe);
+    }
+    closedir(d);
+    ck_assert_msg(found > 0, "no rank of mpirun %d found", (int)job);
+    return found;
+}
+
+static int wait_exit(pid_t pid)
+{
+    int ws;
+    ck_assert_int_eq(waitpid(pid, &ws, 0), pid);
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+}
+
+/* A data-parallel run that loses a rank (SIGKILL) after its first epoch,
+ * resumed on another number of ranks and interrupted again (SIGINT to
+ * mpirun) after another epoch, then finished by one process: the run
+ * state written at each epoch's end stays valid (only rank 0 writes it,
+ * atomically), and the end is the uninterrupted one-process run, bit for
+ * bit. */
+START_TEST(test_data_parallel_faults)
+{
+    const char *args[40];
+    train_args(args, "cnn", 0, "whole", FAULT_LIMIT, FAULT_EPOCHS, false);
+    char *log;
+    int rc = run_fmhost(0, args, &log);
+    ck_assert_msg(rc == 0, "one process: exit %d\n%s", rc, log);
+    free(log);
+
+    struct timespec seen = {0, 0};
+    train_args(args, "cnn", 3, "faulty", FAULT_LIMIT, FAULT_EPOCHS, false);
+    pid_t job = start_fmhost(3, args);
+    wait_for_state(&seen);  /* epoch 1 saved */
+    ck_assert_int_eq(kill(rank_of(job), SIGKILL), 0);
+    rc = wait_exit(job);
+    ck_assert_msg(rc != 0, "3 ranks, one killed: exit 0\n%s", slurp("async.log"));
+
+    train_args(args, "cnn", 2, "faulty", FAULT_LIMIT, FAULT_EPOCHS, true);
+    job = start_fmhost(2, args);
+    wait_for_state(&seen);  /* a later epoch saved */
+    ck_assert_int_eq(kill(job, SIGINT), 0);
+    rc = wait_exit(job);
+    ck_assert_msg(rc != 0, "2 ranks, interrupted: exit 0\n%s", slurp("async.log"));
+
+    train_args(args, "cnn", 0, "faulty", FAULT_LIMIT, FAULT_EPOCHS, true);
+    rc = run_fmhost(0, args, &log);
+    ck_assert_msg(rc == 0, "resumed by one process: exit %d\n%s\n%s", rc, log, slurp("async.log"));
+    free(log);
+    assert_same_run("cnn", "whole", "faulty", "killed on 3 ranks, interrupted on 2, resumed");
+}
+END_TEST
+
 static Suite *dist_suite(void)
 {
     Suite *s = suite_create("dist");
@@ -375,6 +513,7 @@ static Suite *dist_suite(void)
     tcase_add_test(tc, test_data_parallel_mlp);
     tcase_add_test(tc, test_data_parallel_cnn);
     tcase_add_test(tc, test_data_parallel_rescnn);
+    tcase_add_test(tc, test_data_parallel_faults);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -44,13 +44,16 @@ here=$src/tests/doc
 rules='
 apt-get (update|install) ;; skip ;; installs Debian packages (.ci/run does)
 cmake --workflow ;; skip ;; the build and ctest themselves
-cmake --install ;; skip ;; installs fmhost (test_sdk installs and uses an SDK)
+(^| )ctest ;; skip ;; runs the test suite, of which this test is part
+cmake --(install|preset|build) ;; skip ;; installs fmhost (test_sdk installs and uses an SDK)
 pkg-config ;; skip ;; needs an installed SDK (test_sdk runs the same lines in docs/writing-plugins.md)
 --hostfile [^ ]+ ;; replace ;; 
 /usr/share/datasets/fashion-mnist ;; replace ;; data/sample
+ \./lenet\.so ;; replace ;;  build/plugins/lenet.so
  [A-Za-z0-9_-]+\.png ;; replace ;;  docs/img/runs_compare_val_acc.png
 fmhost (train|eval|bench|script|summary|predict|export|runs|report|plugins) .*--kernels avx512 ;; needs ;; avx512
 fmhost (train|eval|bench|script) .*--kernels avx2 ;; needs ;; avx2
+width=[0-9]+ ;; replace ;; width=8
 fmhost train ;; append ;; --epochs 1 --limit 300
 fmhost script scripts/ ;; append ;; epochs=1 limit=300
 fmhost bench ;; append ;; --batches 3

@@ -39,8 +39,13 @@ here=$src/tests/doc
 # The substitutions, in order: PATTERN ;; ACTION ;; ARGUMENT.  PATTERN is an
 # awk regular expression matched on a shell command.  skip: the command is
 # not run (ARGUMENT says why); append: ARGUMENT is added to the command;
-# replace: what PATTERN matched becomes ARGUMENT.  A later option or KEY=VALUE
+# default: each KEY=VALUE of ARGUMENT is added unless the command gives KEY;
+# replace: what PATTERN matched becomes ARGUMENT; needs: skipped unless the
+# processor runs the kernel set ARGUMENT.  A later option or KEY=VALUE
 # wins over an earlier one, so an appended --epochs or limit= is the one used.
+# The scripts train mlp and cnn unless the page names its models, and rescnn
+# trains at width 8: the same commands, quick enough for every ctest, also
+# under the sanitizers.
 rules='
 apt-get (update|install) ;; skip ;; installs Debian packages (.ci/run does)
 cmake --workflow ;; skip ;; the build and ctest themselves
@@ -54,8 +59,10 @@ pkg-config ;; skip ;; needs an installed SDK (test_sdk runs the same lines in do
 fmhost (train|eval|bench|script|summary|predict|export|runs|report|plugins) .*--kernels avx512 ;; needs ;; avx512
 fmhost (train|eval|bench|script) .*--kernels avx2 ;; needs ;; avx2
 width=[0-9]+ ;; replace ;; width=8
+fmhost train .*rescnn ;; append ;; --set width=8
 fmhost train ;; append ;; --epochs 1 --limit 300
 fmhost script scripts/ ;; append ;; epochs=1 limit=300
+fmhost script scripts/ ;; default ;; models=mlp,cnn
 fmhost bench ;; append ;; --batches 3
 '
 
@@ -72,7 +79,8 @@ unset FMHOST_RUNS_DB
 supported=$("$build/fmhost" --version | sed -n 's/.*this processor runs: \(.*\))$/\1/p')
 mpirun_cmd=""
 if [ "$have_mpi" = ON ] && command -v mpirun >/dev/null 2>&1; then
-    mpirun_cmd="mpirun --oversubscribe"
+    # LeakSanitizer cannot attribute Open MPI's own allocations (as in test_dist).
+    mpirun_cmd="env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 mpirun --oversubscribe"
     [ "$(id -u)" -eq 0 ] && mpirun_cmd="$mpirun_cmd --allow-run-as-root"
 fi
 
@@ -105,6 +113,13 @@ rewrite() {
                 print "skip: this processor does not run the " f[3] " kernels"; exit
             }
             if (f[2] == "append") cmd = cmd " " f[3]
+            if (f[2] == "default") {
+                nw = split(f[3], word, " ")
+                for (w = 1; w <= nw; w++) {
+                    key = substr(word[w], 1, index(word[w], "="))
+                    if (index(cmd, " " key) == 0) cmd = cmd " " word[w]
+                }
+            }
             if (f[2] == "replace") gsub(f[1], f[3], cmd)
         }
         sub(/[ \t]+$/, "", cmd)

@@ -50,7 +50,7 @@ rules='
 apt-get (update|install) ;; skip ;; installs Debian packages (.ci/run does)
 cmake --workflow ;; skip ;; the build and ctest themselves
 (^| )ctest ;; skip ;; runs the test suite, of which this test is part
-cmake --(install|preset|build) ;; skip ;; installs fmhost (test_sdk installs and uses an SDK)
+cmake --(install|preset|build) ;; skip ;; builds or installs a tree (test_sdk builds and installs one)
 pkg-config ;; skip ;; needs an installed SDK (test_sdk runs the same lines in docs/writing-plugins.md)
 --hostfile [^ ]+ ;; replace ;; 
 /usr/share/datasets/fashion-mnist ;; replace ;; data/sample

@@ -42,7 +42,8 @@ install(DIRECTORY scripts/ DESTINATION ${FM_SCRIPT_INSTALL_RELDIR}
 # The plugins install themselves (fm_add_plugin) into FM_PLUGIN_INSTALL_RELDIR.
 
 # ---- the guide, its example and the data sample, so the SDK stands on its own ----
-install(FILES docs/writing-plugins.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
+file(GLOB FM_DOC_PAGES ${CMAKE_SOURCE_DIR}/docs/*.md)
+install(FILES ${FM_DOC_PAGES} DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(FILES plugins/template/CMakeLists.txt plugins/template/lenet.c
   DESTINATION ${CMAKE_INSTALL_DOCDIR}/template)
 # 3,000 training and 500 test images (1.5 MB): a smoke run needs no dataset package.

@@ -59,6 +59,7 @@
  * chunks (2-9 MB blocks), the speed was the same within the noise of a loaded
  * machine. */
 #define CONV_COL_FLOATS ((int64_t)1 << 18)
+
 typedef struct conv_geom {
     int n, c, h, w;           /* input [N, C, H, W] */
     int o, kh, kw;            /* weight [O, C, KH, KW] */

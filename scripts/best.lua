@@ -6,8 +6,8 @@
 --
 -- Arguments (KEY=VALUE, all optional): seeds=1,2,3 limit=0 data=DIR out=.
 -- threads=0 quiet=false sweep=NAME models=rescnn,rescnn-plain, as in
--- seeds.lua (epochs=N trains every row N epochs: for quick checks);
--- baseline=false leaves out the plain-protocol row.  Under Open MPI the
+-- seeds.lua (epochs=N trains every row N epochs, width=N every row at width
+-- N: for quick checks); baseline=false leaves out the plain-protocol row.  Under Open MPI the
 -- runs are spread over the ranks.
 --
 -- Writes OUT/results/best.md and best.csv (mean ± std of the test accuracy,
@@ -20,6 +20,13 @@ local fm = require "fm"
 -- The network: plugins/rescnn at its default size (width 32, one residual
 -- block per stage, 308,074 parameters).
 local MODEL = {set = {width = 32, blocks = 1}}
+local width = fm.args.width
+if width ~= nil then
+    if math.type(width) ~= "integer" or width < 1 then
+        error(string.format("width=%s: expected a whole number >= 1", tostring(width)), 0)
+    end
+    MODEL.set.width = width
+end
 local EPOCHS = 30
 
 -- The recipe, each part for a reason:
@@ -49,7 +56,7 @@ for k, v in pairs(MODEL) do RECIPE[k] = v end
 -- The baseline the recipe is measured against, on the same seeds: the same
 -- network under SPEC's plain protocol (`fmhost train --model rescnn`: Adam
 -- 1e-3, at most 20 epochs, early stopping with patience 5, no augmentation).
-local PLAIN = {plugin = "rescnn", epochs = 20, patience = 5, optimizer = "adam", lr = 1e-3,
+local PLAIN = {plugin = "rescnn", set = MODEL.set, epochs = 20, patience = 5, optimizer = "adam", lr = 1e-3,
                scheduler = "constant", augment = false}
 
 local baseline = fm.args.baseline ~= false

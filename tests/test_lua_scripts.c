@@ -159,7 +159,7 @@ END_TEST
 START_TEST(test_best_quick)
 {
     const char *args[] = {FM_SOURCE_DIR "/scripts/best.lua", "seeds=3", "epochs=1", "limit=200",
-                          "data=" SAMPLE, out_arg(), "quiet=true", NULL};
+                          "width=4", "data=" SAMPLE, out_arg(), "quiet=true", NULL};
     int rc = fmhost_script(args);
     ck_assert_msg(rc == 0, "exit %d:\n%s", rc, slurp("log.txt"));
     const char *md = slurp("results/best.md");
@@ -169,9 +169,11 @@ START_TEST(test_best_quick)
     ck_assert_int_eq(count_lines(slurp("results/best.csv")), 3);
     const char *summary = slurp("runs/best/rescnn/seed-3/results/rescnn/summary.json");
     ck_assert_msg(strstr(summary, "\"ema\": 0.999,") && strstr(summary, "\"scheduler\": \"onecycle\"") &&
-                  strstr(summary, "\"tta\": true,") && strstr(summary, "\"epochs_run\": 1,"), "%s", summary);
+                  strstr(summary, "\"tta\": true,") && strstr(summary, "\"epochs_run\": 1,") &&
+                  strstr(summary, "\"width\": 4,"), "%s", summary);
     summary = slurp("runs/best/rescnn-plain/seed-3/results/rescnn/summary.json");
-    ck_assert_msg(strstr(summary, "\"optimizer\": \"adam\"") && strstr(summary, "\"ema\": 0,"), "%s", summary);
+    ck_assert_msg(strstr(summary, "\"optimizer\": \"adam\"") && strstr(summary, "\"ema\": 0,") &&
+                  strstr(summary, "\"width\": 4,"), "%s", summary);
 }
 END_TEST
 

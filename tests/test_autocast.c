@@ -33,6 +33,14 @@ static void zero_grad(fm_tensor *t)
     if (t && t->grad) memset(t->grad, 0, (size_t)t->numel * sizeof(float));
 }
 
+/* A copy of n floats, which the caller frees. */
+static float *floats_copy(const float *src, int64_t n)
+{
+    float *p = malloc((size_t)n * sizeof(float));
+    memcpy(p, src, (size_t)n * sizeof(float));
+    return p;
+}
+
 /* ---- the cast ------------------------------------------------------------- */
 
 /* fm_to_bf16 rounds as fm_bf16_from_f32 (tested exhaustively in test_io),
@@ -254,10 +262,7 @@ START_TEST(test_bf16_gradients_within_bf16_resolution)
         fm_tensor *loss = fm_cross_entropy(g, logits, labels);
         for (int k = 0; k < 4; k++) zero_grad(leaves[k]);
         fm_backward(g, loss);
-        for (int k = 0; k < 4; k++) {
-            grads[run][k] = malloc((size_t)leaves[k]->numel * sizeof(float));
-            memcpy(grads[run][k], leaves[k]->grad, (size_t)leaves[k]->numel * sizeof(float));
-        }
+        for (int k = 0; k < 4; k++) grads[run][k] = floats_copy(leaves[k]->grad, leaves[k]->numel);
         fm_graph_free(g);
     }
     const char *names[4] = {"input", "conv weight", "conv bias", "linear weight"};
@@ -310,12 +315,8 @@ START_TEST(test_conv_own_casts_equal_cast_nodes)
         fm_tensor *loss = fm_cross_entropy(g, logits, labels);
         for (int k = 0; k < 5; k++) zero_grad(leaves[k]);
         fm_backward(g, loss);
-        out[run] = malloc((size_t)h->numel * sizeof(float));
-        memcpy(out[run], h->data, (size_t)h->numel * sizeof(float));
-        for (int k = 0; k < 5; k++) {
-            grads[run][k] = malloc((size_t)leaves[k]->numel * sizeof(float));
-            memcpy(grads[run][k], leaves[k]->grad, (size_t)leaves[k]->numel * sizeof(float));
-        }
+        out[run] = floats_copy(h->data, h->numel);
+        for (int k = 0; k < 5; k++) grads[run][k] = floats_copy(leaves[k]->grad, leaves[k]->numel);
         fm_graph_free(g);
     }
     fm_conv2d_bf16_fuse(true);
@@ -406,12 +407,8 @@ START_TEST(test_linear_own_casts_equal_cast_nodes)
         fm_tensor *loss = fm_cross_entropy(g, logits, labels);
         for (int k = 0; k < 5; k++) zero_grad(leaves[k]);
         fm_backward(g, loss);
-        outs[run] = malloc((size_t)h->numel * sizeof(float));
-        memcpy(outs[run], h->data, (size_t)h->numel * sizeof(float));
-        for (int k = 0; k < 5; k++) {
-            grads[run][k] = malloc((size_t)leaves[k]->numel * sizeof(float));
-            memcpy(grads[run][k], leaves[k]->grad, (size_t)leaves[k]->numel * sizeof(float));
-        }
+        outs[run] = floats_copy(h->data, h->numel);
+        for (int k = 0; k < 5; k++) grads[run][k] = floats_copy(leaves[k]->grad, leaves[k]->numel);
         fm_graph_free(g);
     }
     fm_linear_bf16_fuse(true);

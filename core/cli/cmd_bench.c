@@ -78,10 +78,7 @@ static fm_status train_step(fm_model *m, const char *name, fm_graph *g, fm_optim
     /* Under mpirun, data-parallel as fmhost train: this rank's chunks. */
     int offset = 0, n = b;
     if (fm_dist_size() > 1) {
-        int size = fm_chunk_size(b), c0, c1;
-        fm_chunk_share(fm_chunk_count(b), fm_dist_rank(), fm_dist_size(), &c0, &c1);
-        offset = c0 * size;
-        n = (c1 * size < b ? c1 * size : b) - offset;
+        fm_chunk_slice(b, &offset, &n);
         fm_graph_set_batch(g, b, offset, n);
     }
     int held = n ? n : 1;  /* a rank without a chunk runs a stand-in */

@@ -35,6 +35,14 @@ void fm_chunk_share(int n_chunks, int rank, int size, int *first, int *end)
     *end = (int)((int64_t)n_chunks * (rank + 1) / size);
 }
 
+void fm_chunk_slice(int batch, int *offset, int *n)
+{
+    int size = fm_chunk_size(batch), first, end;
+    fm_chunk_share(fm_chunk_count(batch), fm_dist_rank(), fm_dist_size(), &first, &end);
+    *offset = first * size;
+    *n = (end * size < batch ? end * size : batch) - *offset;
+}
+
 static int tree_mid(int lo, int hi) { return lo + (hi - lo) / 2; }
 
 static size_t type_bytes(fm_chunk_type type) { return type == FM_CHUNK_F64 ? 8 : 4; }

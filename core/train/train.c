@@ -479,7 +479,7 @@ static void ema_swap(fm_run *r, bool in)
  * model on it: *logits, or NULL at the end of the epoch (*b = 0).
  * Data-parallel, every rank loads the whole batch of *b images (so the
  * loader's shuffling and augmentation streams stay the single process's)
- * and runs its chunks (fm_chunk_share) alone: images [*offset, *offset +
+ * and runs its chunks (fm_chunk_slice) alone: images [*offset, *offset +
  * *n) of the batch; else *offset = 0, *n = *b. */
 static fm_status next_train_logits(fm_run *r, int *b, int *offset, int *n, fm_tensor **logits)
 {
@@ -499,10 +499,7 @@ static fm_status next_train_logits(fm_run *r, int *b, int *offset, int *n, fm_te
     *b = r->y_b ? fm_loader_next_mixed(r->loader, x->data, r->y, r->y_b, &r->lam)
                 : fm_loader_next(r->loader, x->data, r->y, NULL);
     if (*b == 0) return FM_OK;
-    int size = fm_chunk_size(*b), first, end;
-    fm_chunk_share(fm_chunk_count(*b), fm_dist_rank(), fm_dist_size(), &first, &end);
-    *offset = first * size;
-    *n = (end * size < *b ? end * size : *b) - *offset;
+    fm_chunk_slice(*b, offset, n);
     fm_graph_set_batch(g, *b, *offset, *n);
     /* A rank with no chunk of a small batch still runs every op (and
      * takes part in every sum) on a stand-in: the batch's first image. */

@@ -66,6 +66,10 @@ FM_API int fm_chunk_count(int batch);
 /* Chunks [*first, *end) of n_chunks that rank `rank` of `size` computes:
  * contiguous, in rank order, as even as can be (empty past n_chunks ranks). */
 FM_API void fm_chunk_share(int n_chunks, int rank, int size, int *first, int *end);
+/* The images [*offset, *offset + *n) of a batch of `batch` that this rank
+ * computes: its chunks (fm_chunk_share of the job's rank and size); *n is 0
+ * for a rank with none. */
+FM_API void fm_chunk_slice(int batch, int *offset, int *n);
 
 typedef enum fm_chunk_type { FM_CHUNK_F32, FM_CHUNK_F64 } fm_chunk_type;
 

@@ -6,7 +6,7 @@
  * both transposes, alpha/beta and leading dimensions wider than the matrix;
  * B given as a table of rows or in column segments, and A packed up front,
  * against the plain product; the transpose helper; fm_sgemm's thread split
- * (through fm_linear).
+ * (through fm_linear); the weight gradient's chunked product in its tree.
  * Every product gets a workspace of exactly fm_gemm_pack_floats floats, on
  * the heap, so that the sanitizers see a kernel writing past what that
  * function promised.
@@ -555,6 +555,66 @@ START_TEST(test_transpose)
 }
 END_TEST
 
+/* ---- a weight gradient's chunked product ------------------------------- */
+
+/* fm_gemm_tn_tree against its definition: per chunk of `size` rows, each
+ * element summed over the chunk's rows in order, one fmaf per step from
+ * zero; the chunks' sums added in fm_chunk_sum's tree (left + right, mid =
+ * lo + (hi - lo) / 2); the root added to g.  Bit for bit on the vector
+ * sets, on shapes with ragged row and column tiles, a short last chunk, one
+ * chunk, eight, and enough columns for several tasks.  The portable set has
+ * no fused kernel: there the function must decline (return false, g
+ * untouched) so that the caller takes the per-chunk products. */
+static float tn_tree_ref(const float *parts, int lo, int hi)
+{
+    if (hi - lo == 1) return parts[lo];
+    int mid = lo + (hi - lo) / 2;
+    return tn_tree_ref(parts, lo, mid) + tn_tree_ref(parts, mid, hi);
+}
+
+#define TN_TREE_NCASES 7
+START_TEST(test_gemm_tn_tree)
+{
+    static const int dims[TN_TREE_NCASES][4] = {  // m, n, k, size
+        {10, 128, 64, 8}, {17, 53, 28, 4}, {8, 48, 64, 8},   {33, 200, 9, 2},
+        {1, 1, 1, 1},     {5, 3, 3, 1},    {130, 500, 512, 64}};
+    int c = fm_test_each_set(_i, TN_TREE_NCASES);
+    int m = dims[c][0], n = dims[c][1], k = dims[c][2], size = dims[c][3];
+    float *a = malloc((size_t)k * m * sizeof(float)), *b = malloc((size_t)k * n * sizeof(float));
+    float *g = malloc((size_t)m * n * sizeof(float)), *want = malloc((size_t)m * n * sizeof(float));
+    fm_test_fill(a, (size_t)k * m, -1.0f, 1.0f, 51);
+    fm_test_fill(b, (size_t)k * n, -1.0f, 1.0f, 52);
+    fm_test_fill(g, (size_t)m * n, -1.0f, 1.0f, 53);
+    memcpy(want, g, (size_t)m * n * sizeof(float));
+    char what[96];
+    snprintf(what, sizeof what, "%s tn_tree %dx%dx%d by %d", fm_test_kernels_name(), m, n, k, size);
+    if (fm_kernels_active() == FM_KERNELS_PORTABLE) {
+        ck_assert_msg(!fm_gemm_tn_tree(m, n, k, size, a, b, g), "%s: took it on", what);
+        fm_test_assert_same_bits(g, want, (size_t)m * n, what);
+    } else {
+        ck_assert_msg(fm_gemm_tn_tree(m, n, k, size, a, b, g), "%s: declined", what);
+        int chunks = (k + size - 1) / size;
+        float parts[FM_BATCH_CHUNKS];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                for (int ch = 0; ch < chunks; ch++) {
+                    float s = 0.0f;
+                    for (int p = ch * size; p < k && p < (ch + 1) * size; p++)
+                        s = fmaf(a[(size_t)p * m + i], b[(size_t)p * n + j], s);
+                    parts[ch] = s;
+                }
+                want[(size_t)i * n + j] += tn_tree_ref(parts, 0, chunks);
+            }
+        fm_test_assert_same_bits(g, want, (size_t)m * n, what);
+    }
+    free(a);
+    free(b);
+    free(g);
+    free(want);
+    fm_test_restore_kernels();
+}
+END_TEST
+
 /* ---- the vector sets agree bit for bit --------------------------------- */
 
 /* avx2 and avx512 run the same operations per element, in the same order:
@@ -718,6 +778,7 @@ static Suite *gemm_suite(void)
     tcase_add_loop_test(tc, test_gemm_bf16_variants_match_plain, 0,
                         (ROWS_NCASES + PREPACKED_NCASES + SEGS_NCASES) * sets);
     tcase_add_loop_test(tc, test_transpose, 0, TRANSPOSE_NCASES * sets);
+    tcase_add_loop_test(tc, test_gemm_tn_tree, 0, TN_TREE_NCASES * sets);
     tcase_add_loop_test(tc, test_gemm_vector_sets_agree, 0, GEMM_NCASES * pairs);
     tcase_add_loop_test(tc, test_gemm_variants_vector_sets_agree, 0, TWIN_NCASES * pairs);
     tcase_add_test(tc, test_kernel_sets_api);

@@ -151,6 +151,16 @@ void fm_sgemm(fm_graph *g, bool trans_a, bool trans_b, int m, int n, int k, floa
 void fm_sgemm_linear(fm_graph *g, bool bf16, int m, int n, int k, const float *x,
                      const float *w, const float *bias, float *y);
 
+/* A weight gradient's product over a whole batch: g [m, n] += the sum, in
+ * fm_chunk_sum's tree over the chunks of `size` rows, of each chunk's
+ * A_c^T B_c (A [k, m], B [k, n], row-major and dense) — on the vector sets
+ * one fused kernel, split over the pool by columns, giving the bits of one
+ * fm_gemm_serial per chunk (beta 0), fm_chunk_sum and an add.  Returns
+ * false, doing nothing, where it does not apply: the portable set, empty
+ * shapes, chunks longer than FM_GEMM_KC or more than FM_BATCH_CHUNKS. */
+FM_API bool fm_gemm_tn_tree(int m, int n, int k, int size, const float *a, const float *b,
+                            float *g);
+
 /* Floats of workspace (`pack`, 64-byte aligned) that one product of
  * fm_gemm_serial (b_table false) or of fm_gemm_serial_rows/_segs (b_table
  * true: B [k, n] given as a table) needs on the kernel set in use: the own

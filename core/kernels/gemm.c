@@ -21,6 +21,7 @@
 #include "vec.h"
 
 #include "fm/fm_base.h"
+#include "fm/fm_dist.h"
 
 #define MR (FM_VL / 2)
 #define NV 3
@@ -226,6 +227,83 @@ void FM_K(gemm)(bool trans_a, bool trans_b, int m, int n, int k, float alpha, co
                     }
                 }
             }
+        }
+    }
+}
+
+/* ---- a weight gradient's chunked product, summed in the chunks' tree ---- */
+
+/* Node [lo, hi) of fm_chunk_sum's tree over the tile sums in part[lo..hi),
+ * into part[lo]: left + right, mid = lo + (hi - lo) / 2. */
+static void tn_tree_node(float (*part)[MR * NR], int lo, int hi)
+{
+    if (hi - lo < 2) return;
+    int mid = lo + (hi - lo) / 2;
+    tn_tree_node(part, lo, mid);
+    tn_tree_node(part, mid, hi);
+    for (int i = 0; i < MR * NR; i += FM_VL)
+        fm_vf_store(part[lo] + i, fm_vf_add(fm_vf_load(part[lo] + i), fm_vf_load(part[mid] + i)));
+}
+
+/* One tile, rows [i, i + rows) (rows <= MR) and columns [j, j + cols) (cols
+ * <= NR): each chunk's sum into part[c], the tree, then added to g.  `full`
+ * (rows == MR) is a constant in each copy below. */
+FM_VEC_INLINE void tn_tree_tile(const bool full, int k, int size, const float *a, int lda,
+                                const float *b, int ldb, float *g, int ldg, int rows, int cols,
+                                float (*part)[MR * NR])
+{
+    const int nv = (cols + FM_VL - 1) / FM_VL;
+    const fm_vm mask[NV] = {fm_vm_first(cols), fm_vm_first(cols - FM_VL),
+                            fm_vm_first(cols - 2 * FM_VL)};
+    int n_chunks = 0;
+    for (int p0 = 0; p0 < k; p0 += size, n_chunks++) {
+        int p1 = k - p0 < size ? k : p0 + size;
+        fm_vf acc[MR][NV];
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) acc[r][v] = fm_vf_zero();
+        for (int p = p0; p < p1; p++) {
+            const float *ap = a + (size_t)p * lda, *bp = b + (size_t)p * ldb;
+            fm_vf bv[NV];
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) bv[v] = fm_vf_load_m(bp + FM_VL * v, mask[v]);
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) {
+                fm_vf av = full || r < rows ? fm_vf_set1(ap[r]) : fm_vf_zero();
+#pragma GCC unroll 3
+                for (int v = 0; v < NV; v++) acc[r][v] = fm_vf_fma(av, bv[v], acc[r][v]);
+            }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++)
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) fm_vf_store(part[n_chunks] + r * NR + FM_VL * v, acc[r][v]);
+    }
+    tn_tree_node(part, 0, n_chunks);
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < nv; v++) {
+            float *gp = g + (size_t)r * ldg + FM_VL * v;
+            fm_vf s = fm_vf_add(fm_vf_load_m(gp, mask[v]), fm_vf_load(part[0] + r * NR + FM_VL * v));
+            fm_vf_store_m(gp, s, mask[v]);
+        }
+}
+
+void FM_K(gemm_tn_tree)(int m, int n, int k, int size, const float *a, int lda, const float *b,
+                        int ldb, float *g, int ldg, int j0, int j1)
+{
+    FM_ASSERT(size > 0 && size <= KC && (k + size - 1) / size <= FM_BATCH_CHUNKS);
+    FM_ASSERT(0 <= j0 && j0 <= j1 && j1 <= n);
+    _Alignas(64) float part[FM_BATCH_CHUNKS][MR * NR];
+    for (int j = j0; j < j1; j += NR) {
+        int cols = j1 - j < NR ? j1 - j : NR;
+        for (int i = 0; i < m; i += MR) {
+            const float *ai = a + i, *bj = b + j;
+            float *gij = g + (size_t)i * ldg + j;
+            if (m - i >= MR)
+                tn_tree_tile(true, k, size, ai, lda, bj, ldb, gij, ldg, MR, cols, part);
+            else
+                tn_tree_tile(false, k, size, ai, lda, bj, ldb, gij, ldg, m - i, cols, part);
         }
     }
 }

@@ -23,6 +23,7 @@ const fm_kset FM_K(table) = {
     .gemm_mr = FM_VL / 2,
     .gemm = FM_K(gemm),
     .gemm_prepack = FM_K(gemm_prepack),
+    .gemm_tn_tree = FM_K(gemm_tn_tree),
     .transpose = FM_K(transpose),
     .row_copy = FM_K(row_copy),
     .row_stride2 = FM_K(row_stride2),

@@ -98,6 +98,16 @@ typedef void fm_k_gemm_fn(bool trans_a, bool trans_b, int m, int n, int k, float
 /* op(A) [m, k] packed whole into dst (fm_gemm_packed_at's layout). */
 typedef void fm_k_gemm_prepack_fn(bool trans_a, int m, int k, const float *a, int lda,
                                   float *dst);
+/* g [m, n] (ldg) += the sum, in fm_chunk_sum's tree over chunk index, of
+ * the chunks' products A_c^T B_c, for g's columns [j0, j1): chunk c is rows
+ * [c * size, min((c + 1) * size, k)) of A [k, m] (lda) and B [k, n] (ldb),
+ * each element of its product summed over its rows in order, one fused
+ * multiply-add per step from zero — as FM_K(gemm) sums a chunk's product
+ * (size <= FM_GEMM_KC, at most FM_BATCH_CHUNKS chunks): the bits of one
+ * gemm per chunk, fm_chunk_sum and an add, without their round trips
+ * through memory.  A weight gradient's product over a batch. */
+typedef void fm_k_gemm_tn_tree_fn(int m, int n, int k, int size, const float *a, int lda,
+                                  const float *b, int ldb, float *g, int ldg, int j0, int j1);
 /* dst[j*ldd + i] = src[i*lds + j]. */
 typedef void fm_k_transpose_fn(float *dst, size_t ldd, const float *src, size_t lds, int rows,
                                int cols);
@@ -166,6 +176,7 @@ typedef struct fm_kset {
     int gemm_mr;  /* rows of a packed tile of A: half a vector's lanes */
     fm_k_gemm_fn *gemm;
     fm_k_gemm_prepack_fn *gemm_prepack;
+    fm_k_gemm_tn_tree_fn *gemm_tn_tree;
     fm_k_transpose_fn *transpose;
     fm_k_row_copy_fn *row_copy;
     fm_k_row_stride2_fn *row_stride2;
@@ -208,6 +219,7 @@ fm_k_sgd_fn FM_K(sgd);
 fm_k_sum_squares_fn FM_K(sum_squares);
 fm_k_gemm_fn FM_K(gemm);
 fm_k_gemm_prepack_fn FM_K(gemm_prepack);
+fm_k_gemm_tn_tree_fn FM_K(gemm_tn_tree);
 fm_k_transpose_fn FM_K(transpose);
 fm_k_row_copy_fn FM_K(row_copy);
 fm_k_row_stride2_fn FM_K(row_stride2);

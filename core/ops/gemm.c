@@ -266,3 +266,30 @@ void fm_sgemm_linear(fm_graph *g, bool bf16, int m, int n, int k, const float *x
 {
     sgemm_blocks(g, bf16, false, true, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n, bias);
 }
+
+typedef struct tn_tree_job {
+    int m, n, k, size;
+    const float *a, *b;
+    float *g;
+} tn_tree_job;
+
+static void tn_tree_range(void *arg, int64_t begin, int64_t end)
+{
+    const tn_tree_job *j = arg;
+    fm_kset_active()->gemm_tn_tree(j->m, j->n, j->k, j->size, j->a, j->m, j->b, j->n, j->g, j->n,
+                                   (int)begin, (int)end);
+}
+
+/* Columns of g a task takes: whole register tiles on every vector set. */
+#define TN_TREE_GRAIN 192
+
+bool fm_gemm_tn_tree(int m, int n, int k, int size, const float *a, const float *b, float *g)
+{
+    const fm_kset *ks = fm_kset_active();
+    if (!ks->gemm_tn_tree || m <= 0 || n <= 0 || k <= 0 || size <= 0 || size > FM_GEMM_KC ||
+        (k + size - 1) / size > FM_BATCH_CHUNKS)
+        return false;
+    tn_tree_job j = {m, n, k, size, a, b, g};
+    fm_ops_parallel_range(n, TN_TREE_GRAIN, tn_tree_range, &j);
+    return true;
+}

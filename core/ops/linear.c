@@ -85,10 +85,14 @@ static void add_range(void *arg, int64_t begin, int64_t end)
 /* dW [out, in] += dy^T x summed over the batch's chunks in their tree
  * (fm_chunk_sum): one product per chunk, then the tree; when the layer
  * does its own casts, the sum is added rounded, as the cast's backward
- * adds round(0 + sum) (its own gradient starts at zero). */
+ * adds round(0 + sum) (its own gradient starts at zero).  In float32 on a
+ * vector set, with every chunk here, one kernel does all three tile by
+ * tile (the same bits, without the parts' trips through memory). */
 static void linear_weight_grad(fm_graph *g, const fm_node *n, const fm_chunks *ch, int batch,
                                int in, int out, const float *dy, const float *x, float *grad)
 {
+    if (!n->iarg[0] && !ch->across && fm_gemm_tn_tree(out, in, batch, ch->size, dy, x, grad))
+        return;
     int local = ch->end - ch->first;
     size_t wsize = (size_t)out * in;
     fm_arena_mark mark = fm_arena_mark_get(fm_graph_arena(g));

@@ -182,15 +182,18 @@ void fm_run_free(fm_run *r)
 
 /* ---- evaluation ------------------------------------------------------------ */
 
+/* The predicted class of a row of logits, and in *prob_out (unless NULL)
+ * its softmax probability. */
 static int argmax10(const float *row, float *prob_out)
 {
     int best = 0;
     double mx = row[0];
     for (int k = 1; k < FM_NUM_CLASSES; k++)
         if (row[k] > mx) mx = row[best = k];
+    if (!prob_out) return best;
     double z = 0.0;
     for (int k = 0; k < FM_NUM_CLASSES; k++) z += exp((double)row[k] - mx);
-    if (prob_out) *prob_out = (float)(1.0 / z);
+    *prob_out = (float)(1.0 / z);
     return best;
 }
 
@@ -273,10 +276,9 @@ fm_status fm_evaluate_tta(fm_model *m, const fm_subset *s, int batch_size, bool 
         fm_tensor *loss = fm_cross_entropy(g, logits, y);
         loss_sum += (double)loss->data[0] * b;
         for (int i = 0; i < b; i++) {
-            float conf;
-            int p = argmax10(logits->data + (size_t)i * FM_NUM_CLASSES, &conf);
+            int p = argmax10(logits->data + (size_t)i * FM_NUM_CLASSES,
+                             confidence ? &confidence[done + i] : NULL);
             if (pred) pred[done + i] = (uint8_t)p;
-            if (confidence) confidence[done + i] = conf;
             out->confusion[y[i]][p]++;
             correct += p == y[i];
         }

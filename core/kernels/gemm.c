@@ -252,6 +252,7 @@ FM_VEC_INLINE void tn_tree_tile(const bool full, int k, int size, const float *a
                                 const float *b, int ldb, float *g, int ldg, int rows, int cols,
                                 float (*part)[MR * NR])
 {
+    _Static_assert(NV == 3, "one mask per vector of the tile");
     const int nv = (cols + FM_VL - 1) / FM_VL;
     const fm_vm mask[NV] = {fm_vm_first(cols), fm_vm_first(cols - FM_VL),
                             fm_vm_first(cols - 2 * FM_VL)};

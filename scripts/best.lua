@@ -7,8 +7,8 @@
 -- Arguments (KEY=VALUE, all optional): seeds=1,2,3 limit=0 data=DIR out=.
 -- threads=0 quiet=false sweep=NAME models=rescnn,rescnn-plain, as in
 -- seeds.lua (epochs=N trains every row N epochs, width=N every row at width
--- N: for quick checks); baseline=false leaves out the plain-protocol row.  Under Open MPI the
--- runs are spread over the ranks.
+-- N: for quick checks); baseline=false leaves out the plain-protocol row.
+-- Under Open MPI the runs are spread over the ranks.
 --
 -- Writes OUT/results/best.md and best.csv (mean ± std of the test accuracy,
 -- and a table of accuracy per class against the plain protocol's) beside

@@ -43,8 +43,6 @@ void fm_chunk_slice(int batch, int *offset, int *n)
     *n = (end * size < batch ? end * size : batch) - *offset;
 }
 
-static int tree_mid(int lo, int hi) { return lo + (hi - lo) / 2; }
-
 static size_t type_bytes(fm_chunk_type type) { return type == FM_CHUNK_F64 ? 8 : 4; }
 
 /* a[i] += b[i], i in [begin, end). */
@@ -75,7 +73,7 @@ typedef struct local_job {
 static void local_node(const local_job *j, int lo, int hi, int64_t begin, int64_t end)
 {
     if (hi - lo < 2) return;
-    int mid = tree_mid(lo, hi);
+    int mid = fm_chunk_tree_mid(lo, hi);
     local_node(j, lo, mid, begin, end);
     local_node(j, mid, hi, begin, end);
     add_range(j->type, j->parts + (size_t)(lo - j->first) * j->stride,
@@ -104,7 +102,7 @@ static int local_roots(int lo, int hi, int first, int end, int *roots, int n)
         roots[2 * n + 1] = hi;
         return n + 1;
     }
-    int mid = tree_mid(lo, hi);
+    int mid = fm_chunk_tree_mid(lo, hi);
     n = local_roots(lo, mid, first, end, roots, n);
     return local_roots(mid, hi, first, end, roots, n);
 }
@@ -127,7 +125,7 @@ static void root_node(fm_chunk_type type, const received *rv, int lo, int hi, in
             return;
         }
     FM_ASSERT(hi - lo >= 2);  /* every leaf comes from some rank */
-    int mid = tree_mid(lo, hi);
+    int mid = fm_chunk_tree_mid(lo, hi);
     char *right = fm_xmalloc(bytes ? bytes : 1);
     root_node(type, rv, lo, mid, len, out);
     root_node(type, rv, mid, hi, len, right);

@@ -234,11 +234,11 @@ void FM_K(gemm)(bool trans_a, bool trans_b, int m, int n, int k, float alpha, co
 /* ---- a weight gradient's chunked product, summed in the chunks' tree ---- */
 
 /* Node [lo, hi) of fm_chunk_sum's tree over the tile sums in part[lo..hi),
- * into part[lo]: left + right, mid = lo + (hi - lo) / 2. */
+ * into part[lo]: left + right. */
 static void tn_tree_node(float (*part)[MR * NR], int lo, int hi)
 {
     if (hi - lo < 2) return;
-    int mid = lo + (hi - lo) / 2;
+    int mid = fm_chunk_tree_mid(lo, hi);
     tn_tree_node(part, lo, mid);
     tn_tree_node(part, mid, hi);
     for (int i = 0; i < MR * NR; i += FM_VL)

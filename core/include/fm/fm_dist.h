@@ -71,6 +71,10 @@ FM_API void fm_chunk_share(int n_chunks, int rank, int size, int *first, int *en
  * for a rank with none. */
 FM_API void fm_chunk_slice(int batch, int *offset, int *n);
 
+/* The tree's shape: node [lo, hi) of chunks (hi - lo >= 2) is the sum of
+ * its left child [lo, mid) and its right child [mid, hi), in that order. */
+static inline int fm_chunk_tree_mid(int lo, int hi) { return lo + (hi - lo) / 2; }
+
 typedef enum fm_chunk_type { FM_CHUNK_F32, FM_CHUNK_F64 } fm_chunk_type;
 
 /* The tree sum over all n_chunks chunks of len elements each:

@@ -22,8 +22,7 @@ local fm = require "fm"
 -- about the same cost, same recipe, 26 epochs: one block per stage at width
 -- 48 (690,970 parameters) reached test accuracy 0.9414, two blocks at width
 -- 32 reached 0.9476; at the default size (308,074 parameters), 30 epochs
--- gave 0.9389.  Over seeds 1, 2 and 3 the recipe reached 0.9476, 0.9499
--- and 0.9471 (mean 0.9482; the README's Results).
+-- gave 0.9389.  The three seeds' results are in the README's Results.
 local MODEL = {set = {width = 32, blocks = 2}}
 local width = fm.args.width
 if width ~= nil then

@@ -790,6 +790,97 @@ START_TEST(test_evaluate_tta_by_hand)
 }
 END_TEST
 
+/* ---- evaluation in passes ----------------------------------------------------------- */
+
+/* fm_evaluate runs a batch of more than 256 images as passes of 256: sound
+ * only if an image's logits do not depend on the other images of its pass.
+ * For each model (and ResCNN in bf16), on two threads (the work is split
+ * differently each time), 300 images in one pass and in passes of 256 + 44
+ * and of 100 + 200: on the vector sets the logits are the same bit for bit
+ * (their products sum every element alike whatever the product's height);
+ * on the portable set, whose OpenBLAS products round some rows otherwise in
+ * a product of another height, within 1e-5 (1 + |z|) of each other.  And
+ * fm_evaluate asked for batches of 1000 predicts the arg max of the passes
+ * of 256 + 44, on every set. */
+typedef struct pass_case {
+    const char *name, *hparam;
+    fm_precision precision;
+} pass_case;
+static const pass_case pass_cases[] = {
+    {"mlp", NULL, FM_PRECISION_FP32},
+    {"cnn", NULL, FM_PRECISION_FP32},
+    {"rescnn", NULL, FM_PRECISION_FP32},
+    {"rescnn", "width=16", FM_PRECISION_BF16},
+};
+#define PASS_NCASES ((int)(sizeof pass_cases / sizeof pass_cases[0]))
+
+START_TEST(test_forward_pass_independent)
+{
+    enum { N = 300 };
+    const pass_case *pc = &pass_cases[fm_test_each_set(_i, PASS_NCASES)];
+    const char *set = fm_test_kernels_name();
+    fm_set_threads(2);
+    fm_precision_use(pc->precision);
+    fm_fashion data;
+    load_sample(&data);
+    fm_plugin *p = open_plugin(pc->name);
+    fm_hparams *hp = new_hparams(p, pc->hparam);
+    fm_model *m = fm_plugin_create_model(p, hp, 11);
+    ck_assert(m != NULL);
+    fm_subset s;
+    fm_subset_all(&s, &data.test, N);
+    const bool exact = fm_kernels_active() != FM_KERNELS_PORTABLE;
+    float *x = malloc((size_t)N * 784 * sizeof *x), *z[3];
+    for (int k = 0; k < 3; k++) z[k] = malloc((size_t)N * 10 * sizeof *z[k]);
+    int32_t y[N];
+    fm_loader *l = fm_loader_new(&s, N, false, false, 0);
+    ck_assert_int_eq(fm_loader_next(l, x, y, NULL), N);
+    fm_graph *g = fm_graph_new();
+    fm_graph_set_training(g, false);
+    fm_graph_set_grad(g, false);
+    const int splits[3][3] = {{N}, {256, 44}, {100, 200}};
+    for (int k = 0; k < 3; k++)
+        for (int i0 = 0, j = 0; i0 < N; i0 += splits[k][j++]) {
+            int b = splits[k][j], shape[4] = {b, 1, 28, 28};
+            fm_graph_reset(g);
+            fm_tensor *a = fm_graph_tensor(g, 4, shape);
+            memcpy(a->data, x + (size_t)i0 * 784, (size_t)b * 784 * sizeof *x);
+            memcpy(z[k] + (size_t)i0 * 10, fm_model_forward(m, g, a)->data, (size_t)b * 10 * sizeof(float));
+        }
+    for (int k = 1; k < 3; k++)
+        for (int e = 0; e < N * 10; e++) {
+            float u = z[k][e], v = z[0][e];
+            ck_assert_msg(exact ? fm_test_bits_of(u) == fm_test_bits_of(v)
+                                : fabsf(u - v) <= 1e-5f * (1.0f + fabsf(v)),
+                          "%s %s on %s: image %d, logit %d: %.9g in passes of %d + %d, %.9g in one of %d",
+                          pc->name, pc->precision == FM_PRECISION_BF16 ? "bf16" : "fp32", set,
+                          e / 10, e % 10, u, splits[k][0], splits[k][1], v, N);
+        }
+    uint8_t pred[N];
+    fm_eval_result res;
+    ck_assert(fm_evaluate(m, &s, 1000, &res, pred, NULL) == FM_OK);
+    ck_assert_int_eq(res.n, N);
+    for (int i = 0; i < N; i++) {
+        int best = 0;
+        for (int c = 1; c < 10; c++)
+            if (z[1][i * 10 + c] > z[1][i * 10 + best]) best = c;
+        ck_assert_int_eq(pred[i], best);
+    }
+
+    fm_precision_use(FM_PRECISION_FP32);
+    fm_graph_free(g);
+    fm_loader_free(l);
+    for (int k = 0; k < 3; k++) free(z[k]);
+    free(x);
+    fm_subset_free(&s);
+    fm_model_free(m);
+    fm_hparams_free(hp);
+    fm_plugin_release(p);
+    fm_fashion_free(&data);
+    fm_test_restore_kernels();
+}
+END_TEST
+
 static Suite *train_suite(void)
 {
     Suite *s = suite_create("train");
@@ -803,6 +894,8 @@ static Suite *train_suite(void)
     tcase_add_test(tc, test_train_bad_out_dir);
     tcase_add_test(tc, test_train_ema_by_hand);
     tcase_add_test(tc, test_evaluate_tta_by_hand);
+    tcase_add_loop_test(tc, test_forward_pass_independent, 0,
+                        PASS_NCASES * fm_test_kernel_sets(NULL));
     suite_add_tcase(s, tc);
 
     tc = tcase_create("determinism");

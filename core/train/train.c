@@ -253,8 +253,10 @@ fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_r
 
 /* Images per forward pass of an evaluation, at most: a larger batch runs
  * as passes of this many.  An image's logits do not depend on the other
- * images of its pass (test_train's test_forward_pass_independent), and
- * beyond this the convolutional nets' activations outgrow the caches:
+ * images of its pass -- on the portable set, whose OpenBLAS products may
+ * round a row otherwise in a product of another height, but in their last
+ * bits (test_train's test_forward_pass_independent) -- and beyond this the
+ * convolutional nets' activations outgrow the caches:
  * ResCNN evaluated 1,850 img/s in passes of 1000 against 3,000 in passes of
  * 256, with 1,241 MB against 493 MB at its peak (avx2, two threads). */
 #define EVAL_PASS_MAX 256

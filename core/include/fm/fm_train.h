@@ -247,9 +247,10 @@ FM_API void fm_run_track_failed(fm_run *r, const char *message);
 FM_API fm_status fm_eval_write_report(const fm_eval_result *res, const char *dir, const char *name);
 
 /* Evaluates a model on a dataset subset in eval mode, no grad, batch_size
- * images per forward pass but never more than 256 (a larger batch runs as
- * passes of 256: the same predictions, faster and in less memory).  pred
- * and confidence (may be NULL) receive s->n values. */
+ * images per forward pass but never more than 256: a larger batch runs as
+ * passes of 256, faster and in less memory, with the same logits (on the
+ * portable set, but in their last bits).  pred and confidence (may be
+ * NULL) receive s->n values. */
 FM_API fm_status fm_evaluate(fm_model *m, const fm_subset *s, int batch_size, fm_eval_result *out,
                              uint8_t *pred, float *confidence);
 /* fm_evaluate, and with `tta` test-time augmentation by horizontal flip:

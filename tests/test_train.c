@@ -703,6 +703,19 @@ END_TEST
 
 /* ---- test-time augmentation by flip (--tta) -------------------------------------------- */
 
+/* The first n images of s into x (n * 784 floats) and their labels into y;
+ * returns a graph in eval mode, without gradients, to run them through. */
+static fm_graph *load_for_eval(const fm_subset *s, int n, float *x, int32_t *y)
+{
+    fm_loader *l = fm_loader_new(s, n, false, false, 0);
+    ck_assert_int_eq(fm_loader_next(l, x, y, NULL), n);
+    fm_loader_free(l);
+    fm_graph *g = fm_graph_new();
+    fm_graph_set_training(g, false);
+    fm_graph_set_grad(g, false);
+    return g;
+}
+
 /* fm_evaluate_tta against both passes worked by hand: the loader's batch
  * and its mirror through the model, the logits averaged, then the
  * cross-entropy, the arg max and the softmax probability; TTA changes
@@ -728,11 +741,7 @@ START_TEST(test_evaluate_tta_by_hand)
 
     float *x = malloc((size_t)N * 784 * sizeof *x);
     int32_t y[N];
-    fm_loader *l = fm_loader_new(&s, N, false, false, 0);
-    ck_assert_int_eq(fm_loader_next(l, x, y, NULL), N);
-    fm_graph *g = fm_graph_new();
-    fm_graph_set_training(g, false);
-    fm_graph_set_grad(g, false);
+    fm_graph *g = load_for_eval(&s, N, x, y);
     int shape[4] = {N, 1, 28, 28};
     fm_tensor *a = fm_graph_tensor(g, 4, shape), *b = fm_graph_tensor(g, 4, shape);
     for (int i = 0; i < N * 28; i++)
@@ -780,7 +789,6 @@ START_TEST(test_evaluate_tta_by_hand)
     free(mirror.images);
     free(mirror.labels);
     fm_graph_free(g);
-    fm_loader_free(l);
     free(x);
     fm_subset_free(&s);
     fm_model_free(m);
@@ -833,11 +841,7 @@ START_TEST(test_forward_pass_independent)
     float *x = malloc((size_t)N * 784 * sizeof *x), *z[3];
     for (int k = 0; k < 3; k++) z[k] = malloc((size_t)N * 10 * sizeof *z[k]);
     int32_t y[N];
-    fm_loader *l = fm_loader_new(&s, N, false, false, 0);
-    ck_assert_int_eq(fm_loader_next(l, x, y, NULL), N);
-    fm_graph *g = fm_graph_new();
-    fm_graph_set_training(g, false);
-    fm_graph_set_grad(g, false);
+    fm_graph *g = load_for_eval(&s, N, x, y);
     const int splits[3][3] = {{N}, {256, 44}, {100, 200}};
     for (int k = 0; k < 3; k++)
         for (int i0 = 0, j = 0; i0 < N; i0 += splits[k][j++]) {
@@ -869,7 +873,6 @@ START_TEST(test_forward_pass_independent)
 
     fm_precision_use(FM_PRECISION_FP32);
     fm_graph_free(g);
-    fm_loader_free(l);
     for (int k = 0; k < 3; k++) free(z[k]);
     free(x);
     fm_subset_free(&s);

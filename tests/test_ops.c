@@ -849,6 +849,75 @@ START_TEST(test_maxpool2d_simd_matches_portable)
 }
 END_TEST
 
+/* fm_maxpool2d_relu against fm_relu(fm_maxpool2d), on every set: the
+ * pooled maps, then (through a linear layer and the cross-entropy) the
+ * gradients of x and of the weights, bit for bit; x on a coarse grid, so
+ * that ties, exact zeros and negative maxima occur.  The 2x2 shapes run
+ * the row kernels, the 3x3 one the general loop.  With NaNs in x (forward
+ * only) both give relu's 0 where a NaN wins. */
+#define POOL_RELU_NSHAPES 4
+START_TEST(test_maxpool2d_relu_matches_ops)
+{
+    static const int shapes[POOL_RELU_NSHAPES][5] = {
+        {4, 3, 28, 28, 2}, {3, 2, 9, 35, 2}, {2, 3, 7, 7, 3}, {5, 4, 14, 14, 2},
+    };
+    const int *s = shapes[fm_test_each_set(_i, POOL_RELU_NSHAPES)];
+    const int n = s[0], k = s[4], feat = s[1] * (s[2] / k) * (s[3] / k);
+    fm_tensor *x = leaf(4, s, -2, 2, true);
+    for (int64_t i = 0; i < x->numel; i++) {
+        x->data[i] = roundf(x->data[i] * 2.0f) / 2.0f - 0.5f;
+        if (i % 29 == 3) x->data[i] = -0.0f;
+    }
+    fm_tensor *lw = leaf(2, (int[]){10, feat}, -0.1f, 0.1f, true), *lb = leaf(1, (int[]){10}, -1, 1, true);
+    int32_t labels[8];
+    for (int i = 0; i < n; i++) labels[i] = (i * 3) % 10;
+    const size_t ny = (size_t)n * feat;
+    float *y[2], *dx[2], *dw[2];
+    int zeros = 0;
+    for (int fused = 0; fused < 2; fused++) {
+        zero_grad(x);
+        zero_grad(lw);
+        zero_grad(lb);
+        fm_graph *g = fm_graph_new();
+        fm_tensor *p = fused ? fm_maxpool2d_relu(g, x, k) : fm_relu(g, fm_maxpool2d(g, x, k));
+        fm_backward(g, fm_cross_entropy(g, fm_linear(g, fm_flatten(g, p), lw, lb), labels));
+        y[fused] = malloc(ny * sizeof(float));
+        dx[fused] = malloc((size_t)x->numel * sizeof(float));
+        dw[fused] = malloc((size_t)lw->numel * sizeof(float));
+        memcpy(y[fused], p->data, ny * sizeof(float));
+        memcpy(dx[fused], x->grad, (size_t)x->numel * sizeof(float));
+        memcpy(dw[fused], lw->grad, (size_t)lw->numel * sizeof(float));
+        fm_graph_free(g);
+    }
+    for (size_t i = 0; i < ny; i++) zeros += y[1][i] == 0.0f;
+    ck_assert_msg(zeros > 0 && zeros < (int)ny, "%d of %zu pooled values are 0", zeros, ny);
+    char what[96];
+    snprintf(what, sizeof what, "%s, %dx%d pool of %dx%d, y", fm_test_kernels_name(), k, k, s[2], s[3]);
+    fm_test_assert_same_bits(y[1], y[0], ny, what);
+    snprintf(what, sizeof what, "%s, %dx%d pool of %dx%d, dx", fm_test_kernels_name(), k, k, s[2], s[3]);
+    fm_test_assert_same_bits(dx[1], dx[0], (size_t)x->numel, what);
+    snprintf(what, sizeof what, "%s, %dx%d pool of %dx%d, dW", fm_test_kernels_name(), k, k, s[2], s[3]);
+    fm_test_assert_same_bits(dw[1], dw[0], (size_t)lw->numel, what);
+
+    for (int64_t i = 0; i < x->numel; i += 7) x->data[i] = NAN;
+    fm_graph *g = fm_graph_new();
+    fm_graph_set_grad(g, false);
+    fm_tensor *a = fm_maxpool2d_relu(g, x, k), *b = fm_relu(g, fm_maxpool2d(g, x, k));
+    snprintf(what, sizeof what, "%s, %dx%d pool of %dx%d with NaNs, y", fm_test_kernels_name(), k, k, s[2], s[3]);
+    fm_test_assert_same_bits(a->data, b->data, ny, what);
+    fm_graph_free(g);
+    for (int f = 0; f < 2; f++) {
+        free(y[f]);
+        free(dx[f]);
+        free(dw[f]);
+    }
+    fm_tensor_free(x);
+    fm_tensor_free(lw);
+    fm_tensor_free(lb);
+    fm_test_restore_kernels();
+}
+END_TEST
+
 START_TEST(test_global_avgpool_gradcheck)
 {
     fm_test_each_set(_i, 1);
@@ -1631,6 +1700,7 @@ static Suite *ops_suite(void)
     tcase_add_loop_test(tc, test_maxpool2d_gradcheck, 0, sets);
     tcase_add_loop_test(tc, test_maxpool2d_values_and_ties, 0, sets);
     tcase_add_loop_test(tc, test_maxpool2d_simd_matches_portable, 0, MAXPOOL_NSHAPES * vsets);
+    tcase_add_loop_test(tc, test_maxpool2d_relu_matches_ops, 0, POOL_RELU_NSHAPES * sets);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("global_avgpool");

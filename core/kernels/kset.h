@@ -149,9 +149,10 @@ typedef void fm_k_bn_relu_backward_fn(float *dx, float *dres, const float *x, co
                                       int64_t s, bool dx_store, bool dres_store);
 
 /* pool.c: one output row of 2x2 max pooling from input rows r0, r1; am
- * (may be NULL) gets the index of each maximum, r0[0] being index base. */
+ * (may be NULL) gets the index of each maximum, r0[0] being index base;
+ * with relu, each output then goes through relu (x > 0 ? x : 0). */
 typedef void fm_k_maxpool2_row_fn(const float *r0, const float *r1, int w, int ow, float *yr,
-                                  int32_t *am, int base);
+                                  int32_t *am, int base, bool relu);
 
 /* peak.c: `iters` steps of twelve independent chains of vector multiply-adds
  * (a benchmark of the set's peak rate, not a kernel); returns the flops

@@ -7,7 +7,7 @@
  * strict > keeps the first maximum in row-major order, and a NaN wins, as
  * in PyTorch. */
 void FM_K(maxpool2_row)(const float *r0, const float *r1, int w, int ow, float *yr, int32_t *am,
-                        int base)
+                        int base, bool relu)
 {
     const int offs[4] = {0, 1, w, w + 1};
     for (int ox = 0; ox < ow; ox += FM_VL) {
@@ -25,6 +25,7 @@ void FM_K(maxpool2_row)(const float *r0, const float *r1, int w, int ow, float *
             best = fm_vf_select(win, v[t], best);
             off = fm_vi_select(win, fm_vi_set1(offs[t]), off);
         }
+        if (relu) best = fm_vf_keep(fm_vf_gt(best, fm_vf_zero()), best);
         fm_vf_storen(yr + ox, best, left);
         /* Input column 2*(ox + lane): the even indices, plus the offset. */
         if (am) fm_vi_store_m(am + ox, fm_vi_add(fm_vi_even_from(base + 2 * ox), off), fm_vm_first(left));

@@ -19,6 +19,7 @@ typedef struct maxpool_job {
     const float *dy; // [N*C, OH, OW]
     float *dx;       // [N*C, H, W]
     bool dx_store;   /* dx is fresh: each plane is zeroed before the scatter */
+    bool relu;       /* fm_maxpool2d_relu: y = relu(max); dy passes only where y > 0 */
     int h, w, oh, ow, k;
 } maxpool_job;
 
@@ -38,7 +39,7 @@ static void maxpool_forward_range(void *arg, int64_t begin, int64_t end)
             for (int oy = 0; oy < j->oh; oy++) {
                 const float *r0 = x + (size_t)2 * oy * j->w;
                 row2(r0, r0 + j->w, j->w, j->ow, y + (size_t)oy * j->ow,
-                     am ? am + (size_t)oy * j->ow : NULL, 2 * oy * j->w);
+                     am ? am + (size_t)oy * j->ow : NULL, 2 * oy * j->w, j->relu);
             }
             continue;
         }
@@ -63,7 +64,7 @@ static void maxpool_forward_range(void *arg, int64_t begin, int64_t end)
                     bool t3 = v3 > best || isnan(v3);
                     best = t3 ? v3 : best;
                     off = t3 ? j->w + 1 : off;
-                    yr[ox] = best;
+                    yr[ox] = j->relu && !(best > 0.0f) ? 0.0f : best;
                     if (ar) ar[ox] = base + 2 * ox + off;
                 }
             }
@@ -81,7 +82,7 @@ static void maxpool_forward_range(void *arg, int64_t begin, int64_t end)
                             best_i = i;
                         }
                     }
-                y[oy * j->ow + ox] = best;
+                y[oy * j->ow + ox] = j->relu && !(best > 0.0f) ? 0.0f : best;
                 if (am) am[oy * j->ow + ox] = best_i;
             }
     }
@@ -98,34 +99,47 @@ static void maxpool_backward_range(void *arg, int64_t begin, int64_t end)
         /* A plane at a time, while it is in cache: cheaper than a separate
          * pass zeroing the whole gradient first. */
         if (j->dx_store) memset(dx, 0, in_plane * sizeof *dx);
-        for (size_t q = 0; q < out_plane; q++) dx[am[q]] += dy[q];
+        if (!j->relu) {
+            for (size_t q = 0; q < out_plane; q++) dx[am[q]] += dy[q];
+            continue;
+        }
+        /* What relu's backward would leave in the pooled output's zeroed
+         * gradient, 0 + (y > 0 ? dy : 0), then scattered: the same bits as
+         * the two ops. */
+        const float *y = j->y + (size_t)pl * out_plane;
+        for (size_t q = 0; q < out_plane; q++) dx[am[q]] += 0.0f + (y[q] > 0.0f ? dy[q] : 0.0f);
     }
 }
 
-fm_tensor *fm_maxpool2d(fm_graph *g, fm_tensor *x, int k)
+static fm_tensor *maxpool_node(fm_graph *g, fm_tensor *x, int k, bool relu)
 {
     FM_ASSERT(fm_ops_is_f32(x) && x->ndim == 4);
     FM_ASSERT(k >= 1 && x->shape[2] >= k && x->shape[3] >= k);
     fm_node *n = fm_node_new(g, FM_OP_MAXPOOL2D, 1, &x);
     n->iarg[0] = k;
+    n->iarg[1] = relu;
     n->out = fm_graph_tensor(g, 4, (int[]){x->shape[0], x->shape[1], x->shape[2] / k,
                                            x->shape[3] / k});
     return fm_graph_apply(g, n);
 }
+
+fm_tensor *fm_maxpool2d(fm_graph *g, fm_tensor *x, int k) { return maxpool_node(g, x, k, false); }
+
+fm_tensor *fm_maxpool2d_relu(fm_graph *g, fm_tensor *x, int k) { return maxpool_node(g, x, k, true); }
 
 static maxpool_job maxpool_job_make(const fm_node *n)
 {
     const fm_tensor *x = n->in[0];
     int k = n->iarg[0];
     return (maxpool_job){.h = x->shape[2], .w = x->shape[3], .oh = x->shape[2] / k,
-                         .ow = x->shape[3] / k, .k = k};
+                         .ow = x->shape[3] / k, .k = k, .relu = n->iarg[1] != 0,
+                         .y = n->out->data};
 }
 
 void fm_op_maxpool2d_forward(fm_graph *g, fm_node *n)
 {
     maxpool_job j = maxpool_job_make(n);
     j.x = n->in[0]->data;
-    j.y = n->out->data;
     if (n->record) {
         j.arg = fm_graph_alloc(g, (size_t)n->out->numel * sizeof *j.arg);
         n->saved = j.arg;

@@ -129,6 +129,10 @@ FM_API fm_tensor *fm_conv2d(fm_graph *g, fm_tensor *x, fm_tensor *w, fm_tensor *
 /* Max pooling, window k×k, stride k, no padding (floor).  x: [N, C, H, W] ->
  * [N, C, H/k, W/k]; ties go to the first element in row-major order. */
 FM_API fm_tensor *fm_maxpool2d(fm_graph *g, fm_tensor *x, int k);
+/* fm_relu(g, fm_maxpool2d(g, x, k)) as one op: the same values and
+ * gradients bit for bit, one pass over the pooled maps fewer each way and
+ * one tensor fewer kept for the backward. */
+FM_API fm_tensor *fm_maxpool2d_relu(fm_graph *g, fm_tensor *x, int k);
 
 /* Mean over H and W.  x: [N, C, H, W] -> [N, C] */
 FM_API fm_tensor *fm_global_avgpool(fm_graph *g, fm_tensor *x);

@@ -62,9 +62,8 @@ for round in $(seq 1 "$rounds"); do
     [ "$m" = rescnn ] && batches=40
     for t in $threads; do
       echo "round $round/$rounds: $m, $t thread(s)" >&2
-      # Both sides evaluate the first 5000 test images 1000 per forward pass,
-      # as torch_ref.py's evaluate() does (fmhost bench's own default is 256,
-      # the batch fmhost train evaluates with).
+      # Both sides evaluate the first 5000 test images in batches of 1000, as
+      # torch_ref.py's evaluate() does (fmhost runs each as passes of 256).
       FMHOST_KERNELS="$kernels" "$fmhost" bench --model "$m" --batches "$batches" --threads "$t" \
         --eval-batch 1000 --precision "$precision" > "$out/fm.$m.$t.$round.json"
       env ${torch_env[@]+"${torch_env[@]}"} /usr/bin/time -f %M -o "$out/torch.$m.$t.$round.rss" \

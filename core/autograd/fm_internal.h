@@ -34,6 +34,7 @@ typedef enum fm_op_id {
     FM_OP_CROSS_ENTROPY,
     FM_OP_BATCHNORM_RELU,
     FM_OP_TO_BF16,
+    FM_OP_MAXPOOL2D_RELU,
     FM_OP_COUNT
 } fm_op_id;
 
@@ -69,6 +70,8 @@ void fm_op_conv2d_forward(fm_graph *g, fm_node *n);
 void fm_op_conv2d_backward(fm_graph *g, fm_node *n);
 void fm_op_maxpool2d_forward(fm_graph *g, fm_node *n);
 void fm_op_maxpool2d_backward(fm_graph *g, fm_node *n);
+void fm_op_maxpool2d_relu_forward(fm_graph *g, fm_node *n);
+void fm_op_maxpool2d_relu_backward(fm_graph *g, fm_node *n);
 void fm_op_global_avgpool_forward(fm_graph *g, fm_node *n);
 void fm_op_global_avgpool_backward(fm_graph *g, fm_node *n);
 void fm_op_batchnorm_forward(fm_graph *g, fm_node *n);

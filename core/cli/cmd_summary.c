@@ -83,9 +83,7 @@ static layer_row *summary_rows(const fm_node *const *nodes, int n, int64_t *tota
     for (int i = 0; i < n; i++) {
         const fm_node *node = nodes[i];
         layer_row *r = &rows[i];
-        /* fm_maxpool2d_relu is the max pooling op with its relu flag. */
-        r->op = node->op == FM_OP_MAXPOOL2D && node->iarg[1] ? "maxpool2d_relu"
-                                                             : fm_op_table[node->op].name;
+        r->op = fm_op_table[node->op].name;
         r->out = node->out;
         r->flops = node_flops(node);
         for (int k = 0; k < node->n_in; k++) {

@@ -194,14 +194,15 @@ static bool emit(onnx_builder *b, const fm_node *n, const char *who)
         attr_add(node, attr_ints(b, "dilations", 2, 1));
         break;
     }
-    case FM_OP_MAXPOOL2D: {
-        /* fm_maxpool2d_relu: MaxPool, then Relu. */
-        const char *pooled = n->iarg[1] ? value_name(b, "pooled") : out;
+    case FM_OP_MAXPOOL2D:
+    case FM_OP_MAXPOOL2D_RELU: {
+        bool relu = n->op == FM_OP_MAXPOOL2D_RELU;
+        const char *pooled = relu ? value_name(b, "pooled") : out;
         in[0] = input_name(b, n->in[0]);
         node = add_node(b, "MaxPool", pooled, 1, in);
         attr_add(node, attr_ints(b, "kernel_shape", 2, n->iarg[0]));
         attr_add(node, attr_ints(b, "strides", 2, n->iarg[0]));
-        if (n->iarg[1]) add_node(b, "Relu", out, 1, &pooled);
+        if (relu) add_node(b, "Relu", out, 1, &pooled);
         break;
     }
     case FM_OP_GLOBAL_AVGPOOL: {

@@ -28,6 +28,7 @@ __attribute__((visibility("default"))) const fm_op_def fm_op_table[FM_OP_COUNT] 
     ROW_OVERWRITES(FM_OP_BATCHNORM_RELU, "batchnorm_relu", batchnorm_relu,
                    X_IN | RESIDUAL_IN),
     ROW(FM_OP_TO_BF16, "to_bf16", to_bf16),
+    ROW_OVERWRITES(FM_OP_MAXPOOL2D_RELU, "maxpool2d_relu", maxpool2d_relu, X_IN),
 };
 
 _Static_assert(sizeof fm_op_table / sizeof fm_op_table[0] == FM_OP_COUNT,

@@ -111,28 +111,33 @@ static void maxpool_backward_range(void *arg, int64_t begin, int64_t end)
     }
 }
 
-static fm_tensor *maxpool_node(fm_graph *g, fm_tensor *x, int k, bool relu)
+static fm_tensor *maxpool_node(fm_graph *g, fm_tensor *x, int k, fm_op_id op)
 {
     FM_ASSERT(fm_ops_is_f32(x) && x->ndim == 4);
     FM_ASSERT(k >= 1 && x->shape[2] >= k && x->shape[3] >= k);
-    fm_node *n = fm_node_new(g, FM_OP_MAXPOOL2D, 1, &x);
+    fm_node *n = fm_node_new(g, op, 1, &x);
     n->iarg[0] = k;
-    n->iarg[1] = relu;
     n->out = fm_graph_tensor(g, 4, (int[]){x->shape[0], x->shape[1], x->shape[2] / k,
                                            x->shape[3] / k});
     return fm_graph_apply(g, n);
 }
 
-fm_tensor *fm_maxpool2d(fm_graph *g, fm_tensor *x, int k) { return maxpool_node(g, x, k, false); }
+fm_tensor *fm_maxpool2d(fm_graph *g, fm_tensor *x, int k)
+{
+    return maxpool_node(g, x, k, FM_OP_MAXPOOL2D);
+}
 
-fm_tensor *fm_maxpool2d_relu(fm_graph *g, fm_tensor *x, int k) { return maxpool_node(g, x, k, true); }
+fm_tensor *fm_maxpool2d_relu(fm_graph *g, fm_tensor *x, int k)
+{
+    return maxpool_node(g, x, k, FM_OP_MAXPOOL2D_RELU);
+}
 
 static maxpool_job maxpool_job_make(const fm_node *n)
 {
     const fm_tensor *x = n->in[0];
     int k = n->iarg[0];
     return (maxpool_job){.h = x->shape[2], .w = x->shape[3], .oh = x->shape[2] / k,
-                         .ow = x->shape[3] / k, .k = k, .relu = n->iarg[1] != 0,
+                         .ow = x->shape[3] / k, .k = k, .relu = n->op == FM_OP_MAXPOOL2D_RELU,
                          .y = n->out->data};
 }
 
@@ -161,6 +166,11 @@ void fm_op_maxpool2d_backward(fm_graph *g, fm_node *n)
     int64_t planes = (int64_t)n->in[0]->shape[0] * n->in[0]->shape[1];
     fm_ops_parallel_range(planes, pool_grain((int64_t)j.h * j.w), maxpool_backward_range, &j);
 }
+
+/* The fused op shares the max pooling's functions: maxpool_job_make() sees
+ * the op id. */
+void fm_op_maxpool2d_relu_forward(fm_graph *g, fm_node *n) { fm_op_maxpool2d_forward(g, n); }
+void fm_op_maxpool2d_relu_backward(fm_graph *g, fm_node *n) { fm_op_maxpool2d_backward(g, n); }
 
 /* ---- global average pooling ---------------------------------------------- */
 

@@ -34,7 +34,7 @@ static fm_tensor *cnn_forward(void *self, fm_graph *g, fm_tensor *x /* [N, 1, 28
     cnn *net = self;
     /* ReLU after pooling: max and ReLU commute (both forward values and the
      * routed gradients are the same), and the ReLU then touches a quarter
-     * of the elements. */
+     * of the elements -- in the pooling's own pass (fm_maxpool2d_relu). */
     fm_tensor *h = fm_maxpool2d_relu(g, fm_nn_conv(g, &net->conv1, x), 2);  // [N,32,14,14]
     h = fm_maxpool2d_relu(g, fm_nn_conv(g, &net->conv2, h), 2);             // [N,64,7,7]
     h = fm_dropout(g, fm_relu(g, fm_nn_linear(g, &net->fc1, fm_flatten(g, h))), net->dropout);

@@ -689,6 +689,7 @@ START_TEST(test_profile_counts_calls)
     static const char *const names[FM_OP_COUNT] = {
         "linear", "conv2d", "maxpool2d", "global_avgpool", "batchnorm",
         "relu", "dropout", "add", "flatten", "cross_entropy", "batchnorm_relu", "to_bf16",
+        "maxpool2d_relu",
     };
     for (int i = 0; i < FM_OP_COUNT; i++) {
         ck_assert_str_eq(prof[i].name, names[i]);
